@@ -1,0 +1,3 @@
+"""clapdex: search and audit audio collections through named sound concepts."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,127 @@
+"""What every CLI verb shares: error handling, output, the index location and encoder options."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+import click
+
+from clapdex.errors import ClapdexError
+
+
+class SafeGroup(click.Group):
+    """Turns user errors into one line on stderr and a non-zero exit, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ClapdexError as error:
+            click.echo(f"error: {error}", err=True)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+
+def to_jsonable(value: Any) -> Any:
+    """Dataclasses, numpy scalars/arrays and paths -> plain JSON values."""
+    import dataclasses
+
+    import numpy as np
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: to_jsonable(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def emit_json(obj: Any) -> None:
+    """One JSON document on stdout."""
+    click.echo(json.dumps(to_jsonable(obj), ensure_ascii=False))
+
+
+def emit_ndjson(rows: Iterable[Any]) -> None:
+    """One JSON object per line on stdout (for lists)."""
+    for row in rows:
+        click.echo(json.dumps(to_jsonable(row), ensure_ascii=False))
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output (NDJSON for lists).")
+
+
+def default_index_path() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("clapdex")) / "index"
+
+
+def resolve_index_path(value: str | None) -> Path:
+    """--index, else $CLAPDEX_INDEX, else the user data directory."""
+    if value:
+        return Path(value).expanduser()
+    env = os.environ.get("CLAPDEX_INDEX")
+    if env:
+        return Path(env).expanduser()
+    return default_index_path()
+
+
+index_option = click.option(
+    "--index", "index_path", metavar="PATH", default=None,
+    help="Index folder (default: $CLAPDEX_INDEX, else the user data directory).")
+
+
+def encoder_options(func):
+    """--model-version, --weights, --text-model, --device, --batch-size (options, then env vars)."""
+    options = [
+        click.option("--model-version", type=click.Choice(["2022", "2023"]), default=None,
+                     help="MS-CLAP model version (default: $CLAPDEX_MODEL_VERSION, else 2023)."),
+        click.option("--weights", type=click.Path(dir_okay=False), default=None,
+                     help="Local CLAP weights file (default: $CLAPDEX_CLAP_WEIGHTS, else msclap downloads them)."),
+        click.option("--text-model", type=click.Path(file_okay=False), default=None,
+                     help="Local text-model folder for air-gapped use (default: $CLAPDEX_TEXT_MODEL)."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+                     help="Where the model runs (default: $CLAPDEX_DEVICE, else auto)."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=None,
+                     help="Windows per forward pass (default 16)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def load_encoder(model_version=None, weights=None, text_model=None, device=None, batch_size=None):
+    """Build the CLAP encoder from CLI options. Tests replace this function to inject a test double."""
+    from clapdex.encoder import ClapEncoder
+
+    return ClapEncoder.from_settings(version=model_version, weights=weights, text_model=text_model,
+                                     device=device, batch_size=batch_size)
+
+
+def encoder_from_kwargs(kwargs: dict) -> Any:
+    """Pops the encoder options out of a command's kwargs and loads the encoder."""
+    keys = ("model_version", "weights", "text_model", "device", "batch_size")
+    settings = {k: kwargs.pop(k, None) for k in keys}
+    return load_encoder(**settings)
+
+
+def progress(iterable=None, total=None, desc: str = "", unit: str = "it", disable: bool | None = None):
+    """A progress bar on stderr; hidden when stderr is not a terminal unless forced."""
+    from tqdm import tqdm
+
+    if disable is None:
+        disable = not sys.stderr.isatty()
+    return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, disable=disable,
+                dynamic_ncols=True)

@@ -1,0 +1,3 @@
+"""CLI verbs: (to be filled)."""
+
+COMMANDS: list = []

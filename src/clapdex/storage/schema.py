@@ -1,0 +1,102 @@
+"""The index database schema (SQLAlchemy 2.x). The database is the source of truth.
+
+Vectors are stored as little-endian float32 bytes (LargeBinary) so the schema is portable between
+SQLite and PostgreSQL. `postings` is the inverted concept index: one row per non-zero concept weight
+of a segment, indexed on (concept_id, weight) for "strongest segments of concept k" and on
+segment_id for "all concepts of this segment".
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (Float, ForeignKey, Index, Integer, LargeBinary, String, Text, DateTime,
+                        BigInteger)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+SCHEMA_VERSION = 1
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class IndexSettingsRow(Base):
+    """Exactly one row: how this index was built. Opening with other settings is refused."""
+
+    __tablename__ = "index_settings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    schema_version: Mapped[int] = mapped_column(Integer)
+    encoder_fingerprint: Mapped[str] = mapped_column(String(512))
+    dimension: Mapped[int] = mapped_column(Integer)
+    sample_rate: Mapped[int] = mapped_column(Integer)
+    window_seconds: Mapped[float] = mapped_column(Float)
+    hop_seconds: Mapped[float] = mapped_column(Float)
+    vocabulary_name: Mapped[str] = mapped_column(String(512))
+    vocabulary_hash: Mapped[str] = mapped_column(String(128))
+    lam: Mapped[float | None] = mapped_column(Float, nullable=True)           # fixed-lambda mode
+    max_concepts: Mapped[int | None] = mapped_column(Integer, nullable=True)  # "at most N" mode
+    audio_mean: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # mu_A, float32
+    faiss_factory: Mapped[str] = mapped_column(String(256), default="Flat")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class FileRow(Base):
+    __tablename__ = "files"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)   # absolute, as given by the OS
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    content_hash: Mapped[str | None] = mapped_column(String(128), index=True, nullable=True)
+    duration: Mapped[float | None] = mapped_column(Float, nullable=True)      # seconds
+    sample_rate: Mapped[int | None] = mapped_column(Integer, nullable=True)   # of the source file
+    channels: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # "indexed" | "error"
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    indexed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SegmentRow(Base):
+    __tablename__ = "segments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # also the FAISS id
+    file_id: Mapped[int] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), index=True)
+    start: Mapped[float] = mapped_column(Float)   # seconds in the file
+    end: Mapped[float] = mapped_column(Float)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)  # dense CLAP embedding, float32, raw
+    fidelity: Mapped[float] = mapped_column(Float)         # cos(recomposed, normalize(embedding))
+    n_concepts: Mapped[int] = mapped_column(Integer)
+    # Exact explanations (design.md): u = C w, recon_norm = ||u||, shift_norm = ||u/||u|| + mu_A||.
+    recon_norm: Mapped[float] = mapped_column(Float)
+    shift_norm: Mapped[float] = mapped_column(Float)
+
+
+class ConceptRow(Base):
+    __tablename__ = "concepts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # = column in the concept matrix (0..K-1)
+    name: Mapped[str] = mapped_column(String(512), unique=True)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)  # raw text embedding, float32
+
+
+class PostingRow(Base):
+    """Inverted concept index: segment `segment_id` has weight `weight` > 0 on concept `concept_id`."""
+
+    __tablename__ = "postings"
+
+    concept_id: Mapped[int] = mapped_column(ForeignKey("concepts.id"), primary_key=True)
+    segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id", ondelete="CASCADE"),
+                                            primary_key=True)
+    weight: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        Index("ix_postings_concept_weight", "concept_id", "weight"),
+        Index("ix_postings_segment", "segment_id"),
+    )
