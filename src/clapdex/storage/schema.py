@@ -49,6 +49,7 @@ class IndexSettingsRow(Base):
 
 class FileRow(Base):
     __tablename__ = "files"
+    __table_args__ = {"sqlite_autoincrement": True}  # never reuse ids of deleted rows
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     path: Mapped[str] = mapped_column(Text, unique=True)   # absolute, as given by the OS
@@ -65,6 +66,7 @@ class FileRow(Base):
 
 class SegmentRow(Base):
     __tablename__ = "segments"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids are FAISS ids: never reuse them
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)  # also the FAISS id
     file_id: Mapped[int] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), index=True)

@@ -1,0 +1,408 @@
+"""IndexStore: one index folder, its database, its settings, and bulk reads and writes.
+
+Layout of an index folder:
+    clapdex.sqlite   the database (SQLite, the embedded default), or
+    database.url     one line holding an SQLAlchemy URL (e.g. postgresql+psycopg://...) instead
+    dense.faiss      the FAISS index of segment embeddings, always rebuildable from the database
+
+Every write that makes a file visible (its row, segments and postings) happens in one transaction,
+so an interrupted run never leaves a half-indexed file behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+from sqlalchemy import create_engine, delete, event, func, insert, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from clapdex.errors import ClapdexError, IndexMismatchError, IndexNotFoundError
+from clapdex.storage.schema import (SCHEMA_VERSION, Base, ConceptRow, FileRow, IndexSettingsRow,
+                                    PostingRow, SegmentRow, utcnow)
+
+DB_FILE = "clapdex.sqlite"
+URL_FILE = "database.url"
+FAISS_FILE = "dense.faiss"
+_CHUNK = 20_000  # rows per bulk statement
+
+
+def to_blob(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
+
+
+def from_blob(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype="<f4")
+
+
+@dataclass
+class IndexSettings:
+    """How an index was built. Two indexes with different settings must never be mixed."""
+
+    encoder_fingerprint: str
+    dimension: int
+    sample_rate: int
+    window_seconds: float
+    hop_seconds: float
+    vocabulary_name: str
+    vocabulary_hash: str
+    lam: float | None = None
+    max_concepts: int | None = None
+    audio_mean: np.ndarray | None = None
+    faiss_factory: str = "Flat"
+
+    # Settings whose change makes the stored data meaningless, with the command that rebuilds.
+    _REBUILD = {
+        "encoder_fingerprint": "clapdex index --rebuild",
+        "dimension": "clapdex index --rebuild",
+        "sample_rate": "clapdex index --rebuild",
+        "window_seconds": "clapdex index --rebuild",
+        "hop_seconds": "clapdex index --rebuild",
+        "vocabulary_hash": "clapdex reindex --vocab ...",
+        "lam": "clapdex reindex --lambda ...",
+        "max_concepts": "clapdex reindex --max-concepts ...",
+    }
+
+    def differences(self, other: "IndexSettings") -> list[str]:
+        """Names of the rebuild-relevant settings that differ between self and other."""
+        return [name for name in self._REBUILD if getattr(self, name) != getattr(other, name)]
+
+    def check_compatible(self, requested: "IndexSettings", index_path: str | Path) -> None:
+        """Raise IndexMismatchError naming each difference and the command that rebuilds."""
+        diffs = self.differences(requested)
+        if not diffs:
+            return
+        parts = [f"{name} is {getattr(self, name)!r}, requested {getattr(requested, name)!r}"
+                 for name in diffs]
+        fixes = sorted({self._REBUILD[name] for name in diffs})
+        raise IndexMismatchError(
+            f"index {index_path} was built with other settings ({'; '.join(parts)}); "
+            f"run {' or '.join(fixes)} to rebuild it, or use another --index")
+
+
+@dataclass
+class FileMeta:
+    """What the indexer knows about a file before storing it."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    content_hash: str | None = None
+    duration: float | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """DIALECT SPOT: the only SQLite-specific settings. WAL for concurrent readers, FKs on."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):  # pragma: no cover - trivial
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+
+def _database_url(root: Path) -> str:
+    url_file = root / URL_FILE
+    if url_file.exists():
+        return url_file.read_text().strip()
+    return f"sqlite:///{root / DB_FILE}"
+
+
+def _make_engine(url: str) -> Engine:
+    engine = create_engine(url, future=True)
+    if engine.dialect.name == "sqlite":
+        _configure_sqlite(engine)
+    return engine
+
+
+class IndexStore:
+    """An open index. Use `create` or `open`, then `close` (or use it as a context manager)."""
+
+    def __init__(self, root: Path, engine: Engine):
+        self.root = root
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._settings: IndexSettings | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    @staticmethod
+    def exists(root: str | Path) -> bool:
+        root = Path(root)
+        return (root / DB_FILE).exists() or (root / URL_FILE).exists()
+
+    @classmethod
+    def create(cls, root: str | Path, settings: IndexSettings, concept_names: Sequence[str],
+               concept_embeddings: np.ndarray, database_url: str | None = None) -> "IndexStore":
+        """Create a new, empty index. Refuses to overwrite an existing one."""
+        root = Path(root)
+        if cls.exists(root):
+            raise ClapdexError(f"an index already exists at {root}")
+        if len(concept_names) != len(concept_embeddings):
+            raise ValueError("one embedding per concept name is required")
+        root.mkdir(parents=True, exist_ok=True)
+        if database_url:
+            (root / URL_FILE).write_text(database_url + "\n")
+        engine = _make_engine(_database_url(root))
+        Base.metadata.create_all(engine)
+        store = cls(root, engine)
+        with store.session() as session, session.begin():
+            session.add(IndexSettingsRow(id=1, schema_version=SCHEMA_VERSION,
+                                         **_settings_to_columns(settings)))
+            store._insert_concepts(session, concept_names, concept_embeddings)
+        store._settings = settings
+        return store
+
+    @classmethod
+    def open(cls, root: str | Path) -> "IndexStore":
+        root = Path(root)
+        if not cls.exists(root):
+            raise IndexNotFoundError(
+                f"no index at {root}; create one with: clapdex index --index {root} FOLDER")
+        store = cls(root, _make_engine(_database_url(root)))
+        version = store._settings_row().schema_version
+        if version != SCHEMA_VERSION:
+            store.close()
+            raise IndexMismatchError(
+                f"index {root} has schema version {version}, this clapdex needs {SCHEMA_VERSION}; "
+                f"rebuild it with: clapdex index --rebuild --index {root} FOLDER")
+        return store
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> "IndexStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions() as session:
+            yield session
+
+    @property
+    def faiss_path(self) -> Path:
+        return self.root / FAISS_FILE
+
+    # ---- settings --------------------------------------------------------------------------
+
+    def _settings_row(self) -> IndexSettingsRow:
+        with self.session() as session:
+            row = session.get(IndexSettingsRow, 1)
+        if row is None:
+            raise IndexMismatchError(f"index {self.root} has no settings row; it is damaged")
+        return row
+
+    @property
+    def settings(self) -> IndexSettings:
+        if self._settings is None:
+            row = self._settings_row()
+            mean = None if row.audio_mean is None else from_blob(row.audio_mean).astype(np.float64)
+            self._settings = IndexSettings(
+                encoder_fingerprint=row.encoder_fingerprint, dimension=row.dimension,
+                sample_rate=row.sample_rate, window_seconds=row.window_seconds,
+                hop_seconds=row.hop_seconds, vocabulary_name=row.vocabulary_name,
+                vocabulary_hash=row.vocabulary_hash, lam=row.lam, max_concepts=row.max_concepts,
+                audio_mean=mean, faiss_factory=row.faiss_factory)
+        return self._settings
+
+    def update_settings(self, session: Session | None = None, **changes) -> None:
+        """Change stored settings (e.g. lam after a reindex, audio_mean once it is known)."""
+        new = dataclasses.replace(self.settings, **changes)
+        values = _settings_to_columns(new)
+        values["updated_at"] = utcnow()
+        statement = update(IndexSettingsRow).where(IndexSettingsRow.id == 1).values(**values)
+        if session is None:
+            with self.session() as own, own.begin():
+                own.execute(statement)
+        else:
+            session.execute(statement)
+        self._settings = new
+
+    # ---- concepts --------------------------------------------------------------------------
+
+    @staticmethod
+    def _insert_concepts(session: Session, names: Sequence[str], embeddings: np.ndarray) -> None:
+        rows = [{"id": i, "name": name, "embedding": to_blob(embeddings[i])}
+                for i, name in enumerate(names)]
+        for start in range(0, len(rows), _CHUNK):
+            session.execute(insert(ConceptRow), rows[start:start + _CHUNK])
+
+    def concept_names(self) -> list[str]:
+        with self.session() as session:
+            return list(session.scalars(select(ConceptRow.name).order_by(ConceptRow.id)))
+
+    def concept_embeddings(self) -> np.ndarray:
+        with self.session() as session:
+            blobs = session.scalars(select(ConceptRow.embedding).order_by(ConceptRow.id)).all()
+        return np.stack([from_blob(b) for b in blobs]) if blobs else np.zeros((0, 0), np.float32)
+
+    def replace_concepts(self, session: Session, names: Sequence[str], embeddings: np.ndarray) -> None:
+        """New vocabulary: drops every posting and concept. Call inside a transaction."""
+        session.execute(delete(PostingRow))
+        session.execute(delete(ConceptRow))
+        self._insert_concepts(session, names, embeddings)
+
+    # ---- files and segments ----------------------------------------------------------------
+
+    def file_by_path(self, path: str) -> FileRow | None:
+        with self.session() as session:
+            return session.scalars(select(FileRow).where(FileRow.path == path)).first()
+
+    def files_by_hash(self, content_hash: str) -> list[FileRow]:
+        with self.session() as session:
+            return list(session.scalars(
+                select(FileRow).where(FileRow.content_hash == content_hash,
+                                      FileRow.status == "indexed")))
+
+    def add_file(self, meta: FileMeta, starts: np.ndarray, ends: np.ndarray,
+                 embeddings: np.ndarray, decomposition) -> tuple[int, np.ndarray]:
+        """Store one file with its segments and postings in one transaction.
+
+        `decomposition` has `weights` (csr, n x K), `fidelity`, `recon_norm`, `shift_norm` (n,).
+        An existing row for the same path (older version, or an error) is replaced.
+        Returns (file id, segment ids in window order).
+        """
+        n = len(starts)
+        if not (len(ends) == len(embeddings) == decomposition.weights.shape[0] == n):
+            raise ValueError("starts, ends, embeddings and weights must have one row per segment")
+        with self.session() as session, session.begin():
+            self._delete_path(session, meta.path)
+            file_id = session.execute(insert(FileRow).returning(FileRow.id), [
+                _file_values(meta, status="indexed", error=None)]).scalar_one()
+            segment_ids = self._insert_segments(session, file_id, starts, ends, embeddings,
+                                                decomposition)
+        return file_id, segment_ids
+
+    def _insert_segments(self, session: Session, file_id: int, starts, ends, embeddings,
+                         decomposition) -> np.ndarray:
+        weights = sp.csr_matrix(decomposition.weights)
+        rows = [{"file_id": file_id, "start": float(starts[i]), "end": float(ends[i]),
+                 "embedding": to_blob(embeddings[i]),
+                 "fidelity": float(decomposition.fidelity[i]),
+                 "n_concepts": int(weights.indptr[i + 1] - weights.indptr[i]),
+                 "recon_norm": float(decomposition.recon_norm[i]),
+                 "shift_norm": float(decomposition.shift_norm[i])} for i in range(len(starts))]
+        if not rows:
+            return np.zeros(0, dtype=np.int64)
+        result = session.execute(
+            insert(SegmentRow).returning(SegmentRow.id, sort_by_parameter_order=True), rows)
+        segment_ids = np.fromiter(result.scalars(), dtype=np.int64, count=len(rows))
+        self._insert_postings(session, segment_ids, weights)
+        return segment_ids
+
+    @staticmethod
+    def _insert_postings(session: Session, segment_ids: np.ndarray, weights: sp.csr_matrix) -> None:
+        coo = weights.tocoo()
+        keep = coo.data > 0
+        rows = [{"concept_id": int(c), "segment_id": int(segment_ids[r]), "weight": float(w)}
+                for r, c, w in zip(coo.row[keep], coo.col[keep], coo.data[keep])]
+        for start in range(0, len(rows), _CHUNK):
+            session.execute(insert(PostingRow), rows[start:start + _CHUNK])
+
+    def record_error(self, meta: FileMeta, error: str) -> None:
+        """Remember a file that could not be indexed (replacing any older row for its path)."""
+        with self.session() as session, session.begin():
+            self._delete_path(session, meta.path)
+            session.execute(insert(FileRow), [_file_values(meta, status="error", error=error)])
+
+    def remove_file(self, path: str) -> bool:
+        """Delete a file with its segments and postings. Returns whether it existed."""
+        with self.session() as session, session.begin():
+            return self._delete_path(session, path)
+
+    @staticmethod
+    def _delete_path(session: Session, path: str) -> bool:
+        file_id = session.scalar(select(FileRow.id).where(FileRow.path == path))
+        if file_id is None:
+            return False
+        segment_ids = select(SegmentRow.id).where(SegmentRow.file_id == file_id)
+        # Explicit deletes rather than relying on ON DELETE CASCADE, which not every backend honours.
+        session.execute(delete(PostingRow).where(PostingRow.segment_id.in_(segment_ids)))
+        session.execute(delete(SegmentRow).where(SegmentRow.file_id == file_id))
+        session.execute(delete(FileRow).where(FileRow.id == file_id))
+        return True
+
+    def replace_postings(self, session: Session, segment_ids: np.ndarray, decomposition) -> None:
+        """Re-decomposition (reindex): new weights and per-segment terms, same segments."""
+        weights = sp.csr_matrix(decomposition.weights)
+        for start in range(0, len(segment_ids), _CHUNK):
+            chunk = [int(s) for s in segment_ids[start:start + _CHUNK]]
+            session.execute(delete(PostingRow).where(PostingRow.segment_id.in_(chunk)))
+        session.execute(update(SegmentRow), [
+            {"id": int(segment_ids[i]), "fidelity": float(decomposition.fidelity[i]),
+             "n_concepts": int(weights.indptr[i + 1] - weights.indptr[i]),
+             "recon_norm": float(decomposition.recon_norm[i]),
+             "shift_norm": float(decomposition.shift_norm[i])} for i in range(len(segment_ids))])
+        self._insert_postings(session, segment_ids, weights)
+
+    # ---- bulk reads ------------------------------------------------------------------------
+
+    def segment_embeddings(self, segment_ids: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(ids int64 (n,), embeddings float32 (n, d)), ordered by segment id."""
+        statement = select(SegmentRow.id, SegmentRow.embedding).order_by(SegmentRow.id)
+        if segment_ids is not None:
+            statement = statement.where(SegmentRow.id.in_([int(s) for s in segment_ids]))
+        with self.session() as session:
+            rows = session.execute(statement).all()
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        dim = self.settings.dimension
+        matrix = np.empty((len(rows), dim), dtype=np.float32)
+        for i, (_, blob) in enumerate(rows):
+            matrix[i] = from_blob(blob)
+        return ids, matrix
+
+    def concept_matrix(self) -> tuple[np.ndarray, sp.csr_matrix]:
+        """All postings as (segment ids (n,), csr (n, K)); row i belongs to segment ids[i]."""
+        with self.session() as session:
+            ids = np.fromiter(session.scalars(select(SegmentRow.id).order_by(SegmentRow.id)),
+                              dtype=np.int64)
+            postings = session.execute(
+                select(PostingRow.segment_id, PostingRow.concept_id, PostingRow.weight)).all()
+            n_concepts = session.scalar(select(func.count()).select_from(ConceptRow)) or 0
+        if postings:
+            seg, con, weight = (np.asarray(col) for col in zip(*postings))
+            rows = np.searchsorted(ids, seg.astype(np.int64))
+        else:
+            rows = con = weight = np.zeros(0)
+        matrix = sp.csr_matrix((np.asarray(weight, dtype=np.float64), (rows, con)),
+                               shape=(len(ids), n_concepts))
+        return ids, matrix
+
+    def counts(self) -> dict:
+        with self.session() as session:
+            def count(model, *where):
+                return session.scalar(select(func.count()).select_from(model).where(*where)) or 0
+            return {
+                "files": count(FileRow, FileRow.status == "indexed"),
+                "errors": count(FileRow, FileRow.status == "error"),
+                "segments": count(SegmentRow),
+                "concepts": count(ConceptRow),
+                "postings": count(PostingRow),
+            }
+
+
+def _settings_to_columns(settings: IndexSettings) -> dict:
+    values = {field.name: getattr(settings, field.name) for field in dataclasses.fields(settings)}
+    mean = values.pop("audio_mean")
+    values["audio_mean"] = None if mean is None else to_blob(mean)
+    return values
+
+
+def _file_values(meta: FileMeta, status: str, error: str | None) -> dict:
+    values = dataclasses.asdict(meta)
+    values.update(status=status, error=error, indexed_at=utcnow())
+    return values
