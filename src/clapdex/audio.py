@@ -1,0 +1,281 @@
+"""Decode audio files and cut them into deterministic, fixed-length windows.
+
+Decoding uses soundfile (libsndfile: WAV, AIFF, FLAC, OGG/Vorbis/Opus, MP3), any sample rate, any
+channel count, integer or float samples. Channels are downmixed to mono (their mean) and resampled
+with soxr (quality "HQ"; deterministic).
+
+Windows (`window_seconds` long, starting every `hop_seconds`, hop defaults to the window):
+- Windows start at 0, hop, 2*hop, ... as long as they fit in the audio.
+- If those windows do not reach the end of the audio, one more window is added that ends exactly at
+  the end of the audio. It holds only real audio and overlaps the previous window; its Window has
+  its true start and end times. So every sample of the file lies in at least one window.
+- Audio shorter than one window gives a single window filled by repeating the audio (as msclap
+  does); its Window is (0, duration).
+Window times are sample positions at the target rate divided by that rate.
+
+Streaming: `iter_windows` reads the file in blocks and resamples with `soxr.ResampleStream`.
+`load_audio` decodes through the same blocks and both cut with the same code, so
+`iter_windows(path, ...)` yields exactly (bit for bit) what `cut_windows(load_audio(path, ...))`
+returns. soxr's streamed output does not depend on how the input is split into chunks.
+
+Bad input raises AudioError(path, reason): missing file, directory, permission denied, empty file,
+not audio, zero-length audio, NaN/inf samples, decoder errors. Truncated files: the header's length
+is not trusted; decoding stops where the data really ends and what was decoded is used (WAV, AIFF
+and MP3 decoders stop cleanly). If the decoder reports corruption instead (e.g. FLAC "lost sync"),
+the file is refused with AudioError; `iter_windows` may have yielded earlier windows by then.
+Silent audio is valid; `is_silent` tells callers cheaply.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import numpy as np
+import soundfile
+import soxr
+
+from clapdex.errors import AudioError
+
+AUDIO_EXTENSIONS: frozenset[str] = frozenset(
+    {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff"}
+)
+
+MAX_LOAD_SECONDS = 3600.0    # load_audio refuses longer files (use iter_windows): ~0.6 GB at 44.1 kHz
+SILENCE_PEAK = 1e-4          # |sample| at or below this everywhere counts as silence (-80 dBFS)
+_BLOCK_FRAMES = 1 << 16      # source frames decoded per block
+
+
+@dataclass(frozen=True)
+class Window:
+    """Where a window lies in its file, in seconds."""
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """The source file: its duration, native sample rate, channel count and frame count."""
+    duration: float
+    sample_rate: int
+    channels: int
+    frames: int
+
+
+def probe(path: str | os.PathLike) -> AudioInfo:
+    """Read the header only. Frames are what the header claims (a truncated file may hold fewer)."""
+    with _open(path) as sound:
+        return _info_of(path, sound)
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int,
+               max_seconds: float = MAX_LOAD_SECONDS) -> tuple[np.ndarray, AudioInfo]:
+    """Decode the whole file as float32 mono at `sample_rate`.
+
+    The AudioInfo returned describes what was actually decoded (a truncated file reports fewer
+    frames than its header). Files longer than `max_seconds` are refused: stream them with
+    iter_windows instead.
+    """
+    chunks: list[np.ndarray] = []
+    decoded = _Decoded()
+    for chunk in _decode(path, sample_rate, decoded, max_seconds=max_seconds):
+        chunks.append(chunk)
+    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    info = decoded.info
+    info = AudioInfo(duration=decoded.frames / info.sample_rate, sample_rate=info.sample_rate,
+                     channels=info.channels, frames=decoded.frames)
+    return samples, info
+
+
+def cut_windows(samples: np.ndarray, sample_rate: int, window_seconds: float,
+                hop_seconds: float | None = None) -> tuple[np.ndarray, list[Window]]:
+    """Cut mono audio into windows (see the module docstring). Returns ((n, window_samples), times)."""
+    samples = np.asarray(samples, dtype=np.float32)
+    if samples.ndim != 1 or samples.size == 0:
+        raise ValueError("cut_windows needs non-empty mono audio (a 1-d array)")
+    cutter = _WindowCutter(sample_rate, window_seconds, hop_seconds)
+    pairs = [*cutter.feed(samples), *cutter.finish()]
+    return _stack(pairs, cutter.window_samples)
+
+
+def iter_windows(path: str | os.PathLike, sample_rate: int, window_seconds: float,
+                 hop_seconds: float | None = None,
+                 batch: int = 64) -> Iterator[tuple[np.ndarray, list[Window]]]:
+    """Stream a file's windows in batches of at most `batch`, in bounded memory.
+
+    Yields exactly what cut_windows(load_audio(path, sample_rate)[0], ...) returns, split in batches.
+    """
+    if batch < 1:
+        raise ValueError("batch must be at least 1")
+    cutter = _WindowCutter(sample_rate, window_seconds, hop_seconds)
+    pending: list[tuple[np.ndarray, Window]] = []
+    for chunk in _decode(path, sample_rate, _Decoded()):
+        for pair in cutter.feed(chunk):
+            pending.append(pair)
+            if len(pending) == batch:
+                yield _stack(pending, cutter.window_samples)
+                pending = []
+    pending.extend(cutter.finish())
+    if pending:
+        yield _stack(pending, cutter.window_samples)
+
+
+def is_silent(samples: np.ndarray, threshold: float = SILENCE_PEAK) -> bool:
+    """True if no sample's magnitude exceeds `threshold` (works on audio or a batch of windows)."""
+    return samples.size == 0 or float(np.max(np.abs(samples))) <= threshold
+
+
+# --- decoding -----------------------------------------------------------------------------------
+
+class _Decoded:
+    """What _decode learned about the file: its header info and how many frames it really held."""
+
+    def __init__(self) -> None:
+        self.info: AudioInfo | None = None
+        self.frames = 0
+
+
+def _open(path: str | os.PathLike) -> soundfile.SoundFile:
+    """Open a file for decoding, turning every way it can fail into AudioError."""
+    if not os.path.exists(path):
+        raise AudioError(path, "file not found")
+    if os.path.isdir(path):
+        raise AudioError(path, "is a directory, not an audio file")
+    try:
+        with open(path, "rb") as handle:  # fails early and plainly on permissions
+            if not handle.read(1):
+                raise AudioError(path, "empty file (0 bytes)")
+    except PermissionError:
+        raise AudioError(path, "permission denied") from None
+    except OSError as error:
+        raise AudioError(path, f"cannot read file ({error.strerror or error})") from None
+    try:
+        return soundfile.SoundFile(os.fspath(path))
+    except (soundfile.SoundFileError, OSError, ValueError) as error:
+        raise AudioError(path, f"not a readable audio file ({_short(error)})") from None
+
+
+def _info_of(path: str | os.PathLike, sound: soundfile.SoundFile) -> AudioInfo:
+    if sound.samplerate <= 0 or sound.channels <= 0:
+        raise AudioError(path, "invalid header (no sample rate or channels)")
+    if sound.frames <= 0:
+        raise AudioError(path, "zero-length audio (no samples; empty or truncated)")
+    return AudioInfo(duration=sound.frames / sound.samplerate, sample_rate=sound.samplerate,
+                     channels=sound.channels, frames=sound.frames)
+
+
+def _decode(path: str | os.PathLike, sample_rate: int, decoded: _Decoded,
+            max_seconds: float | None = None) -> Iterator[np.ndarray]:
+    """Yield float32 mono chunks at `sample_rate`; fills `decoded` as it goes."""
+    if int(sample_rate) != sample_rate or sample_rate <= 0:
+        raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
+    with _open(path) as sound:
+        info = decoded.info = _info_of(path, sound)
+        if max_seconds is not None and info.duration > max_seconds:
+            raise AudioError(path, f"too long to load whole ({info.duration:.0f} s > "
+                                   f"{max_seconds:.0f} s); stream it with iter_windows")
+        resampler = None
+        if info.sample_rate != sample_rate:
+            resampler = soxr.ResampleStream(info.sample_rate, sample_rate, 1,
+                                            dtype="float32", quality="HQ")
+        # Read until the data really ends: headers of truncated files overstate the length.
+        for block in _blocks(path, sound):
+            mono = _downmix(block)
+            if not np.isfinite(mono).all():
+                raise AudioError(path, "contains NaN or infinite samples")
+            decoded.frames += len(block)
+            if max_seconds is not None and decoded.frames > max_seconds * info.sample_rate:
+                raise AudioError(path, f"too long to load whole (> {max_seconds:.0f} s); "
+                                       "stream it with iter_windows")
+            out = resampler.resample_chunk(mono, last=False) if resampler else mono
+            if out.size:
+                yield out
+        if decoded.frames == 0:
+            raise AudioError(path, "zero-length audio (no samples could be decoded)")
+        if resampler:
+            out = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+            if out.size:
+                yield out
+
+
+def _blocks(path: str | os.PathLike, sound: soundfile.SoundFile) -> Iterator[np.ndarray]:
+    while True:
+        try:
+            block = sound.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
+        except (soundfile.SoundFileError, OSError, ValueError) as error:
+            raise AudioError(path, f"decoding failed, file damaged or truncated "
+                                   f"({_short(error)})") from None
+        if len(block):
+            yield block
+        if len(block) < _BLOCK_FRAMES:
+            return
+
+
+def _downmix(block: np.ndarray) -> np.ndarray:
+    if block.shape[1] == 1:
+        return np.ascontiguousarray(block[:, 0])
+    return block.mean(axis=1, dtype=np.float64).astype(np.float32)
+
+
+def _short(error: Exception) -> str:
+    text = getattr(error, "error_string", None) or str(error)  # libsndfile's reason, without the path
+    return " ".join(text.split()).rstrip(".") or type(error).__name__
+
+
+# --- windowing ----------------------------------------------------------------------------------
+
+class _WindowCutter:
+    """Cuts audio fed in chunks into windows; the one implementation behind cut_windows and
+    iter_windows. Keeps only the last window's worth of samples between chunks."""
+
+    def __init__(self, sample_rate: int, window_seconds: float, hop_seconds: float | None):
+        if sample_rate <= 0:
+            raise ValueError("sample_rate must be positive")
+        hop_seconds = window_seconds if hop_seconds is None else hop_seconds
+        self.sample_rate = sample_rate
+        self.window_samples = round(window_seconds * sample_rate)
+        self.hop_samples = round(hop_seconds * sample_rate)
+        if self.window_samples < 1:
+            raise ValueError(f"window_seconds={window_seconds} is shorter than one sample")
+        if not 1 <= self.hop_samples <= self.window_samples:
+            raise ValueError("hop_seconds must be positive and at most window_seconds "
+                             "(a longer hop would leave audio uncovered)")
+        self._tail = np.zeros(0, np.float32)  # the most recent samples, at most one window
+        self._tail_start = 0                  # position of _tail[0] in the audio
+        self._next_start = 0                  # start of the next regular window
+        self._covered = 0                     # end of the last window emitted
+
+    def feed(self, chunk: np.ndarray) -> Iterator[tuple[np.ndarray, Window]]:
+        audio = np.concatenate([self._tail, chunk]) if self._tail.size else chunk
+        total = self._tail_start + len(audio)
+        while self._next_start + self.window_samples <= total:
+            yield self._window(audio, self._next_start)
+            self._next_start += self.hop_samples
+        keep = min(len(audio), self.window_samples)
+        self._tail = audio[len(audio) - keep:]
+        self._tail_start = total - keep
+
+    def finish(self) -> Iterable[tuple[np.ndarray, Window]]:
+        total = self._tail_start + len(self._tail)
+        if total == 0 or self._covered == total:
+            return []
+        if total < self.window_samples:  # short audio: repeat it to fill one window
+            repeats = math.ceil(self.window_samples / total)
+            filled = np.tile(self._tail, repeats)[: self.window_samples]
+            return [(filled, Window(0.0, total / self.sample_rate))]
+        return [self._window(self._tail, total - self.window_samples)]  # aligned to the end
+
+    def _window(self, audio: np.ndarray, start: int) -> tuple[np.ndarray, Window]:
+        offset = start - self._tail_start
+        self._covered = start + self.window_samples
+        return (audio[offset: offset + self.window_samples],
+                Window(start / self.sample_rate, self._covered / self.sample_rate))
+
+
+def _stack(pairs: list[tuple[np.ndarray, Window]], window_samples: int
+           ) -> tuple[np.ndarray, list[Window]]:
+    if not pairs:
+        return np.zeros((0, window_samples), np.float32), []
+    return np.stack([samples for samples, _ in pairs]), [window for _, window in pairs]
