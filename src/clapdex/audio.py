@@ -20,9 +20,10 @@ returns. soxr's streamed output does not depend on how the input is split into c
 
 Bad input raises AudioError(path, reason): missing file, directory, permission denied, empty file,
 not audio, zero-length audio, NaN/inf samples, decoder errors. Truncated files: the header's length
-is not trusted; decoding stops where the data really ends and what was decoded is used (WAV, AIFF
-and MP3 decoders stop cleanly). If the decoder reports corruption instead (e.g. FLAC "lost sync"),
-the file is refused with AudioError; `iter_windows` may have yielded earlier windows by then.
+is not trusted; decoding stops where the data really ends and what was decoded is used (WAV, AIFF,
+MP3 and most cut OGG files stop cleanly). If the decoder reports corruption instead (e.g. FLAC
+"lost sync"), or nothing decodable is left, the file is refused with AudioError; `iter_windows` may
+have yielded earlier windows by then, so callers should discard a file's windows on AudioError.
 Silent audio is valid; `is_silent` tells callers cheaply.
 """
 
