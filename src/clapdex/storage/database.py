@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from clapdex.errors import ClapdexError, IndexMismatchError, IndexNotFoundError
+from clapdex.storage import concept_stats  # audit totals, kept in step with every write
 from clapdex.storage.schema import (SCHEMA_VERSION, Base, ConceptRow, FileRow, IndexSettingsRow,
                                     PostingRow, SegmentRow, utcnow)
 
@@ -161,6 +162,7 @@ class IndexStore:
             session.add(IndexSettingsRow(id=1, schema_version=SCHEMA_VERSION,
                                          **_settings_to_columns(settings)))
             store._insert_concepts(session, concept_names, concept_embeddings)
+            concept_stats.initialize(session)
         store._settings = settings
         return store
 
@@ -255,6 +257,7 @@ class IndexStore:
         session.execute(delete(PostingRow))
         session.execute(delete(ConceptRow))
         self._insert_concepts(session, names, embeddings)
+        concept_stats.invalidate(session)
 
     # ---- files and segments ----------------------------------------------------------------
 
@@ -285,6 +288,7 @@ class IndexStore:
                 _file_values(meta, status="indexed", error=None)]).scalar_one()
             segment_ids = self._insert_segments(session, file_id, starts, ends, embeddings,
                                                 decomposition)
+            concept_stats.on_file_added(session, starts, ends, decomposition.weights)
         return file_id, segment_ids
 
     def _insert_segments(self, session: Session, file_id: int, starts, ends, embeddings,
@@ -329,6 +333,7 @@ class IndexStore:
         file_id = session.scalar(select(FileRow.id).where(FileRow.path == path))
         if file_id is None:
             return False
+        concept_stats.on_file_removed(session, file_id)
         segment_ids = select(SegmentRow.id).where(SegmentRow.file_id == file_id)
         # Explicit deletes rather than relying on ON DELETE CASCADE, which not every backend honours.
         session.execute(delete(PostingRow).where(PostingRow.segment_id.in_(segment_ids)))
@@ -348,6 +353,7 @@ class IndexStore:
              "recon_norm": float(decomposition.recon_norm[i]),
              "shift_norm": float(decomposition.shift_norm[i])} for i in range(len(segment_ids))])
         self._insert_postings(session, segment_ids, weights)
+        concept_stats.invalidate(session)
 
     # ---- bulk reads ------------------------------------------------------------------------
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import (Float, ForeignKey, Index, Integer, LargeBinary, String, Text, DateTime,
-                        BigInteger)
+from sqlalchemy import (BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer,
+                        LargeBinary, String, Text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: concept_stats / corpus_stats tables, index on segments.fidelity (audit)
 
 
 def utcnow() -> datetime:
@@ -73,7 +73,9 @@ class SegmentRow(Base):
     start: Mapped[float] = mapped_column(Float)   # seconds in the file
     end: Mapped[float] = mapped_column(Float)
     embedding: Mapped[bytes] = mapped_column(LargeBinary)  # dense CLAP embedding, float32, raw
-    fidelity: Mapped[float] = mapped_column(Float)         # cos(recomposed, normalize(embedding))
+    # cos(recomposed, normalize(embedding)); indexed for the audit's low-fidelity listing (the
+    # column lies after the embedding blob, so a table scan would read every embedding).
+    fidelity: Mapped[float] = mapped_column(Float, index=True)
     n_concepts: Mapped[int] = mapped_column(Integer)
     # Exact explanations (design.md): u = C w, recon_norm = ||u||, shift_norm = ||u/||u|| + mu_A||.
     recon_norm: Mapped[float] = mapped_column(Float)
@@ -102,3 +104,29 @@ class PostingRow(Base):
         Index("ix_postings_concept_weight", "concept_id", "weight"),
         Index("ix_postings_segment", "segment_id"),
     )
+
+
+# ---- Audit totals (maintained by storage/concept_stats.py inside IndexStore's write transactions) --
+
+class ConceptStatsRow(Base):
+    """Per-concept prevalence totals, so `clapdex concepts` reads K rows instead of every posting."""
+
+    __tablename__ = "concept_stats"
+
+    concept_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    n_files: Mapped[int] = mapped_column(Integer)         # files with at least one active segment
+    n_segments: Mapped[int] = mapped_column(Integer)      # segments with a posting for the concept
+    active_seconds: Mapped[float] = mapped_column(Float)  # per-file union of active segments, summed
+    weight_sum: Mapped[float] = mapped_column(Float)      # sum of the concept's posting weights
+
+
+class CorpusStatsRow(Base):
+    """One row: corpus totals, and whether concept_stats is up to date (else it is rebuilt on read)."""
+
+    __tablename__ = "corpus_stats"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    valid: Mapped[bool] = mapped_column(Boolean)
+    n_files: Mapped[int] = mapped_column(Integer)
+    n_segments: Mapped[int] = mapped_column(Integer)
+    indexed_seconds: Mapped[float] = mapped_column(Float)  # per-file union of all segments, summed
