@@ -1,0 +1,245 @@
+"""The optional linear projection of audio embeddings (the research's fine-tuning step).
+
+A d×d matrix P, initialised to the identity, is trained so that projected audio embeddings
+normalize(P · normalize(a)) point at the text embedding of their class prompt: cross-entropy over
+the cosines to all class prompts divided by a temperature. Training is full-batch-free mini-batch
+Adam with a fixed seed, a stratified held-out split and early stopping on the held-out loss; the
+matrix with the best held-out loss is kept.
+
+Applying it: `apply_projection(emb, proj)` = normalize(emb) · Pᵀ (raw output; consumers normalise).
+Evaluation applies it to pooled file embeddings (what it was trained on); the indexer/search can
+wrap their encoder in `ProjectedEncoder`, whose fingerprint includes the projection's hash so an
+index built with a projection refuses to be mixed with one built without.
+
+The file (torch.save, loadable with weights_only=True) stores the matrix, the fingerprint of the
+encoder it was trained for, the classes, prompt, temperature and the before/after accuracies.
+Loading it for another encoder is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from clapdex.errors import ClapdexError
+from clapdex.evaluation.representations import unit_rows
+
+FORMAT = "clapdex-projection"
+FORMAT_VERSION = 1
+
+
+class ProjectionError(ClapdexError):
+    """A projection file that cannot be used (unreadable, wrong encoder, wrong dimension)."""
+
+
+@dataclass
+class Projection:
+    matrix: np.ndarray                 # (d, d) float32
+    encoder_fingerprint: str
+    classes: tuple[str, ...] = ()
+    prompt: str = ""
+    temperature: float = 0.0
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def dimension(self) -> int:
+        return int(self.matrix.shape[0])
+
+    @property
+    def content_hash(self) -> str:
+        """sha256 over the matrix and the encoder fingerprint (store it with an index's settings)."""
+        digest = hashlib.sha256(self.encoder_fingerprint.encode())
+        digest.update(np.ascontiguousarray(self.matrix, dtype="<f4").tobytes())
+        return digest.hexdigest()
+
+    def check_encoder(self, encoder_fingerprint: str) -> None:
+        if encoder_fingerprint != self.encoder_fingerprint:
+            raise ProjectionError(
+                f"projection was trained for encoder {self.encoder_fingerprint!r}, not "
+                f"{encoder_fingerprint!r}; run `clapdex finetune` again with this model")
+
+
+def apply_projection(embeddings: np.ndarray, projection: Projection) -> np.ndarray:
+    """normalize(rows) · Pᵀ as float32 (n, d); a single vector (d,) gives (d,)."""
+    embeddings = np.asarray(embeddings)
+    if embeddings.shape[-1] != projection.dimension:
+        raise ProjectionError(f"projection is {projection.dimension}-d but embeddings are "
+                              f"{embeddings.shape[-1]}-d")
+    return (unit_rows(embeddings) @ projection.matrix.T.astype(np.float64)).astype(np.float32)
+
+
+def save_projection(projection: Projection, path: str | os.PathLike) -> Path:
+    import torch
+
+    path = Path(path)
+    payload = {"format": FORMAT, "version": FORMAT_VERSION,
+               "matrix": torch.from_numpy(np.ascontiguousarray(projection.matrix, dtype=np.float32)),
+               "encoder_fingerprint": projection.encoder_fingerprint,
+               "classes": list(projection.classes), "prompt": projection.prompt,
+               "temperature": float(projection.temperature),
+               "metrics": {k: float(v) for k, v in projection.metrics.items()}}
+    partial = path.with_name(path.name + ".partial")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(payload, partial)
+        os.replace(partial, path)
+    except OSError as error:
+        raise ProjectionError(f"{path}: cannot write projection ({error.strerror or error})") from None
+    return path
+
+
+def load_projection(path: str | os.PathLike, encoder_fingerprint: str | None = None) -> Projection:
+    """Read a projection file; with `encoder_fingerprint`, refuse one trained for another encoder."""
+    import pickle
+
+    import torch
+
+    try:
+        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ProjectionError(f"{path}: no such projection file") from None
+    except (OSError, RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as error:
+        raise ProjectionError(f"{path}: not a readable projection file ({type(error).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ProjectionError(f"{path}: not a clapdex projection file")
+    if payload.get("version") != FORMAT_VERSION:
+        raise ProjectionError(f"{path}: projection format version {payload.get('version')} is not supported")
+    matrix = payload["matrix"].numpy().astype(np.float32)
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise ProjectionError(f"{path}: projection matrix must be square, got {matrix.shape}")
+    projection = Projection(matrix, str(payload["encoder_fingerprint"]), tuple(payload.get("classes", ())),
+                            str(payload.get("prompt", "")), float(payload.get("temperature", 0.0)),
+                            dict(payload.get("metrics", {})))
+    if encoder_fingerprint is not None:
+        projection.check_encoder(encoder_fingerprint)
+    return projection
+
+
+class ProjectedEncoder:
+    """An encoder whose audio embeddings are projected; text embeddings are unchanged."""
+
+    def __init__(self, encoder, projection: Projection) -> None:
+        projection.check_encoder(encoder.fingerprint)
+        if projection.dimension != encoder.dimension:
+            raise ProjectionError(f"projection is {projection.dimension}-d, encoder is {encoder.dimension}-d")
+        self.base = encoder
+        self.projection = projection
+        self.dimension = encoder.dimension
+        self.sample_rate = encoder.sample_rate
+        self.window_seconds = encoder.window_seconds
+
+    @property
+    def fingerprint(self) -> str:
+        return f"{self.base.fingerprint}+projection:{self.projection.content_hash[:16]}"
+
+    def embed_audio(self, windows: np.ndarray) -> np.ndarray:
+        return apply_projection(self.base.embed_audio(windows), self.projection)
+
+    def embed_text(self, texts: Sequence[str]) -> np.ndarray:
+        return self.base.embed_text(texts)
+
+
+# ---------------------------------------------------------------- training
+
+
+@dataclass
+class FineTuneResult:
+    projection: Projection
+    train_size: int
+    validation_size: int
+    epochs: int              # epochs run (including the patience tail)
+    best_epoch: int
+    before_train: float      # zero-shot accuracy with the identity
+    before_validation: float
+    after_train: float       # with the kept (best held-out loss) matrix
+    after_validation: float
+
+
+def stratified_split(targets: Sequence[int], validation_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, validation indices): the fraction of each class (at least one if it has ≥ 2)."""
+    targets = np.asarray(targets)
+    rng = np.random.default_rng(seed)
+    train, validation = [], []
+    for c in np.unique(targets):
+        members = rng.permutation(np.flatnonzero(targets == c))
+        n_val = int(round(validation_fraction * len(members)))
+        if len(members) >= 2:
+            n_val = min(max(n_val, 1), len(members) - 1)
+        else:
+            n_val = 0
+        validation.extend(members[:n_val])
+        train.extend(members[n_val:])
+    return np.sort(np.array(train, dtype=np.int64)), np.sort(np.array(validation, dtype=np.int64))
+
+
+def train_projection(embeddings: np.ndarray, targets: Sequence[int], class_embeddings: np.ndarray,
+                     encoder_fingerprint: str, *, classes: Sequence[str] = (), prompt: str = "",
+                     temperature: float = 0.05, validation_fraction: float = 0.2, learning_rate: float = 1e-3,
+                     max_epochs: int = 200, patience: int = 10, batch_size: int = 256,
+                     seed: int = 0, on_epoch=None) -> FineTuneResult:
+    """Train the projection (see module docstring). `on_epoch(epoch, val_loss, val_acc)` reports progress."""
+    import torch
+
+    targets = np.asarray(targets, dtype=np.int64)
+    if len(targets) != len(embeddings):
+        raise ValueError("one target per embedding")
+    if not 0 < validation_fraction < 1:
+        raise ProjectionError("validation fraction must be between 0 and 1")
+    if temperature <= 0:
+        raise ProjectionError("temperature must be positive")
+    train_idx, val_idx = stratified_split(targets, validation_fraction, seed)
+    if len(val_idx) == 0 or len(train_idx) == 0:
+        raise ProjectionError("fine-tuning needs at least 2 files in some class (for a held-out split)")
+
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.from_numpy(unit_rows(embeddings).astype(np.float32))
+    y = torch.from_numpy(targets)
+    text = torch.from_numpy(unit_rows(class_embeddings).astype(np.float32))
+    dimension = x.shape[1]
+    matrix = torch.nn.Parameter(torch.eye(dimension))
+    optimiser = torch.optim.Adam([matrix], lr=learning_rate)
+
+    def logits(rows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        projected = torch.nn.functional.normalize(rows @ weights.T, dim=1)
+        return projected @ text.T / temperature
+
+    def evaluate(idx: np.ndarray, weights: torch.Tensor) -> tuple[float, float]:
+        with torch.no_grad():
+            out = logits(x[idx], weights)
+            loss = torch.nn.functional.cross_entropy(out, y[idx]).item()
+            return loss, (out.argmax(dim=1) == y[idx]).float().mean().item()
+
+    identity = torch.eye(dimension)
+    _, before_train = evaluate(train_idx, identity)
+    best_loss, before_val = evaluate(val_idx, identity)
+    best_matrix, best_epoch, epoch = identity.clone(), 0, 0
+    train_tensor = torch.from_numpy(train_idx)
+    for epoch in range(1, max_epochs + 1):
+        order = train_tensor[torch.randperm(len(train_tensor), generator=generator)]
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            loss = torch.nn.functional.cross_entropy(logits(x[batch], matrix), y[batch])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+        val_loss, val_acc = evaluate(val_idx, matrix.detach())
+        if on_epoch:
+            on_epoch(epoch, val_loss, val_acc)
+        if val_loss < best_loss - 1e-6:
+            best_loss, best_matrix, best_epoch = val_loss, matrix.detach().clone(), epoch
+        elif epoch - best_epoch >= patience:
+            break
+
+    _, after_train = evaluate(train_idx, best_matrix)
+    _, after_val = evaluate(val_idx, best_matrix)
+    metrics = {"before_train_accuracy": before_train, "before_validation_accuracy": before_val,
+               "after_train_accuracy": after_train, "after_validation_accuracy": after_val}
+    projection = Projection(best_matrix.numpy().astype(np.float32), encoder_fingerprint, tuple(classes),
+                            prompt, temperature, metrics)
+    return FineTuneResult(projection, len(train_idx), len(val_idx), epoch, best_epoch,
+                          before_train, before_val, after_train, after_val)

@@ -1,0 +1,85 @@
+"""The two representations every evaluation compares: dense embeddings and concept reconstructions.
+
+Concept reconstruction of an audio embedding a (design.md): decompose
+z = normalize(normalize(a) − μ_A) over the centred concept atoms, then recompose
+r = normalize(normalize(C w) + μ_A). A vector with no active concept recomposes to normalize(μ_A).
+
+μ_A is the mean of the L2-normalised embeddings of the evaluated dataset itself (as SpLiCE does for
+its benchmarks), so an evaluation needs no index. The sparsity is set either by λ (our convention,
+½‖Cw − z‖² + λ‖w‖₁, i.e. half of SpLiCE's λ) or by a target number of concepts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (all-zero rows stay zero), float64."""
+    x = np.asarray(x, dtype=np.float64)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.where(norms > 0, norms, 1.0)
+
+
+@dataclass(frozen=True)
+class ConceptSetting:
+    """One sparsity setting: λ, or at most `max_concepts` concepts per vector."""
+
+    lam: float | None = None
+    max_concepts: int | None = None
+
+    @property
+    def label(self) -> str:
+        if self.max_concepts is not None:
+            return f"N={self.max_concepts}"
+        return f"λ={self.lam:g}"
+
+
+def default_setting() -> ConceptSetting:
+    from clapdex.concepts import decompose as decomposition
+
+    return ConceptSetting(lam=decomposition.DEFAULT_LAMBDA)
+
+
+@dataclass
+class ConceptView:
+    """Concept reconstructions of a batch of embeddings under one setting."""
+
+    setting: ConceptSetting
+    reconstructions: np.ndarray  # (n, d) unit rows r
+    active: np.ndarray           # (n,) number of non-zero weights
+    fidelity: np.ndarray         # (n,) cos(r, normalize(a))
+
+    @property
+    def mean_active(self) -> float:
+        return float(self.active.mean()) if self.active.size else 0.0
+
+    @property
+    def median_active(self) -> float:
+        return float(np.median(self.active)) if self.active.size else 0.0
+
+    @property
+    def mean_fidelity(self) -> float:
+        return float(self.fidelity.mean()) if self.fidelity.size else 0.0
+
+
+def concept_view(embeddings: np.ndarray, dictionary, audio_mean: np.ndarray,
+                 setting: ConceptSetting) -> ConceptView:
+    """Decompose raw embeddings under `setting` and recompose them (see module docstring)."""
+    from clapdex.concepts import decompose as decomposition
+
+    result = decomposition.decompose(embeddings, dictionary, audio_mean, lam=setting.lam,
+                                     max_concepts=setting.max_concepts)
+    weights = result.weights.tocsr()
+    reconstructions = recompose(weights, dictionary, audio_mean)
+    active = np.diff(weights.indptr).astype(np.int64)
+    fidelity = np.einsum("ij,ij->i", reconstructions, unit_rows(embeddings))
+    return ConceptView(setting, reconstructions, active, fidelity)
+
+
+def recompose(weights, dictionary, audio_mean: np.ndarray) -> np.ndarray:
+    """r = normalize(normalize(C w) + μ_A) for each row of the sparse weights, (n, d) float64."""
+    combined = np.asarray(weights @ np.asarray(dictionary.atoms, dtype=np.float64))
+    return unit_rows(unit_rows(combined) + np.asarray(audio_mean, dtype=np.float64)[None, :])

@@ -1,0 +1,78 @@
+"""Text-audio retrieval: dense embeddings vs concept reconstructions of the audio.
+
+Only the audio side is decomposed; captions stay dense text embeddings (normalised, not centred),
+as in SpLiCE's retrieval experiments. Scores are cosines.
+
+Metrics (each caption belongs to exactly one file; a file may have several captions):
+- text→audio, per caption: R@k = 1 if its file ranks in the top k; AP@10 = 1/rank if rank ≤ 10
+  else 0 (one relevant item, so mAP@10 is the truncated mean reciprocal rank, as in DCASE task 6b).
+- audio→text, per file: R@k = 1 if any of its captions ranks in the top k;
+  AP@10 = Σ_{i≤10} P@i·rel_i / min(#relevant, 10).
+All are averaged over queries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from clapdex.evaluation.representations import ConceptSetting, concept_view, unit_rows
+
+
+def _ranked_relevance(scores: np.ndarray, relevant: np.ndarray, depth: int) -> np.ndarray:
+    """(queries, depth) booleans: is the item at each of the top `depth` ranks relevant?"""
+    depth = min(depth, scores.shape[1])
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
+    return np.take_along_axis(relevant, top, axis=1)
+
+
+def _metrics(scores: np.ndarray, relevant: np.ndarray, prefix: str) -> dict[str, float]:
+    hits = _ranked_relevance(scores, relevant, 10)
+    precision = np.cumsum(hits, axis=1) / np.arange(1, hits.shape[1] + 1)
+    n_relevant = np.minimum(relevant.sum(axis=1), 10)
+    ap = (precision * hits).sum(axis=1) / np.maximum(n_relevant, 1)
+    return {f"{prefix}_r1": float(hits[:, :1].any(axis=1).mean()),
+            f"{prefix}_r10": float(hits.any(axis=1).mean()),
+            f"{prefix}_map10": float(ap.mean())}
+
+
+def retrieval_metrics(audio: np.ndarray, text: np.ndarray, caption_file: Sequence[int]) -> dict[str, float]:
+    """All six metrics for audio vectors (files) and caption embeddings (see module docstring)."""
+    caption_file = np.asarray(caption_file)
+    relevant = caption_file[:, None] == np.arange(len(audio))[None, :]  # (captions, files)
+    scores = unit_rows(text) @ unit_rows(audio).T
+    return {**_metrics(scores, relevant, "t2a"), **_metrics(scores.T, relevant.T, "a2t")}
+
+
+@dataclass
+class RetrievalRow:
+    representation: str
+    setting: str
+    lam: float | None
+    max_concepts: int | None
+    t2a_r1: float
+    t2a_r10: float
+    t2a_map10: float
+    a2t_r1: float
+    a2t_r10: float
+    a2t_map10: float
+    mean_active: float | None = None
+    median_active: float | None = None
+    mean_fidelity: float | None = None
+
+
+def evaluate_retrieval(audio_embeddings: np.ndarray, text_embeddings: np.ndarray,
+                       caption_file: Sequence[int], dictionary=None, audio_mean: np.ndarray | None = None,
+                       settings: Sequence[ConceptSetting] = ()) -> list[RetrievalRow]:
+    """The dense row, then one concept row per setting."""
+    rows = [RetrievalRow("dense", "", None, None,
+                         **retrieval_metrics(audio_embeddings, text_embeddings, caption_file))]
+    for setting in settings:
+        view = concept_view(audio_embeddings, dictionary, audio_mean, setting)
+        rows.append(RetrievalRow("concepts", setting.label, setting.lam, setting.max_concepts,
+                                 **retrieval_metrics(view.reconstructions, text_embeddings, caption_file),
+                                 mean_active=view.mean_active, median_active=view.median_active,
+                                 mean_fidelity=view.mean_fidelity))
+    return rows
