@@ -181,6 +181,28 @@ class IndexStore:
                 f"rebuild it with: clapdex index --rebuild --index {root} FOLDER")
         return store
 
+    @classmethod
+    def destroy(cls, root: str | Path) -> None:
+        """Delete an index's data (database tables or SQLite files, and the FAISS file), keeping
+        the folder and a database.url. Used by `clapdex index --rebuild`."""
+        root = Path(root)
+        if (root / URL_FILE).exists():
+            engine = _make_engine(_database_url(root))
+            try:
+                Base.metadata.drop_all(engine)
+            finally:
+                engine.dispose()
+        for name in (DB_FILE, DB_FILE + "-wal", DB_FILE + "-shm", FAISS_FILE):
+            (root / name).unlink(missing_ok=True)
+
+    def disk_usage(self) -> dict:
+        """Bytes on disk: the SQLite database (with its WAL) and the FAISS file (None if absent)."""
+        def size(*names):
+            paths = [self.root / n for n in names if (self.root / n).exists()]
+            return sum(p.stat().st_size for p in paths) if paths else None
+        return {"database_bytes": size(DB_FILE, DB_FILE + "-wal", DB_FILE + "-shm"),
+                "faiss_bytes": size(FAISS_FILE)}
+
     def close(self) -> None:
         self.engine.dispose()
 
@@ -252,6 +274,12 @@ class IndexStore:
             blobs = session.scalars(select(ConceptRow.embedding).order_by(ConceptRow.id)).all()
         return np.stack([from_blob(b) for b in blobs]) if blobs else np.zeros((0, 0), np.float32)
 
+    def dictionary(self):
+        """The stored concepts as a ConceptDictionary (no text encoding needed)."""
+        from clapdex.concepts.dictionary import ConceptDictionary
+
+        return ConceptDictionary.from_text_embeddings(self.concept_names(), self.concept_embeddings())
+
     def replace_concepts(self, session: Session, names: Sequence[str], embeddings: np.ndarray) -> None:
         """New vocabulary: drops every posting and concept. Call inside a transaction."""
         session.execute(delete(PostingRow))
@@ -279,32 +307,83 @@ class IndexStore:
         An existing row for the same path (older version, or an error) is replaced.
         Returns (file id, segment ids in window order).
         """
-        n = len(starts)
-        if not (len(ends) == len(embeddings) == decomposition.weights.shape[0] == n):
-            raise ValueError("starts, ends, embeddings and weights must have one row per segment")
-        with self.session() as session, session.begin():
-            self._delete_path(session, meta.path)
-            file_id = session.execute(insert(FileRow).returning(FileRow.id), [
-                _file_values(meta, status="indexed", error=None)]).scalar_one()
-            segment_ids = self._insert_segments(session, file_id, starts, ends, embeddings,
-                                                decomposition)
-            concept_stats.on_file_added(session, starts, ends, decomposition.weights)
-        return file_id, segment_ids
+        return self.add_files([NewFile(meta, starts, ends, embeddings, decomposition)])[0]
 
-    def _insert_segments(self, session: Session, file_id: int, starts, ends, embeddings,
+    def add_files(self, files: Sequence["NewFile"], session: Session | None = None
+                  ) -> list[tuple[int, np.ndarray]]:
+        """Store several files in one transaction (bulk statements; all of them or none).
+
+        Each file replaces any existing row for its path. Pass `session` to join a transaction
+        the caller has begun (e.g. to set the audio mean together with the first files).
+        Returns (file id, segment ids in window order) per file.
+        """
+        for item in files:
+            n = len(item.starts)
+            if not (len(item.ends) == len(item.embeddings) == item.decomposition.weights.shape[0] == n):
+                raise ValueError("starts, ends, embeddings and weights must have one row per segment")
+        if not files:
+            return []
+        if session is None:
+            with self.session() as own, own.begin():
+                return self._add_files(own, files)
+        return self._add_files(session, files)
+
+    def _add_files(self, session: Session, files: Sequence["NewFile"]) -> list[tuple[int, np.ndarray]]:
+        paths = [item.meta.path for item in files]
+        if len(set(paths)) != len(paths):
+            raise ValueError("add_files got the same path twice")
+        for start in range(0, len(paths), _CHUNK):
+            existing = session.scalars(select(FileRow.path).where(
+                FileRow.path.in_(paths[start:start + _CHUNK]))).all()
+            for path in existing:
+                self._delete_path(session, path)
+        file_ids = np.fromiter(session.execute(
+            insert(FileRow).returning(FileRow.id, sort_by_parameter_order=True),
+            [_file_values(item.meta, status="indexed", error=None) for item in files]).scalars(),
+            dtype=np.int64, count=len(files))
+        counts = [len(item.starts) for item in files]
+        owners = np.repeat(file_ids, counts)
+        starts = np.concatenate([np.asarray(item.starts, np.float64) for item in files])
+        ends = np.concatenate([np.asarray(item.ends, np.float64) for item in files])
+        embeddings = [item.embeddings for item in files if len(item.starts)]
+        weights = sp.vstack([sp.csr_matrix(item.decomposition.weights) for item in files],
+                            format="csr")
+        joined = _JoinedDecomposition(
+            weights=weights,
+            fidelity=np.concatenate([np.asarray(i.decomposition.fidelity) for i in files]),
+            recon_norm=np.concatenate([np.asarray(i.decomposition.recon_norm) for i in files]),
+            shift_norm=np.concatenate([np.asarray(i.decomposition.shift_norm) for i in files]))
+        segment_ids = self._insert_segments(
+            session, owners, starts, ends,
+            np.concatenate(embeddings) if embeddings else np.zeros((0, 0), np.float32), joined)
+        results, first = [], 0
+        for file_id, item, n in zip(file_ids, files, counts):
+            results.append((int(file_id), segment_ids[first:first + n]))
+            first += n
+        for item in files:
+            concept_stats.on_file_added(session, item.starts, item.ends, item.decomposition.weights)
+        return results
+
+    def _insert_segments(self, session: Session, file_ids, starts, ends, embeddings,
                          decomposition) -> np.ndarray:
+        """Segment rows (file_ids: one id, or one per segment) and their postings."""
         weights = sp.csr_matrix(decomposition.weights)
-        rows = [{"file_id": file_id, "start": float(starts[i]), "end": float(ends[i]),
-                 "embedding": to_blob(embeddings[i]),
-                 "fidelity": float(decomposition.fidelity[i]),
-                 "n_concepts": int(weights.indptr[i + 1] - weights.indptr[i]),
-                 "recon_norm": float(decomposition.recon_norm[i]),
-                 "shift_norm": float(decomposition.shift_norm[i])} for i in range(len(starts))]
-        if not rows:
+        n = len(starts)
+        if n == 0:
             return np.zeros(0, dtype=np.int64)
+        owners = np.broadcast_to(np.asarray(file_ids, dtype=np.int64), (n,)).tolist()
+        n_concepts = np.diff(weights.indptr).tolist()
+        blobs = _blobs(embeddings)
+        starts, ends = np.asarray(starts, np.float64).tolist(), np.asarray(ends, np.float64).tolist()
+        fidelity = np.asarray(decomposition.fidelity, np.float64).tolist()
+        recon = np.asarray(decomposition.recon_norm, np.float64).tolist()
+        shift = np.asarray(decomposition.shift_norm, np.float64).tolist()
+        rows = [{"file_id": owners[i], "start": starts[i], "end": ends[i], "embedding": blobs[i],
+                 "fidelity": fidelity[i], "n_concepts": n_concepts[i], "recon_norm": recon[i],
+                 "shift_norm": shift[i]} for i in range(n)]
         result = session.execute(
             insert(SegmentRow).returning(SegmentRow.id, sort_by_parameter_order=True), rows)
-        segment_ids = np.fromiter(result.scalars(), dtype=np.int64, count=len(rows))
+        segment_ids = np.fromiter(result.scalars(), dtype=np.int64, count=n)
         self._insert_postings(session, segment_ids, weights)
         return segment_ids
 
@@ -312,10 +391,14 @@ class IndexStore:
     def _insert_postings(session: Session, segment_ids: np.ndarray, weights: sp.csr_matrix) -> None:
         coo = weights.tocoo()
         keep = coo.data > 0
-        rows = [{"concept_id": int(c), "segment_id": int(segment_ids[r]), "weight": float(w)}
-                for r, c, w in zip(coo.row[keep], coo.col[keep], coo.data[keep])]
-        for start in range(0, len(rows), _CHUNK):
-            session.execute(insert(PostingRow), rows[start:start + _CHUNK])
+        concepts = coo.col[keep].tolist()
+        segments = np.asarray(segment_ids, dtype=np.int64)[coo.row[keep]].tolist()
+        values = coo.data[keep].astype(np.float64).tolist()
+        for start in range(0, len(values), _CHUNK):
+            stop = min(start + _CHUNK, len(values))
+            session.execute(insert(PostingRow), [
+                {"concept_id": concepts[i], "segment_id": segments[i], "weight": values[i]}
+                for i in range(start, stop)])
 
     def record_error(self, meta: FileMeta, error: str) -> None:
         """Remember a file that could not be indexed (replacing any older row for its path)."""
@@ -327,6 +410,70 @@ class IndexStore:
         """Delete a file with its segments and postings. Returns whether it existed."""
         with self.session() as session, session.begin():
             return self._delete_path(session, path)
+
+    def update_file_stat(self, path: str, size: int, mtime_ns: int) -> None:
+        """A file was touched but its content is unchanged: remember its new size and mtime."""
+        with self.session() as session, session.begin():
+            session.execute(update(FileRow).where(FileRow.path == path).values(
+                size=size, mtime_ns=mtime_ns))
+
+    def move_file(self, source_path: str, meta: FileMeta) -> int:
+        """The file at `source_path` now lives at `meta.path` (same content): rename its row in
+        one transaction, keeping its segments (and so their FAISS ids). Returns the file id."""
+        with self.session() as session, session.begin():
+            file_id = session.scalar(select(FileRow.id).where(FileRow.path == source_path))
+            if file_id is None:
+                raise ValueError(f"no indexed file at {source_path}")
+            if meta.path != source_path:
+                self._delete_path(session, meta.path)
+            session.execute(update(FileRow).where(FileRow.id == file_id).values(
+                path=meta.path, size=meta.size, mtime_ns=meta.mtime_ns,
+                content_hash=meta.content_hash or FileRow.content_hash))
+        return int(file_id)
+
+    def copy_file(self, source_path: str, meta: FileMeta) -> tuple[int, np.ndarray]:
+        """Index `meta.path` as a copy of the indexed file at `source_path` (same content):
+        its segments' embeddings and postings are copied, nothing is decoded or encoded.
+        One transaction. Returns (file id, new segment ids in window order)."""
+        with self.session() as session, session.begin():
+            source = session.scalars(select(FileRow).where(FileRow.path == source_path)).first()
+            if source is None or source.status != "indexed":
+                raise ValueError(f"no indexed file at {source_path}")
+            rows = session.execute(
+                select(SegmentRow.id, SegmentRow.start, SegmentRow.end, SegmentRow.embedding,
+                       SegmentRow.fidelity, SegmentRow.recon_norm, SegmentRow.shift_norm)
+                .where(SegmentRow.file_id == source.id).order_by(SegmentRow.id)).all()
+            old_ids = np.array([r[0] for r in rows], dtype=np.int64)
+            postings = session.execute(
+                select(PostingRow.segment_id, PostingRow.concept_id, PostingRow.weight)
+                .where(PostingRow.segment_id.in_(old_ids.tolist()))).all() if rows else []
+            n_concepts = session.scalar(select(func.count()).select_from(ConceptRow)) or 0
+            if postings:
+                seg, con, weight = (np.asarray(c) for c in zip(*postings))
+                weights = sp.csr_matrix((weight.astype(np.float64),
+                                         (np.searchsorted(old_ids, seg.astype(np.int64)), con)),
+                                        shape=(len(rows), n_concepts))
+            else:
+                weights = sp.csr_matrix((len(rows), n_concepts))
+            copied = dataclasses.replace(meta, duration=meta.duration or source.duration,
+                                         sample_rate=meta.sample_rate or source.sample_rate,
+                                         channels=meta.channels or source.channels)
+            embeddings = (np.stack([from_blob(r[3]) for r in rows]) if rows
+                          else np.zeros((0, self.settings.dimension), np.float32))
+            item = NewFile(copied, np.array([r[1] for r in rows]), np.array([r[2] for r in rows]),
+                           embeddings, _JoinedDecomposition(
+                               weights=weights, fidelity=np.array([r[4] for r in rows]),
+                               recon_norm=np.array([r[5] for r in rows]),
+                               shift_norm=np.array([r[6] for r in rows])))
+            return self._add_files(session, [item])[0]
+
+    def files(self, status: str | None = None) -> list[FileRow]:
+        """All file rows (optionally only "indexed" or "error"), ordered by path."""
+        statement = select(FileRow).order_by(FileRow.path)
+        if status is not None:
+            statement = statement.where(FileRow.status == status)
+        with self.session() as session:
+            return list(session.scalars(statement))
 
     @staticmethod
     def _delete_path(session: Session, path: str) -> bool:
@@ -357,19 +504,45 @@ class IndexStore:
 
     # ---- bulk reads ------------------------------------------------------------------------
 
+    def segment_ids(self) -> np.ndarray:
+        """All segment ids, sorted (int64)."""
+        with self.session() as session:
+            return np.fromiter(session.scalars(select(SegmentRow.id).order_by(SegmentRow.id)),
+                               dtype=np.int64)
+
     def segment_embeddings(self, segment_ids: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(ids int64 (n,), embeddings float32 (n, d)), ordered by segment id."""
+        if segment_ids is not None and len(segment_ids) > _CHUNK:
+            parts = [self.segment_embeddings(segment_ids[i:i + _CHUNK])
+                     for i in range(0, len(segment_ids), _CHUNK)]
+            ids = np.concatenate([p[0] for p in parts])
+            order = np.argsort(ids, kind="stable")
+            return ids[order], np.concatenate([p[1] for p in parts])[order]
         statement = select(SegmentRow.id, SegmentRow.embedding).order_by(SegmentRow.id)
         if segment_ids is not None:
             statement = statement.where(SegmentRow.id.in_([int(s) for s in segment_ids]))
         with self.session() as session:
             rows = session.execute(statement).all()
+        return self._embedding_rows(rows)
+
+    def iter_segment_embeddings(self, chunk: int = _CHUNK) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every segment's (ids, embeddings) in id order, `chunk` rows at a time (bounded memory)."""
+        last = -1
+        while True:
+            with self.session() as session:
+                rows = session.execute(select(SegmentRow.id, SegmentRow.embedding)
+                                       .where(SegmentRow.id > last).order_by(SegmentRow.id)
+                                       .limit(chunk)).all()
+            if not rows:
+                return
+            yield self._embedding_rows(rows)
+            last = rows[-1][0]
+
+    def _embedding_rows(self, rows) -> tuple[np.ndarray, np.ndarray]:
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         dim = self.settings.dimension
-        matrix = np.empty((len(rows), dim), dtype=np.float32)
-        for i, (_, blob) in enumerate(rows):
-            matrix[i] = from_blob(blob)
-        return ids, matrix
+        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").astype(np.float32)
+        return ids, matrix.reshape(len(rows), dim)
 
     def concept_matrix(self) -> tuple[np.ndarray, sp.csr_matrix]:
         """All postings as (segment ids (n,), csr (n, K)); row i belongs to segment ids[i]."""
@@ -387,6 +560,34 @@ class IndexStore:
         matrix = sp.csr_matrix((np.asarray(weight, dtype=np.float64), (rows, con)),
                                shape=(len(ids), n_concepts))
         return ids, matrix
+
+    def orphans(self) -> dict:
+        """Rows whose parent is gone (possible only if foreign keys were off): counts per kind."""
+        with self.session() as session:
+            return {
+                "postings_without_segment": session.scalar(
+                    select(func.count()).select_from(PostingRow).where(
+                        PostingRow.segment_id.not_in(select(SegmentRow.id)))) or 0,
+                "postings_without_concept": session.scalar(
+                    select(func.count()).select_from(PostingRow).where(
+                        PostingRow.concept_id.not_in(select(ConceptRow.id)))) or 0,
+                "segments_without_file": session.scalar(
+                    select(func.count()).select_from(SegmentRow).where(
+                        SegmentRow.file_id.not_in(select(FileRow.id)))) or 0,
+            }
+
+    def delete_orphans(self) -> dict:
+        """Delete the rows `orphans` counts, in one transaction. Returns what was deleted."""
+        found = self.orphans()
+        if any(found.values()):
+            with self.session() as session, session.begin():
+                session.execute(delete(SegmentRow).where(SegmentRow.file_id.not_in(select(FileRow.id))))
+                session.execute(delete(PostingRow).where(
+                    PostingRow.segment_id.not_in(select(SegmentRow.id))))
+                session.execute(delete(PostingRow).where(
+                    PostingRow.concept_id.not_in(select(ConceptRow.id))))
+                concept_stats.invalidate(session)
+        return found
 
     def counts(self) -> dict:
         with self.session() as session:
@@ -412,3 +613,32 @@ def _file_values(meta: FileMeta, status: str, error: str | None) -> dict:
     values = dataclasses.asdict(meta)
     values.update(status=status, error=error, indexed_at=utcnow())
     return values
+
+
+@dataclass
+class NewFile:
+    """One file to store: its metadata, segment times, raw embeddings and decomposition."""
+
+    meta: FileMeta
+    starts: np.ndarray
+    ends: np.ndarray
+    embeddings: np.ndarray
+    decomposition: object  # has weights (csr n x K), fidelity, recon_norm, shift_norm (n,)
+
+
+@dataclass
+class _JoinedDecomposition:
+    """The decomposition fields of several files stacked (what _insert_segments reads)."""
+
+    weights: sp.csr_matrix
+    fidelity: np.ndarray
+    recon_norm: np.ndarray
+    shift_norm: np.ndarray
+
+
+def _blobs(embeddings: np.ndarray) -> list[bytes]:
+    """float32 little-endian bytes of each row, in one conversion."""
+    matrix = np.ascontiguousarray(embeddings, dtype="<f4")
+    raw = matrix.tobytes()
+    step = matrix.shape[1] * 4 if matrix.ndim == 2 else 0
+    return [raw[i * step:(i + 1) * step] for i in range(len(matrix))]
