@@ -95,15 +95,13 @@ def save_projection(projection: Projection, path: str | os.PathLike) -> Path:
 
 def load_projection(path: str | os.PathLike, encoder_fingerprint: str | None = None) -> Projection:
     """Read a projection file; with `encoder_fingerprint`, refuse one trained for another encoder."""
-    import pickle
-
     import torch
 
     try:
         payload = torch.load(Path(path), map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ProjectionError(f"{path}: no such projection file") from None
-    except (OSError, RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as error:
+    except Exception as error:  # torch.load raises many types on junk (struct.error, UnpicklingError, ...)
         raise ProjectionError(f"{path}: not a readable projection file ({type(error).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ProjectionError(f"{path}: not a clapdex projection file")
