@@ -85,3 +85,18 @@ def make_random_clap_files(root: Path, seed: int = 0) -> RandomClapFiles:
     text_model = build_tiny_gpt2(root / "tiny-gpt2", seed=seed)
     weights = build_random_clap_weights(root / "clap_random_2023.pth", text_model, seed=seed)
     return RandomClapFiles(weights=weights, text_model=text_model)
+
+
+def msclap_wrapper(files: RandomClapFiles, use_cuda: bool = False):
+    """msclap's own CLAPWrapper, loaded by msclap's own code from these files. Its config names the
+    hub text model ('gpt2'), which cannot be fetched offline, so only that one value is replaced by
+    the local folder; everything else (config, checkpoint loading, tokenizer set-up) is msclap's."""
+    from msclap.CLAPWrapper import CLAPWrapper
+
+    class LocalTextModelCLAPWrapper(CLAPWrapper):
+        def read_config_as_args(self, *args, **kwargs):
+            config = super().read_config_as_args(*args, **kwargs)
+            config.text_model = str(files.text_model)
+            return config
+
+    return LocalTextModelCLAPWrapper(model_fp=str(files.weights), version=files.version, use_cuda=use_cuda)

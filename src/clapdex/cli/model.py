@@ -1,3 +1,98 @@
-"""CLI verbs: (to be filled)."""
+"""CLI verbs about the CLAP model: `clapdex model check`."""
 
-COMMANDS: list = []
+from __future__ import annotations
+
+import time
+
+import click
+
+from clapdex.cli.common import emit_json, encoder_from_kwargs, encoder_options, json_option
+from clapdex.errors import ModelError
+
+TEST_TEXT = "a dog barking"
+
+_WEIGHTS_SOURCES = {
+    "file": "local file",
+    "hf-cache": "Hugging Face cache",
+    "downloaded": "downloaded by msclap from microsoft/msclap",
+}
+
+
+@click.group("model")
+def model_group() -> None:
+    """The CLAP model: where its weights come from and whether it runs."""
+
+
+@model_group.command("check")
+@encoder_options
+@json_option
+def check(as_json: bool, **kwargs) -> None:
+    """Load the model and embed one test window and one text; print the setup and timings.
+
+    Offline, the weights must be a local file (--weights or $CLAPDEX_CLAP_WEIGHTS) and the text
+    model a local folder or already in the Hugging Face cache (--text-model or $CLAPDEX_TEXT_MODEL).
+    """
+    import numpy as np
+
+    encoder = encoder_from_kwargs(kwargs)  # raises ModelError (one line, with the fix) on bad setup
+    started = time.perf_counter()
+    if hasattr(encoder, "load"):
+        encoder.load()
+    load_seconds = time.perf_counter() - started
+
+    window = _test_window(encoder.sample_rate, encoder.window_seconds)
+    started = time.perf_counter()
+    audio = encoder.embed_audio(window[None, :])
+    audio_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    text = encoder.embed_text([TEST_TEXT])
+    text_seconds = time.perf_counter() - started
+    if not (np.isfinite(audio).all() and np.isfinite(text).all()):
+        raise ModelError("the model produced NaN or infinite embeddings; the weights file may be damaged")
+
+    info = dict(encoder.describe()) if hasattr(encoder, "describe") else {}
+    info.update(fingerprint=encoder.fingerprint, load_seconds=round(load_seconds, 3),
+                audio_embedding_shape=list(audio.shape), audio_seconds=round(audio_seconds, 3),
+                text_embedding_shape=list(text.shape), text_seconds=round(text_seconds, 3),
+                audio_norm=float(np.linalg.norm(audio[0])), ok=True)
+    if as_json:
+        emit_json(info)
+        return
+    for line in _plain_report(info):
+        click.echo(line)
+
+
+def _test_window(sample_rate: int, window_seconds: float):
+    """A 440 Hz tone of one window: deterministic, so timings and outputs compare across runs."""
+    import numpy as np
+
+    t = np.arange(int(round(sample_rate * window_seconds))) / sample_rate
+    return (0.3 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32)
+
+
+def _plain_report(info: dict) -> list[str]:
+    lines = []
+    if "version" in info:
+        lines.append(f"Model:       MS-CLAP {info['version']} ({info['audio_encoder']} audio encoder), "
+                     f"{info['dimension']}-d embeddings")
+        source = _WEIGHTS_SOURCES.get(info["weights_source"], info["weights_source"])
+        lines.append(f"Weights:     {info['weights']} ({source})")
+        kind = "local folder" if info["text_model_source"] == "folder" else "Hugging Face model"
+        lines.append(f"Text model:  {info['text_model']} ({kind})")
+        lines.append(f"Device:      {info['device']}, batches of {info['batch_size']}")
+        lines.append(f"Audio input: {info['window_seconds']:g} s windows at {info['sample_rate']} Hz "
+                     f"({info['window_samples']} samples)")
+        lines.append(f"Hub access:  {'off (HF_HUB_OFFLINE)' if info['offline'] else 'allowed'}")
+    lines.append(f"Fingerprint: {info['fingerprint']}")
+    lines.append(f"Loaded in {info['load_seconds']:.2f} s")
+    audio_shape = " x ".join(str(n) for n in info["audio_embedding_shape"])
+    text_shape = " x ".join(str(n) for n in info["text_embedding_shape"])
+    lines.append(f"Test audio embedding: {audio_shape} in {info['audio_seconds']:.3f} s "
+                 f"(norm {info['audio_norm']:.2f}; raw, not normalised)")
+    lines.append(f"Test text embedding:  {text_shape} in {info['text_seconds']:.3f} s "
+                 f"(\"{TEST_TEXT}\")")
+    lines.append("OK: the model loads and embeds.")
+    return lines
+
+
+COMMANDS = [model_group]
