@@ -5,8 +5,9 @@ embedded, and the file embedding is the mean of the L2-normalised window embeddi
 i.e. not re-normalised; every consumer normalises). A file that fits in one window is that window's
 unit embedding. Averaging unit vectors gives each window the same say, whatever its loudness.
 
-Cache: `<cache_dir>/<settings key>/<sha256 of the file's bytes>.npy`, where the settings key hashes
-the encoder fingerprint, sample rate, window length and the pooling rule. The same audio under
+Cache: `<cache_dir>/<settings key>/<sha256 of the file's bytes>.npy`; cache_dir defaults to
+`$CLAPDEX_CACHE_DIR/embeddings`, else the user cache directory's `clapdex/embeddings`. The settings
+key hashes the encoder fingerprint, sample rate, window length and the pooling rule. The same audio under
 another name or path is a cache hit; a changed file or another model is a miss. So a sparsity sweep
 or a second evaluation costs decompositions, not encodings.
 """
@@ -28,9 +29,11 @@ POOLING = "mean-of-unit-windows-v1"
 
 
 def default_cache_dir() -> Path:
+    """$CLAPDEX_CACHE_DIR/embeddings, else the user cache directory's clapdex/embeddings."""
     import platformdirs
 
-    return Path(platformdirs.user_cache_dir("clapdex")) / "embeddings"
+    root = os.environ.get("CLAPDEX_CACHE_DIR") or platformdirs.user_cache_dir("clapdex")
+    return Path(root).expanduser() / "embeddings"
 
 
 def file_content_hash(path: str | os.PathLike) -> str:
