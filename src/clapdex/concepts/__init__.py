@@ -1,0 +1,1 @@
+"""Concept vocabularies, the concept dictionary and the sparse decomposition of embeddings."""
