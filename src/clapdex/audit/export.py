@@ -1,0 +1,25 @@
+"""CSV export of audit rows (flat dicts). JSON output goes through clapdex.cli.common."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Iterable
+
+from clapdex.errors import ClapdexError
+
+
+def write_csv(rows: Iterable[dict], path: str | Path) -> int:
+    """Write rows (dicts with the same keys, new keys appended as columns) to `path`; returns count."""
+    rows = list(rows)
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(k for k in row if k not in columns)
+    try:
+        with open(path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+    except OSError as error:
+        raise ClapdexError(f"cannot write {path}: {error.strerror}") from None
+    return len(rows)

@@ -1,0 +1,270 @@
+"""Segments matching a concept expression, low-fidelity segments, and one file's concept profile.
+
+All queries are SQLAlchemy Core (portable: SQLite and PostgreSQL). A concept expression compiles
+to set operations over per-concept posting lookups, each a range scan of the (concept_id, weight)
+index: `concept_id = k AND weight >= w`. AND is INTERSECT, OR is UNION, `A AND NOT B` is EXCEPT;
+only an expression without any positive term (e.g. `NOT music`) starts from all segments.
+Matches are evaluated per segment (docs/audit.md).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from sqlalchemy import Select, desc, distinct, except_, func, intersect, literal, select, union
+from sqlalchemy.orm import Session
+
+from clapdex.audit.concepts import ConceptLookup
+from clapdex.audit.expression import And, Node, Not, Or, Term, parse, positive_terms, terms
+from clapdex.errors import QueryError
+from clapdex.storage.schema import FileRow, PostingRow, SegmentRow
+
+_IN_CHUNK = 5_000  # ids per IN (...) list: well under every backend's bound-parameter limit
+
+
+@dataclass
+class SegmentMatch:
+    """One matching segment: where it is, its score (sum of its weights on the expression's
+    positive concepts) and those weights by concept name."""
+
+    path: str
+    segment_id: int
+    start: float
+    end: float
+    score: float
+    weights: dict[str, float] = field(default_factory=dict)
+
+    def to_row(self) -> dict:
+        row = {"path": self.path, "segment_id": self.segment_id, "start": self.start,
+               "end": self.end, "score": self.score}
+        row.update({f"weight:{name}": w for name, w in self.weights.items()})
+        return row
+
+
+@dataclass
+class AuditResult:
+    expression: str
+    n_segments: int              # all matching segments (not just the rows returned)
+    n_files: int
+    matches: list[SegmentMatch]  # best first, at most `limit`
+
+    def by_file(self) -> list[tuple[str, list[SegmentMatch]]]:
+        """Matches grouped by file, files in the order of their best segment."""
+        groups: dict[str, list[SegmentMatch]] = {}
+        for match in self.matches:
+            groups.setdefault(match.path, []).append(match)
+        return list(groups.items())
+
+
+# ---- concept expressions -------------------------------------------------------------------------
+
+def compile_expression(node: Node, lookup: ConceptLookup) -> Select:
+    """A SELECT of the matching segment ids (one column, `segment_id`)."""
+    return _segments(node, lookup)
+
+
+def _term_select(term: Term, lookup: ConceptLookup) -> Select:
+    concept_id = lookup.id_of(term.name, term.position)
+    weight = (PostingRow.weight > 0 if term.min_weight is None
+              else PostingRow.weight >= float(term.min_weight))
+    return select(PostingRow.segment_id.label("segment_id")).where(
+        PostingRow.concept_id == concept_id, weight)
+
+
+def _flat(statement) -> Select:
+    """Wrap a compound select so it can be a member of another one (SQLite needs this)."""
+    if isinstance(statement, Select):
+        return statement
+    sub = statement.subquery()
+    return select(sub.c.segment_id.label("segment_id"))
+
+
+def _all_segments() -> Select:
+    return select(SegmentRow.id.label("segment_id"))
+
+
+def _segments(node: Node, lookup: ConceptLookup) -> Select:
+    if isinstance(node, Term):
+        return _term_select(node, lookup)
+    if isinstance(node, Not):
+        return _flat(except_(_all_segments(), _segments(node.child, lookup)))
+    if isinstance(node, Or):
+        return _flat(union(*[_segments(child, lookup) for child in node.children]))
+    # AND: intersect the positive children, then take away the negated ones.
+    positives = [c for c in node.children if not isinstance(c, Not)]
+    negatives = [c.child for c in node.children if isinstance(c, Not)]
+    parts = [_segments(child, lookup) for child in positives]
+    base = parts[0] if len(parts) == 1 else (_flat(intersect(*parts)) if parts else _all_segments())
+    if not negatives:
+        return base
+    removed = [_segments(child, lookup) for child in negatives]
+    return _flat(except_(base, *removed))
+
+
+def audit(store, expression: str, limit: int | None = 100) -> AuditResult:
+    """Segments matching `expression`, best first (score = sum of positive-concept weights)."""
+    node = parse(expression)
+    lookup = ConceptLookup.load(store)
+    matched = compile_expression(node, lookup).subquery("matched")
+    positive_ids = sorted({lookup.id_of(t.name, t.position) for t in positive_terms(node)})
+    with store.session() as session:
+        n_segments, n_files = session.execute(
+            select(func.count(), func.count(distinct(SegmentRow.file_id)))
+            .select_from(matched.join(SegmentRow, SegmentRow.id == matched.c.segment_id))).one()
+        rows = session.execute(_ranked_matches(matched, positive_ids, limit)).all()
+        weights = _weights_of(session, [r.segment_id for r in rows], positive_ids)
+    matches = [SegmentMatch(path=r.path, segment_id=int(r.segment_id), start=float(r.start),
+                            end=float(r.end), score=float(r.score),
+                            weights={lookup.name_of(c): w
+                                     for c, w in weights.get(int(r.segment_id), [])})
+               for r in rows]
+    return AuditResult(expression, int(n_segments), int(n_files), matches)
+
+
+def _ranked_matches(matched, positive_ids: list[int], limit: int | None) -> Select:
+    if positive_ids:
+        scores = (select(PostingRow.segment_id, func.sum(PostingRow.weight).label("score"))
+                  .where(PostingRow.concept_id.in_(positive_ids),
+                         PostingRow.segment_id.in_(select(matched.c.segment_id)))
+                  .group_by(PostingRow.segment_id).subquery("scores"))
+        score = func.coalesce(scores.c.score, 0.0)
+    else:
+        scores, score = None, literal(0.0)
+    statement = (select(SegmentRow.id.label("segment_id"), FileRow.path, SegmentRow.start,
+                        SegmentRow.end, score.label("score"))
+                 .select_from(matched)
+                 .join(SegmentRow, SegmentRow.id == matched.c.segment_id)
+                 .join(FileRow, FileRow.id == SegmentRow.file_id))
+    if scores is not None:
+        statement = statement.outerjoin(scores, scores.c.segment_id == matched.c.segment_id)
+    statement = statement.order_by(desc("score"), FileRow.path, SegmentRow.start)
+    return statement.limit(limit) if limit else statement
+
+
+def _weights_of(session: Session, segment_ids: list[int], concept_ids: list[int]) -> dict:
+    """{segment id: [(concept id, weight), ...] strongest first} for the given concepts."""
+    out: dict[int, list[tuple[int, float]]] = {}
+    if not segment_ids:
+        return out
+    for first in range(0, len(segment_ids), _IN_CHUNK):
+        statement = select(PostingRow.segment_id, PostingRow.concept_id, PostingRow.weight).where(
+            PostingRow.segment_id.in_(segment_ids[first:first + _IN_CHUNK]))
+        if concept_ids is not None:
+            statement = statement.where(PostingRow.concept_id.in_(concept_ids))
+        for seg, con, weight in session.execute(statement):
+            out.setdefault(int(seg), []).append((int(con), float(weight)))
+    for pairs in out.values():
+        pairs.sort(key=lambda p: (-p[1], p[0]))
+    return out
+
+
+def count_matches(store, expression: str) -> tuple[int, int]:
+    """(matching segments, files with a matching segment)."""
+    result = audit(store, expression, limit=1)
+    return result.n_segments, result.n_files
+
+
+# ---- low fidelity --------------------------------------------------------------------------------
+
+@dataclass
+class PoorlyExplained:
+    """A segment the vocabulary describes badly, with the concepts its decomposition did use."""
+
+    path: str
+    segment_id: int
+    start: float
+    end: float
+    fidelity: float
+    concepts: list[tuple[str, float]]
+
+    def to_row(self) -> dict:
+        return {"path": self.path, "segment_id": self.segment_id, "start": self.start,
+                "end": self.end, "fidelity": self.fidelity,
+                "concepts": "; ".join(f"{n}={w:.4g}" for n, w in self.concepts)}
+
+
+def poorly_explained(store, below: float = 0.5, limit: int | None = 50,
+                     n_concepts: int = 3) -> tuple[int, list[PoorlyExplained]]:
+    """(count of segments with fidelity < below, the lowest-fidelity ones first)."""
+    lookup = ConceptLookup.load(store)
+    with store.session() as session:
+        total = session.scalar(select(func.count()).select_from(SegmentRow)
+                               .where(SegmentRow.fidelity < below))
+        statement = (select(SegmentRow.id, FileRow.path, SegmentRow.start, SegmentRow.end,
+                            SegmentRow.fidelity)
+                     .join(FileRow, FileRow.id == SegmentRow.file_id)
+                     .where(SegmentRow.fidelity < below)
+                     .order_by(SegmentRow.fidelity, SegmentRow.id))
+        rows = session.execute(statement.limit(limit) if limit else statement).all()
+        weights = _weights_of(session, [r.id for r in rows], None)
+    return int(total or 0), [
+        PoorlyExplained(r.path, int(r.id), float(r.start), float(r.end), float(r.fidelity),
+                        [(lookup.name_of(c), w) for c, w in weights.get(int(r.id), [])[:n_concepts]])
+        for r in rows]
+
+
+# ---- one file ------------------------------------------------------------------------------------
+
+@dataclass
+class SegmentProfile:
+    start: float
+    end: float
+    fidelity: float
+    concepts: list[tuple[str, float]]  # strongest first
+
+    def to_row(self) -> dict:
+        return {"start": self.start, "end": self.end, "fidelity": self.fidelity,
+                "concepts": "; ".join(f"{n}={w:.4g}" for n, w in self.concepts)}
+
+
+@dataclass
+class FileProfile:
+    path: str
+    duration: float | None
+    segments: list[SegmentProfile]
+
+
+def find_file(session: Session, name: str) -> tuple[int, str, float | None]:
+    """A file by its path as indexed, its absolute path, or a unique path suffix (e.g. a name)."""
+    for candidate in (name, os.path.abspath(os.path.expanduser(name))):
+        row = session.execute(select(FileRow.id, FileRow.path, FileRow.duration, FileRow.status)
+                              .where(FileRow.path == candidate)).first()
+        if row is not None:
+            break
+    else:
+        suffix = name.lstrip("./").replace("\\", "/")
+        rows = [r for r in session.execute(
+                    select(FileRow.id, FileRow.path, FileRow.duration, FileRow.status)
+                    .where(FileRow.path.endswith(suffix, autoescape=True))).all()
+                if r.path == suffix or r.path.replace("\\", "/").endswith("/" + suffix)]
+        if not rows:
+            raise QueryError(f"no indexed file matches {name!r}")
+        if len(rows) > 1:
+            shown = ", ".join(r.path for r in rows[:3])
+            raise QueryError(f"{name!r} matches {len(rows)} files ({shown}, ...); give more of the path")
+        row = rows[0]
+    if row.status != "indexed":
+        raise QueryError(f"{row.path} is not indexed (it failed: see clapdex status)")
+    return int(row.id), row.path, row.duration
+
+
+def file_profile(store, name: str, top: int = 5) -> FileProfile:
+    """Per-segment top concepts of one file, in time order."""
+    lookup = ConceptLookup.load(store)
+    with store.session() as session:
+        file_id, path, duration = find_file(session, name)
+        segments = session.execute(select(SegmentRow.id, SegmentRow.start, SegmentRow.end,
+                                          SegmentRow.fidelity)
+                                   .where(SegmentRow.file_id == file_id)
+                                   .order_by(SegmentRow.start, SegmentRow.id)).all()
+        weights = _weights_of(session, [s.id for s in segments], None)
+    return FileProfile(path, duration, [
+        SegmentProfile(float(s.start), float(s.end), float(s.fidelity),
+                       [(lookup.name_of(c), w) for c, w in weights.get(int(s.id), [])[:top]])
+        for s in segments])
+
+
+__all__ = ["AuditResult", "SegmentMatch", "audit", "compile_expression", "count_matches",
+           "poorly_explained", "PoorlyExplained", "file_profile", "FileProfile", "SegmentProfile",
+           "terms"]
