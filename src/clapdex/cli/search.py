@@ -1,3 +1,189 @@
-"""CLI verbs: (to be filled)."""
+"""CLI verbs: `clapdex search` (text, audio, concepts) and `clapdex similar FILE`.
 
-COMMANDS: list = []
+A thin layer over clapdex.api: parse options, call ClapdexIndex.search, print. The model is loaded
+only when the query needs it (text, or audio that is not in the index).
+"""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from clapdex.cli.common import (emit_ndjson, encoder_from_kwargs, encoder_options, index_option,
+                                json_option, resolve_index_path, to_jsonable)
+from clapdex.search.engine import DEFAULT_ALPHA, MODES
+from clapdex.search.results import LOW_FIDELITY_NOTE, SearchResult, SearchResults
+
+WIDTH = 80
+INDENT = "    "
+
+
+def _search_options(func):
+    options = [
+        click.option("--concept", "-c", "concepts", multiple=True, metavar="NAME[:W]",
+                     help="Concept to search for or steer by; repeatable. '-NAME' pushes away, "
+                          "NAME:2 weights it. Alone: pure concept search (no model needed)."),
+        click.option("--mode", type=click.Choice(MODES), default=None,
+                     help="Ranking: hybrid (default), dense (FAISS) or concept (exact sparse). "
+                          "Concept-only queries use concept."),
+        click.option("-k", "--limit", "k", type=click.IntRange(min=1), default=10, show_default=True,
+                     help="Number of results."),
+        click.option("--offset", type=click.IntRange(min=0), default=0, help="Skip this many results."),
+        click.option("--min-score", type=float, default=None, help="Drop results scoring below this."),
+        click.option("--path", "path_glob", metavar="GLOB", default=None,
+                     help="Only files whose path matches GLOB (e.g. '*.flac', 'drums/*')."),
+        click.option("--segments", is_flag=True, help="List segments instead of files."),
+        click.option("--alpha", type=click.FloatRange(0.0, 1.0), default=DEFAULT_ALPHA,
+                     show_default=True, help="Hybrid: weight of the dense score (rest: concept)."),
+        json_option,
+        index_option,
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return encoder_options(func)
+
+
+@click.command("search")
+@click.argument("text", nargs=-1)
+@click.option("--audio", metavar="FILE", default=None,
+              help="Search by example: an audio file (an indexed file's stored embeddings are used).")
+@_search_options
+def search_command(text, audio, **kwargs) -> None:
+    """Search the index by TEXT, by --audio FILE, and/or by --concept."""
+    query_text = " ".join(text) if text else None
+    _run(kwargs, text=query_text, audio=audio)
+
+
+@click.command("similar")
+@click.argument("file", metavar="FILE")
+@_search_options
+def similar_command(file, **kwargs) -> None:
+    """Files that sound like FILE (indexed or not)."""
+    _run(kwargs, text=None, audio=file)
+
+
+def _run(kwargs: dict, text: str | None, audio: str | None) -> None:
+    from clapdex.api import open_index
+
+    as_json = kwargs.pop("as_json")
+    index_path = resolve_index_path(kwargs.pop("index_path"))
+    search_options = {name: kwargs.pop(name) for name in
+                      ("concepts", "mode", "k", "offset", "min_score", "segments", "alpha")}
+    search_options["path"] = kwargs.pop("path_glob")
+    encoder_settings = dict(kwargs)  # what remains are the encoder options
+
+    with open_index(index_path, encoder=lambda: encoder_from_kwargs(dict(encoder_settings))) as index:
+        results = index.search(text=text, audio=audio, **search_options)
+    if as_json:
+        emit_ndjson(_json_rows(results))
+    else:
+        for line in format_results(results):
+            click.echo(line)
+
+
+def _json_rows(results: SearchResults):
+    query = to_jsonable(results.query)
+    for result in results:
+        row = to_jsonable(result)
+        row["mode"] = results.mode
+        row["alpha"] = results.alpha
+        row["query"] = query
+        yield row
+
+
+# ---- human output (fits in 80 columns) ---------------------------------------------------------
+
+def format_results(results: SearchResults) -> list[str]:
+    if not results.results:
+        return ["no results"]
+    lines = []
+    if results.query.query_concepts:
+        lines += _fit_list("query concepts: ", [f"{c.concept} {c.weight:.2f}"
+                                                for c in results.query.query_concepts], "")
+    for result in results:
+        lines += format_result(result)
+    return lines
+
+
+def format_result(result: SearchResult) -> list[str]:
+    explanation = result.explanation
+    lines = [_headline(result)]
+    lines.append(_contribution_line(result))
+    own = [f"{c.concept} {c.weight:.2f}" for c in explanation.concepts]
+    lines += _fit_list(f"{INDENT}fidelity {explanation.fidelity:.2f} · ", own, "no concepts")
+    if explanation.shared is not None:
+        shared = [c.concept for c in explanation.shared]
+        lines += _fit_list(f"{INDENT}shared with query: ", shared, "none")
+    if explanation.low_fidelity:
+        lines.append(f"{INDENT}! {LOW_FIDELITY_NOTE} (fidelity {explanation.fidelity:.2f})")
+    return lines
+
+
+def _headline(result: SearchResult) -> str:
+    span = f"{format_time(result.start)}–{format_time(result.end)}"
+    scores = f"score {result.score:.2f} (dense {result.dense:.2f}, concept {result.concept:.2f})"
+    number = f"{result.rank}."
+    room = WIDTH - len(number) - len(span) - len(scores) - 5
+    return f"{number} {_shorten_path(result.path, max(room, 12))}  {span}  {scores}"
+
+
+def _contribution_line(result: SearchResult) -> str:
+    """'= 0.42 dog + 0.31 bark + 0.02 (3 more) − 0.19 baseline': terms that add up to the concept
+    score, as many as fit; the rest summed."""
+    explanation = result.explanation
+    terms = [(t.contribution, t.concept) for t in explanation.contributions]
+    tail = "" if explanation.baseline == 0 else f" {_signed(explanation.baseline)} baseline"
+    for shown in range(len(terms), -1, -1):
+        parts = [f"{abs(c):.2f} {name}" if i == 0 and c >= 0 else f"{_signed(c)} {name}"
+                 for i, (c, name) in enumerate(terms[:shown])]
+        rest = terms[shown:]
+        if rest:
+            total = sum(c for c, _ in rest)
+            more = f"({len(rest)} more)" if shown else f"({len(rest)} concepts)"
+            parts.append(f"{_signed(total)} {more}" if parts else f"{total:.2f} {more}")
+        line = f"{INDENT}= " + (" ".join(parts) or "0.00") + tail
+        if len(line) <= WIDTH or shown == 0:
+            return line if len(line) <= WIDTH else line[:WIDTH - 1] + "…"
+    return f"{INDENT}="  # unreachable
+
+
+def _signed(value: float) -> str:
+    return f"+ {value:.2f}" if value >= 0 else f"− {-value:.2f}"
+
+
+def _fit_list(prefix: str, items: list[str], empty: str) -> list[str]:
+    """prefix + comma-separated items, as many as fit in one line, then '+N more'."""
+    if not items:
+        return [prefix + empty]
+    for shown in range(len(items), 0, -1):
+        more = f", +{len(items) - shown} more" if shown < len(items) else ""
+        line = prefix + ", ".join(items[:shown]) + more
+        if len(line) <= WIDTH:
+            return [line]
+    line = prefix + items[0]
+    return [line[:WIDTH - 1] + "…"]
+
+
+def format_time(seconds: float) -> str:
+    """00:07, 01:02:03, or 00:05.3 when the time is not a whole second."""
+    whole = abs(seconds - round(seconds)) < 0.05
+    tenths = round(seconds * 10)
+    hours, rest = divmod(tenths, 36000)
+    minutes, rest = divmod(rest, 600)
+    secs = rest / 10
+    text = f"{int(secs):02d}" if whole else f"{secs:04.1f}"
+    return f"{hours}:{minutes:02d}:{text}" if hours else f"{minutes:02d}:{text}"
+
+
+def _shorten_path(path: str, room: int) -> str:
+    try:
+        relative = os.path.relpath(path)
+        if not relative.startswith(".."):
+            path = relative
+    except ValueError:  # another drive on Windows
+        pass
+    return path if len(path) <= room else "…" + path[-(room - 1):]
+
+
+COMMANDS = [search_command, similar_command]

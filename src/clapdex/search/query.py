@@ -1,0 +1,96 @@
+"""Parsing what users ask for: concept terms ("dog", "-speech", "dog:2") and query vectors."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from clapdex.errors import QueryError
+
+
+@dataclass(frozen=True)
+class ConceptTermSpec:
+    """A parsed concept term: concept id in the index's vocabulary and its signed weight."""
+
+    concept_id: int
+    name: str
+    weight: float
+
+
+def parse_concept_term(spec: str) -> tuple[str, float]:
+    """'dog' -> (dog, 1); '-speech' -> (speech, -1); 'dog:2' -> (dog, 2); '-rain:0.5' -> (rain, -0.5).
+
+    A trailing ':<number>' is a weight; anything else after a colon stays part of the name.
+    """
+    text = spec.strip()
+    sign = 1.0
+    if text.startswith("-"):
+        sign, text = -1.0, text[1:].strip()
+    elif text.startswith("+"):
+        text = text[1:].strip()
+    weight = 1.0
+    name, colon, tail = text.rpartition(":")
+    if colon:
+        try:
+            weight = float(tail)
+            text = name.strip()
+        except ValueError:
+            pass
+    if not text:
+        raise QueryError(f"empty concept name in {spec!r}")
+    if not np.isfinite(weight) or weight == 0:
+        raise QueryError(f"concept weight must be a non-zero number in {spec!r}")
+    return text, sign * weight
+
+
+def resolve_concepts(specs: Iterable[str | tuple[str, float]], names: Sequence[str]) -> list[ConceptTermSpec]:
+    """Match parsed terms to the vocabulary; unknown names raise QueryError with the closest names.
+
+    Matching is exact first, then case-insensitive. A concept named twice has its weights summed.
+    """
+    position = {name: i for i, name in enumerate(names)}
+    lower = {name.lower(): i for i, name in reversed(list(enumerate(names)))}
+    weights: dict[int, float] = {}
+    for spec in specs:
+        name, weight = parse_concept_term(spec) if isinstance(spec, str) else (spec[0], float(spec[1]))
+        concept_id = position.get(name, lower.get(name.lower()))
+        if concept_id is None:
+            close = difflib.get_close_matches(name.lower(), list(lower), n=3, cutoff=0.6)
+            hint = f"; closest: {', '.join(names[lower[c]] for c in close)}" if close else \
+                "; see the vocabulary with: clapdex vocab show NAME"
+            raise QueryError(f"unknown concept {name!r}{hint}")
+        weights[concept_id] = weights.get(concept_id, 0.0) + weight
+    return [ConceptTermSpec(i, names[i], w) for i, w in weights.items() if w != 0]
+
+
+def unit(vector: np.ndarray, what: str = "query") -> np.ndarray:
+    """L2-normalise a vector (float64); a zero or non-finite vector is a QueryError."""
+    vector = np.asarray(vector, dtype=np.float64).ravel()
+    norm = float(np.linalg.norm(vector))
+    if not np.isfinite(norm) or norm == 0:
+        raise QueryError(f"the {what} has no direction (zero or non-finite embedding)")
+    return vector / norm
+
+
+def mean_direction(embeddings: np.ndarray, what: str = "audio query") -> np.ndarray:
+    """Unit mean of the L2-normalised rows: one direction for a multi-window audio query."""
+    embeddings = np.asarray(embeddings, dtype=np.float64)
+    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+    if not np.all(np.isfinite(norms)) or np.any(norms == 0):
+        raise QueryError(f"the {what} has a zero or non-finite embedding")
+    return unit((embeddings / norms).mean(axis=0), what)
+
+
+def steer(base: np.ndarray, atoms: np.ndarray, terms: Sequence[ConceptTermSpec]) -> np.ndarray:
+    """q = normalize(q̂ + Σ β_j c_j): push a unit query toward (β > 0) or away from (β < 0) concepts.
+
+    c_j are the centred concept atoms (unit vectors), so weight 1 pushes as hard as the query itself
+    pulls; a concept's direction is what sets it apart from the average concept.
+    """
+    query = np.asarray(base, dtype=np.float64).copy()
+    for term in terms:
+        query += term.weight * atoms[term.concept_id]
+    return unit(query, "steered query")

@@ -1,0 +1,108 @@
+"""What a search returns: typed results with their exact explanations (plain dataclasses)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Below this fidelity the concept reconstruction is flagged as a poor description of the clip.
+# At fidelity f the residual ‖â − r‖ = sqrt(2 − 2f); at f = 0.5 the residual is as long as the
+# (unit) reconstruction itself, i.e. the named concepts miss as much of the clip as they capture.
+LOW_FIDELITY = 0.5
+LOW_FIDELITY_NOTE = "concepts explain this clip poorly"
+
+
+@dataclass(frozen=True)
+class ConceptTerm:
+    """One concept of a segment: its weight w_k and its contribution to the concept score."""
+
+    concept: str
+    weight: float
+    contribution: float
+
+
+@dataclass(frozen=True)
+class ConceptWeight:
+    """A named concept with a weight (a segment's own concept, or a query's concept)."""
+
+    concept: str
+    weight: float
+
+
+@dataclass(frozen=True)
+class SharedConcept:
+    """A concept present in both the audio query and the result segment."""
+
+    concept: str
+    query_weight: float
+    result_weight: float
+
+
+@dataclass
+class Explanation:
+    """Why a segment scored what it did.
+
+    `contributions` + `baseline` add up exactly to the concept score (up to float rounding):
+    for a vector query q, contribution_k = w_k ⟨c_k, q⟩ / (n·m) and baseline = ⟨μ_A, q⟩ / m
+    (design.md, "Exact explanations"); for a concept-only query contribution_k = β_k w_k over the
+    named concepts and the baseline is 0.
+    """
+
+    contributions: list[ConceptTerm]     # by |contribution|, largest first
+    baseline: float
+    concepts: list[ConceptWeight]        # the segment's own concepts, by weight, largest first
+    fidelity: float
+    low_fidelity: bool
+    shared: list[SharedConcept] | None = None  # audio queries only
+
+    @property
+    def note(self) -> str | None:
+        return LOW_FIDELITY_NOTE if self.low_fidelity else None
+
+
+@dataclass
+class SearchResult:
+    """One ranked file (its best segment) or, with segments=True, one segment."""
+
+    rank: int
+    path: str
+    file_id: int
+    segment_id: int
+    start: float
+    end: float
+    score: float      # the fused score the ranking used
+    dense: float      # cos(a, q)
+    concept: float    # ⟨r, q⟩, or Σ β_k w_k for concept-only queries
+    explanation: Explanation
+
+
+@dataclass
+class QueryInfo:
+    """What was searched for, after parsing."""
+
+    kind: str                                   # "text" | "audio" | "concepts"
+    text: str | None = None
+    audio: str | None = None
+    audio_indexed: bool = False                 # stored embeddings were used, nothing re-encoded
+    steering: list[ConceptWeight] = field(default_factory=list)
+    query_concepts: list[ConceptWeight] | None = None  # decomposition of an audio query
+
+
+@dataclass
+class SearchResults:
+    """A ranked page of results. Iterable; len() is the number of results on this page."""
+
+    query: QueryInfo
+    mode: str
+    alpha: float | None       # hybrid weight of the dense score (None outside hybrid mode)
+    segments: bool            # True: one result per segment, else one per file
+    offset: int
+    results: list[SearchResult]
+
+    def __iter__(self):
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __getitem__(self, i):
+        return self.results[i]

@@ -1,0 +1,248 @@
+"""Answering one query: turn text / audio / concepts into a query, rank, and explain the results.
+
+Query vectors (all unit vectors in the index's CLAP space):
+- text: normalize(embed_text(text)).
+- audio: the unit mean of the file's L2-normalised window embeddings (windows cut exactly as the
+  indexer cuts them). One vector per file keeps dense and concept scoring, and their exact
+  explanations, the same as for text; a per-window max would need one search per window and could
+  not be explained as one sum. An indexed file, named by its path, uses its stored embeddings
+  (nothing is decoded or encoded).
+- concept steering: q = normalize(q̂ + Σ β_j c_j) with the centred concept atoms c_j (query.steer).
+A concept-only query has no vector: it is answered from the concept weights (the inverted index),
+returning exactly the segments that hold a positive named concept, ranked by Σ β_j w_j.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from clapdex.errors import IndexMismatchError, QueryError
+from clapdex.search.engine import DEFAULT_ALPHA, MODES, SearchEngine, concept_text_direction
+from clapdex.search.query import ConceptTermSpec, mean_direction, resolve_concepts, steer, unit
+from clapdex.search.results import ConceptWeight, QueryInfo, SearchResults
+
+EncoderSource = Callable[[], object]
+
+
+class Searcher:
+    """Searches one open IndexStore. The encoder is obtained (and checked) only when a text or
+    non-indexed audio query needs it, so concept-only and indexed-audio queries need no model."""
+
+    def __init__(self, store, encoder: object | EncoderSource | None = None):
+        self.store = store
+        self._encoder_source = encoder
+        self._encoder = None
+        self._engine: SearchEngine | None = None
+
+    @property
+    def engine(self) -> SearchEngine:
+        if self._engine is None:
+            self._engine = SearchEngine(self.store)
+        return self._engine
+
+    # ---- the encoder -----------------------------------------------------------------------
+
+    def encoder(self):
+        if self._encoder is None:
+            source = self._encoder_source
+            if source is None:
+                from clapdex.encoder import ClapEncoder
+                source = ClapEncoder.from_settings
+            encoder = source() if callable(source) and not hasattr(source, "embed_text") else source
+            settings = self.store.settings
+            if encoder.fingerprint != settings.encoder_fingerprint:
+                raise IndexMismatchError(
+                    f"the model ({encoder.fingerprint}) is not the one index {self.store.root} was "
+                    f"built with ({settings.encoder_fingerprint}); pass the same model options, "
+                    f"or rebuild with: clapdex index --rebuild")
+            self._encoder = encoder
+        return self._encoder
+
+    # ---- query vectors ---------------------------------------------------------------------
+
+    def text_vector(self, text: str) -> np.ndarray:
+        if not isinstance(text, str) or not text.strip():
+            raise QueryError("empty text query")
+        return unit(self.encoder().embed_text([text.strip()])[0], "text query")
+
+    def audio_vector(self, audio: str | os.PathLike) -> tuple[np.ndarray, bool]:
+        """(unit query vector, whether the stored embeddings of an indexed file were used)."""
+        path = Path(audio).expanduser()
+        rows = self._indexed_rows(path)
+        if rows is not None:
+            return mean_direction(self._unit_embeddings(rows), f"audio query {audio}"), True
+        if not path.exists():
+            raise QueryError(f"audio file not found: {audio}")
+        if path.is_dir():
+            raise QueryError(f"audio query must be a file, not a folder: {audio}")
+        from clapdex.audio import iter_windows
+
+        encoder = self.encoder()
+        settings = self.store.settings
+        total = np.zeros(settings.dimension, dtype=np.float64)
+        count = 0
+        for windows, _times in iter_windows(path, settings.sample_rate, settings.window_seconds,
+                                            settings.hop_seconds):
+            embedded = np.asarray(encoder.embed_audio(windows), dtype=np.float64)
+            norms = np.linalg.norm(embedded, axis=1, keepdims=True)
+            total += (embedded / np.where(norms > 0, norms, 1.0)).sum(axis=0)
+            count += len(embedded)
+        if count == 0:
+            raise QueryError(f"no audio windows in {audio}")
+        return unit(total / count, f"audio query {audio}"), False
+
+    def _indexed_rows(self, path: Path) -> np.ndarray | None:
+        engine = self.engine
+        candidates = {os.path.abspath(path)}
+        try:
+            candidates.add(str(path.resolve()))
+        except OSError:
+            pass
+        for candidate in candidates:
+            file_position = engine.file_position.get(candidate)
+            if file_position is not None:
+                rows = np.flatnonzero(engine.file_index == file_position)
+                if len(rows):
+                    return rows
+        return None
+
+    def _unit_embeddings(self, rows: np.ndarray) -> np.ndarray:
+        """Unit embeddings of some segments: from memory if loaded, else read just those rows."""
+        engine = self.engine
+        if engine._embeddings is not None:
+            return engine.embeddings[rows].astype(np.float64)
+        ids, matrix = self.store.segment_embeddings(engine.segment_ids[rows])
+        order = np.searchsorted(ids, engine.segment_ids[rows])
+        matrix = matrix[order].astype(np.float64)
+        return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-30)
+
+    def query_concepts(self, query: np.ndarray) -> dict[int, float]:
+        """Decompose a query vector with the index's dictionary, μ_A and λ (or max-concepts)."""
+        from clapdex.concepts.decompose import decompose
+
+        engine = self.engine
+        settings = self.store.settings
+        result = decompose(query[None, :], engine.dictionary, engine.audio_mean, lam=settings.lam,
+                           max_concepts=settings.max_concepts)
+        row = result.weights.tocsr()
+        return {int(c): float(w) for c, w in zip(row.indices, row.data) if w > 0}
+
+    # ---- search ----------------------------------------------------------------------------
+
+    def search(self, text: str | None = None, audio: str | os.PathLike | None = None,
+               concepts: Sequence[str | tuple[str, float]] = (), mode: str | None = None,
+               k: int = 10, offset: int = 0, min_score: float | None = None,
+               path: str | None = None, segments: bool = False, alpha: float = DEFAULT_ALPHA,
+               vector: np.ndarray | None = None) -> SearchResults:
+        """Rank files (or segments) for one query. See the module docstring and docs/search.md."""
+        given = [name for name, value in (("text", text), ("audio", audio), ("vector", vector))
+                 if value is not None]
+        if len(given) > 1:
+            raise QueryError(f"give one query, not {' and '.join(given)}")
+        concepts = [concepts] if isinstance(concepts, str) else list(concepts or ())
+        if not given and not concepts:
+            raise QueryError("nothing to search for: give a text query, an audio file or a concept")
+        if int(k) < 1:
+            raise QueryError("the number of results (k) must be at least 1")
+        if int(offset) < 0:
+            raise QueryError("offset must not be negative")
+        if not 0.0 <= float(alpha) <= 1.0:
+            raise QueryError("alpha (the hybrid weight of the dense score) must lie in [0, 1]")
+        if mode is not None and mode not in MODES:
+            raise QueryError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        if min_score is not None and not np.isfinite(min_score):
+            raise QueryError("min_score must be a finite number")
+
+        engine = self.engine
+        terms = resolve_concepts(concepts, engine.concept_names) if concepts else []
+        info = QueryInfo(kind=given[0] if given else "concepts",
+                         text=text.strip() if isinstance(text, str) else None,
+                         audio=str(audio) if audio is not None else None,
+                         steering=[ConceptWeight(t.name, t.weight) for t in terms])
+        need = int(offset) + int(k)
+        if given:
+            if text is not None:
+                base = self.text_vector(text)
+            elif audio is not None:
+                base, info.audio_indexed = self.audio_vector(audio)
+            else:
+                base = unit(np.asarray(vector, dtype=np.float64).ravel(), "query vector")
+                if base.shape[0] != engine.atoms.shape[1]:
+                    raise QueryError(f"query vector has dimension {base.shape[0]}, the index "
+                                     f"{engine.atoms.shape[1]}")
+            query_weights = None
+            if audio is not None and engine.n_segments:
+                query_weights = self.query_concepts(base)
+                info.query_concepts = sorted(
+                    (ConceptWeight(engine.concept_names[c], w) for c, w in query_weights.items()),
+                    key=lambda c: -c.weight)
+            query = steer(base, engine.atoms, terms) if terms else base
+            mode = mode or "hybrid"
+            results = self._vector_search(query, mode, need, offset, min_score, path, segments,
+                                          alpha, query_weights)
+        else:
+            mode = mode or "concept"
+            if mode != "concept":
+                raise QueryError(f"a concept-only query is ranked by concept weight; use mode "
+                                 f"'concept', or add a text or audio query for {mode} search")
+            if not any(t.weight > 0 for t in terms):
+                raise QueryError("a concept-only query needs at least one positive concept")
+            results = self._concept_search(terms, need, offset, min_score, path, segments)
+        return SearchResults(query=info, mode=mode, alpha=float(alpha) if mode == "hybrid" else None,
+                             segments=bool(segments), offset=int(offset), results=results)
+
+    def _vector_search(self, query, mode, need, offset, min_score, path, per_segment, alpha,
+                       query_weights):
+        engine = self.engine
+        if not engine.n_segments:
+            return []
+        allowed = engine.allowed_rows(path)
+        per_file = not per_segment
+        if mode == "dense":
+            rows = engine.rank_dense(query, need, per_file, allowed, min_score)[offset:]
+            dense = self._dense_for(query, rows)
+            concept = engine.concept_scores(query, rows)
+            fused = dense
+        elif mode == "concept":
+            concept_all = engine.concept_scores(query)
+            rows = engine.rank_array(concept_all, need, per_file, allowed, min_score)[offset:]
+            concept = concept_all[rows]
+            dense = self._dense_for(query, rows)
+            fused = concept
+        else:
+            concept_all = engine.concept_scores(query)
+            dense_all = engine.dense_scores(query)
+            fused_all = alpha * dense_all + (1.0 - alpha) * concept_all
+            rows = engine.rank_array(fused_all, need, per_file, allowed, min_score)[offset:]
+            dense, concept, fused = dense_all[rows], concept_all[rows], fused_all[rows]
+        s, mean_dot = engine.concept_projection(query)
+        out = []
+        for i, row in enumerate(rows.tolist()):
+            contributions, baseline = engine.explain_vector(row, s, mean_dot)
+            shared = engine.shared_concepts(row, query_weights) if query_weights is not None else None
+            out.append(engine.result(offset + i + 1, row, fused[i], dense[i], concept[i],
+                                     contributions, baseline, shared))
+        return out
+
+    def _dense_for(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        if len(rows) == 0:
+            return np.zeros(0)
+        return self._unit_embeddings(rows) @ query
+
+    def _concept_search(self, terms: list[ConceptTermSpec], need, offset, min_score, path,
+                        per_segment):
+        engine = self.engine
+        if not engine.n_segments:
+            return []
+        scores, holds = engine.concept_weight_scores(terms)
+        allowed = engine.allowed_rows(path)
+        allowed = holds if allowed is None else (holds & allowed)
+        rows = engine.rank_array(scores, need, not per_segment, allowed, min_score)[offset:]
+        dense = self._dense_for(concept_text_direction(engine, terms), rows)
+        return [engine.result(offset + i + 1, row, scores[row], dense[i], scores[row],
+                              engine.explain_terms(row, terms), 0.0, None)
+                for i, row in enumerate(rows.tolist())]
