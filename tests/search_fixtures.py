@@ -116,7 +116,8 @@ def build_index(tmp_path: Path, encoder: SpectralTestEncoder | None = None,
         windows[name] = (encoder.embed_audio(batch), times)
     text = encoder.embed_text(list(CONCEPTS))
     dictionary = ConceptDictionary.from_text_embeddings(CONCEPTS, text)
-    mean = _audio_mean(np.concatenate([emb for emb, _ in windows.values()]))
+    all_windows = [emb for emb, _ in windows.values()]
+    mean = _audio_mean(np.concatenate(all_windows)) if all_windows else np.zeros(encoder.dimension)
     settings = IndexSettings(encoder_fingerprint=encoder.fingerprint, dimension=encoder.dimension,
                              sample_rate=encoder.sample_rate, window_seconds=encoder.window_seconds,
                              hop_seconds=encoder.window_seconds, vocabulary_name="test-tones",

@@ -215,8 +215,8 @@ class SearchEngine:
         return np.array(picked, dtype=np.int64), False
 
     def rank_dense(self, query: np.ndarray, need: int, per_file: bool,
-                   allowed: np.ndarray | None, min_score: float | None) -> np.ndarray:
-        """Top rows by dense score through the FAISS index, asking for more hits until enough
+                   allowed: np.ndarray | None, min_score: float | None) -> tuple[np.ndarray, np.ndarray]:
+        """Top rows by dense score through the FAISS index, with FAISS's scores, asking for more hits until enough
         distinct files (that pass the filters) are found."""
         index = self.dense_index()
         n = self.n_segments
@@ -236,7 +236,8 @@ class SearchEngine:
             order = np.lexsort((self.segment_ids[rows], -scores))
             picked, exhausted = self._walk(rows[order], scores[order], need, per_file, min_score)
             if len(picked) >= need or exhausted or size >= n:
-                return picked
+                score_of = dict(zip(rows.tolist(), scores.tolist()))
+                return picked, np.array([score_of[r] for r in picked.tolist()], dtype=np.float64)
             size = min(n, size * 4)
 
     # ---- explanations ----------------------------------------------------------------------

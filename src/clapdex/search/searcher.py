@@ -203,8 +203,8 @@ class Searcher:
         allowed = engine.allowed_rows(path)
         per_file = not per_segment
         if mode == "dense":
-            rows = engine.rank_dense(query, need, per_file, allowed, min_score)[offset:]
-            dense = self._dense_for(query, rows)
+            rows, dense = engine.rank_dense(query, need, per_file, allowed, min_score)
+            rows, dense = rows[offset:], dense[offset:]
             concept = engine.concept_scores(query, rows)
             fused = dense
         elif mode == "concept":

@@ -1,0 +1,303 @@
+"""Search through the Python API on a small tone index built with the TEST DOUBLE encoder.
+
+Scores are checked against brute-force numpy computations from the stored data (the design's
+formulas, written out here independently of the engine).
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from clapdex.api import open_index
+from clapdex.errors import IndexMismatchError, IndexNotFoundError, QueryError
+from clapdex.search import LOW_FIDELITY
+from clapdex.storage.database import IndexStore
+from tests.doubles import SpectralTestEncoder
+from tests.search_fixtures import CORPUS, build_index
+
+ALL = 100  # more than the corpus has segments
+
+
+@pytest.fixture(scope="module")
+def fixture(tmp_path_factory):
+    return build_index(tmp_path_factory.mktemp("search"))
+
+
+@pytest.fixture
+def index(fixture):
+    with open_index(fixture.root, encoder=SpectralTestEncoder()) as opened:
+        yield opened
+
+
+@pytest.fixture(scope="module")
+def brute(fixture):
+    """Everything needed to score by hand: unit embeddings, weights, atoms, μ_A, segment→file."""
+    with IndexStore.open(fixture.root) as store:
+        ids, emb = store.segment_embeddings()
+        _, weights = store.concept_matrix()
+        atoms = store.dictionary().atoms
+        mean = store.settings.audio_mean.astype(np.float64)
+        files = {f.id: f.path for f in store.files()}
+        from sqlalchemy import select
+        from clapdex.storage.schema import SegmentRow
+        with store.session() as session:
+            owner = dict(session.execute(select(SegmentRow.id, SegmentRow.file_id)).all())
+    unit = emb.astype(np.float64) / np.linalg.norm(emb, axis=1, keepdims=True)
+    u = weights.toarray() @ atoms
+    r = u / np.linalg.norm(u, axis=1, keepdims=True) + mean
+    r /= np.linalg.norm(r, axis=1, keepdims=True)
+    return dict(ids=ids, unit=unit, weights=weights.toarray(), r=r, atoms=atoms, mean=mean,
+                path={int(s): files[owner[int(s)]] for s in ids}, names=store_names(fixture))
+
+
+def store_names(fixture):
+    with IndexStore.open(fixture.root) as store:
+        return store.concept_names()
+
+
+def text_vector(text):
+    v = SpectralTestEncoder().embed_text([text])[0].astype(np.float64)
+    return v / np.linalg.norm(v)
+
+
+def by_segment(results):
+    return {r.segment_id: r for r in results}
+
+
+# ---- scores equal brute force ------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["hybrid", "dense", "concept"])
+def test_scores_equal_brute_force(index, brute, mode):
+    q = text_vector("a 500 hz tone")
+    results = index.search(text="a 500 hz tone", mode=mode, k=ALL, segments=True)
+    assert len(results) == len(brute["ids"])
+    dense = brute["unit"] @ q
+    concept = brute["r"] @ q
+    fused = {"hybrid": 0.5 * dense + 0.5 * concept, "dense": dense, "concept": concept}[mode]
+    position = {int(s): i for i, s in enumerate(brute["ids"])}
+    for result in results:
+        i = position[result.segment_id]
+        assert result.dense == pytest.approx(dense[i], abs=1e-5)
+        assert result.concept == pytest.approx(concept[i], abs=1e-9)
+        assert result.score == pytest.approx(fused[i], abs=1e-5)
+    got = [r.score for r in results]
+    assert got == sorted(got, reverse=True)
+    assert np.allclose(sorted(got, reverse=True), np.sort(fused)[::-1], atol=1e-5)
+
+
+def test_files_are_ranked_by_their_best_segment(index, brute):
+    q = text_vector("a 250 hz tone")
+    results = index.search(text="a 250 hz tone", mode="concept", k=ALL)
+    concept = brute["r"] @ q
+    best = {}
+    for s, score in zip(brute["ids"], concept):
+        path = brute["path"][int(s)]
+        best[path] = max(best.get(path, -np.inf), score)
+    assert [r.path for r in results] == sorted(best, key=lambda p: -best[p])
+    assert len(results) == len(CORPUS)
+    top = results[0]
+    assert top.path.endswith("tone_2000_then_250.wav") and (top.start, top.end) == (2.0, 4.0)
+
+
+def test_alpha_weights_the_fusion(index, brute):
+    q = text_vector("a 1000 hz tone")
+    results = index.search(text="a 1000 hz tone", alpha=0.8, k=ALL, segments=True)
+    position = {int(s): i for i, s in enumerate(brute["ids"])}
+    for r in results:
+        i = position[r.segment_id]
+        expected = 0.8 * brute["unit"][i] @ q + 0.2 * brute["r"][i] @ q
+        assert r.score == pytest.approx(expected, abs=1e-5)
+
+
+# ---- explanations --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("query", [
+    dict(text="a 500 hz tone"),
+    dict(text="a 500 hz tone", mode="concept"),
+    dict(text="a 500 hz tone", concepts=["a 1500 hz tone:0.7", "-speech"]),
+    dict(text="birdsong at dawn", mode="dense"),
+    dict(concepts=["a 500 hz tone", "a 1500 hz tone:2", "-speech"]),
+])
+def test_contributions_and_baseline_add_up_to_the_concept_score(index, query):
+    results = index.search(k=ALL, segments=True, **query)
+    assert len(results) > 0
+    for r in results:
+        total = sum(t.contribution for t in r.explanation.contributions) + r.explanation.baseline
+        assert total == pytest.approx(r.concept, abs=1e-6)
+
+
+def test_explanation_lists_the_segments_own_concepts(index, brute):
+    results = index.search(text="a 3000 hz tone", k=1, segments=True)
+    top = results[0]
+    assert top.path.endswith("tone_3000.wav")
+    i = list(brute["ids"]).index(top.segment_id)
+    own = {brute["names"][k]: w for k, w in enumerate(brute["weights"][i]) if w > 0}
+    assert {c.concept: c.weight for c in top.explanation.concepts} == pytest.approx(own)
+    weights = [c.weight for c in top.explanation.concepts]
+    assert weights == sorted(weights, reverse=True)
+    assert top.explanation.concepts[0].concept == "a 3000 hz tone"
+
+
+def test_low_fidelity_is_flagged(index):
+    results = index.search(text="a 500 hz tone", k=ALL, segments=True)
+    flags = {r.path.rsplit("/", 1)[-1]: r.explanation.low_fidelity for r in results}
+    assert flags["noise.wav"] is True          # broadband noise is not made of tones
+    assert flags["tone_500.wav"] is False
+    for r in results:
+        assert r.explanation.low_fidelity == (r.explanation.fidelity < LOW_FIDELITY)
+
+
+# ---- audio queries ------------------------------------------------------------------------------
+
+def test_indexed_file_queried_by_audio_returns_itself_first_without_encoding(fixture):
+    encoder = SpectralTestEncoder()
+    with open_index(fixture.root, encoder=encoder) as index:
+        for name in ("tone_500_1500.wav", "tone_2000_then_250.wav", "sub/tone_3000.wav"):
+            results = index.similar(fixture.audio_dir / name, k=3)
+            assert results[0].path == fixture.paths[name]
+            assert results.query.audio_indexed
+    assert encoder.audio_calls == 0
+
+
+def test_unindexed_audio_is_decoded_and_encoded(fixture, tmp_path):
+    copy = tmp_path / "copy_of_tone_500_2500.wav"
+    shutil.copy(fixture.audio_dir / "tone_500_2500.wav", copy)
+    encoder = SpectralTestEncoder()
+    with open_index(fixture.root, encoder=encoder) as index:
+        results = index.search(audio=copy, k=2)
+    assert not results.query.audio_indexed
+    assert encoder.audio_calls == 2  # its two windows
+    assert results[0].path == fixture.paths["tone_500_2500.wav"]
+    assert results[0].dense == pytest.approx(1.0, abs=1e-5)
+
+
+def test_audio_query_reports_shared_concepts(index, fixture):
+    results = index.similar(fixture.audio_dir / "tone_500_1500.wav", k=ALL)
+    query = {c.concept: c.weight for c in results.query.query_concepts}
+    assert "a 1500 hz tone" in query and "a 500 hz tone" in query
+    for r in results:
+        own = {c.concept: c.weight for c in r.explanation.concepts}
+        shared = r.explanation.shared
+        assert {s.concept for s in shared} == set(own) & set(query)
+        for s in shared:
+            assert s.query_weight == query[s.concept] and s.result_weight == own[s.concept]
+    assert "a 1500 hz tone" in {s.concept for s in results[0].explanation.shared}
+
+
+# ---- concept queries and steering ---------------------------------------------------------------
+
+@pytest.mark.parametrize("concept", ["a 500 hz tone", "a 2500 hz tone", "speech"])
+def test_concept_only_returns_exactly_the_files_with_postings_ordered_by_weight(index, brute, concept):
+    k = brute["names"].index(concept)
+    best = {}
+    for s, w in zip(brute["ids"], brute["weights"][:, k]):
+        if w > 0:
+            path = brute["path"][int(s)]
+            best[path] = max(best.get(path, 0.0), w)
+    results = index.search(concepts=[concept], k=ALL)
+    assert [r.path for r in results] == sorted(best, key=lambda p: -best[p])
+    assert [r.score for r in results] == pytest.approx([best[p] for p in sorted(best, key=lambda p: -best[p])])
+    segments = index.search(concepts=[concept], k=ALL, segments=True)
+    assert len(segments) == int((brute["weights"][:, k] > 0).sum())
+
+
+def test_concept_only_with_weights_and_negatives(index, brute):
+    a, b = brute["names"].index("a 500 hz tone"), brute["names"].index("a 1500 hz tone")
+    results = index.search(concepts=["a 500 hz tone:2", "-a 1500 hz tone"], k=ALL, segments=True)
+    expected = {int(s): 2 * w[a] - w[b] for s, w in zip(brute["ids"], brute["weights"]) if w[a] > 0}
+    assert {r.segment_id: r.score for r in results} == pytest.approx(expected)
+    assert results.mode == "concept"
+
+
+def rank_of(results, path):
+    return [r.path for r in results].index(path)
+
+
+def test_steering_moves_a_known_file_up_and_down(index, fixture):
+    mix_1500 = fixture.paths["tone_500_1500.wav"]
+    mix_2500 = fixture.paths["tone_500_2500.wav"]
+    plain = index.search(text="a 500 hz tone", k=ALL)
+    toward = index.search(text="a 500 hz tone", concepts=["a 1500 hz tone"], k=ALL)
+    away = index.search(text="a 500 hz tone", concepts=["-a 1500 hz tone"], k=ALL)
+    assert rank_of(toward, mix_1500) < rank_of(toward, mix_2500)
+    assert rank_of(toward, mix_1500) < rank_of(plain, mix_1500)
+    assert rank_of(away, mix_1500) > rank_of(away, mix_2500)
+    score = {r.path: r.score for r in plain}
+    assert {r.path: r.score for r in toward}[mix_1500] > score[mix_1500]
+    assert {r.path: r.score for r in away}[mix_1500] < score[mix_1500]
+    assert [c.concept for c in toward.query.steering] == ["a 1500 hz tone"]
+
+
+# ---- paging and filters -------------------------------------------------------------------------
+
+def test_limit_offset_min_score_and_path_glob(index):
+    everything = index.search(text="a 500 hz tone", k=ALL)
+    page = index.search(text="a 500 hz tone", k=2, offset=2)
+    assert [r.path for r in page] == [r.path for r in everything[2:4]]
+    assert [r.rank for r in page] == [3, 4]
+    floor = everything[2].score
+    kept = index.search(text="a 500 hz tone", k=ALL, min_score=floor)
+    assert [r.path for r in kept] == [r.path for r in everything if r.score >= floor]
+    only_sub = index.search(text="a 500 hz tone", k=ALL, path="sub/*.wav")
+    assert [r.path.rsplit("/", 2)[-2:] for r in only_sub] == [["sub", "tone_3000.wav"]]
+    mixes = index.search(text="a 500 hz tone", k=ALL, path="*_500_*")
+    assert len(mixes) == 2
+    assert len(index.search(text="a 500 hz tone", mode="dense", k=ALL, path="*_500_*")) == 2
+
+
+# ---- bad queries ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("query, message", [
+    (dict(text=""), "empty text query"),
+    (dict(text="   "), "empty text query"),
+    (dict(audio="/nonexistent/clip.wav"), "audio file not found"),
+    (dict(concepts=["a 500 hz tonne"]), "closest: a 500 hz tone"),
+    (dict(concepts=["speach"]), "closest: speech"),
+    (dict(), "nothing to search for"),
+    (dict(text="a", audio="b.wav"), "give one query"),
+    (dict(concepts=["a 500 hz tone"], mode="dense"), "concept-only query"),
+    (dict(concepts=["-speech"]), "at least one positive concept"),
+    (dict(text="a", mode="fuzzy"), "unknown mode"),
+    (dict(concepts=["speech:0"]), "non-zero"),
+])
+def test_bad_queries_raise_one_line_query_errors(index, query, message):
+    with pytest.raises(QueryError) as error:
+        index.search(**query)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_missing_index_and_wrong_model_are_refused(fixture, tmp_path):
+    with pytest.raises(IndexNotFoundError):
+        open_index(tmp_path / "nowhere")
+    with open_index(fixture.root, encoder=SpectralTestEncoder(seed=1)) as index:
+        assert len(index.search(concepts=["speech"])) > 0  # no model needed
+        with pytest.raises(IndexMismatchError, match="not the one index"):
+            index.search(text="a 500 hz tone")
+
+
+def test_encoder_is_only_built_when_needed(fixture):
+    calls = []
+
+    def factory():
+        calls.append(1)
+        return SpectralTestEncoder()
+
+    with open_index(fixture.root, encoder=factory) as index:
+        index.search(concepts=["a 500 hz tone"])
+        index.similar(fixture.audio_dir / "tone_1000.wav")
+        assert calls == []
+        index.search(text="a 500 hz tone")
+        index.search(text="a 750 hz tone")
+        assert calls == [1]
+
+
+def test_empty_index_gives_no_results(tmp_path):
+    fixture = build_index(tmp_path, corpus={})
+    with open_index(fixture.root, encoder=fixture.encoder) as index:
+        assert len(index.search(text="a 500 hz tone")) == 0
+        assert len(index.search(concepts=["speech"])) == 0
