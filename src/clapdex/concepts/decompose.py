@@ -1,0 +1,169 @@
+"""Concept decomposition of audio embeddings: audio mean, decompose / recompose, fidelity, explanations.
+
+For a window embedding a (raw, as the encoder returns it), with the dictionary atoms c_k (rows of C)
+and the audio mean μ_A:
+
+    x = normalize(a);   z = normalize(x − μ_A)
+    w = argmin_{w>=0} ½‖Cw − z‖² + lam‖w‖₁            (solver.nonneg_lasso; lam is half SpLiCE's λ)
+    u = Σ_k w_k c_k;   n = ‖u‖;   m = ‖u/n + μ_A‖;   r = (u/n + μ_A) / m;   fidelity = ⟨r, x⟩
+
+For any unit query q this gives the exact explanation (design.md "Exact explanations"):
+
+    ⟨r, q⟩ = Σ_k w_k ⟨c_k, q⟩ / (n·m)  +  ⟨μ_A, q⟩ / m.
+
+When w = 0 (the window is explained by the audio mean alone) u = 0 and normalize(u) = 0, so
+r = normalize(μ_A). We then store recon_norm n = 1 (not ‖u‖ = 0) so that every formula above stays
+finite and still holds: the concept sum is empty and m = ‖μ_A‖. If also μ_A = 0, r = 0, the
+fidelity is 0 and we store shift_norm m = 1 (all terms are 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from clapdex.concepts.dictionary import ConceptDictionary, normalize_rows
+from clapdex.concepts.solver import nonneg_lasso, nonneg_lasso_max_concepts
+from clapdex.errors import DecompositionError
+
+# In our convention (½‖Cw − z‖² + lam‖w‖₁; SpLiCE's λ = 2·lam). A concept can only get weight if
+# its atom correlates with the centred window by more than lam, so lam is a threshold on cosines.
+# 0.05 gives 10–40 concepts on unit-norm data with realistic dictionary coherence (see
+# docs/method.md and benchmarks/bench_decompose.py); tune it per corpus or use max_concepts.
+DEFAULT_LAMBDA = 0.05
+
+_CHUNK = 4096  # rows per solver call: bounds the (rows, K) correlation matrix
+
+
+@dataclass
+class Decomposition:
+    """Sparse concept weights of n windows and the numbers needed to explain them exactly."""
+
+    weights: sp.csr_matrix   # (n, K) float64, non-negative
+    fidelity: np.ndarray     # (n,) cos(r, normalize(a))
+    recon_norm: np.ndarray   # (n,) ‖Cw‖, or 1 where w = 0
+    shift_norm: np.ndarray   # (n,) ‖Cw/recon_norm + μ_A‖, or 1 where that is 0
+    lam: np.ndarray          # (n,) the lam each row was solved with
+
+    def __len__(self) -> int:
+        return self.weights.shape[0]
+
+
+def _as_embeddings(embeddings, what: str = "embeddings") -> np.ndarray:
+    arr = np.asarray(embeddings)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2:
+        raise DecompositionError(f"{what} must be a (n, d) array, got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.number):
+        raise DecompositionError(f"{what} must be numeric, got {arr.dtype}")
+    arr = arr.astype(np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise DecompositionError(f"{what} contain NaN or infinite values")
+    if arr.shape[0] and np.any(np.linalg.norm(arr, axis=1) == 0):
+        raise DecompositionError(f"{what} contain an all-zero row (it has no direction)")
+    return arr
+
+
+def audio_mean(embeddings) -> np.ndarray:
+    """μ_A: the mean of the L2-normalised rows, (d,) float64."""
+    arr = _as_embeddings(embeddings, "audio embeddings")
+    if arr.shape[0] == 0:
+        raise DecompositionError("cannot compute an audio mean from zero embeddings")
+    return normalize_rows(arr).mean(axis=0)
+
+
+def _check_mean(mean, d: int) -> np.ndarray:
+    mu = np.asarray(mean, dtype=np.float64)
+    if mu.shape != (d,):
+        raise DecompositionError(f"audio mean has shape {mu.shape}, expected ({d},)")
+    if not np.all(np.isfinite(mu)):
+        raise DecompositionError("audio mean contains NaN or infinite values")
+    return mu
+
+
+def decompose(embeddings, dictionary: ConceptDictionary, audio_mean, lam: float | None = None,
+              max_concepts: int | None = None) -> Decomposition:
+    """Decompose raw embeddings (n, d) into sparse non-negative concept weights.
+
+    Give `lam` (default DEFAULT_LAMBDA) or `max_concepts` (the least-regularised solution with at
+    most that many concepts per row; see solver.nonneg_lasso_max_concepts), not both.
+    """
+    if lam is not None and max_concepts is not None:
+        raise DecompositionError("give either lam or max_concepts, not both")
+    if max_concepts is None:
+        lam = DEFAULT_LAMBDA if lam is None else lam
+        if not np.isfinite(lam) or lam < 0:
+            raise DecompositionError(f"lambda must be a finite number >= 0, got {lam!r}")
+    a = _as_embeddings(embeddings)
+    d = dictionary.dimension
+    if a.shape[1] != d:
+        raise DecompositionError(f"embeddings have dimension {a.shape[1]}, the dictionary has {d}")
+    mu = _check_mean(audio_mean, d)
+    x = normalize_rows(a)
+    z = normalize_rows(x - mu)
+    gram = dictionary.gram()
+    blocks, lams = [], []
+    for start in range(0, a.shape[0], _CHUNK):
+        b = dictionary.correlations(z[start:start + _CHUNK])
+        if max_concepts is None:
+            w = nonneg_lasso(gram, b, lam)
+            lam_used = np.full(b.shape[0], float(lam))
+        else:
+            w, lam_used = nonneg_lasso_max_concepts(gram, b, max_concepts)
+        blocks.append(sp.csr_matrix(w))
+        lams.append(lam_used)
+    k = dictionary.size
+    weights = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, k))
+    lam_all = np.concatenate(lams) if lams else np.zeros(0)
+    r, recon_norm, shift_norm = _recompose(weights, dictionary, mu)
+    fidelity = np.einsum("ij,ij->i", r, x)
+    return Decomposition(weights=weights, fidelity=fidelity, recon_norm=recon_norm,
+                         shift_norm=shift_norm, lam=lam_all)
+
+
+def _recompose(weights, dictionary: ConceptDictionary, mu: np.ndarray):
+    w = sp.csr_matrix(weights, dtype=np.float64)
+    if w.shape[1] != dictionary.size:
+        raise DecompositionError(f"weights have {w.shape[1]} columns, the dictionary has {dictionary.size}")
+    if w.nnz and (not np.all(np.isfinite(w.data)) or np.any(w.data < 0)):
+        raise DecompositionError("weights must be finite and non-negative")
+    u = np.asarray(w @ dictionary.atoms)
+    recon_norm = np.linalg.norm(u, axis=1)
+    recon_norm[recon_norm == 0] = 1.0  # w = 0: no concept part (see the module docstring)
+    shifted = u / recon_norm[:, None] + mu
+    shift_norm = np.linalg.norm(shifted, axis=1)
+    shift_norm[shift_norm == 0] = 1.0
+    return shifted / shift_norm[:, None], recon_norm, shift_norm
+
+
+def recompose(weights, dictionary: ConceptDictionary, audio_mean) -> np.ndarray:
+    """r = normalize(normalize(Cw) + μ_A) for each row of `weights` (n, K) -> (n, d) float64."""
+    mu = _check_mean(audio_mean, dictionary.dimension)
+    return _recompose(weights, dictionary, mu)[0]
+
+
+def explain_terms(weights_row, concept_scores, recon_norm: float, shift_norm: float,
+                  mu_dot_q: float) -> tuple[np.ndarray, float]:
+    """Split ⟨r, q⟩ into per-concept contributions and one baseline term.
+
+    weights_row: (K,) or a (1, K) sparse row; concept_scores: s_k = ⟨c_k, q⟩ (K,);
+    mu_dot_q = ⟨μ_A, q⟩. Returns (contributions (K,) = w_k·s_k/(n·m), baseline = ⟨μ_A, q⟩/m);
+    contributions.sum() + baseline == ⟨r, q⟩.
+    """
+    if sp.issparse(weights_row):
+        w = np.asarray(weights_row.toarray(), dtype=np.float64).ravel()
+    else:
+        w = np.asarray(weights_row, dtype=np.float64).ravel()
+    s = np.asarray(concept_scores, dtype=np.float64).ravel()
+    if w.shape != s.shape:
+        raise DecompositionError(f"weights ({w.size}) and concept scores ({s.size}) differ in length")
+    n, m, mq = float(recon_norm), float(shift_norm), float(mu_dot_q)
+    if not (np.all(np.isfinite(w)) and np.all(np.isfinite(s)) and np.isfinite(n) and np.isfinite(m)
+            and np.isfinite(mq)):
+        raise DecompositionError("explanation inputs contain NaN or infinite values")
+    if n <= 0 or m <= 0:
+        raise DecompositionError("recon_norm and shift_norm must be positive")
+    return w * s / (n * m), mq / m
