@@ -34,7 +34,7 @@ class ConceptLookup:
     def closest(self, name: str, n: int = 3) -> list[str]:
         lowered = {n_.lower(): n_ for n_ in self._exact}
         return [lowered[m] for m in difflib.get_close_matches(name.lower(), list(lowered), n=n,
-                                                              cutoff=0.5)]
+                                                              cutoff=0.6)]
 
     def id_of(self, name: str, position: int | None = None) -> int:
         if name in self._exact:

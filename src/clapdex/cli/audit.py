@@ -1,3 +1,233 @@
-"""CLI verbs: (to be filled)."""
+"""CLI verbs for auditing a collection: concepts, audit, show, report (thin layer over clapdex.audit)."""
 
-COMMANDS: list = []
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import click
+
+from clapdex.cli.common import emit_json, emit_ndjson, index_option, json_option, resolve_index_path
+from clapdex.errors import QueryError
+
+csv_option = click.option("--csv", "csv_path", metavar="PATH", type=click.Path(dir_okay=False),
+                          default=None, help="Write the rows to a CSV file instead of printing them.")
+
+
+@contextmanager
+def _open_store(index_path: str | None) -> Iterator:
+    from clapdex.storage.database import IndexStore
+
+    store = IndexStore.open(resolve_index_path(index_path))
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _table(rows: list[dict], columns: list[tuple[str, str]]) -> None:
+    """Print rows as aligned columns: columns = [(key, header)]; floats shown with 3 decimals."""
+    def cell(value) -> str:
+        return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    cells = [[cell(row[key]) for key, _ in columns] for row in rows]
+    widths = [max([len(header)] + [len(c[i]) for c in cells]) for i, (_, header) in enumerate(columns)]
+    click.echo("  ".join(h.ljust(w) for (_, h), w in zip(columns, widths)).rstrip())
+    for line in cells:
+        click.echo("  ".join(c.ljust(w) if i == len(widths) - 1 or not _numeric(c) else c.rjust(w)
+                             for i, (c, w) in enumerate(zip(line, widths))).rstrip())
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _output(rows: list[dict], as_json: bool, csv_path: str | None, columns) -> None:
+    """Rows to a CSV file, as NDJSON, or as a table."""
+    if csv_path:
+        from clapdex.audit.export import write_csv
+
+        count = write_csv(rows, csv_path)
+        click.echo(f"wrote {count} rows to {csv_path}", err=True)
+    elif as_json:
+        emit_ndjson(rows)
+    elif rows:
+        _table(rows, columns)
+
+
+def _concept_list(pairs: list[tuple[str, float]]) -> str:
+    return ", ".join(f"{name} {weight:.2f}" for name, weight in pairs)
+
+
+# ---- concepts ------------------------------------------------------------------------------------
+
+@click.command("concepts")
+@click.option("--top", type=click.IntRange(min=1), default=None, help="Only the N most prevalent.")
+@click.option("--sort", type=click.Choice(["files", "segments", "time", "weight"]), default="files",
+              show_default=True, help="Order by files, segments, share of time or mean weight.")
+@index_option
+@json_option
+@csv_option
+def concepts_command(top, sort, index_path, as_json, csv_path):
+    """Prevalence of each concept: files, segments, share of audio time, mean and max weight."""
+    from clapdex.audit.stats import prevalence
+
+    with _open_store(index_path) as store:
+        rows = [r.to_row() for r in prevalence(store, top=top, sort=sort)]
+    for row in rows:
+        row["time_pct"] = 100.0 * row["time_share"]
+    if not (as_json or csv_path):
+        _table(rows, [("concept", "concept"), ("files", "files"), ("segments", "segments"),
+                      ("time_pct", "time %"), ("mean_weight", "mean w"), ("max_weight", "max w")])
+        return
+    for row in rows:
+        del row["time_pct"]
+    _output(rows, as_json, csv_path, None)
+
+
+# ---- audit ---------------------------------------------------------------------------------------
+
+@click.command("audit")
+@click.argument("expression", required=False)
+@click.option("--count", "count_only", is_flag=True, help="Print only the number of matches.")
+@click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True,
+              help="Rows to list (0: all).")
+@click.option("--cooccur", is_flag=True,
+              help="Concept pairs that occur together more than chance; EXPRESSION may name one concept.")
+@click.option("--min-count", type=click.IntRange(min=1), default=3, show_default=True,
+              help="With --cooccur: ignore pairs seen together in fewer segments.")
+@click.option("--poorly-explained", is_flag=True,
+              help="Segments whose fidelity is below --below (sounds the vocabulary misses).")
+@click.option("--below", type=click.FloatRange(-1.0, 1.0), default=0.5, show_default=True,
+              help="With --poorly-explained: the fidelity threshold.")
+@index_option
+@json_option
+@csv_option
+def audit_command(expression, count_only, limit, cooccur, min_count, poorly_explained, below,
+                  index_path, as_json, csv_path):
+    """Files and segments matching a concept EXPRESSION, e.g. "siren AND NOT music", "dog:0.2 OR cat:0.2".
+
+    AND, OR, NOT (NOT binds tightest, then AND), parentheses, NAME:MIN_WEIGHT, quoted multi-word
+    names ("rain on roof"). Matches are segments; rows are ordered by the summed weight of the
+    expression's (non-negated) concepts.
+    """
+    if cooccur and poorly_explained:
+        raise QueryError("use --cooccur or --poorly-explained, not both")
+    with _open_store(index_path) as store:
+        if cooccur:
+            _cooccur(store, expression, min_count, limit, as_json, csv_path)
+        elif poorly_explained:
+            if expression:
+                raise QueryError("--poorly-explained takes no expression")
+            _poorly_explained(store, below, count_only, limit, as_json, csv_path)
+        else:
+            if not expression:
+                raise QueryError('give a concept expression, e.g. clapdex audit "siren AND NOT music"')
+            _matches(store, expression, count_only, limit, as_json, csv_path)
+
+
+def _matches(store, expression, count_only, limit, as_json, csv_path):
+    from clapdex.audit.queries import audit
+
+    result = audit(store, expression, limit=1 if count_only else (limit or None))
+    counts = {"segments": result.n_segments, "files": result.n_files}
+    if count_only:
+        emit_json(counts) if as_json else click.echo(
+            f"{result.n_segments} segments in {result.n_files} files")
+        return
+    if as_json or csv_path:
+        _output([m.to_row() for m in result.matches], as_json, csv_path, None)
+        return
+    shown = "" if len(result.matches) == result.n_segments else f" (showing the best {len(result.matches)})"
+    click.echo(f"{result.n_segments} segments in {result.n_files} files match {expression}{shown}")
+    for path, segments in result.by_file():
+        click.echo(path)
+        for m in segments:
+            click.echo(f"  {m.start:8.2f}-{m.end:<8.2f} score {m.score:.3f}  "
+                       f"{_concept_list(list(m.weights.items()))}".rstrip())
+
+
+def _cooccur(store, concept, min_count, limit, as_json, csv_path):
+    from clapdex.audit.cooccurrence import all_pairs, partners
+
+    pairs = (partners(store, concept, min_count=min_count, limit=limit or None) if concept
+             else all_pairs(store, min_count=min_count, limit=limit or None))
+    _output([p.to_row() for p in pairs], as_json, csv_path,
+            [("concept_a", "concept"), ("concept_b", "with"), ("count", "together"),
+             ("count_a", "n a"), ("count_b", "n b"), ("lift", "lift")])
+    if not pairs and not as_json:
+        click.echo(f"no pair occurs together more than chance in at least {min_count} segments",
+                   err=True)
+
+
+def _poorly_explained(store, below, count_only, limit, as_json, csv_path):
+    from clapdex.audit.queries import poorly_explained
+
+    total, rows = poorly_explained(store, below=below, limit=1 if count_only else (limit or None))
+    if count_only:
+        emit_json({"segments": total}) if as_json else click.echo(
+            f"{total} segments with fidelity below {below}")
+        return
+    if not (as_json or csv_path):
+        click.echo(f"{total} segments with fidelity below {below}")
+        for r in rows:
+            click.echo(f"{r.fidelity:.3f}  {r.path}  {r.start:.2f}-{r.end:.2f}  closest: "
+                       f"{_concept_list(r.concepts) or '(none)'}")
+        return
+    _output([r.to_row() for r in rows], as_json, csv_path, None)
+
+
+# ---- show ----------------------------------------------------------------------------------------
+
+@click.command("show")
+@click.argument("file")
+@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Concepts listed per segment.")
+@index_option
+@json_option
+@csv_option
+def show_command(file, top, index_path, as_json, csv_path):
+    """One file's concept profile: the top concepts of each segment, in time order."""
+    from clapdex.audit.queries import file_profile
+
+    with _open_store(index_path) as store:
+        profile = file_profile(store, file, top=top)
+    rows = [{"path": profile.path, **s.to_row()} for s in profile.segments]
+    if as_json or csv_path:
+        _output(rows, as_json, csv_path, None)
+        return
+    duration = "" if profile.duration is None else f" ({profile.duration:.1f} s)"
+    click.echo(f"{profile.path}{duration}, {len(profile.segments)} segments")
+    for s in profile.segments:
+        click.echo(f"  {s.start:8.2f}-{s.end:<8.2f} fidelity {s.fidelity:.2f}  "
+                   f"{_concept_list(s.concepts) or '(no concept)'}")
+
+
+# ---- report --------------------------------------------------------------------------------------
+
+@click.command("report")
+@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the HTML report.")
+@click.option("--top", type=click.IntRange(min=2), default=20, show_default=True,
+              help="Concepts in the bar chart and the co-occurrence heatmap.")
+@click.option("--files", "n_files", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Longest files drawn as concepts over time.")
+@index_option
+@json_option
+def report_command(output, top, n_files, index_path, as_json):
+    """A self-contained HTML report (charts and tables; opens offline)."""
+    from clapdex.audit.report import write_report
+
+    with _open_store(index_path) as store:
+        summary = write_report(store, output, top=top, n_files=n_files)
+    if as_json:
+        emit_json(summary)
+    else:
+        click.echo(f"wrote {output} ({summary['files']} files, {summary['segments']} segments)")
+
+
+COMMANDS = [concepts_command, audit_command, show_command, report_command]

@@ -1,0 +1,233 @@
+"""A self-contained HTML audit report: charts (matplotlib, Agg) embedded as base64 PNG, plus tables.
+
+The page needs nothing but itself: no scripts, no fonts, no CDN; it opens offline in any browser.
+Sections: summary, top concepts (bar chart + prevalence table), fidelity histogram (+ the lowest
+fidelity segments), concepts over time for the longest files, co-occurrence heatmap of the top
+concepts (+ the strongest pairs).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import desc, func, select
+
+from clapdex.audit.cooccurrence import all_pairs, cooccurrence_counts
+from clapdex.audit.queries import file_profile, poorly_explained
+from clapdex.audit.stats import corpus_totals, prevalence
+from clapdex.errors import ClapdexError
+from clapdex.storage.schema import FileRow, SegmentRow
+
+_STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
+       max-width: 1100px; color: #222; padding: 0 1rem; }
+h1 { margin-bottom: .2rem; } .meta { color: #666; margin-top: 0; }
+section { margin: 2.2rem 0; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .3rem; }
+img { max-width: 100%; height: auto; display: block; margin: .8rem 0; }
+table { border-collapse: collapse; font-size: .9rem; margin: .8rem 0; }
+th, td { padding: .25rem .7rem; border-bottom: 1px solid #eee; text-align: left; }
+th { background: #f5f5f5; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.cards { display: flex; gap: 1rem; flex-wrap: wrap; }
+.card { background: #f5f7fa; border-radius: 6px; padding: .7rem 1.1rem; }
+.card b { display: block; font-size: 1.4rem; } .empty { color: #888; font-style: italic; }
+"""
+
+
+def _figure_to_img(figure, alt: str) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _table(rows: list[dict], columns: list[tuple[str, str]], caption: str = "") -> str:
+    if not rows:
+        return '<p class="empty">nothing to show</p>'
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return f'<td class="num">{value:.3f}</td>'
+        if isinstance(value, int):
+            return f'<td class="num">{value}</td>'
+        return f"<td>{html.escape(str(value))}</td>"
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for _, h in columns)
+    body = "\n".join("<tr>" + "".join(cell(r[k]) for k, _ in columns) + "</tr>" for r in rows)
+    cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+    return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: render to memory
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+# ---- charts --------------------------------------------------------------------------------------
+
+def top_concepts_chart(rows) -> str:
+    plt = _pyplot()
+    rows = rows[::-1]  # largest at the top
+    figure, axis = plt.subplots(figsize=(9, 0.32 * len(rows) + 1.2))
+    axis.barh([r.concept for r in rows], [100 * r.time_share for r in rows], color="#3b7dd8")
+    for i, r in enumerate(rows):
+        axis.text(100 * r.time_share, i, f" {r.files} files", va="center", fontsize=8, color="#444")
+    axis.set_xlabel("share of indexed audio time (%)")
+    axis.set_title("Top concepts")
+    axis.margins(x=0.15)
+    return _figure_to_img(figure, "bar chart of the top concepts")
+
+
+def fidelity_histogram(fidelity: np.ndarray, below: float) -> str:
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(9, 3.2))
+    axis.hist(fidelity, bins=40, range=(min(0.0, float(fidelity.min(initial=0))), 1.0),
+              color="#59a14f")
+    axis.axvline(below, color="#e15759", linestyle="--", label=f"poorly explained (< {below})")
+    axis.set_xlabel("fidelity: cos(recomposed, embedding)")
+    axis.set_ylabel("segments")
+    axis.set_title("Fidelity of the concept decompositions")
+    axis.legend(loc="upper left")
+    return _figure_to_img(figure, "histogram of segment fidelity")
+
+
+def file_timeline_chart(profile, n_concepts: int = 8) -> str:
+    """Weight of the file's strongest concepts, segment by segment, against time."""
+    plt = _pyplot()
+    totals: dict[str, float] = {}
+    for segment in profile.segments:
+        for name, weight in segment.concepts:
+            totals[name] = totals.get(name, 0.0) + weight
+    names = sorted(totals, key=lambda n: -totals[n])[:n_concepts]
+    centers = [(s.start + s.end) / 2 for s in profile.segments]
+    figure, axis = plt.subplots(figsize=(9, 3.2))
+    for name in names:
+        weights = [dict(s.concepts).get(name, 0.0) for s in profile.segments]
+        axis.plot(centers, weights, marker="o", markersize=3, linewidth=1.4, label=name)
+    axis.set_xlabel("time in file (s, window centres)")
+    axis.set_ylabel("concept weight")
+    axis.set_title(Path(profile.path).name, fontsize=10)
+    if names:
+        axis.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _figure_to_img(figure, f"concepts over time in {Path(profile.path).name}")
+
+
+def cooccurrence_heatmap(names: list[str], counts: np.ndarray, n_segments: int) -> str:
+    plt = _pyplot()
+    sizes = np.diag(counts).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lift = counts * n_segments / np.outer(sizes, sizes)
+        log_lift = np.log2(np.where(counts > 0, lift, np.nan))
+    np.fill_diagonal(log_lift, np.nan)
+    limit = max(1.0, float(np.nanmax(np.abs(log_lift))) if np.isfinite(log_lift).any() else 1.0)
+    size = 0.38 * len(names) + 2.5
+    figure, axis = plt.subplots(figsize=(size + 1.5, size))
+    image = axis.imshow(log_lift, cmap="RdBu_r", vmin=-limit, vmax=limit)
+    axis.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+    axis.set_yticks(range(len(names)), names, fontsize=8)
+    figure.colorbar(image, ax=axis, label="log2 lift (0 = chance)", shrink=0.8)
+    axis.set_title("Co-occurrence of the top concepts (same segment)")
+    return _figure_to_img(figure, "co-occurrence heatmap of the top concepts")
+
+
+# ---- the page ------------------------------------------------------------------------------------
+
+def _longest_files(store, n: int) -> list[str]:
+    with store.session() as session:
+        length = func.max(SegmentRow.end)
+        rows = session.execute(select(FileRow.path, length.label("length"))
+                               .join(SegmentRow, SegmentRow.file_id == FileRow.id)
+                               .group_by(FileRow.id, FileRow.path)
+                               .order_by(desc("length"), FileRow.path).limit(n)).all()
+    return [r.path for r in rows]
+
+
+def _fidelities(store) -> np.ndarray:
+    with store.session() as session:
+        return np.fromiter(session.scalars(select(SegmentRow.fidelity)), dtype=np.float64)
+
+
+def build_report(store, top: int = 20, n_files: int = 3, below: float = 0.5) -> tuple[str, dict]:
+    """(HTML text, summary dict)."""
+    totals = corpus_totals(store)
+    top_rows = prevalence(store, top=top, sort="files")
+    sections: list[str] = []
+
+    cards = [("files", totals.files), ("segments", totals.segments),
+             ("hours indexed", f"{totals.indexed_seconds / 3600:.2f}"),
+             ("active concepts", len(prevalence(store)))]
+    sections.append('<section><div class="cards">' + "".join(
+        f'<div class="card"><b>{html.escape(str(v))}</b>{html.escape(k)}</div>' for k, v in cards)
+        + "</div></section>")
+
+    prevalence_rows = [dict(r.to_row(), time_pct=100 * r.time_share) for r in top_rows]
+    sections.append("<section><h2>Top concepts</h2>"
+                    + (top_concepts_chart(top_rows) if top_rows else "")
+                    + _table(prevalence_rows, [("concept", "concept"), ("files", "files"),
+                                               ("segments", "segments"), ("time_pct", "time %"),
+                                               ("mean_weight", "mean weight"),
+                                               ("max_weight", "max weight")]) + "</section>")
+
+    fidelity = _fidelities(store)
+    n_low, low_rows = poorly_explained(store, below=below, limit=20)
+    sections.append(
+        "<section><h2>Fidelity</h2>"
+        + (fidelity_histogram(fidelity, below) if len(fidelity) else "")
+        + f"<p>{n_low} of {len(fidelity)} segments have fidelity below {below}: the vocabulary "
+          "describes them poorly. The lowest:</p>"
+        + _table([r.to_row() for r in low_rows],
+                 [("fidelity", "fidelity"), ("path", "file"), ("start", "start (s)"),
+                  ("end", "end (s)"), ("concepts", "closest concepts")]) + "</section>")
+
+    timelines = [file_timeline_chart(file_profile(store, path, top=8))
+                 for path in _longest_files(store, n_files)]
+    if timelines:
+        sections.append("<section><h2>Concepts over time (longest files)</h2>"
+                        + "".join(timelines) + "</section>")
+
+    if len(top_rows) >= 2:
+        ids = [r.concept_id for r in top_rows]
+        heatmap = cooccurrence_heatmap([r.concept for r in top_rows],
+                                       cooccurrence_counts(store, ids), totals.segments)
+        pairs = all_pairs(store, min_count=3, limit=25)
+        sections.append("<section><h2>Co-occurrence</h2>" + heatmap
+                        + "<p>Pairs found together in the same segment more often than chance "
+                          "(lift = observed / expected, at least 3 segments):</p>"
+                        + _table([p.to_row() for p in pairs],
+                                 [("concept_a", "concept"), ("concept_b", "with"),
+                                  ("count", "together"), ("lift", "lift")]) + "</section>")
+
+    created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    settings = store.settings
+    page = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>clapdex audit report</title><style>{_STYLE}</style></head><body>\n"
+            f"<h1>clapdex audit report</h1><p class=\"meta\">{html.escape(str(store.root))} · "
+            f"vocabulary {html.escape(settings.vocabulary_name)} · {created}</p>\n"
+            + "\n".join(sections) + "\n</body></html>\n")
+    summary = {"files": totals.files, "segments": totals.segments,
+               "indexed_seconds": totals.indexed_seconds, "charts": page.count("<img "),
+               "concepts": len(top_rows)}
+    return page, summary
+
+
+def write_report(store, path: str | Path, top: int = 20, n_files: int = 3,
+                 below: float = 0.5) -> dict:
+    page, summary = build_report(store, top=top, n_files=n_files, below=below)
+    try:
+        Path(path).write_text(page, encoding="utf-8")
+    except OSError as error:
+        raise ClapdexError(f"cannot write {path}: {error.strerror}") from None
+    summary["path"] = str(path)
+    return summary

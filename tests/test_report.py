@@ -1,0 +1,108 @@
+"""The HTML report: self-contained, and it renders in a real browser (headless Chromium)."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from audit_fixtures import build_index
+from clapdex.cli import main
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+# Written into the page by the test only (the report itself has no scripts): after load, record
+# every image's decoded size and every table's row count where --dump-dom can read them.
+CHECK_SCRIPT = """<script>
+window.addEventListener("load", function () {
+  var result = {
+    images: Array.prototype.map.call(document.images, function (img) {
+      return {alt: img.alt, complete: img.complete, width: img.naturalWidth, height: img.naturalHeight};
+    }),
+    tables: Array.prototype.map.call(document.querySelectorAll("table"), function (table) {
+      return table.tBodies[0].rows.length;
+    })
+  };
+  var out = document.createElement("pre");
+  out.id = "render-check";
+  out.textContent = JSON.stringify(result);
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    store, truth = build_index(root / "index", n_files=12, seed=5)
+    store.close()
+    output = root / "report.html"
+    result = CliRunner().invoke(main, ["report", "-o", str(output), "--index", str(root / "index"),
+                                       "--top", "10", "--files", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    return output, json.loads(result.output), truth
+
+
+def test_report_is_self_contained(report):
+    path, summary, truth = report
+    page = path.read_text(encoding="utf-8")
+    assert summary["files"] == len(truth.paths) and summary["segments"] == len(truth.starts)
+    # 1 bar chart + 1 histogram + 2 timelines + 1 heatmap, all embedded.
+    sources = re.findall(r'<img [^>]*src="([^"]*)"', page)
+    assert len(sources) == summary["charts"] == 5
+    assert all(s.startswith("data:image/png;base64,") for s in sources)
+    assert not re.search(r'(src|href)="(https?:)?//', page), "nothing may load from the network"
+    assert "<script" not in page
+
+
+def find_browser() -> str | None:
+    return next((shutil.which(name) for name in BROWSERS if shutil.which(name)), None)
+
+
+def run_browser(browser: str, *args: str) -> subprocess.CompletedProcess:
+    command = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+               "--no-first-run", "--disable-extensions", "--virtual-time-budget=10000", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=180)
+
+
+def test_report_renders_in_headless_chromium(report, tmp_path):
+    browser = find_browser()
+    if browser is None:
+        pytest.skip("no Chromium binary found (looked for: " + ", ".join(BROWSERS)
+                    + "); install it with: apt-get install -y chromium")
+    path, summary, truth = report
+    page = path.read_text(encoding="utf-8")
+    checked = tmp_path / "checked.html"
+    checked.write_text(page.replace("</body>", CHECK_SCRIPT + "</body>"), encoding="utf-8")
+
+    dom = run_browser(browser, "--dump-dom", checked.as_uri())
+    found = re.search(r'<pre id="render-check">(.*?)</pre>', dom.stdout, re.S)
+    assert found, f"the page did not run to its load event: {dom.stderr[-2000:]}"
+    result = json.loads(html.unescape(found.group(1)))
+    assert len(result["images"]) == 5
+    for image in result["images"]:
+        assert image["complete"] and image["width"] > 100 and image["height"] > 100, image
+    # Tables: prevalence (top 10), lowest fidelity, co-occurring pairs; each has rows.
+    assert len(result["tables"]) == 3
+    assert result["tables"][0] == 10
+    assert result["tables"][1] == min(20, int((truth.fidelity < 0.5).sum()))
+    assert all(rows > 0 for rows in result["tables"])
+
+    # A screenshot of the real page: rendered, not blank.
+    screenshot = tmp_path / "report.png"
+    shot = run_browser(browser, "--window-size=1200,2400", f"--screenshot={screenshot}", path.as_uri())
+    assert screenshot.exists(), shot.stderr[-2000:]
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(str(screenshot))
+    assert pixels.shape[:2] == (2400, 1200)
+    assert pixels[..., :3].std() > 0.05, "the screenshot is blank"
+    # The bar chart's blue (#3b7dd8) is on screen: the images were drawn, not just laid out.
+    rgb = (pixels[..., :3] * 255).round().astype(np.int16)
+    assert (np.abs(rgb - np.array([0x3b, 0x7d, 0xd8])).max(axis=-1) <= 6).sum() > 1000
