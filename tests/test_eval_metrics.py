@@ -46,6 +46,9 @@ def test_retrieval_metrics_on_a_hand_computed_example():
     # file 1 ranks caption 2 (1.0) then 1 (0.9): relevant at rank 1; file 2: caption 3 (0.4) first
     assert metrics["a2t_r1"] == pytest.approx(1.0)
     assert metrics["a2t_map10"] == pytest.approx((ap0 + 1 + 1) / 3)
+    # a file without captions is not an audio→text query
+    with_extra = retrieval_metrics(np.vstack([audio, [[0.6, 0.6, 0.5]]]), text, [0, 0, 1, 2])
+    assert with_extra["a2t_map10"] == pytest.approx(metrics["a2t_map10"])
 
 
 def _write_sine(path, freq, seconds=1.0, sample_rate=8000):

@@ -8,7 +8,7 @@ Metrics (each caption belongs to exactly one file; a file may have several capti
   else 0 (one relevant item, so mAP@10 is the truncated mean reciprocal rank, as in DCASE task 6b).
 - audio→text, per file: R@k = 1 if any of its captions ranks in the top k;
   AP@10 = Σ_{i≤10} P@i·rel_i / min(#relevant, 10).
-All are averaged over queries.
+All are averaged over queries (for audio→text, over the files that have at least one caption).
 """
 
 from __future__ import annotations
@@ -43,7 +43,9 @@ def retrieval_metrics(audio: np.ndarray, text: np.ndarray, caption_file: Sequenc
     caption_file = np.asarray(caption_file)
     relevant = caption_file[:, None] == np.arange(len(audio))[None, :]  # (captions, files)
     scores = unit_rows(text) @ unit_rows(audio).T
-    return {**_metrics(scores, relevant, "t2a"), **_metrics(scores.T, relevant.T, "a2t")}
+    captioned = relevant.any(axis=0)  # audio→text averages over files that have a caption
+    return {**_metrics(scores, relevant, "t2a"),
+            **_metrics(scores.T[captioned], relevant.T[captioned], "a2t")}
 
 
 @dataclass
