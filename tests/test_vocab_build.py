@@ -65,6 +65,12 @@ def test_meaningful_tags_are_not_junk(tag):
     assert not is_junk_tag(tag)
 
 
+def test_the_default_vocabulary_has_no_junk_by_these_rules():
+    from clapdex.concepts.vocabulary import load_vocabulary
+
+    assert [c for c in load_vocabulary("default").concepts if is_junk_tag(normalize_tag(c))] == []
+
+
 def test_split_tag_cell():
     assert split_tag_cell("dog-bark rain  wind") == ["dog-bark", "rain", "wind"]
     assert split_tag_cell("Bark,Dog, Domestic_animals") == ["Bark", "Dog", "Domestic_animals"]

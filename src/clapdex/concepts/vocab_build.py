@@ -338,7 +338,8 @@ def _build_clustered(counts: Counter, size: int, encoder: Any, candidates: int |
     groups: dict[int, list[str]] = {}
     for tag, label in zip(pool, labels):
         groups.setdefault(int(label), []).append(tag)
-    ordered = sorted(groups.values(), key=lambda members: pool.index(members[0]))
+    rank = {tag: position for position, tag in enumerate(pool)}
+    ordered = sorted(groups.values(), key=lambda members: rank[members[0]])
     names = [members[0] for members in ordered]
     return VocabularyBuild("clustered", names, {name: counts[name] for name in names}, junk=junk,
                            groups=ordered)
