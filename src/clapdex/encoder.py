@@ -209,12 +209,20 @@ class ClapEncoder:
     def _ensure_weights(self) -> Path:
         if self._weights_path is None:
             from huggingface_hub import hf_hub_download
+            from huggingface_hub.utils import logging as hub_logging
 
+            # Without a network the hub retries for ~25 s, logging a warning per retry; the one
+            # line below says it all. The download progress bar is not logging and stays visible.
+            verbosity = hub_logging.get_verbosity()
+            hub_logging.set_verbosity_error()
             try:
                 self._weights_path = Path(hf_hub_download(WEIGHTS_REPO, WEIGHTS_FILES[self.version]))
             except Exception as error:
-                raise ModelError(f"could not download the CLAP weights ({type(error).__name__}); "
+                raise ModelError(f"could not download msclap's {WEIGHTS_FILES[self.version]} "
+                                 f"({type(error).__name__}; no network?); "
                                  f"{_missing_weights_fix(self.version)}") from None
+            finally:
+                hub_logging.set_verbosity(verbosity)
             self.weights_source = "downloaded"
         return self._weights_path
 
