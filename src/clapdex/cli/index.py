@@ -1,3 +1,201 @@
-"""CLI verbs: (to be filled)."""
+"""CLI verbs that build and look after an index: index, reindex, import-embeddings, status, doctor."""
 
-COMMANDS: list = []
+from __future__ import annotations
+
+import click
+
+from clapdex.cli.common import (emit_json, encoder_from_kwargs, encoder_options, index_option,
+                                json_option, resolve_index_path)
+from clapdex.errors import ClapdexError
+
+
+def _decomposition_options(func):
+    func = click.option("--max-concepts", type=int, default=None,
+                        help="Target sparsity: at most N concepts per window (instead of --lambda).")(func)
+    func = click.option("--lambda", "lam", type=float, default=None,
+                        help="Sparsity penalty λ of the decomposition (default for a new index: "
+                             "clapdex's DEFAULT_LAMBDA).")(func)
+    func = click.option("--vocab", "vocabulary", default=None, metavar="NAME|FILE",
+                        help="Concept vocabulary: a built-in name or a text file (default for a new "
+                             "index: default).")(func)
+    return func
+
+
+def _print_skipped(skipped: list[dict]) -> None:
+    if skipped:
+        click.echo(f"skipped {len(skipped)} file(s):")
+        for item in skipped:
+            click.echo(f"  {item['path']}: {item['error']}")
+
+
+@click.command("index")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@index_option
+@_decomposition_options
+@click.option("--hop", "hop_seconds", type=float, default=None,
+              help="Seconds between window starts (default: the window length, no overlap).")
+@click.option("--prune", is_flag=True, help="Remove indexed files under PATHS that no longer exist.")
+@click.option("--strict", is_flag=True, help="Exit non-zero if any file was skipped.")
+@click.option("--rebuild", is_flag=True, help="Delete the index's data and build it again.")
+@click.option("--faiss", "faiss_factory", default=None, metavar="FACTORY",
+              help="FAISS index type: Flat (exact, default) or a factory string such as HNSW32 "
+                   "or IVF4096,Flat (see docs/indexing.md).")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Decoding threads.")
+@encoder_options
+@json_option
+def index_command(paths, index_path, vocabulary, lam, max_concepts, hop_seconds, prune, strict,
+                  rebuild, faiss_factory, workers, as_json, **kwargs):
+    """Index the audio files in PATHS (files or folders, recursive); only new or changed files
+    are decoded and embedded."""
+    from clapdex.indexer import index_paths
+
+    encoder = encoder_from_kwargs(kwargs)
+    summary = index_paths(paths, encoder, resolve_index_path(index_path), vocabulary=vocabulary,
+                          lam=lam, max_concepts=max_concepts, hop_seconds=hop_seconds,
+                          prune=prune, rebuild=rebuild, faiss_factory=faiss_factory,
+                          workers=workers)
+    if as_json:
+        emit_json(summary)
+    else:
+        click.echo(
+            f"{summary.index}: {summary.added} added, {summary.updated} updated, "
+            f"{summary.unchanged} unchanged, {summary.touched} touched, {summary.moved} moved, "
+            f"{summary.copied} copied, {summary.removed} removed, {len(summary.skipped)} skipped; "
+            f"{summary.segments_added} segments added in {summary.seconds:.1f} s")
+        _print_skipped(summary.skipped)
+    if strict and summary.skipped:
+        raise ClapdexError(f"{len(summary.skipped)} file(s) skipped (--strict)")
+
+
+@click.command("reindex")
+@index_option
+@_decomposition_options
+@click.option("--recompute-mean", is_flag=True,
+              help="Re-estimate the audio mean μ_A from every stored segment.")
+@encoder_options
+@json_option
+def reindex_command(index_path, vocabulary, lam, max_concepts, recompute_mean, as_json, **kwargs):
+    """Re-decompose the stored embeddings with a new λ, max-concepts or vocabulary (no audio is
+    decoded or embedded; a new vocabulary loads the model's text side)."""
+    from clapdex.indexer import reindex
+
+    encoder = encoder_from_kwargs(kwargs) if vocabulary is not None else None
+    summary = reindex(resolve_index_path(index_path), lam=lam, max_concepts=max_concepts,
+                      vocabulary=vocabulary, encoder=encoder, recompute_mean=recompute_mean)
+    if as_json:
+        emit_json(summary)
+    else:
+        mode = (f"at most {summary.max_concepts} concepts" if summary.max_concepts is not None
+                else f"lambda {summary.lam:g}")
+        click.echo(f"{summary.index}: re-decomposed {summary.segments} segments with {mode}, "
+                   f"vocabulary {summary.vocabulary} ({summary.concepts} concepts); postings "
+                   f"{summary.postings_before} -> {summary.postings_after} "
+                   f"in {summary.seconds:.1f} s")
+
+
+@click.command("import-embeddings")
+@click.argument("embeddings_file", metavar="EMB.npy", type=click.Path(dir_okay=False))
+@click.option("--manifest", "manifest_file", required=True, type=click.Path(dir_okay=False),
+              metavar="FILES.csv",
+              help="CSV with a header: path,start,end (one row per embedding row), optional "
+                   "size,mtime_ns,content_hash,duration,sample_rate,channels.")
+@click.option("--fingerprint", default=None,
+              help="Fingerprint of the model that made the embeddings (see `clapdex model info`); "
+                   "default: the fingerprint of the model given by the model options.")
+@index_option
+@_decomposition_options
+@click.option("--faiss", "faiss_factory", default=None, metavar="FACTORY",
+              help="FAISS index type for a new index (see `clapdex index --help`).")
+@encoder_options
+@json_option
+def import_embeddings_command(embeddings_file, manifest_file, fingerprint, index_path, vocabulary,
+                              lam, max_concepts, faiss_factory, as_json, **kwargs):
+    """Index precomputed window embeddings (e.g. made on a GPU cluster)."""
+    import numpy as np
+
+    from clapdex.indexer import import_embeddings, read_manifest
+    from clapdex.storage.database import IndexStore
+
+    root = resolve_index_path(index_path)
+    try:
+        matrix = np.load(embeddings_file, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise ClapdexError(f"{embeddings_file}: not a readable .npy array ({error})") from None
+    manifest = read_manifest(manifest_file)
+    # The model is loaded only where it is needed: to create an index, or to learn the fingerprint.
+    needs_model = fingerprint is None or not IndexStore.exists(root)
+    encoder = encoder_from_kwargs(kwargs) if needs_model else None
+    summary = import_embeddings(root, matrix, manifest, fingerprint=fingerprint, encoder=encoder,
+                                vocabulary=vocabulary, lam=lam, max_concepts=max_concepts,
+                                faiss_factory=faiss_factory)
+    if as_json:
+        emit_json(summary)
+    else:
+        click.echo(f"{summary.index}: imported {summary.added + summary.updated} files "
+                   f"({summary.updated} replaced), {summary.segments_added} segments "
+                   f"in {summary.seconds:.1f} s")
+
+
+@click.command("status")
+@index_option
+@json_option
+def status_command(index_path, as_json):
+    """Show an index: settings, counts, files that could not be indexed, sizes on disk."""
+    from clapdex.storage.health import index_status
+
+    status = index_status(resolve_index_path(index_path))
+    if as_json:
+        emit_json(status)
+        return
+    settings, counts, disk = status["settings"], status["counts"], status["disk"]
+    mode = (f"at most {settings['max_concepts']} concepts" if settings["max_concepts"] is not None
+            else f"lambda {settings['lam']:g}")
+    click.echo(f"index:      {status['index']}")
+    click.echo(f"model:      {settings['encoder_fingerprint']} (d={settings['dimension']}, "
+               f"{settings['sample_rate']} Hz, window {settings['window_seconds']:g} s, "
+               f"hop {settings['hop_seconds']:g} s)")
+    click.echo(f"concepts:   {settings['vocabulary_name']} ({counts['concepts']}), {mode}, "
+               f"audio mean {'set' if settings['audio_mean_set'] else 'not set yet'}")
+    click.echo(f"contents:   {counts['files']} files, {counts['segments']} segments, "
+               f"{counts['postings']} postings, {counts['errors']} files with errors")
+    click.echo(f"disk:       database {_size(disk['database_bytes'])}, FAISS "
+               f"{settings['faiss_factory']} {_size(disk['faiss_bytes'])}")
+    if status["errors"]:
+        click.echo("errors:")
+        for item in status["errors"]:
+            click.echo(f"  {item['path']}: {item['error']}")
+
+
+@click.command("doctor")
+@index_option
+@click.option("--repair", is_flag=True,
+              help="Rebuild the FAISS index from the database and delete orphan rows.")
+@json_option
+def doctor_command(index_path, repair, as_json):
+    """Check an index: database and FAISS agree, indexed files still exist, no orphan rows.
+    Exits 1 if a problem remains."""
+    from clapdex.storage.health import doctor
+
+    report = doctor(resolve_index_path(index_path), repair=repair)
+    if as_json:
+        emit_json(report)
+    else:
+        for line in report["lines"]:
+            click.echo(line)
+    if not report["ok"]:
+        raise click.exceptions.Exit(1)
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "(none)"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+COMMANDS = [index_command, reindex_command, import_embeddings_command, status_command,
+            doctor_command]

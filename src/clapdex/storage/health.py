@@ -1,0 +1,77 @@
+"""What `clapdex status` and `clapdex doctor` report about an index."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from clapdex.storage.database import IndexStore
+from clapdex.storage.dense import DenseIndex, agreement
+
+
+def index_status(index_path: str | Path) -> dict:
+    """Settings, counts, files that could not be indexed (with their errors), sizes on disk."""
+    with IndexStore.open(index_path) as store:
+        settings = store.settings
+        return {
+            "index": str(index_path),
+            "settings": {
+                "encoder_fingerprint": settings.encoder_fingerprint,
+                "dimension": settings.dimension,
+                "sample_rate": settings.sample_rate,
+                "window_seconds": settings.window_seconds,
+                "hop_seconds": settings.hop_seconds,
+                "vocabulary_name": settings.vocabulary_name,
+                "vocabulary_hash": settings.vocabulary_hash,
+                "lam": settings.lam,
+                "max_concepts": settings.max_concepts,
+                "audio_mean_set": settings.audio_mean is not None,
+                "faiss_factory": settings.faiss_factory,
+            },
+            "counts": store.counts(),
+            "errors": [{"path": row.path, "error": row.error} for row in store.files("error")],
+            "disk": store.disk_usage(),
+        }
+
+
+def doctor(index_path: str | Path, repair: bool = False) -> dict:
+    """Check database↔FAISS agreement, indexed files missing on disk and orphan rows.
+
+    `repair` rebuilds the FAISS file from the database and deletes orphan rows; missing files
+    are only reported (`clapdex index --prune PATH` removes them). `ok` is False while any
+    problem remains; `lines` is the human-readable report.
+    """
+    with IndexStore.open(index_path) as store:
+        dense = agreement(store)
+        orphans = store.orphans()
+        missing = [row.path for row in store.files("indexed") if not os.path.exists(row.path)]
+        repaired = []
+        if repair:
+            if not dense["agree"]:
+                DenseIndex.rebuild_from(store).save(store.faiss_path)
+                repaired.append("rebuilt the FAISS index from the database")
+            if any(orphans.values()):
+                store.delete_orphans()
+                repaired.append("deleted orphan rows")
+            dense, orphans = agreement(store), store.orphans()
+    lines = []
+    if dense["agree"]:
+        lines.append(f"ok: FAISS and database agree ({dense['database_segments']} segments)")
+    else:
+        lines.append(f"problem: {dense['problem']}; run clapdex doctor --repair")
+    if any(orphans.values()):
+        detail = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in orphans.items() if n)
+        lines.append(f"problem: orphan rows ({detail}); run clapdex doctor --repair")
+    else:
+        lines.append("ok: no orphan rows")
+    if missing:
+        lines.append(f"problem: {len(missing)} indexed file(s) no longer exist; "
+                     "run clapdex index --prune PATH to remove them")
+        lines.extend(f"  missing: {path}" for path in missing)
+    else:
+        lines.append("ok: every indexed file exists")
+    lines.extend(f"repaired: {what}" for what in repaired)
+    return {"index": str(index_path), "faiss": dense, "orphans": orphans, "missing_files": missing,
+            "repaired": repaired, "ok": bool(dense["agree"] and not any(orphans.values())
+                                             and not missing),
+            "lines": lines}
