@@ -1,6 +1,6 @@
 """The two representations every evaluation compares: dense embeddings and concept reconstructions.
 
-Concept reconstruction of an audio embedding a (design.md): decompose
+Concept reconstruction of an audio embedding a (design.md, concepts.decompose): decompose
 z = normalize(normalize(a) − μ_A) over the centred concept atoms, then recompose
 r = normalize(normalize(C w) + μ_A). A vector with no active concept recomposes to normalize(μ_A).
 
@@ -73,13 +73,6 @@ def concept_view(embeddings: np.ndarray, dictionary, audio_mean: np.ndarray,
     result = decomposition.decompose(embeddings, dictionary, audio_mean, lam=setting.lam,
                                      max_concepts=setting.max_concepts)
     weights = result.weights.tocsr()
-    reconstructions = recompose(weights, dictionary, audio_mean)
-    active = np.diff(weights.indptr).astype(np.int64)
-    fidelity = np.einsum("ij,ij->i", reconstructions, unit_rows(embeddings))
-    return ConceptView(setting, reconstructions, active, fidelity)
-
-
-def recompose(weights, dictionary, audio_mean: np.ndarray) -> np.ndarray:
-    """r = normalize(normalize(C w) + μ_A) for each row of the sparse weights, (n, d) float64."""
-    combined = np.asarray(weights @ np.asarray(dictionary.atoms, dtype=np.float64))
-    return unit_rows(unit_rows(combined) + np.asarray(audio_mean, dtype=np.float64)[None, :])
+    reconstructions = decomposition.recompose(weights, dictionary, audio_mean)
+    return ConceptView(setting, reconstructions, np.diff(weights.indptr).astype(np.int64),
+                       np.asarray(result.fidelity, dtype=np.float64))
