@@ -48,7 +48,8 @@ def brute(fixture):
             owner = dict(session.execute(select(SegmentRow.id, SegmentRow.file_id)).all())
     unit = emb.astype(np.float64) / np.linalg.norm(emb, axis=1, keepdims=True)
     u = weights.toarray() @ atoms
-    r = u / np.linalg.norm(u, axis=1, keepdims=True) + mean
+    norm = np.linalg.norm(u, axis=1, keepdims=True)
+    r = np.divide(u, norm, out=np.zeros_like(u), where=norm > 0) + mean  # w = 0: r = normalize(μ_A)
     r /= np.linalg.norm(r, axis=1, keepdims=True)
     return dict(ids=ids, unit=unit, weights=weights.toarray(), r=r, atoms=atoms, mean=mean,
                 path={int(s): files[owner[int(s)]] for s in ids}, names=store_names(fixture))

@@ -97,11 +97,11 @@ class SearchEngine:
         if self.n_segments and self.audio_mean is None:
             raise IndexMismatchError(f"index {store.root} has segments but no audio mean; "
                                      f"rebuild it with: clapdex index --rebuild")
-        # Exact-identity scalars. A segment with no concepts (w = 0) recomposes to r = μ_A/‖μ_A‖.
-        has_concepts = recon_norm > 0
-        mean_norm = float(np.linalg.norm(self.audio_mean)) if self.audio_mean is not None else 1.0
-        m = np.where(has_concepts, shift_norm, mean_norm)
-        self.row_scale = np.where(has_concepts, 1.0 / np.where(has_concepts, recon_norm * m, 1.0), 0.0)
+        # Exact-identity scalars. decompose stores n = 1 for a segment without concepts (r is then
+        # normalize(μ_A) and its concept sum is empty); guard against zeros all the same.
+        n = np.where(recon_norm > 0, recon_norm, 1.0)
+        m = np.where(shift_norm > 0, shift_norm, 1.0)
+        self.row_scale = 1.0 / (n * m)
         self.base_scale = 1.0 / m
 
     @property

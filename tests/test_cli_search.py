@@ -1,0 +1,138 @@
+"""`clapdex search` / `clapdex similar` through click, with the TEST DOUBLE encoder injected by
+monkeypatching clapdex.cli.common.load_encoder (as docs/architecture.md prescribes)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+import clapdex.cli.common as common
+from clapdex.cli import main
+from tests.doubles import SpectralTestEncoder
+from tests.search_fixtures import build_index
+
+
+@pytest.fixture(scope="module")
+def fixture(tmp_path_factory):
+    return build_index(tmp_path_factory.mktemp("cli-search"))
+
+
+@pytest.fixture
+def loads(monkeypatch):
+    """Counts model loads; every load returns a fresh test double."""
+    calls = []
+
+    def load_encoder(**settings):
+        calls.append(settings)
+        return SpectralTestEncoder()
+
+    monkeypatch.setattr(common, "load_encoder", load_encoder)
+    return calls
+
+
+def run(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result
+
+
+def test_text_search_prints_compact_explained_results(fixture, loads):
+    result = run("search", "a", "500", "hz", "tone", "--index", fixture.root, "-k", "3")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("1. ") and "tone_500.wav" in lines[0]
+    assert "00:00–00:02" in lines[0] and "score " in lines[0] and "(dense " in lines[0]
+    assert lines[1].lstrip().startswith("= ") and "a 500 hz tone" in lines[1]
+    assert "fidelity" in lines[2]
+    assert sum(line.startswith(("1. ", "2. ", "3. ")) for line in lines) == 3
+    assert all(len(line) <= 80 for line in lines)
+    assert len(loads) == 1
+
+
+def test_json_output_is_ndjson_with_everything(fixture, loads):
+    result = run("search", "a 500 hz tone", "--index", fixture.root, "--json", "-k", "4",
+                 "--mode", "concept")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.output.splitlines()]
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4]
+    first = rows[0]
+    assert first["mode"] == "concept" and first["query"]["text"] == "a 500 hz tone"
+    assert {"dense", "concept", "score", "start", "end", "path", "segment_id"} <= set(first)
+    explanation = first["explanation"]
+    total = sum(t["contribution"] for t in explanation["contributions"]) + explanation["baseline"]
+    assert total == pytest.approx(first["concept"], abs=1e-6)
+    assert {"concepts", "fidelity", "low_fidelity"} <= set(explanation)
+
+
+def test_concept_only_search_loads_no_model(fixture, loads):
+    result = run("search", "--concept", "a 2500 hz tone", "--index", fixture.root, "--json")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.output.splitlines()]
+    assert rows[0]["path"] == fixture.paths["tone_500_2500.wav"]
+    assert [r["explanation"]["contributions"][0]["concept"] for r in rows] == \
+        ["a 2500 hz tone"] * len(rows)
+    assert loads == []
+
+
+def test_similar_on_an_indexed_file_returns_it_first_without_the_model(fixture, loads):
+    target = fixture.audio_dir / "tone_2000_then_250.wav"
+    result = run("similar", target, "--index", fixture.root, "--segments", "-k", "2")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    first = next(line for line in lines if line.startswith("1. "))
+    assert "tone_2000_then_250.wav" in first
+    assert any("shared with query:" in line for line in lines)
+    assert loads == []
+    assert all(len(line) <= 80 for line in lines)
+
+
+def test_steering_and_options_reach_the_search(fixture, loads):
+    plain = run("search", "a 500 hz tone", "--index", fixture.root, "--json", "-k", "3")
+    pushed = run("search", "a 500 hz tone", "-c", "a 2500 hz tone:1.5", "-c", "-a 1500 hz tone",
+                 "--index", fixture.root, "--json", "-k", "3", "--mode", "dense")
+    paths = [json.loads(line)["path"] for line in pushed.output.splitlines()]
+    assert paths[0] == fixture.paths["tone_500_2500.wav"]
+    assert [json.loads(line)["path"] for line in plain.output.splitlines()][0] == \
+        fixture.paths["tone_500.wav"]
+    globbed = run("search", "a 500 hz tone", "--index", fixture.root, "--json", "--path", "sub/*")
+    assert [json.loads(line)["path"] for line in globbed.output.splitlines()] == \
+        [fixture.paths["sub/tone_3000.wav"]]
+    none = run("search", "a 500 hz tone", "--index", fixture.root, "--min-score", "2")
+    assert none.exit_code == 0 and none.output.strip() == "no results"
+
+
+def test_index_from_environment(fixture, loads, monkeypatch):
+    monkeypatch.setenv("CLAPDEX_INDEX", str(fixture.root))
+    result = run("search", "--concept", "speech", "-k", "1")
+    assert result.exit_code == 0 and result.output.startswith("1. ")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["search", ""], "error: empty text query"),
+    (["search", "--audio", "/nonexistent/x.wav"], "error: audio file not found"),
+    (["similar", "/nonexistent/x.wav"], "error: audio file not found"),
+    (["search", "--concept", "spech"], "closest: speech"),
+    (["search"], "error: nothing to search for"),
+])
+def test_bad_queries_exit_1_with_one_line(fixture, loads, args, message):
+    result = run(*args, "--index", fixture.root)
+    assert result.exit_code == 1
+    assert message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+
+
+def test_missing_index_exits_1_with_one_line(tmp_path, loads):
+    result = run("search", "a 500 hz tone", "--index", tmp_path / "nowhere")
+    assert result.exit_code == 1
+    assert result.output.strip().startswith("error: no index at")
+    assert len(result.output.strip().splitlines()) == 1
+    assert loads == []
+
+
+def test_wrong_model_is_refused(fixture, monkeypatch):
+    monkeypatch.setattr(common, "load_encoder", lambda **_: SpectralTestEncoder(seed=7))
+    result = run("search", "a 500 hz tone", "--index", fixture.root)
+    assert result.exit_code == 1
+    assert "not the one index" in result.output and "Traceback" not in result.output
