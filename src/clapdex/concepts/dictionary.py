@@ -90,9 +90,11 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
 
 
 def default_cache_dir() -> Path:
+    """$CLAPDEX_CACHE_DIR/concepts, else the user cache directory's clapdex/concepts."""
     import platformdirs
 
-    return Path(platformdirs.user_cache_dir("clapdex")) / "concepts"
+    root = os.environ.get("CLAPDEX_CACHE_DIR") or platformdirs.user_cache_dir("clapdex")
+    return Path(root) / "concepts"
 
 
 def build_dictionary(encoder, vocabulary, cache_dir: str | os.PathLike | None = None,

@@ -292,8 +292,15 @@ def _settle(g, q, x, passive, new):
                 a[r, c] = g[members[r], members[c]]
         s = np.empty(p)
         if not _cholesky_solve(a, rhs, s):
+            if first and new >= 0:
+                # The new atom lies in the span of the support (K > d, or dependent concepts):
+                # trade weight along the null direction instead, dropping one support member.
+                if not _swap_in_dependent(g, q, x, passive, new):
+                    return False
+                first = False
+                continue
             # After a step back the set is a subset of a positive-definite one, so this only
-            # happens on the first solve; keep the (feasible, improved) point either way.
+            # happens for an unusable warm start; keep the (feasible) point.
             return not first
         if first and new >= 0:
             for r in range(p):
@@ -318,6 +325,44 @@ def _settle(g, q, x, passive, new):
             if ratio[r] <= alpha or x[i] <= 0:
                 x[i] = 0.0
                 passive[i] = False
+
+
+@njit(cache=True)
+def _swap_in_dependent(g, q, x, passive, new):
+    """Enter `new`, whose atom is (numerically) a combination Σ α_k c_k of the support's atoms.
+
+    Along δ = e_new − α the fit does not change and the objective falls at the rate of new's
+    (negative) gradient, so move until the first support weight with α_k > 0 reaches zero and
+    swap it out. Returns False (nothing changed) if no such weight exists.
+    """
+    passive[new] = False
+    members = np.flatnonzero(passive)
+    p = members.size
+    a = np.empty((p, p))
+    col = np.empty(p)
+    for r in range(p):
+        col[r] = g[members[r], new]
+        for c in range(p):
+            a[r, c] = g[members[r], members[c]]
+    alpha = np.empty(p)
+    if p == 0 or not _cholesky_solve(a, col, alpha):
+        return False
+    step = np.inf
+    out = -1
+    for r in range(p):
+        if alpha[r] > 0 and x[members[r]] / alpha[r] < step:
+            step = x[members[r]] / alpha[r]
+            out = r
+    if out < 0:
+        return False
+    for r in range(p):
+        x[members[r]] -= step * alpha[r]
+        if x[members[r]] <= 0 or r == out:
+            x[members[r]] = 0.0
+            passive[members[r]] = False
+    x[new] = step
+    passive[new] = True
+    return True
 
 
 @njit(cache=True)

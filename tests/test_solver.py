@@ -1,0 +1,242 @@
+"""The exact non-negative Lasso, checked against scikit-learn and the optimality conditions.
+
+scikit-learn's Lasso minimises (1/(2·n_samples))‖y − Xw‖² + alpha‖w‖₁. With X = C (d × K, atoms as
+columns) and y = z, n_samples = d; multiplying by d gives ½‖Cw − z‖² + (alpha·d)‖w‖₁, so our lam
+corresponds to alpha = lam / d.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.linear_model import Lasso
+
+from clapdex.concepts.solver import (kkt_violation, lambda_max, nonneg_lasso, nonneg_lasso_max_concepts,
+                                     objective)
+from clapdex.errors import DecompositionError
+
+
+def unit_rows(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def random_atoms(rng, k, d):
+    return unit_rows(rng.standard_normal((k, d)))
+
+
+def clustered_atoms(rng, k, d, clusters, spread=0.25):
+    """Highly coherent dictionary: atoms are small perturbations of a few cluster centres."""
+    centres = unit_rows(rng.standard_normal((clusters, d)))
+    labels = np.arange(k) % clusters
+    return unit_rows(centres[labels] + spread * rng.standard_normal((k, d)) / np.sqrt(d))
+
+
+def sklearn_solution(atoms, z, lam):
+    d = atoms.shape[1]
+    model = Lasso(alpha=lam / d, positive=True, fit_intercept=False, tol=1e-14, max_iter=200_000)
+    model.fit(atoms.T, z)
+    return model.coef_
+
+
+def problem(atoms, z):
+    return atoms @ atoms.T, z @ atoms.T
+
+
+@pytest.mark.parametrize("kind", ["random", "clustered"])
+def test_matches_sklearn_objective_and_support(kind):
+    rng = np.random.default_rng(1)
+    d, k, n = 48, 120, 12
+    atoms = random_atoms(rng, k, d) if kind == "random" else clustered_atoms(rng, k, d, clusters=8)
+    z = unit_rows(rng.standard_normal((n, d)))
+    gram, b = problem(atoms, z)
+    lam = 0.25 * lambda_max(b).min()
+    w = nonneg_lasso(gram, b, lam)
+    assert w.shape == (n, k) and np.all(w >= 0)
+    ours = objective(gram, b, w, lam)
+    for i in range(n):
+        ref = sklearn_solution(atoms, z[i], lam)
+        theirs = objective(gram, b[i:i + 1], ref[None, :], lam)[0]
+        assert (ours[i] - theirs) / abs(theirs) <= 1e-6
+        assert np.array_equal(w[i] > 0, ref > 1e-9), f"row {i}: supports differ"
+    assert np.count_nonzero(w, axis=1).min() >= 2  # a non-trivial problem
+
+
+@pytest.mark.parametrize("kind", ["random", "clustered"])
+def test_kkt_conditions_hold(kind):
+    rng = np.random.default_rng(2)
+    d, k, n = 64, 400, 50
+    atoms = random_atoms(rng, k, d) if kind == "random" else clustered_atoms(rng, k, d, clusters=20)
+    z = unit_rows(rng.standard_normal((n, d)))
+    gram, b = problem(atoms, z)
+    for lam in (0.01, 0.05, 0.2):
+        w = nonneg_lasso(gram, b, lam)
+        assert kkt_violation(gram, b, w, lam).max() <= 1e-6
+        # and literally: zero gradient on the support, non-negative gradient off it
+        grad = w @ gram - b + lam
+        assert np.abs(grad[w > 0]).max(initial=0) <= 1e-9
+        assert grad[w == 0].min(initial=0) >= -1e-9
+
+
+def test_kkt_checker_detects_a_wrong_solution():
+    rng = np.random.default_rng(3)
+    atoms = random_atoms(rng, 50, 20)
+    z = unit_rows(rng.standard_normal((1, 20)))
+    gram, b = problem(atoms, z)
+    w = nonneg_lasso(gram, b, 0.05)
+    w_bad = w.copy()
+    w_bad[0, np.argmax(w[0])] *= 1.01
+    assert kkt_violation(gram, b, w_bad, 0.05)[0] > 1e-6
+
+
+def test_zero_target_gives_zero_weights():
+    rng = np.random.default_rng(4)
+    atoms = random_atoms(rng, 30, 16)
+    gram = atoms @ atoms.T
+    w = nonneg_lasso(gram, np.zeros((3, 30)), 0.1)
+    assert np.count_nonzero(w) == 0
+    # lam = 0 and z = 0: still zero (0 is the NNLS optimum)
+    assert np.count_nonzero(nonneg_lasso(gram, np.zeros((1, 30)), 0.0)) == 0
+
+
+def test_lambda_at_or_above_lambda_max_gives_zero():
+    rng = np.random.default_rng(5)
+    atoms = random_atoms(rng, 80, 32)
+    z = unit_rows(rng.standard_normal((6, 32)))
+    gram, b = problem(atoms, z)
+    lmax = lambda_max(b)
+    assert np.count_nonzero(nonneg_lasso(gram, b, lmax)) == 0
+    assert np.count_nonzero(nonneg_lasso(gram, b, lmax * 1.5)) == 0
+    assert np.all(np.count_nonzero(nonneg_lasso(gram, b, lmax * 0.99), axis=1) >= 1)
+
+
+def test_duplicated_concepts():
+    rng = np.random.default_rng(6)
+    base = random_atoms(rng, 40, 24)
+    atoms = np.concatenate([base, base[:10]])  # concepts 40..49 duplicate 0..9
+    z = unit_rows(rng.standard_normal((8, 24)))
+    gram, b = problem(atoms, z)
+    lam = 0.05
+    w = nonneg_lasso(gram, b, lam)
+    assert kkt_violation(gram, b, w, lam).max() <= 1e-6
+    # same optimum as the dictionary without duplicates (weights of twins summed)
+    w_base = nonneg_lasso(base @ base.T, z @ base.T, lam)
+    merged = w[:, :40].copy()
+    merged[:, :10] += w[:, 40:]
+    np.testing.assert_allclose(objective(gram, b, w, lam), objective(base @ base.T, z @ base.T, w_base, lam),
+                               rtol=1e-9)
+    np.testing.assert_allclose(merged, w_base, atol=1e-8)
+
+
+def test_single_concept_has_closed_form():
+    z = np.array([[0.6, 0.8], [0.6, -0.8], [-1.0, 0.0]])
+    atoms = np.array([[1.0, 0.0]])
+    gram, b = problem(atoms, z)
+    w = nonneg_lasso(gram, b, 0.1)
+    np.testing.assert_allclose(w[:, 0], [0.5, 0.5, 0.0], atol=1e-14)  # max(b − lam, 0)
+
+
+def test_single_vector_in_and_out_is_one_dimensional():
+    rng = np.random.default_rng(7)
+    atoms = random_atoms(rng, 60, 20)
+    z = unit_rows(rng.standard_normal(20))
+    gram = atoms @ atoms.T
+    w = nonneg_lasso(gram, atoms @ z, 0.05)
+    assert w.shape == (60,)
+    batch = nonneg_lasso(gram, (atoms @ z)[None, :], 0.05)
+    np.testing.assert_array_equal(w, batch[0])
+
+
+def test_large_batch_is_consistent_row_by_row():
+    rng = np.random.default_rng(8)
+    d, k, n = 16, 60, 5000
+    atoms = clustered_atoms(rng, k, d, clusters=6, spread=1.0)
+    z = unit_rows(rng.standard_normal((n, d)))
+    gram, b = problem(atoms, z)
+    w = nonneg_lasso(gram, b, 0.02)
+    assert w.shape == (n, k)
+    assert kkt_violation(gram, b, w, 0.02).max() <= 1e-6
+    # each row depends only on itself: solving a few rows alone gives the same answer
+    few = [0, 1234, 4999]
+    np.testing.assert_array_equal(nonneg_lasso(gram, b[few], 0.02), w[few])
+
+
+def test_deterministic():
+    rng = np.random.default_rng(9)
+    atoms = clustered_atoms(rng, 300, 40, clusters=15)
+    z = unit_rows(rng.standard_normal((40, 40)))
+    gram, b = problem(atoms, z)
+    np.testing.assert_array_equal(nonneg_lasso(gram, b, 0.03), nonneg_lasso(gram, b, 0.03))
+
+
+def test_per_row_lambda_and_warm_start():
+    rng = np.random.default_rng(10)
+    atoms = random_atoms(rng, 200, 40)
+    z = unit_rows(rng.standard_normal((4, 40)))
+    gram, b = problem(atoms, z)
+    lams = np.array([0.01, 0.05, 0.1, 0.2])
+    w = nonneg_lasso(gram, b, lams)
+    for i, lam in enumerate(lams):
+        np.testing.assert_allclose(w[i], nonneg_lasso(gram, b[i], lam), atol=1e-12)
+    warm = nonneg_lasso(gram, b, 0.07, warm_start=w)  # from solutions at other lambdas
+    np.testing.assert_allclose(warm, nonneg_lasso(gram, b, 0.07), atol=1e-12)
+
+
+def test_planted_sparse_problem_recovers_support():
+    rng = np.random.default_rng(11)
+    d, k = 256, 500
+    atoms = random_atoms(rng, k, d)
+    truth = np.zeros((20, k))
+    for row in truth:
+        idx = rng.choice(k, 5, replace=False)
+        row[idx] = rng.uniform(0.5, 1.5, 5)
+    z = truth @ atoms + 0.01 * rng.standard_normal((20, d))
+    gram, b = problem(atoms, z)
+    w = nonneg_lasso(gram, b, 0.05)  # above the noise's correlation with any atom (~0.03)
+    np.testing.assert_array_equal(w > 0, truth > 0)
+    np.testing.assert_allclose(w, truth, atol=0.1)
+
+
+def test_max_concepts_mode_respects_the_limit_and_is_deterministic():
+    rng = np.random.default_rng(12)
+    atoms = clustered_atoms(rng, 200, 64, clusters=30, spread=1.0)
+    z = unit_rows(rng.standard_normal((15, 64)))
+    gram, b = problem(atoms, z)
+    for n_max in (1, 5, 12):
+        w, lam_used = nonneg_lasso_max_concepts(gram, b, n_max)
+        counts = np.count_nonzero(w, axis=1)
+        assert counts.max() <= n_max
+        assert np.all(lam_used > 0)
+        # the returned weights are the exact solution at the reported lambda
+        assert kkt_violation(gram, b, w, lam_used).max() <= 1e-6
+        # and lam_used is as small as the bisection allows: 0.2% less lambda gives too many concepts
+        # (unless the limit was not binding at the floor)
+        smaller = nonneg_lasso(gram, b, lam_used / 1.002)
+        binding = lam_used > lambda_max(b) * 1e-4
+        assert np.all(np.count_nonzero(smaller, axis=1)[binding] > n_max)
+        w2, lam2 = nonneg_lasso_max_concepts(gram, b, n_max)
+        np.testing.assert_array_equal(w, w2)
+        np.testing.assert_array_equal(lam_used, lam2)
+    assert np.count_nonzero(nonneg_lasso_max_concepts(gram, b, 5)[0], axis=1).max() == 5
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_rejects_non_finite_input(bad):
+    gram = np.eye(3)
+    b = np.array([[0.1, bad, 0.3]])
+    with pytest.raises(DecompositionError):
+        nonneg_lasso(gram, b, 0.1)
+    with pytest.raises(DecompositionError):
+        nonneg_lasso(gram, np.ones((1, 3)), bad)
+    with pytest.raises(DecompositionError):
+        nonneg_lasso_max_concepts(gram, b, 2)
+
+
+def test_rejects_bad_shapes_and_settings():
+    with pytest.raises(DecompositionError):
+        nonneg_lasso(np.eye(3), np.ones((2, 4)), 0.1)
+    with pytest.raises(DecompositionError):
+        nonneg_lasso(np.eye(3), np.ones((2, 3)), [0.1, 0.2, 0.3])
+    with pytest.raises(DecompositionError):
+        nonneg_lasso(np.eye(3), np.ones((2, 3)), -0.1)
+    with pytest.raises(DecompositionError):
+        nonneg_lasso_max_concepts(np.eye(3), np.ones((2, 3)), 0)
