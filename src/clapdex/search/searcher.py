@@ -202,24 +202,25 @@ class Searcher:
             return []
         allowed = engine.allowed_rows(path)
         per_file = not per_segment
+        projection = engine.concept_projection(query)
         if mode == "dense":
             rows, dense = engine.rank_dense(query, need, per_file, allowed, min_score)
             rows, dense = rows[offset:], dense[offset:]
-            concept = engine.concept_scores(query, rows)
+            concept = engine.concept_scores(projection, rows)
             fused = dense
         elif mode == "concept":
-            concept_all = engine.concept_scores(query)
+            concept_all = engine.concept_scores(projection)
             rows = engine.rank_array(concept_all, need, per_file, allowed, min_score)[offset:]
             concept = concept_all[rows]
             dense = self._dense_for(query, rows)
             fused = concept
         else:
-            concept_all = engine.concept_scores(query)
+            concept_all = engine.concept_scores(projection)
             dense_all = engine.dense_scores(query)
             fused_all = alpha * dense_all + (1.0 - alpha) * concept_all
             rows = engine.rank_array(fused_all, need, per_file, allowed, min_score)[offset:]
             dense, concept, fused = dense_all[rows], concept_all[rows], fused_all[rows]
-        s, mean_dot = engine.concept_projection(query)
+        s, mean_dot = projection
         out = []
         for i, row in enumerate(rows.tolist()):
             contributions, baseline = engine.explain_vector(row, s, mean_dot)

@@ -1,0 +1,234 @@
+"""Search latency at 100,000 segments, against a brute-force numpy baseline in the same run.
+
+    .venv/bin/python benchmarks/bench_search.py [--segments 100000] [--concepts 2000] [--queries 100]
+
+(1) Builds a synthetic index (K concepts, ~20 per segment, d = 1024) through IndexStore bulk writes:
+    random atoms, random sparse non-negative weights, embeddings a = r + noise whose stored
+    fidelity / recon_norm / shift_norm are exactly those of the stored weights. No model involved.
+(2) Opens it with clapdex.api.open_index and, warm, times index.search(vector=q, mode=..., k=10)
+    per mode (query vectors given, no text encoding; explanations of the 10 results included).
+(3) Baseline, same data, same queries: brute-force numpy with everything dense in memory:
+    E·q (n × d float32) + W·s with W as a dense n × K float32 matrix, fused, top-10 by argpartition.
+    Prints p50 / p95 and the ratio baseline / clapdex.
+(4) Cold start of the CLI for one text query with the random-weights msclap model (tests/
+    clap_fixtures.py) on a small index built by `clapdex index`, and of a concept-only query.
+Targets (issue 5): concept and hybrid p50 <= 20 ms at 100k segments, faster than the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from clapdex.api import open_index  # noqa: E402
+from clapdex.concepts.dictionary import ConceptDictionary  # noqa: E402
+from clapdex.storage.database import FileMeta, IndexSettings, IndexStore, NewFile  # noqa: E402
+
+
+class _Decomposition:
+    """The fields IndexStore.add_files reads."""
+
+    def __init__(self, weights, fidelity, recon_norm, shift_norm):
+        self.weights, self.fidelity = weights, fidelity
+        self.recon_norm, self.shift_norm = recon_norm, shift_norm
+
+
+def build_synthetic_index(root: Path, n_segments: int, n_concepts: int, dimension: int,
+                          per_segment: int = 20, per_file: int = 100, seed: int = 0,
+                          noise: float = 0.6) -> None:
+    rng = np.random.default_rng(seed)
+    text = rng.standard_normal((n_concepts, dimension)).astype(np.float32)
+    names = [f"concept {i}" for i in range(n_concepts)]
+    atoms = ConceptDictionary.from_text_embeddings(names, text).atoms
+    mean = rng.standard_normal(dimension)
+    mean = (0.5 * mean / np.linalg.norm(mean)).astype(np.float32)  # ‖μ_A‖ < 1, as for real means
+    settings = IndexSettings(encoder_fingerprint="synthetic-benchmark", dimension=dimension,
+                             sample_rate=16000, window_seconds=7.0, hop_seconds=7.0,
+                             vocabulary_name="synthetic", vocabulary_hash="synthetic", lam=0.05,
+                             audio_mean=mean)
+    mean = mean.astype(np.float64)
+    with IndexStore.create(root, settings, names, text) as store:
+        batch = []
+        for first in range(0, n_segments, per_file):
+            n = min(per_file, n_segments - first)
+            cols = np.argsort(rng.random((n, n_concepts)), axis=1)[:, :per_segment]
+            cols.sort(axis=1)
+            vals = rng.exponential(0.1, size=cols.shape) + 1e-3
+            weights = sp.csr_matrix((vals.ravel(), cols.ravel(),
+                                     np.arange(0, n * per_segment + 1, per_segment)),
+                                    shape=(n, n_concepts))
+            u = weights @ atoms
+            recon = np.linalg.norm(u, axis=1)
+            shifted = u / recon[:, None] + mean
+            shift = np.linalg.norm(shifted, axis=1)
+            r = shifted / shift[:, None]
+            a = r + noise * rng.standard_normal(r.shape) / np.sqrt(dimension)
+            fidelity = np.sum(r * a, axis=1) / np.linalg.norm(a, axis=1)
+            starts = np.arange(n) * 7.0
+            meta = FileMeta(path=f"/synthetic/file_{first // per_file:06d}.wav", size=0, mtime_ns=0,
+                            duration=n * 7.0, sample_rate=16000, channels=1)
+            batch.append(NewFile(meta, starts, starts + 7.0, a.astype(np.float32),
+                                 _Decomposition(weights, fidelity, recon, shift)))
+            if len(batch) == 50:
+                store.add_files(batch)
+                batch = []
+        if batch:
+            store.add_files(batch)
+
+
+def percentiles(times: list[float]) -> tuple[float, float]:
+    ms = np.array(times) * 1e3
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 95))
+
+
+class BruteForce:
+    """Everything dense in memory; one query = E·q + W·s, fused, top-k."""
+
+    def __init__(self, engine):
+        self.unit = engine.embeddings                      # (n, d) float32 unit rows
+        self.dense_weights = engine.weights.astype(np.float32).toarray()  # (n, K) float32
+        self.atoms = engine.atoms.astype(np.float32)
+        self.mean = engine.audio_mean.astype(np.float32)
+        self.row_scale = engine.row_scale.astype(np.float32)
+        self.base_scale = engine.base_scale.astype(np.float32)
+
+    def query(self, q: np.ndarray, k: int = 10, alpha: float = 0.5) -> np.ndarray:
+        q = q.astype(np.float32)
+        dense = self.unit @ q
+        concept = self.row_scale * (self.dense_weights @ (self.atoms @ q)) + self.base_scale * (self.mean @ q)
+        fused = alpha * dense + (1 - alpha) * concept
+        top = np.argpartition(-fused, k)[:k]
+        return top[np.argsort(-fused[top])]
+
+
+def bench_api(root: Path, n_queries: int, seed: int = 1) -> None:
+    rng = np.random.default_rng(seed)
+    with open_index(root) as index:
+        t0 = time.perf_counter()
+        engine = index._searcher.engine
+        print(f"  open + load concept state: {time.perf_counter() - t0:.2f} s")
+        t0 = time.perf_counter()
+        _ = engine.embeddings
+        print(f"  load unit embeddings (hybrid): {time.perf_counter() - t0:.2f} s")
+        t0 = time.perf_counter()
+        engine.dense_index()
+        print(f"  open/sync FAISS index (dense): {time.perf_counter() - t0:.2f} s")
+        # Queries near stored segments (as a real query lands near some clips), plus noise.
+        picks = rng.choice(engine.n_segments, n_queries, replace=False)
+        queries = engine.embeddings[picks].astype(np.float64)
+        queries += 0.5 * rng.standard_normal(queries.shape) / np.sqrt(queries.shape[1])
+        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+
+        stats = {}
+        for mode in ("dense", "concept", "hybrid"):
+            index.search(vector=queries[0], mode=mode)  # warm
+            times = []
+            for q in queries:
+                t = time.perf_counter()
+                index.search(vector=q, mode=mode, k=10)
+                times.append(time.perf_counter() - t)
+            stats[mode] = percentiles(times)
+
+        # Concept-only queries (inverted index): two named concepts, one pushed away.
+        names = engine.concept_names
+        picks = rng.choice(len(names), (n_queries, 2), replace=False) if len(names) > 2 * n_queries \
+            else rng.integers(0, len(names), (n_queries, 2))
+        index.search(concepts=[names[0]])
+        times = []
+        for a, b in picks:
+            t = time.perf_counter()
+            index.search(concepts=[names[a], f"-{names[b]}:0.5"], k=10)
+            times.append(time.perf_counter() - t)
+        stats["concept-only"] = percentiles(times)
+
+        brute = BruteForce(engine)
+        brute.query(queries[0])
+        times, agree = [], 0
+        for q in queries:
+            t = time.perf_counter()
+            top = brute.query(q)
+            times.append(time.perf_counter() - t)
+            hit = index.search(vector=q, mode="hybrid", k=1, segments=True)[0]
+            agree += int(engine.segment_ids[top[0]] == hit.segment_id)
+        stats["brute"] = percentiles(times)
+
+    base50, base95 = stats["brute"]
+    print(f"\n  {'':26s} {'p50 ms':>8s} {'p95 ms':>8s} {'baseline/this (p50)':>20s}")
+    print(f"  {'brute-force numpy':26s}   {base50:8.2f} {base95:8.2f} {'1.00':>20s}")
+    for mode in ("dense", "concept", "hybrid", "concept-only"):
+        p50, p95 = stats[mode]
+        print(f"  {'clapdex ' + mode:26s}   {p50:8.2f} {p95:8.2f} {base50 / p50:20.2f}")
+    print("  (concept-only: 2 named concepts through the inverted index; the baseline scores vectors)")
+    print(f"  hybrid top-1 segment equals brute force top-1 in {agree}/{len(queries)} queries")
+
+
+def bench_cli_cold_start(workdir: Path) -> None:
+    """Wall time of `clapdex search` in a fresh process (imports, index open, model load, query)."""
+    import soundfile
+
+    from tests.clap_fixtures import make_random_clap_files
+    from tests.doubles import sine
+
+    files = make_random_clap_files(workdir / "clap-random")
+    audio = workdir / "audio"
+    audio.mkdir()
+    for i, freq in enumerate((220, 440, 880, 1760)):
+        soundfile.write(audio / f"tone_{freq}.wav", np.tile(sine(freq, 1.0, 16000), 9), 16000)
+    vocab = workdir / "vocab.txt"
+    vocab.write_text("\n".join(["dog", "rain", "speech", "siren", "engine", "birdsong", "music",
+                                "glass breaking", "traffic", "water"]) + "\n")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               CLAPDEX_CLAP_WEIGHTS=str(files.weights), CLAPDEX_TEXT_MODEL=str(files.text_model),
+               CLAPDEX_DEVICE="cpu", CLAPDEX_CACHE_DIR=str(workdir / "cache"))
+    clapdex = [str(Path(sys.executable).parent / "clapdex")]
+    index = workdir / "index"
+    subprocess.run(clapdex + ["index", str(audio), "--index", str(index), "--vocab", str(vocab)],
+                   env=env, check=True, capture_output=True)
+    for label, args in (("text query (loads the model)", ["search", "a dog barking"]),
+                        ("concept-only query (no model)", ["search", "--concept", "dog"])):
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            subprocess.run(clapdex + args + ["--index", str(index)], env=env, check=True,
+                           capture_output=True)
+            times.append(time.perf_counter() - t)
+        print(f"  CLI cold start, {label}: median {np.median(times):.2f} s (3 runs)")
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import clapdex.cli"], check=True)
+    print(f"  (python + import clapdex.cli alone: {time.perf_counter() - t:.2f} s)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--segments", type=int, default=100_000)
+    parser.add_argument("--concepts", type=int, default=2_000)
+    parser.add_argument("--dimension", type=int, default=1024)
+    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--skip-cli", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
+        tmp = Path(tmp)
+        print(f"synthetic index: {args.segments:,} segments, K = {args.concepts:,}, "
+              f"d = {args.dimension}, 20 concepts per segment")
+        t0 = time.perf_counter()
+        build_synthetic_index(tmp / "index", args.segments, args.concepts, args.dimension)
+        print(f"  built through IndexStore.add_files in {time.perf_counter() - t0:.1f} s")
+        bench_api(tmp / "index", args.queries)
+        if not args.skip_cli:
+            print()
+            bench_cli_cold_start(tmp)
+
+
+if __name__ == "__main__":
+    main()
