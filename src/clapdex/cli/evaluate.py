@@ -223,7 +223,8 @@ def finetune(data, output, prompt, temperature, validation_fraction, epochs, pat
         emit_json(summary)
         return
     click.echo(f"trained on {result.train_size} files, held out {result.validation_size}; "
-               f"{result.epochs} epochs, kept epoch {result.best_epoch}")
+               f"{result.epochs} epochs, kept "
+               + (f"epoch {result.best_epoch}" if result.best_epoch else "the identity (no epoch did better)"))
     click.echo(f"{'zero-shot accuracy':<20}{'before':>8}{'after':>8}")
     click.echo(f"{'train':<20}{result.before_train:>8.3f}{result.after_train:>8.3f}")
     click.echo(f"{'held-out':<20}{result.before_validation:>8.3f}{result.after_validation:>8.3f}")

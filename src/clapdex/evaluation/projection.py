@@ -151,7 +151,7 @@ class FineTuneResult:
     train_size: int
     validation_size: int
     epochs: int              # epochs run (including the patience tail)
-    best_epoch: int
+    best_epoch: int          # 0: no epoch beat the identity on the held-out loss
     before_train: float      # zero-shot accuracy with the identity
     before_validation: float
     after_train: float       # with the kept (best held-out loss) matrix
@@ -228,7 +228,7 @@ def train_projection(embeddings: np.ndarray, targets: Sequence[int], class_embed
         val_loss, val_acc = evaluate(val_idx, matrix.detach())
         if on_epoch:
             on_epoch(epoch, val_loss, val_acc)
-        if val_loss < best_loss - 1e-6:
+        if val_loss < best_loss * (1 - 1e-4):  # relative: losses near 0 still count as improving
             best_loss, best_matrix, best_epoch = val_loss, matrix.detach().clone(), epoch
         elif epoch - best_epoch >= patience:
             break

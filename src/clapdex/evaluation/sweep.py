@@ -77,8 +77,17 @@ def plot_sweep(rows: Sequence, metric: str, path: str | os.PathLike, title: str 
     xs = [r.mean_active for r in concept_rows]
     ys = [getattr(r, metric) for r in concept_rows]
     axes.plot(xs, ys, marker="o", label="concept reconstruction")
-    for r, x, y in zip(concept_rows, xs, ys):
-        axes.annotate(r.setting, (x, y), textcoords="offset points", xytext=(4, -12), fontsize=8)
+    for n, (r, x, y) in enumerate(zip(concept_rows, xs, ys)):
+        # Alternate above/below so neighbouring labels do not overprint each other.
+        axes.annotate(r.setting, (x, y), textcoords="offset points", xytext=(4, -12 if n % 2 else 6),
+                      fontsize=8)
+    if xs and min(xs) > 0 and max(xs) / min(xs) > 8:
+        axes.set_xscale("log")  # sweeps span 1 to ~100 concepts; a log axis keeps the sparse end readable
+        from matplotlib.ticker import NullFormatter
+
+        ticks = [t for t in (1, 2, 3, 5, 10, 20, 30, 50, 100, 200, 500, 1000) if min(xs) / 1.2 <= t <= max(xs) * 1.2]
+        axes.set_xticks(ticks, [str(t) for t in ticks])
+        axes.xaxis.set_minor_formatter(NullFormatter())
     if dense:
         axes.axhline(getattr(dense[0], metric), color="grey", linestyle="--", label="dense embedding")
     axes.set_xlabel("mean number of active concepts")
