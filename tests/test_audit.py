@@ -156,8 +156,7 @@ def test_audit_matches_and_ordering_equal_brute_force(index, expression, brute):
     mask = brute(truth.weights)
     assert 0 < mask.sum() < len(mask), "a case must separate segments to be meaningful"
     score = truth.weights[:, [K[n] for n in POSITIVE[expression]]].sum(axis=1)
-    order = sorted(np.flatnonzero(mask),
-                   key=lambda i: (-score[i], truth.paths[truth.file_of[i]], truth.starts[i]))
+    order = sorted(np.flatnonzero(mask), key=lambda i: (-score[i], truth.segment_ids[i]))
     result = audit(store, expression, limit=None)
     assert result.n_segments == mask.sum()
     assert result.n_files == len(set(truth.file_of[mask]))

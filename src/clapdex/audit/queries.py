@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from sqlalchemy import Select, desc, distinct, except_, func, intersect, literal, select, union
+from sqlalchemy import Select, and_, desc, distinct, except_, func, intersect, literal, select, union
 from sqlalchemy.orm import Session
 
 from clapdex.audit.concepts import ConceptLookup
-from clapdex.audit.expression import And, Node, Not, Or, Term, parse, positive_terms, terms
+from clapdex.audit.expression import Node, Not, Or, Term, parse, positive_terms
 from clapdex.errors import QueryError
 from clapdex.storage.schema import FileRow, PostingRow, SegmentRow
 
@@ -102,18 +102,35 @@ def _segments(node: Node, lookup: ConceptLookup) -> Select:
     return _flat(except_(base, *removed))
 
 
-def audit(store, expression: str, limit: int | None = 100) -> AuditResult:
-    """Segments matching `expression`, best first (score = sum of positive-concept weights)."""
+@dataclass
+class AuditPlan:
+    """The SQL an audit runs: the match count and the ranked rows (the benchmark prints their plans)."""
+
+    count: Select
+    rows: Select
+    positive_ids: list[int]
+
+
+def plan_audit(lookup: ConceptLookup, expression: str, limit: int | None = 100) -> AuditPlan:
     node = parse(expression)
-    lookup = ConceptLookup.load(store)
     matched = compile_expression(node, lookup).subquery("matched")
     positive_ids = sorted({lookup.id_of(t.name, t.position) for t in positive_terms(node)})
+    count = (select(func.count(), func.count(distinct(SegmentRow.file_id)))
+             .select_from(matched.join(SegmentRow, SegmentRow.id == matched.c.segment_id)))
+    rows = (_strongest_of_term(node, lookup, limit) if isinstance(node, Term)
+            else _ranked_matches(matched, positive_ids, limit))
+    return AuditPlan(count, rows, positive_ids)
+
+
+def audit(store, expression: str, limit: int | None = 100) -> AuditResult:
+    """Segments matching `expression`, best first: by score (the sum of the segment's weights on
+    the expression's non-negated concepts), then by segment id (indexing order)."""
+    lookup = ConceptLookup.load(store)
+    plan = plan_audit(lookup, expression, limit)
     with store.session() as session:
-        n_segments, n_files = session.execute(
-            select(func.count(), func.count(distinct(SegmentRow.file_id)))
-            .select_from(matched.join(SegmentRow, SegmentRow.id == matched.c.segment_id))).one()
-        rows = session.execute(_ranked_matches(matched, positive_ids, limit)).all()
-        weights = _weights_of(session, [r.segment_id for r in rows], positive_ids)
+        n_segments, n_files = session.execute(plan.count).one()
+        rows = session.execute(plan.rows).all()
+        weights = _weights_of(session, [r.segment_id for r in rows], plan.positive_ids)
     matches = [SegmentMatch(path=r.path, segment_id=int(r.segment_id), start=float(r.start),
                             end=float(r.end), score=float(r.score),
                             weights={lookup.name_of(c): w
@@ -122,24 +139,36 @@ def audit(store, expression: str, limit: int | None = 100) -> AuditResult:
     return AuditResult(expression, int(n_segments), int(n_files), matches)
 
 
+def _with_location(ranked, limit: int | None) -> Select:
+    """Add each ranked segment's file and time range (joins for the returned rows only)."""
+    return (select(ranked.c.segment_id, FileRow.path, SegmentRow.start, SegmentRow.end,
+                   ranked.c.score)
+            .select_from(ranked)
+            .join(SegmentRow, SegmentRow.id == ranked.c.segment_id)
+            .join(FileRow, FileRow.id == SegmentRow.file_id)
+            .order_by(desc(ranked.c.score), ranked.c.segment_id))
+
+
+def _strongest_of_term(term: Term, lookup: ConceptLookup, limit: int | None) -> Select:
+    """One concept: its strongest postings, read in order from the (concept_id, weight) index."""
+    strongest = (_term_select(term, lookup).add_columns(PostingRow.weight.label("score"))
+                 .order_by(PostingRow.weight.desc(), PostingRow.segment_id))
+    return _with_location((strongest.limit(limit) if limit else strongest).subquery("ranked"), limit)
+
+
 def _ranked_matches(matched, positive_ids: list[int], limit: int | None) -> Select:
+    """Any expression: score every matching segment, keep the best `limit`, then locate them."""
     if positive_ids:
-        scores = (select(PostingRow.segment_id, func.sum(PostingRow.weight).label("score"))
-                  .where(PostingRow.concept_id.in_(positive_ids),
-                         PostingRow.segment_id.in_(select(matched.c.segment_id)))
-                  .group_by(PostingRow.segment_id).subquery("scores"))
-        score = func.coalesce(scores.c.score, 0.0)
-    else:
-        scores, score = None, literal(0.0)
-    statement = (select(SegmentRow.id.label("segment_id"), FileRow.path, SegmentRow.start,
-                        SegmentRow.end, score.label("score"))
-                 .select_from(matched)
-                 .join(SegmentRow, SegmentRow.id == matched.c.segment_id)
-                 .join(FileRow, FileRow.id == SegmentRow.file_id))
-    if scores is not None:
-        statement = statement.outerjoin(scores, scores.c.segment_id == matched.c.segment_id)
-    statement = statement.order_by(desc("score"), FileRow.path, SegmentRow.start)
-    return statement.limit(limit) if limit else statement
+        score = func.coalesce(func.sum(PostingRow.weight), 0.0).label("score")
+        ranked = (select(matched.c.segment_id, score)
+                  .select_from(matched.outerjoin(PostingRow, and_(
+                      PostingRow.segment_id == matched.c.segment_id,
+                      PostingRow.concept_id.in_(positive_ids))))
+                  .group_by(matched.c.segment_id))
+    else:  # only negated concepts: nothing to rank by
+        ranked = select(matched.c.segment_id, literal(0.0).label("score"))
+    ranked = ranked.order_by(desc("score"), matched.c.segment_id)
+    return _with_location((ranked.limit(limit) if limit else ranked).subquery("ranked"), limit)
 
 
 def _weights_of(session: Session, segment_ids: list[int], concept_ids: list[int]) -> dict:
@@ -264,7 +293,3 @@ def file_profile(store, name: str, top: int = 5) -> FileProfile:
                        [(lookup.name_of(c), w) for c, w in weights.get(int(s.id), [])[:top]])
         for s in segments])
 
-
-__all__ = ["AuditResult", "SegmentMatch", "audit", "compile_expression", "count_matches",
-           "poorly_explained", "PoorlyExplained", "file_profile", "FileProfile", "SegmentProfile",
-           "terms"]
