@@ -23,14 +23,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may download
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.clap_fixtures
 
 
-def best_rate(run, n_windows: int, repeats: int) -> float:
-    """Best of `repeats` timings, as windows per second."""
-    best = float("inf")
+def best_rates(runs: dict, n_windows: int, repeats: int) -> dict:
+    """Best of `repeats` timings of each run, as windows per second. The runs take turns, so a
+    shared machine's changing load hits them alike."""
+    best = {name: float("inf") for name in runs}
     for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - started)
-    return n_windows / best
+        for name, run in runs.items():
+            started = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - started)
+    return {name: n_windows / seconds for name, seconds in best.items()}
 
 
 def main() -> None:
@@ -38,7 +40,7 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
 
@@ -71,8 +73,8 @@ def main() -> None:
 
         ours(), baseline()  # warm-up (allocator, kernels)
         difference = float(np.abs(ours() - baseline()).max())
-        ours_rate = best_rate(ours, args.windows, args.repeats)
-        baseline_rate = best_rate(baseline, args.windows, args.repeats)
+        rates = best_rates({"baseline": baseline, "ours": ours}, args.windows, args.repeats)
+        ours_rate, baseline_rate = rates["ours"], rates["baseline"]
 
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu, {args.threads} torch threads"
     print(f"msclap 2023 (HTSAT), random weights, {args.windows} windows of "

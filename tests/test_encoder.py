@@ -34,8 +34,8 @@ def test_is_an_encoder_with_msclap_2023_settings(random_clap_encoder):
 
 
 def test_audio_embeddings_are_1024d_finite_and_distinct(random_clap_encoder):
-    out = random_clap_encoder.embed_audio(windows(random_clap_encoder, 3))
-    assert out.shape == (3, 1024) and out.dtype == np.float32
+    out = random_clap_encoder.embed_audio(windows(random_clap_encoder, 2))
+    assert out.shape == (2, 1024) and out.dtype == np.float32
     assert np.isfinite(out).all()
     assert not np.allclose(out[0], out[1])
 
@@ -53,7 +53,7 @@ def test_empty_inputs_give_empty_arrays(random_clap_encoder):
 
 
 def test_same_input_embeds_identically_twice(random_clap_encoder):
-    batch = windows(random_clap_encoder, 2, seed=1)
+    batch = windows(random_clap_encoder, 1, seed=1)
     np.testing.assert_array_equal(random_clap_encoder.embed_audio(batch), random_clap_encoder.embed_audio(batch))
     texts = ["glass breaking", "a siren wailing"]
     np.testing.assert_array_equal(random_clap_encoder.embed_text(texts), random_clap_encoder.embed_text(texts))
@@ -62,7 +62,7 @@ def test_same_input_embeds_identically_twice(random_clap_encoder):
 def test_batch_size_does_not_change_results(random_clap_encoder):
     one, eight = copy.copy(random_clap_encoder), copy.copy(random_clap_encoder)
     one.batch_size, eight.batch_size = 1, 8
-    batch = windows(random_clap_encoder, 5, seed=2)
+    batch = windows(random_clap_encoder, 3, seed=2)
     np.testing.assert_allclose(one.embed_audio(batch), eight.embed_audio(batch), atol=1e-5, rtol=0)
     texts = ["a dog barking", "traffic noise", "a kick drum", "birds singing"]
     np.testing.assert_allclose(one.embed_text(texts), eight.embed_text(texts), atol=1e-5, rtol=0)
