@@ -14,7 +14,8 @@ from sqlalchemy import (BigInteger, Boolean, DateTime, Float, ForeignKey, Index,
                         LargeBinary, String, Text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 2  # 2: concept_stats / corpus_stats tables, index on segments.fidelity (audit)
+SCHEMA_VERSION = 2  # 2: concept_stats / corpus_stats tables, segments.fidelity index, covering
+                    #    (concept_id, weight, segment_id) postings index (audit)
 
 
 def utcnow() -> datetime:
@@ -101,7 +102,9 @@ class PostingRow(Base):
     weight: Mapped[float] = mapped_column(Float)
 
     __table_args__ = (
-        Index("ix_postings_concept_weight", "concept_id", "weight"),
+        # segment_id rides along so that "segments of concept k with weight >= w" is answered
+        # from the index alone (covering), without a table lookup per posting (audit queries).
+        Index("ix_postings_concept_weight", "concept_id", "weight", "segment_id"),
         Index("ix_postings_segment", "segment_id"),
     )
 
