@@ -57,6 +57,7 @@ def partners(store, concept: str, min_count: int = 3, limit: int | None = 50) ->
             .group_by(PostingRow.concept_id)
             .having(func.count() >= min_count)).all()
         sizes = _segment_counts(session, [concept_id] + [c for c, _ in counts])
+    lookup.preload(c for c, _ in counts)
     n_a = sizes.get(concept_id, 0)
     pairs = [Pair(lookup.name_of(concept_id), lookup.name_of(c), int(n), n_a, sizes[int(c)],
                   int(n) * n_total / (n_a * sizes[int(c)]))
@@ -64,14 +65,16 @@ def partners(store, concept: str, min_count: int = 3, limit: int | None = 50) ->
     return _rank(pairs, limit)
 
 
-def incidence(store, concept_ids: np.ndarray | None = None) -> sp.csr_matrix:
+def incidence(store, concept_ids: np.ndarray | None = None,
+              n_concepts: int | None = None) -> sp.csr_matrix:
     """Binary (segments × K) matrix of active concepts (rows: segments with any posting)."""
     with store.session() as session:
         statement = select(PostingRow.segment_id, PostingRow.concept_id).where(PostingRow.weight > 0)
         if concept_ids is not None:
             statement = statement.where(PostingRow.concept_id.in_([int(c) for c in concept_ids]))
         rows = session.execute(statement).all()
-        n_concepts = len(ConceptLookup.load(store).names)
+    if n_concepts is None:
+        n_concepts = max(ConceptLookup.load(store).names, default=-1) + 1
     if not rows:
         return sp.csr_matrix((0, n_concepts), dtype=np.float64)
     seg, con = (np.array(c, dtype=np.int64) for c in zip(*rows))
@@ -90,7 +93,7 @@ def all_pairs(store, min_count: int = 3, limit: int | None = 50) -> list[Pair]:
     """Every concept pair that co-occurs more than chance, over the whole index."""
     lookup = ConceptLookup.load(store)
     n_total = corpus_totals(store).segments
-    x = incidence(store)
+    x = incidence(store, n_concepts=max(lookup.names, default=-1) + 1)
     together = sp.triu(x.T @ x, k=1).tocoo()
     sizes = np.asarray(x.sum(axis=0)).ravel()
     keep = together.data >= min_count

@@ -66,10 +66,12 @@ def compile_expression(node: Node, lookup: ConceptLookup) -> Select:
 
 def _term_select(term: Term, lookup: ConceptLookup) -> Select:
     concept_id = lookup.id_of(term.name, term.position)
-    weight = (PostingRow.weight > 0 if term.min_weight is None
-              else PostingRow.weight >= float(term.min_weight))
-    return select(PostingRow.segment_id.label("segment_id")).where(
-        PostingRow.concept_id == concept_id, weight)
+    statement = select(PostingRow.segment_id.label("segment_id")).where(
+        PostingRow.concept_id == concept_id)
+    # Postings exist only for weights > 0, so a bare name needs no weight condition.
+    if term.min_weight is not None:
+        statement = statement.where(PostingRow.weight >= float(term.min_weight))
+    return statement
 
 
 def _flat(statement) -> Select:
@@ -113,10 +115,13 @@ class AuditPlan:
 
 def plan_audit(lookup: ConceptLookup, expression: str, limit: int | None = 100) -> AuditPlan:
     node = parse(expression)
-    matched = compile_expression(node, lookup).subquery("matched")
+    matching = compile_expression(node, lookup)
+    matched = matching.subquery("matched")
     positive_ids = sorted({lookup.id_of(t.name, t.position) for t in positive_terms(node)})
+    # `id IN (...)`: the segment rows are then visited in id order (far fewer page reads than a
+    # join in posting order; segment rows are large, they hold the embedding).
     count = (select(func.count(), func.count(distinct(SegmentRow.file_id)))
-             .select_from(matched.join(SegmentRow, SegmentRow.id == matched.c.segment_id)))
+             .where(SegmentRow.id.in_(matching)))
     rows = (_strongest_of_term(node, lookup, limit) if isinstance(node, Term)
             else _ranked_matches(matched, positive_ids, limit))
     return AuditPlan(count, rows, positive_ids)
@@ -139,7 +144,7 @@ def audit(store, expression: str, limit: int | None = 100) -> AuditResult:
     return AuditResult(expression, int(n_segments), int(n_files), matches)
 
 
-def _with_location(ranked, limit: int | None) -> Select:
+def _with_location(ranked) -> Select:
     """Add each ranked segment's file and time range (joins for the returned rows only)."""
     return (select(ranked.c.segment_id, FileRow.path, SegmentRow.start, SegmentRow.end,
                    ranked.c.score)
@@ -153,7 +158,7 @@ def _strongest_of_term(term: Term, lookup: ConceptLookup, limit: int | None) -> 
     """One concept: its strongest postings, read in order from the (concept_id, weight) index."""
     strongest = (_term_select(term, lookup).add_columns(PostingRow.weight.label("score"))
                  .order_by(PostingRow.weight.desc(), PostingRow.segment_id))
-    return _with_location((strongest.limit(limit) if limit else strongest).subquery("ranked"), limit)
+    return _with_location((strongest.limit(limit) if limit else strongest).subquery("ranked"))
 
 
 def _ranked_matches(matched, positive_ids: list[int], limit: int | None) -> Select:
@@ -168,7 +173,7 @@ def _ranked_matches(matched, positive_ids: list[int], limit: int | None) -> Sele
     else:  # only negated concepts: nothing to rank by
         ranked = select(matched.c.segment_id, literal(0.0).label("score"))
     ranked = ranked.order_by(desc("score"), matched.c.segment_id)
-    return _with_location((ranked.limit(limit) if limit else ranked).subquery("ranked"), limit)
+    return _with_location((ranked.limit(limit) if limit else ranked).subquery("ranked"))
 
 
 def _weights_of(session: Session, segment_ids: list[int], concept_ids: list[int]) -> dict:
@@ -189,9 +194,11 @@ def _weights_of(session: Session, segment_ids: list[int], concept_ids: list[int]
 
 
 def count_matches(store, expression: str) -> tuple[int, int]:
-    """(matching segments, files with a matching segment)."""
-    result = audit(store, expression, limit=1)
-    return result.n_segments, result.n_files
+    """(matching segments, files with a matching segment), without ranking any rows."""
+    plan = plan_audit(ConceptLookup.load(store), expression, limit=1)
+    with store.session() as session:
+        n_segments, n_files = session.execute(plan.count).one()
+    return int(n_segments), int(n_files)
 
 
 # ---- low fidelity --------------------------------------------------------------------------------
@@ -227,6 +234,7 @@ def poorly_explained(store, below: float = 0.5, limit: int | None = 50,
                      .order_by(SegmentRow.fidelity, SegmentRow.id))
         rows = session.execute(statement.limit(limit) if limit else statement).all()
         weights = _weights_of(session, [r.id for r in rows], None)
+    lookup.preload(c for pairs in weights.values() for c, _ in pairs[:n_concepts])
     return int(total or 0), [
         PoorlyExplained(r.path, int(r.id), float(r.start), float(r.end), float(r.fidelity),
                         [(lookup.name_of(c), w) for c, w in weights.get(int(r.id), [])[:n_concepts]])
@@ -288,6 +296,7 @@ def file_profile(store, name: str, top: int = 5) -> FileProfile:
                                    .where(SegmentRow.file_id == file_id)
                                    .order_by(SegmentRow.start, SegmentRow.id)).all()
         weights = _weights_of(session, [s.id for s in segments], None)
+    lookup.preload(c for pairs in weights.values() for c, _ in pairs[:top])
     return FileProfile(path, duration, [
         SegmentProfile(float(s.start), float(s.end), float(s.fidelity),
                        [(lookup.name_of(c), w) for c, w in weights.get(int(s.id), [])[:top]])

@@ -131,14 +131,16 @@ def audit_command(expression, count_only, limit, cooccur, min_count, poorly_expl
 
 
 def _matches(store, expression, count_only, limit, as_json, csv_path):
-    from clapdex.audit.queries import audit
+    from clapdex.audit.queries import audit, count_matches
 
-    result = audit(store, expression, limit=1 if count_only else (limit or None))
-    counts = {"segments": result.n_segments, "files": result.n_files}
     if count_only:
-        emit_json(counts) if as_json else click.echo(
-            f"{result.n_segments} segments in {result.n_files} files")
+        n_segments, n_files = count_matches(store, expression)
+        if as_json:
+            emit_json({"segments": n_segments, "files": n_files})
+        else:
+            click.echo(f"{n_segments} segments in {n_files} files")
         return
+    result = audit(store, expression, limit=limit or None)
     if as_json or csv_path:
         _output([m.to_row() for m in result.matches], as_json, csv_path, None)
         return
@@ -169,8 +171,10 @@ def _poorly_explained(store, below, count_only, limit, as_json, csv_path):
 
     total, rows = poorly_explained(store, below=below, limit=1 if count_only else (limit or None))
     if count_only:
-        emit_json({"segments": total}) if as_json else click.echo(
-            f"{total} segments with fidelity below {below}")
+        if as_json:
+            emit_json({"segments": total})
+        else:
+            click.echo(f"{total} segments with fidelity below {below}")
         return
     if not (as_json or csv_path):
         click.echo(f"{total} segments with fidelity below {below}")
