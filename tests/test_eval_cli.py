@@ -42,6 +42,17 @@ def spectral(monkeypatch):
     return encoder
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Tiny matrices: extra torch threads only add contention on a busy machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_zeroshot_sweep_end_to_end(tmp_path, spectral):
     data = _dataset(tmp_path / "data")
     (tmp_path / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
@@ -86,7 +97,7 @@ def test_retrieval_end_to_end(tmp_path, spectral):
     assert [r["setting"] for r in report["rows"][1:]] == ["N=2", "N=4"]
 
 
-def test_finetune_and_projection_end_to_end(tmp_path, spectral):
+def test_finetune_and_projection_end_to_end(tmp_path, spectral, one_torch_thread):
     _dataset(tmp_path / "data", per_class=4)
     # Misaligned on purpose: each pitch is labeled with the next class's name, so zero-shot with the
     # prompt "{}" gets every file wrong until a projection learns the permutation.

@@ -12,6 +12,17 @@ from clapdex.evaluation.zeroshot import accuracy, classify
 from tests.doubles import SpectralTestEncoder
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """These matrices are tiny: extra torch threads only add contention (25x slower on a busy 2-core box)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _misaligned_set(seed=0, d=32, n_classes=4, per_class=40):
     """Audio = class text direction + noise, then rotated far away from the text directions."""
     rng = np.random.default_rng(seed)
@@ -26,8 +37,9 @@ def _misaligned_set(seed=0, d=32, n_classes=4, per_class=40):
 def test_fine_tuning_improves_a_misaligned_set():
     audio, targets, text = _misaligned_set()
     assert accuracy(targets, classify(audio, text)) < 0.6  # the rotation broke zero-shot
-    result = train_projection(audio, targets, text, "enc", max_epochs=300, patience=20,
-                              learning_rate=1e-2, batch_size=32, seed=0)
+    result = train_projection(audio, targets, text, "enc", max_epochs=100, patience=10,
+                              learning_rate=3e-2, batch_size=64, seed=0)
+    assert 0 < result.best_epoch < result.epochs <= 100  # it stopped early, on the held-out loss
     assert result.after_validation >= 0.9 > result.before_validation
     assert result.after_train > result.before_train
     projected = apply_projection(audio, result.projection)

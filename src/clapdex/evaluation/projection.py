@@ -2,8 +2,8 @@
 
 A d×d matrix P, initialised to the identity, is trained so that projected audio embeddings
 normalize(P · normalize(a)) point at the text embedding of their class prompt: cross-entropy over
-the cosines to all class prompts divided by a temperature. Training is full-batch-free mini-batch
-Adam with a fixed seed, a stratified held-out split and early stopping on the held-out loss; the
+the cosines to all class prompts divided by a temperature. Training is mini-batch Adam with a
+fixed seed, a stratified held-out split and early stopping on the held-out loss; the
 matrix with the best held-out loss is kept.
 
 Applying it: `apply_projection(emb, proj)` = normalize(emb) · Pᵀ (raw output; consumers normalise).

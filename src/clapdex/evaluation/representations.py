@@ -38,7 +38,7 @@ class ConceptSetting:
 
 
 def default_setting() -> ConceptSetting:
-    from clapdex.concepts import decompose as decomposition
+    from clapdex.concepts import decompose as decomposition  # lazy: the solver loads numba
 
     return ConceptSetting(lam=decomposition.DEFAULT_LAMBDA)
 
