@@ -1,0 +1,87 @@
+"""`clapdex explain FILE`: the concepts of each window of one audio file."""
+
+from __future__ import annotations
+
+import math
+
+import click
+
+from clapdex.cli.common import emit_ndjson, encoder_from_kwargs, encoder_options, json_option
+from clapdex.errors import DecompositionError, IndexMismatchError
+
+
+def format_time(seconds: float, end: bool = False) -> str:
+    """mm:ss (h:mm:ss past an hour); starts round down and ends round up, so ranges cover the window."""
+    whole = math.ceil(seconds - 1e-9) if end else math.floor(seconds + 1e-9)
+    hours, rest = divmod(max(whole, 0), 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+def _from_index(index_path, encoder):
+    """Dictionary, μ_A, λ and max-concepts stored in an index (refusing another model's index)."""
+    from clapdex.storage.database import IndexStore
+
+    with IndexStore.open(index_path) as store:
+        settings = store.settings
+        if settings.encoder_fingerprint != encoder.fingerprint:
+            raise IndexMismatchError(
+                f"index {index_path} was built with model {settings.encoder_fingerprint}, not "
+                f"{encoder.fingerprint}; pass the same --weights/--model-version or drop --index")
+        if settings.audio_mean is None:
+            raise IndexMismatchError(f"index {index_path} has no audio mean yet; index some files first")
+        return store.dictionary(), settings.audio_mean, settings.lam, settings.max_concepts
+
+
+@click.command("explain")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--lambda", "lam", type=float, default=None,
+              help="Sparsity penalty λ (½‖Cw−z‖² + λ‖w‖₁; default 0.05, or the index's).")
+@click.option("--max-concepts", type=click.IntRange(min=1), default=None,
+              help="At most N concepts per window (instead of --lambda).")
+@click.option("--vocab", "vocabulary", default=None, metavar="NAME|FILE",
+              help="Concept vocabulary: a built-in name or a text file (default: default, or the index's).")
+@click.option("--index", "index_path", metavar="PATH", default=None,
+              help="Use this index's vocabulary, λ and audio mean (default: no index; the audio mean "
+                   "of clapdex's reference signals).")
+@click.option("--top", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Concepts shown per window.")
+@encoder_options
+@json_option
+def explain(file, lam, max_concepts, vocabulary, index_path, top, as_json, **kwargs):
+    """Show the concepts of each window of FILE, their weights and the reconstruction fidelity."""
+    from clapdex.concepts.dictionary import build_dictionary
+    from clapdex.concepts.explain import explain_file
+    from clapdex.concepts.reference import reference_audio_mean
+    from clapdex.concepts.vocabulary import load_vocabulary
+
+    if lam is not None and max_concepts is not None:
+        raise DecompositionError("give --lambda or --max-concepts, not both")
+    encoder = encoder_from_kwargs(kwargs)
+    if index_path is not None and vocabulary is None:
+        dictionary, mean, index_lam, index_max = _from_index(index_path, encoder)
+        if lam is None and max_concepts is None:
+            lam, max_concepts = index_lam, index_max
+    else:
+        if index_path is not None:
+            _, mean, _, _ = _from_index(index_path, encoder)
+        else:
+            mean = reference_audio_mean(encoder)
+        dictionary = build_dictionary(encoder, load_vocabulary(vocabulary or "default"))
+    windows = explain_file(file, encoder, dictionary, mean, lam=lam, max_concepts=max_concepts, top=top)
+    if as_json:
+        emit_ndjson({"file": str(file), **_row(w)} for w in windows)
+        return
+    for w in windows:
+        click.echo(f"{format_time(w.start)}–{format_time(w.end, end=True)}  fidelity {w.fidelity:.3f}  "
+                   f"{w.n_concepts} concept{'s' if w.n_concepts != 1 else ''}")
+        for c in w.concepts:
+            click.echo(f"    {c.weight:7.4f}  {c.concept}")
+
+
+def _row(w) -> dict:
+    return {"window": w.window, "start": w.start, "end": w.end, "fidelity": w.fidelity, "lambda": w.lam,
+            "n_concepts": w.n_concepts, "concepts": [{"concept": c.concept, "weight": c.weight} for c in w.concepts]}
+
+
+COMMANDS = [explain]
