@@ -71,6 +71,12 @@ class ConceptLookup:
         hint = f"; closest: {', '.join(close)}" if close else "; list them with: clapdex concepts"
         raise UnknownConceptError(f"unknown concept {name!r}{where}{hint}")
 
+    def prefetch(self, names) -> None:
+        """Look up many exact names in one query (before calling id_of on each)."""
+        missing = sorted(set(names) - set(self._by_name))
+        if missing and not self._complete:
+            self._read(select(ConceptRow.id, ConceptRow.name).where(ConceptRow.name.in_(missing)))
+
     def name_of(self, concept_id: int) -> str:
         concept_id = int(concept_id)
         if concept_id not in self._by_id and not self._complete:

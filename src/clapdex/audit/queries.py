@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from sqlalchemy import Select, and_, desc, distinct, except_, func, intersect, literal, select, union
+from sqlalchemy import Select, desc, distinct, except_, func, intersect, literal, select, union
 from sqlalchemy.orm import Session
 
 from clapdex.audit.concepts import ConceptLookup
-from clapdex.audit.expression import Node, Not, Or, Term, parse, positive_terms
+from clapdex.audit.expression import Node, Not, Or, Term, parse, positive_terms, terms
 from clapdex.errors import QueryError
 from clapdex.storage.schema import FileRow, PostingRow, SegmentRow
 
@@ -106,25 +106,49 @@ def _segments(node: Node, lookup: ConceptLookup) -> Select:
 
 @dataclass
 class AuditPlan:
-    """The SQL an audit runs: the match count and the ranked rows (the benchmark prints their plans)."""
+    """The SQL an audit runs (the benchmark prints their plans): the match count, the ranked rows
+    with a positive score, and the rows scoring 0 (matches without any positive concept) that
+    follow them when fewer than `limit` rows score above 0."""
 
     count: Select
     rows: Select
+    unscored: Select | None
     positive_ids: list[int]
 
 
 def plan_audit(lookup: ConceptLookup, expression: str, limit: int | None = 100) -> AuditPlan:
     node = parse(expression)
+    lookup.prefetch([t.name for t in terms(node)])
     matching = compile_expression(node, lookup)
-    matched = matching.subquery("matched")
     positive_ids = sorted({lookup.id_of(t.name, t.position) for t in positive_terms(node)})
     # `id IN (...)`: the segment rows are then visited in id order (far fewer page reads than a
     # join in posting order; segment rows are large, they hold the embedding).
     count = (select(func.count(), func.count(distinct(SegmentRow.file_id)))
              .where(SegmentRow.id.in_(matching)))
-    rows = (_strongest_of_term(node, lookup, limit) if isinstance(node, Term)
-            else _ranked_matches(matched, positive_ids, limit))
-    return AuditPlan(count, rows, positive_ids)
+    if isinstance(node, Term):
+        return AuditPlan(count, _strongest_of_term(node, lookup, limit), None, positive_ids)
+    # The score sums positive-concept postings, so only segments having one can score above 0:
+    # rank those from the postings of the positive concepts alone.
+    scored = None
+    if positive_ids:
+        score = func.sum(PostingRow.weight).label("score")
+        scored = (select(PostingRow.segment_id.label("segment_id"), score)
+                  .where(PostingRow.concept_id.in_(positive_ids),
+                         PostingRow.segment_id.in_(matching))
+                  .group_by(PostingRow.segment_id)
+                  .order_by(desc("score"), PostingRow.segment_id))
+        scored = _with_location((scored.limit(limit) if limit else scored).subquery("ranked"))
+    # Matches without any positive concept (e.g. `a OR NOT b`), in segment order.
+    unscored = select(SegmentRow.id.label("segment_id"), literal(0.0).label("score")).where(
+        SegmentRow.id.in_(matching))
+    if positive_ids:
+        unscored = unscored.where(SegmentRow.id.not_in(
+            select(PostingRow.segment_id).where(PostingRow.concept_id.in_(positive_ids))))
+    unscored = unscored.order_by(SegmentRow.id)
+    if scored is None:
+        return AuditPlan(count, _with_location(
+            (unscored.limit(limit) if limit else unscored).subquery("ranked")), None, positive_ids)
+    return AuditPlan(count, scored, unscored, positive_ids)
 
 
 def audit(store, expression: str, limit: int | None = 100) -> AuditResult:
@@ -135,6 +159,10 @@ def audit(store, expression: str, limit: int | None = 100) -> AuditResult:
     with store.session() as session:
         n_segments, n_files = session.execute(plan.count).one()
         rows = session.execute(plan.rows).all()
+        missing = None if limit is None else limit - len(rows)
+        if plan.unscored is not None and len(rows) < n_segments and (missing is None or missing > 0):
+            rest = plan.unscored if missing is None else plan.unscored.limit(missing)
+            rows += session.execute(_with_location(rest.subquery("ranked"))).all()
         weights = _weights_of(session, [r.segment_id for r in rows], plan.positive_ids)
     matches = [SegmentMatch(path=r.path, segment_id=int(r.segment_id), start=float(r.start),
                             end=float(r.end), score=float(r.score),
@@ -159,21 +187,6 @@ def _strongest_of_term(term: Term, lookup: ConceptLookup, limit: int | None) -> 
     strongest = (_term_select(term, lookup).add_columns(PostingRow.weight.label("score"))
                  .order_by(PostingRow.weight.desc(), PostingRow.segment_id))
     return _with_location((strongest.limit(limit) if limit else strongest).subquery("ranked"))
-
-
-def _ranked_matches(matched, positive_ids: list[int], limit: int | None) -> Select:
-    """Any expression: score every matching segment, keep the best `limit`, then locate them."""
-    if positive_ids:
-        score = func.coalesce(func.sum(PostingRow.weight), 0.0).label("score")
-        ranked = (select(matched.c.segment_id, score)
-                  .select_from(matched.outerjoin(PostingRow, and_(
-                      PostingRow.segment_id == matched.c.segment_id,
-                      PostingRow.concept_id.in_(positive_ids))))
-                  .group_by(matched.c.segment_id))
-    else:  # only negated concepts: nothing to rank by
-        ranked = select(matched.c.segment_id, literal(0.0).label("score"))
-    ranked = ranked.order_by(desc("score"), matched.c.segment_id)
-    return _with_location((ranked.limit(limit) if limit else ranked).subquery("ranked"))
 
 
 def _weights_of(session: Session, segment_ids: list[int], concept_ids: list[int]) -> dict:
