@@ -26,65 +26,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from clapdex.api import open_index  # noqa: E402
-from clapdex.concepts.dictionary import ConceptDictionary  # noqa: E402
-from clapdex.storage.database import FileMeta, IndexSettings, IndexStore, NewFile  # noqa: E402
-
-
-class _Decomposition:
-    """The fields IndexStore.add_files reads."""
-
-    def __init__(self, weights, fidelity, recon_norm, shift_norm):
-        self.weights, self.fidelity = weights, fidelity
-        self.recon_norm, self.shift_norm = recon_norm, shift_norm
-
-
-def build_synthetic_index(root: Path, n_segments: int, n_concepts: int, dimension: int,
-                          per_segment: int = 20, per_file: int = 100, seed: int = 0,
-                          noise: float = 0.6) -> None:
-    rng = np.random.default_rng(seed)
-    text = rng.standard_normal((n_concepts, dimension)).astype(np.float32)
-    names = [f"concept {i}" for i in range(n_concepts)]
-    atoms = ConceptDictionary.from_text_embeddings(names, text).atoms
-    mean = rng.standard_normal(dimension)
-    mean = (0.5 * mean / np.linalg.norm(mean)).astype(np.float32)  # ‖μ_A‖ < 1, as for real means
-    settings = IndexSettings(encoder_fingerprint="synthetic-benchmark", dimension=dimension,
-                             sample_rate=16000, window_seconds=7.0, hop_seconds=7.0,
-                             vocabulary_name="synthetic", vocabulary_hash="synthetic", lam=0.05,
-                             audio_mean=mean)
-    mean = mean.astype(np.float64)
-    with IndexStore.create(root, settings, names, text) as store:
-        batch = []
-        for first in range(0, n_segments, per_file):
-            n = min(per_file, n_segments - first)
-            cols = np.argsort(rng.random((n, n_concepts)), axis=1)[:, :per_segment]
-            cols.sort(axis=1)
-            vals = rng.exponential(0.1, size=cols.shape) + 1e-3
-            weights = sp.csr_matrix((vals.ravel(), cols.ravel(),
-                                     np.arange(0, n * per_segment + 1, per_segment)),
-                                    shape=(n, n_concepts))
-            u = weights @ atoms
-            recon = np.linalg.norm(u, axis=1)
-            shifted = u / recon[:, None] + mean
-            shift = np.linalg.norm(shifted, axis=1)
-            r = shifted / shift[:, None]
-            a = r + noise * rng.standard_normal(r.shape) / np.sqrt(dimension)
-            fidelity = np.sum(r * a, axis=1) / np.linalg.norm(a, axis=1)
-            starts = np.arange(n) * 7.0
-            meta = FileMeta(path=f"/synthetic/file_{first // per_file:06d}.wav", size=0, mtime_ns=0,
-                            duration=n * 7.0, sample_rate=16000, channels=1)
-            batch.append(NewFile(meta, starts, starts + 7.0, a.astype(np.float32),
-                                 _Decomposition(weights, fidelity, recon, shift)))
-            if len(batch) == 50:
-                store.add_files(batch)
-                batch = []
-        if batch:
-            store.add_files(batch)
+from tests.search_fixtures import build_synthetic_index  # noqa: E402
 
 
 def percentiles(times: list[float]) -> tuple[float, float]:
@@ -192,9 +139,11 @@ def bench_cli_cold_start(workdir: Path) -> None:
                CLAPDEX_CLAP_WEIGHTS=str(files.weights), CLAPDEX_TEXT_MODEL=str(files.text_model),
                CLAPDEX_DEVICE="cpu", CLAPDEX_CACHE_DIR=str(workdir / "cache"))
     clapdex = [str(Path(sys.executable).parent / "clapdex")]
-    index = workdir / "index"
-    subprocess.run(clapdex + ["index", str(audio), "--index", str(index), "--vocab", str(vocab)],
-                   env=env, check=True, capture_output=True)
+    index = workdir / "cli-index"
+    built = subprocess.run(clapdex + ["index", str(audio), "--index", str(index), "--vocab",
+                                      str(vocab)], env=env, capture_output=True, text=True)
+    if built.returncode:
+        raise SystemExit(f"clapdex index failed: {built.stderr.strip()[-500:]}")
     for label, args in (("text query (loads the model)", ["search", "a dog barking"]),
                         ("concept-only query (no model)", ["search", "--concept", "dog"])):
         times = []

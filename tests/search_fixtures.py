@@ -138,3 +138,63 @@ def build_index(tmp_path: Path, encoder: SpectralTestEncoder | None = None,
                            emb, decompose(emb, dictionary, stored_mean, lam))
             fixture.paths[name] = str(path.resolve())
     return fixture
+
+
+class _Decomposition:
+    """The fields IndexStore.add_files reads."""
+
+    def __init__(self, weights, fidelity, recon_norm, shift_norm):
+        self.weights, self.fidelity = weights, fidelity
+        self.recon_norm, self.shift_norm = recon_norm, shift_norm
+
+
+def build_synthetic_index(root: Path, n_segments: int, n_concepts: int, dimension: int,
+                          per_segment: int = 20, per_file: int = 100, seed: int = 0,
+                          noise: float = 0.6) -> None:
+    """A large random index written in bulk (benchmarks/bench_search.py and the pruning tests):
+    random atoms, random sparse non-negative weights, and embeddings a = r + noise, so the stored
+    fidelity, recon_norm and shift_norm are exactly those of the stored weights. No model or
+    solver is involved; `noise` sets the fidelity (0.6 gives about 0.86 at d = 1024)."""
+    import scipy.sparse as sp
+
+    from clapdex.concepts.dictionary import ConceptDictionary
+    from clapdex.storage.database import NewFile
+
+    rng = np.random.default_rng(seed)
+    text = rng.standard_normal((n_concepts, dimension)).astype(np.float32)
+    names = [f"concept {i}" for i in range(n_concepts)]
+    atoms = ConceptDictionary.from_text_embeddings(names, text).atoms
+    mean = rng.standard_normal(dimension)
+    mean = (0.5 * mean / np.linalg.norm(mean)).astype(np.float32)  # ‖μ_A‖ < 1, as for real means
+    settings = IndexSettings(encoder_fingerprint="synthetic-benchmark", dimension=dimension,
+                             sample_rate=16000, window_seconds=7.0, hop_seconds=7.0,
+                             vocabulary_name="synthetic", vocabulary_hash="synthetic", lam=0.05,
+                             audio_mean=mean)
+    mean = mean.astype(np.float64)
+    with IndexStore.create(root, settings, names, text) as store:
+        batch = []
+        for first in range(0, n_segments, per_file):
+            n = min(per_file, n_segments - first)
+            cols = np.argsort(rng.random((n, n_concepts)), axis=1)[:, :per_segment]
+            cols.sort(axis=1)
+            vals = rng.exponential(0.1, size=cols.shape) + 1e-3
+            weights = sp.csr_matrix((vals.ravel(), cols.ravel(),
+                                     np.arange(0, n * per_segment + 1, per_segment)),
+                                    shape=(n, n_concepts))
+            u = weights @ atoms
+            recon = np.linalg.norm(u, axis=1)
+            shifted = u / recon[:, None] + mean
+            shift = np.linalg.norm(shifted, axis=1)
+            r = shifted / shift[:, None]
+            a = r + noise * rng.standard_normal(r.shape) / np.sqrt(dimension)
+            fidelity = np.sum(r * a, axis=1) / np.linalg.norm(a, axis=1)
+            starts = np.arange(n) * 7.0
+            meta = FileMeta(path=f"/synthetic/file_{first // per_file:06d}.wav", size=0, mtime_ns=0,
+                            duration=n * 7.0, sample_rate=16000, channels=1)
+            batch.append(NewFile(meta, starts, starts + 7.0, a.astype(np.float32),
+                                 _Decomposition(weights, fidelity, recon, shift)))
+            if len(batch) == 50:
+                store.add_files(batch)
+                batch = []
+        if batch:
+            store.add_files(batch)

@@ -302,3 +302,41 @@ def test_empty_index_gives_no_results(tmp_path):
     with open_index(fixture.root, encoder=fixture.encoder) as index:
         assert len(index.search(text="a 500 hz tone")) == 0
         assert len(index.search(concepts=["speech"])) == 0
+
+
+# ---- exact hybrid with pruning (a larger synthetic index, no model) ----------------------------
+
+@pytest.mark.parametrize("noise, pruned", [(0.3, True), (3.0, False)])
+def test_hybrid_pruning_is_exact(tmp_path, noise, pruned):
+    """With high fidelity the dense-score bound lets hybrid skip most dense products; with low
+    fidelity it falls back to all of them. Both must equal the brute-force fused ranking."""
+    from tests.search_fixtures import build_synthetic_index
+
+    build_synthetic_index(tmp_path / "idx", n_segments=2400, n_concepts=60, dimension=64,
+                          per_segment=8, per_file=20, noise=noise)
+    rng = np.random.default_rng(3)
+    with open_index(tmp_path / "idx") as index:
+        engine = index._searcher.engine
+        unit = engine.embeddings.astype(np.float64)
+        full_calls = []
+        original = engine.dense_scores
+        engine.dense_scores = lambda q, rows=None: (full_calls.append(rows is None), original(q, rows))[1]
+        for _ in range(5):
+            q = unit[rng.integers(len(unit))] + 0.5 * rng.standard_normal(unit.shape[1]) / 8
+            q /= np.linalg.norm(q)
+            got = index.search(vector=q, k=7, segments=True)
+            got_files = index.search(vector=q, k=7)
+            u = engine.weights @ engine.atoms
+            r = u / np.linalg.norm(u, axis=1, keepdims=True) + engine.audio_mean
+            r /= np.linalg.norm(r, axis=1, keepdims=True)
+            fused = 0.5 * unit @ q + 0.5 * r @ q
+            order = np.argsort(-fused)
+            assert [x.segment_id for x in got] == list(engine.segment_ids[order[:7]])
+            assert [x.score for x in got] == pytest.approx(fused[order[:7]], abs=1e-6)
+            best_files, seen = [], set()
+            for i in order:
+                if engine.file_index[i] not in seen:
+                    seen.add(engine.file_index[i])
+                    best_files.append(engine.segment_ids[i])
+            assert [x.segment_id for x in got_files] == best_files[:7]
+        assert (not any(full_calls)) == pruned

@@ -37,6 +37,8 @@ MODES = ("hybrid", "dense", "concept")
 # plain average needs no calibration. No labelled data with real CLAP weights was available to tune
 # it here; evaluation can, and callers may pass alpha.
 DEFAULT_ALPHA = 0.5
+# Float32 embeddings and the stored fidelity agree to ~1e-7; the dense-score bound keeps a margin.
+_DENSE_BOUND_SLACK = 1e-5
 
 
 @dataclass
@@ -198,6 +200,47 @@ class SearchEngine:
             if len(picked) >= need or exhausted or size >= n:
                 return picked
             size = min(n, size * 4)
+
+    def rank_hybrid(self, query: np.ndarray, concept: np.ndarray, alpha: float, need: int,
+                    per_file: bool, allowed: np.ndarray | None, min_score: float | None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top rows by α·dense + (1 − α)·concept, computing dense scores only where needed.
+
+        Each segment's dense score is bounded by its concept score c and its fidelity f: writing
+        â = f·r + e with e ⟂ r, ‖e‖ = sqrt(1 − f²), and q's part orthogonal to r having length
+        sqrt(1 − c²), cos(a, q) ≤ f·c + sqrt(1 − f²)·sqrt(1 − c²). Segments are evaluated in order
+        of that upper bound on the fused score until no unevaluated segment can enter the top
+        `need`; if that would touch more than an eighth of the index, all dense scores are
+        computed at once instead (one matrix-vector product). Either way the result is exact.
+        Returns (rows, dense scores of those rows).
+        """
+        n = self.n_segments
+        f = np.clip(self.fidelity, -1.0, 1.0)
+        c = np.clip(concept, -1.0, 1.0)
+        bound = f * c + np.sqrt(1.0 - f * f) * np.sqrt(1.0 - c * c) + _DENSE_BOUND_SLACK
+        upper = alpha * bound + (1.0 - alpha) * concept
+        if allowed is not None:
+            upper = np.where(allowed, upper, -np.inf)
+        floor = -np.inf if min_score is None else min_score
+        size = max(256, 16 * need)
+        while size <= n // 8:
+            part = np.argpartition(-upper, size)
+            rows, threshold = part[:size], upper[part[size]]
+            rows = rows[upper[rows] > -np.inf]
+            dense = self.dense_scores(query, rows)
+            fused = alpha * dense + (1.0 - alpha) * concept[rows]
+            order = np.lexsort((self.segment_ids[rows], -fused))
+            picked, _ = self._walk(rows[order], fused[order], need, per_file, min_score)
+            position = {r: i for i, r in enumerate(rows.tolist())}
+            last = fused[position[int(picked[-1])]] if len(picked) else np.inf
+            if (len(picked) == need and last >= threshold) or threshold < floor \
+                    or threshold == -np.inf:
+                return picked, dense[[position[r] for r in picked.tolist()]]
+            size *= 4
+        dense = self.dense_scores(query)
+        fused = alpha * dense + (1.0 - alpha) * concept
+        picked = self.rank_array(fused, need, per_file, allowed, min_score)
+        return picked, dense[picked]
 
     def _walk(self, rows: np.ndarray, scores: np.ndarray, need: int, per_file: bool,
               min_score: float | None) -> tuple[np.ndarray, bool]:

@@ -216,10 +216,11 @@ class Searcher:
             fused = concept
         else:
             concept_all = engine.concept_scores(projection)
-            dense_all = engine.dense_scores(query)
-            fused_all = alpha * dense_all + (1.0 - alpha) * concept_all
-            rows = engine.rank_array(fused_all, need, per_file, allowed, min_score)[offset:]
-            dense, concept, fused = dense_all[rows], concept_all[rows], fused_all[rows]
+            rows, dense = engine.rank_hybrid(query, concept_all, alpha, need, per_file, allowed,
+                                             min_score)
+            rows, dense = rows[offset:], dense[offset:]
+            concept = concept_all[rows]
+            fused = alpha * dense + (1.0 - alpha) * concept
         s, mean_dot = projection
         out = []
         for i, row in enumerate(rows.tolist()):
