@@ -139,6 +139,19 @@ def test_file_that_is_not_an_msclap_checkpoint_is_refused_on_load(random_clap_fi
         ClapEncoder(weights=bogus, text_model=random_clap_files.text_model).load()
 
 
+def test_unreadable_or_unsafe_weights_files_are_refused_on_load(random_clap_files, tmp_path):
+    import argparse
+
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match="cannot read weights file"):
+        ClapEncoder(weights=junk, text_model=random_clap_files.text_model).load()
+    pickled = tmp_path / "pickled.pth"  # arbitrary Python objects are never unpickled
+    torch.save({"model": {}, "args": argparse.Namespace(lr=1)}, pickled)
+    with pytest.raises(ModelError, match="more than tensors"):
+        ClapEncoder(weights=pickled, text_model=random_clap_files.text_model).load()
+
+
 def test_checkpoint_without_audio_weights_is_refused_on_load(random_clap_files, tmp_path):
     state = torch.load(random_clap_files.weights, weights_only=True)["model"]
     partial = {k: v for k, v in state.items() if not k.startswith("audio_encoder.projection")}

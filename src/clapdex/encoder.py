@@ -414,10 +414,16 @@ def _read_checkpoint(path: Path) -> dict:
     import torch
 
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise ModelError(f"weights file {path} holds more than tensors and is not loaded for "
-                         f"safety: {_first_line(error)}") from None
+        try:  # memory-mapped: the 700 MB of weights are not held twice while the model fills up
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as error:
+            if "mmap" not in str(error):
+                raise
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # legacy format
+    except pickle.UnpicklingError:
+        raise ModelError(f"weights file {path} holds more than tensors, so it is not loaded "
+                         f"(torch weights_only); if you trust it, re-save its tensors with "
+                         f"torch.save({{'model': torch.load(FILE, weights_only=False)['model']}}, NEW_FILE)") from None
     except Exception as error:  # torch raises RuntimeError / EOFError / zip errors for bad files
         raise ModelError(f"cannot read weights file {path}: {_first_line(error)}") from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
