@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from clapdex.api import open_index  # noqa: E402
+from clapdex.storage.database import IndexStore  # noqa: E402
 from tests.search_fixtures import build_synthetic_index  # noqa: E402
 
 
@@ -165,15 +166,19 @@ def main() -> None:
     parser.add_argument("--dimension", type=int, default=1024)
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--skip-cli", action="store_true")
+    parser.add_argument("--keep", metavar="DIR", default=None,
+                        help="Build the synthetic index in DIR and reuse it on later runs.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
         tmp = Path(tmp)
+        index = Path(args.keep) if args.keep else tmp / "index"
         print(f"synthetic index: {args.segments:,} segments, K = {args.concepts:,}, "
               f"d = {args.dimension}, 20 concepts per segment")
-        t0 = time.perf_counter()
-        build_synthetic_index(tmp / "index", args.segments, args.concepts, args.dimension)
-        print(f"  built through IndexStore.add_files in {time.perf_counter() - t0:.1f} s")
-        bench_api(tmp / "index", args.queries)
+        if not IndexStore.exists(index):
+            t0 = time.perf_counter()
+            build_synthetic_index(index, args.segments, args.concepts, args.dimension)
+            print(f"  built through IndexStore.add_files in {time.perf_counter() - t0:.1f} s")
+        bench_api(index, args.queries)
         if not args.skip_cli:
             print()
             bench_cli_cold_start(tmp)

@@ -136,3 +136,24 @@ def test_wrong_model_is_refused(fixture, monkeypatch):
     result = run("search", "a 500 hz tone", "--index", fixture.root)
     assert result.exit_code == 1
     assert "not the one index" in result.output and "Traceback" not in result.output
+
+
+def test_index_a_folder_then_search_it(tmp_path, loads):
+    """The main job end to end: `clapdex index FOLDER` (real indexer, test-double encoder), then a
+    text query with explanations, then a concept query."""
+    from tests.search_fixtures import CONCEPTS, write_corpus
+
+    audio = tmp_path / "audio"
+    write_corpus(audio, SpectralTestEncoder().sample_rate)
+    vocab = tmp_path / "tones.txt"
+    vocab.write_text("\n".join(CONCEPTS) + "\n")
+    index = tmp_path / "index"
+    built = run("index", audio, "--index", index, "--vocab", vocab, "--lambda", "0.02")
+    assert built.exit_code == 0, built.output
+    found = run("search", "a 1000 hz tone", "--index", index, "-k", "2")
+    assert found.exit_code == 0, found.output
+    lines = found.output.splitlines()
+    assert lines[0].startswith("1. ") and "tone_1000.wav" in lines[0]
+    assert "a 1000 hz tone" in lines[1]
+    concept = run("search", "-c", "a 3000 hz tone", "--index", index, "--json", "-k", "1")
+    assert json.loads(concept.output)["path"].endswith("sub/tone_3000.wav")

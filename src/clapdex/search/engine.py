@@ -11,15 +11,15 @@ For a unit query q: s = C q (one K × d product), then for all segments at once
     concept = row_scale ⊙ (W s) + base_scale · ⟨μ_A, q⟩       (= ⟨r, q⟩ exactly)
     dense   = E q                                               (= cos(a, q))
     hybrid  = α · dense + (1 − α) · concept
-Dense mode ranks through the FAISS index (storage/dense.py). Hybrid computes both scores for
-every segment, so the fusion is exact, not a re-ranking of one list's top hits.
+Dense mode ranks through the FAISS index (storage/dense.py). Hybrid is exact over all segments
+(not a re-ranking of one list's top hits), but computes dense scores only for the segments whose
+bound (rank_hybrid) says they can still make the top results.
 """
 
 from __future__ import annotations
 
 import fnmatch
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -41,14 +41,8 @@ DEFAULT_ALPHA = 0.5
 _DENSE_BOUND_SLACK = 1e-5
 
 
-@dataclass
-class Ranked:
-    """Rows (positions in the engine's arrays) in rank order, with their three scores."""
-
-    rows: np.ndarray
-    fused: np.ndarray
-    dense: np.ndarray
-    concept: np.ndarray
+class _ChangedWhileReading(Exception):
+    """Two reads of the database saw different segments (a writer committed in between)."""
 
 
 class SearchEngine:
@@ -59,7 +53,14 @@ class SearchEngine:
         self._dense_index = dense_index   # a storage.dense index, opened lazily when None
         self._embeddings: np.ndarray | None = None
         self._weights_csc: sp.csc_matrix | None = None
-        self._load()
+        for attempt in range(3):  # an indexer writing meanwhile can make two reads disagree
+            try:
+                self._load()
+                break
+            except _ChangedWhileReading:
+                if attempt == 2:
+                    raise IndexMismatchError(
+                        f"index {store.root} kept changing while it was being read; retry") from None
 
     # ---- loading ---------------------------------------------------------------------------
 
@@ -87,7 +88,7 @@ class SearchEngine:
 
         ids, weights = store.concept_matrix()
         if not np.array_equal(ids, self.segment_ids):
-            raise IndexMismatchError(f"index {store.root} changed while it was being read; retry")
+            raise _ChangedWhileReading()
         self.weights = sp.csr_matrix(weights, dtype=np.float64)
         self.weights.sort_indices()
         self.dictionary = store.dictionary()
