@@ -420,7 +420,9 @@ def _read_checkpoint(path: Path) -> dict:
             if "mmap" not in str(error):
                 raise
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # legacy format
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as error:
+        if "global" not in str(error).lower():  # not a pickle of objects, just not a checkpoint
+            raise ModelError(f"cannot read weights file {path}: not a PyTorch checkpoint") from None
         raise ModelError(f"weights file {path} holds more than tensors, so it is not loaded "
                          f"(torch weights_only); if you trust it, re-save its tensors with "
                          f"torch.save({{'model': torch.load(FILE, weights_only=False)['model']}}, NEW_FILE)") from None
