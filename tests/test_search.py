@@ -307,10 +307,12 @@ def test_empty_index_gives_no_results(tmp_path):
 # ---- exact hybrid with pruning (a larger synthetic index, no model) ----------------------------
 
 @pytest.mark.parametrize("noise, pruned", [(0.3, True), (3.0, False)])
-def test_hybrid_pruning_is_exact(tmp_path, noise, pruned):
+def test_hybrid_pruning_is_exact(tmp_path, monkeypatch, noise, pruned):
     """With high fidelity the dense-score bound lets hybrid skip most dense products; with low
     fidelity it falls back to all of them. Both must equal the brute-force fused ranking."""
     from tests.search_fixtures import build_synthetic_index
+
+    monkeypatch.setattr("clapdex.search.engine._PRUNE_FRACTION", 4)  # a small index can prune
 
     build_synthetic_index(tmp_path / "idx", n_segments=2400, n_concepts=60, dimension=64,
                           per_segment=8, per_file=20, noise=noise)

@@ -39,6 +39,9 @@ MODES = ("hybrid", "dense", "concept")
 DEFAULT_ALPHA = 0.5
 # Float32 embeddings and the stored fidelity agree to ~1e-7; the dense-score bound keeps a margin.
 _DENSE_BOUND_SLACK = 1e-5
+# Hybrid evaluates dense scores by bound for at most 1/_PRUNE_FRACTION of the segments before it
+# computes all of them in one matrix-vector product.
+_PRUNE_FRACTION = 16
 
 
 class _ChangedWhileReading(Exception):
@@ -211,8 +214,9 @@ class SearchEngine:
         â = f·r + e with e ⟂ r, ‖e‖ = sqrt(1 − f²), and q's part orthogonal to r having length
         sqrt(1 − c²), cos(a, q) ≤ f·c + sqrt(1 − f²)·sqrt(1 − c²). Segments are evaluated in order
         of that upper bound on the fused score until no unevaluated segment can enter the top
-        `need`; if that would touch more than an eighth of the index, all dense scores are
-        computed at once instead (one matrix-vector product). Either way the result is exact.
+        `need`. When that would touch more than 1/16 of the index (the weakest result so far is
+        below the bound of the segment at that depth), all dense scores are computed at once
+        instead (one matrix-vector product). Either way the result is exact.
         Returns (rows, dense scores of those rows).
         """
         n = self.n_segments
@@ -223,21 +227,29 @@ class SearchEngine:
         if allowed is not None:
             upper = np.where(allowed, upper, -np.inf)
         floor = -np.inf if min_score is None else min_score
+        budget = n // _PRUNE_FRACTION
         size = max(256, 16 * need)
-        while size <= n // 8:
-            part = np.argpartition(-upper, size)
-            rows, threshold = part[:size], upper[part[size]]
-            rows = rows[upper[rows] > -np.inf]
-            dense = self.dense_scores(query, rows)
-            fused = alpha * dense + (1.0 - alpha) * concept[rows]
-            order = np.lexsort((self.segment_ids[rows], -fused))
-            picked, _ = self._walk(rows[order], fused[order], need, per_file, min_score)
-            position = {r: i for i, r in enumerate(rows.tolist())}
-            last = fused[position[int(picked[-1])]] if len(picked) else np.inf
-            if (len(picked) == need and last >= threshold) or threshold < floor \
-                    or threshold == -np.inf:
-                return picked, dense[[position[r] for r in picked.tolist()]]
-            size *= 4
+        if size < budget:
+            # The best `budget` segments by bound, sorted once; evaluate growing prefixes of them.
+            part = np.argpartition(-upper, budget)
+            candidates = part[:budget][np.argsort(-upper[part[:budget]], kind="stable")]
+            beyond = upper[part[budget]]  # no segment outside the candidates has a higher bound
+            dense = np.empty(0)
+            while True:
+                rows = candidates[:size]
+                dense = np.concatenate([dense, self.dense_scores(query, rows[len(dense):])])
+                threshold = upper[candidates[size]] if size < budget else beyond
+                fused = alpha * dense + (1.0 - alpha) * concept[rows]
+                order = np.lexsort((self.segment_ids[rows], -fused))
+                picked, _ = self._walk(rows[order], fused[order], need, per_file, min_score)
+                where = {r: i for i, r in enumerate(rows.tolist())}
+                last = fused[where[int(picked[-1])]] if len(picked) else np.inf
+                if (len(picked) == need and last >= threshold) or threshold < floor \
+                        or threshold == -np.inf:
+                    return picked, dense[[where[r] for r in picked.tolist()]]
+                if size == budget or last < beyond:
+                    break  # more evaluation cannot pay off: the bound is too loose for this query
+                size = min(budget, size * 4)
         dense = self.dense_scores(query)
         fused = alpha * dense + (1.0 - alpha) * concept
         picked = self.rank_array(fused, need, per_file, allowed, min_score)
