@@ -255,3 +255,20 @@ def test_file_profile_lists_segments_in_time_order(index):
     assert file_profile(store, "clip_%02d.wav" % f).path == truth.paths[f]
     with pytest.raises(QueryError, match="no indexed file"):
         file_profile(store, "nope.wav")
+
+
+@pytest.mark.parametrize("expression", [c[0] for c in CASES])
+def test_audit_sql_compiles_for_postgresql(index, expression):
+    """Portability check without a server: the same Core statements render for PostgreSQL."""
+    from sqlalchemy.dialects import postgresql
+
+    from clapdex.audit.concepts import ConceptLookup
+    from clapdex.audit.queries import plan_audit
+    from clapdex.audit.stats import prevalence_statement
+
+    store, _ = index
+    plan = plan_audit(ConceptLookup.load(store), expression, limit=10)
+    for statement in (plan.count, plan.rows, plan.unscored, prevalence_statement("weight", 5)):
+        if statement is not None:
+            sql = str(statement.compile(dialect=postgresql.dialect()))
+            assert "WITH matched AS" in sql or "concept_stats" in sql

@@ -80,7 +80,9 @@ def concepts_command(top, sort, index_path, as_json, csv_path):
         rows = [r.to_row() for r in prevalence(store, top=top, sort=sort)]
     for row in rows:
         row["time_pct"] = 100.0 * row["time_share"]
-    if not (as_json or csv_path):
+    if not rows and not as_json:
+        click.echo("no concept is active in this index (is it empty?)", err=True)
+    if rows and not (as_json or csv_path):
         _table(rows, [("concept", "concept"), ("files", "files"), ("segments", "segments"),
                       ("time_pct", "time %"), ("mean_weight", "mean w"), ("max_weight", "max w")])
         return
