@@ -64,46 +64,10 @@ def write_corpus(folder: Path, sample_rate: int, corpus: dict = CORPUS) -> dict[
     return out
 
 
-def decompose(embeddings, dictionary, audio_mean, lam=LAMBDA):
-    try:
-        from clapdex.concepts.decompose import decompose as real_decompose
-    except ImportError:  # TEMPORARY until concepts/decompose.py lands: the same math via the solver
-        return _solver_decomposition(embeddings, dictionary, audio_mean, lam)
-    return real_decompose(embeddings, dictionary, audio_mean, lam=lam)
-
-
-def _audio_mean(embeddings):
-    try:
-        from clapdex.concepts.decompose import audio_mean
-    except ImportError:
-        e = np.asarray(embeddings, np.float64)
-        return (e / np.linalg.norm(e, axis=1, keepdims=True)).mean(axis=0)
-    return audio_mean(embeddings)
-
-
-def _solver_decomposition(embeddings, dictionary, mean, lam):
-    import scipy.sparse as sp
-    from types import SimpleNamespace
-
-    from clapdex.concepts.solver import nonneg_lasso
-
-    a = np.asarray(embeddings, np.float64)
-    a /= np.linalg.norm(a, axis=1, keepdims=True)
-    z = a - mean
-    z /= np.linalg.norm(z, axis=1, keepdims=True)
-    w = nonneg_lasso(dictionary.gram(), dictionary.correlations(z), lam)
-    u = w @ dictionary.atoms
-    recon = np.linalg.norm(u, axis=1)
-    shifted = np.where(recon[:, None] > 0, u / np.maximum(recon, 1e-300)[:, None], 0) + mean
-    shift = np.linalg.norm(shifted, axis=1)
-    r = shifted / shift[:, None]
-    return SimpleNamespace(weights=sp.csr_matrix(w), fidelity=np.sum(r * a, axis=1),
-                           recon_norm=recon, shift_norm=shift)
-
-
 def build_index(tmp_path: Path, encoder: SpectralTestEncoder | None = None,
                 corpus: dict = CORPUS, lam: float = LAMBDA) -> SearchFixture:
     """Write the corpus, embed its windows with the test double, decompose, store. ~0.1 s."""
+    from clapdex.concepts.decompose import audio_mean, decompose
     from clapdex.concepts.dictionary import ConceptDictionary
 
     encoder = encoder or SpectralTestEncoder()
@@ -117,7 +81,7 @@ def build_index(tmp_path: Path, encoder: SpectralTestEncoder | None = None,
     text = encoder.embed_text(list(CONCEPTS))
     dictionary = ConceptDictionary.from_text_embeddings(CONCEPTS, text)
     all_windows = [emb for emb, _ in windows.values()]
-    mean = _audio_mean(np.concatenate(all_windows)) if all_windows else np.zeros(encoder.dimension)
+    mean = audio_mean(np.concatenate(all_windows)) if all_windows else np.zeros(encoder.dimension)
     settings = IndexSettings(encoder_fingerprint=encoder.fingerprint, dimension=encoder.dimension,
                              sample_rate=encoder.sample_rate, window_seconds=encoder.window_seconds,
                              hop_seconds=encoder.window_seconds, vocabulary_name="test-tones",
@@ -135,7 +99,7 @@ def build_index(tmp_path: Path, encoder: SpectralTestEncoder | None = None,
                                     mtime_ns=stat.st_mtime_ns, duration=times[-1].end,
                                     sample_rate=encoder.sample_rate, channels=1),
                            np.array([t.start for t in times]), np.array([t.end for t in times]),
-                           emb, decompose(emb, dictionary, stored_mean, lam))
+                           emb, decompose(emb, dictionary, stored_mean, lam=lam))
             fixture.paths[name] = str(path.resolve())
     return fixture
 
