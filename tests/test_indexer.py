@@ -353,3 +353,35 @@ def test_end_to_end_with_random_weights_msclap(random_clap_encoder, tmp_path):
                                    atol=1e-5)
     again = index_paths([audio], encoder, tmp_path / "ix", show_progress=False)
     assert again.unchanged == 2 and again.segments_added == 0
+
+
+def test_bulk_storing_keeps_audit_totals_equal_to_a_rebuild(collection, tmp_path):
+    """add_files applies a batch's concept totals at once; they must equal a full recount."""
+    from sqlalchemy import select
+
+    from clapdex import indexer
+    from clapdex.storage import concept_stats
+    from clapdex.storage.schema import ConceptStatsRow, CorpusStatsRow
+
+    old = indexer.DECOMPOSE_WINDOWS
+    indexer.DECOMPOSE_WINDOWS = 4  # several multi-file batches
+    try:
+        _run(collection, SpectralTestEncoder(), hop_seconds=1.0)
+    finally:
+        indexer.DECOMPOSE_WINDOWS = old
+    shutil.copy(collection["root"] / "tones" / "a200.wav", collection["root"] / "copy.wav")
+    os.remove(collection["root"] / "short.aiff")
+    _run(collection, SpectralTestEncoder(), prune=True)
+
+    def totals(store):
+        with store.session() as session:
+            rows = sorted((r.concept_id, r.n_files, r.n_segments, round(r.active_seconds, 6),
+                           round(r.weight_sum, 6)) for r in session.scalars(select(ConceptStatsRow)))
+            corpus = session.get(CorpusStatsRow, 1)
+            return rows, (corpus.n_files, corpus.n_segments, round(corpus.indexed_seconds, 6))
+
+    with IndexStore.open(collection["index"]) as store:
+        incremental = totals(store)
+        with store.session() as session, session.begin():
+            concept_stats.rebuild(session)
+        assert incremental == totals(store) and incremental[1][0] == 5
