@@ -6,6 +6,11 @@ Every fixture is a real file written with soundfile into tmp_path.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -301,14 +306,36 @@ def test_truncated_flac_is_refused(tmp_path):
 
 
 def test_permission_denied(tmp_path):
+    if os.geteuid() == 0:
+        return _permission_denied_as_unprivileged_user()
     path = write(tmp_path / "locked.wav", sine(440, 0.2, 16000), 16000)
     path.chmod(0)
     try:
-        if os.access(path, os.R_OK):
-            pytest.skip("running as a user that ignores file permissions (root)")
         assert_audio_error(path, "permission denied")
     finally:
         path.chmod(0o644)
+
+
+def _permission_denied_as_unprivileged_user():
+    # Root reads any file, so the real OS refusal is checked in a child process that drops to
+    # the unprivileged user "nobody" (util-linux setpriv), reading a file in a folder it can enter.
+    setpriv = shutil.which("setpriv")
+    assert setpriv, "setpriv (util-linux) is needed to test permissions when running as root"
+    folder = Path(tempfile.mkdtemp(prefix="clapdex-perm-"))
+    try:
+        folder.chmod(0o755)
+        path = write(folder / "locked.wav", sine(440, 0.2, 16000), 16000)
+        path.chmod(0)
+        code = ("import sys\nfrom clapdex import audio\nfrom clapdex.errors import AudioError\n"
+                "try:\n    audio.load_audio(sys.argv[1], 16000)\nexcept AudioError as e:\n"
+                "    print(e)\n")
+        result = subprocess.run(
+            [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+             code, str(path)], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert str(path) in result.stdout and "permission denied" in result.stdout.lower()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_permission_denied_reported_by_the_os(tmp_path, monkeypatch):
