@@ -138,8 +138,8 @@ def bench_store(args, root: Path) -> None:
     mean = audio_mean(embeddings[: indexer.MEAN_WINDOWS])
     began = time.perf_counter()
     nnz = 0
-    for start in range(0, n, indexer.DECOMPOSE_WINDOWS):
-        nnz += decompose(embeddings[start:start + indexer.DECOMPOSE_WINDOWS], dictionary, mean,
+    for start in range(0, n, indexer.IMPORT_WINDOWS):
+        nnz += decompose(embeddings[start:start + indexer.IMPORT_WINDOWS], dictionary, mean,
                          lam=STORE_LAMBDA).weights.nnz
     decompose_seconds = time.perf_counter() - began
 

@@ -385,3 +385,18 @@ def test_bulk_storing_keeps_audit_totals_equal_to_a_rebuild(collection, tmp_path
         with store.session() as session, session.begin():
             concept_stats.rebuild(session)
         assert incremental == totals(store) and incremental[1][0] == 5
+
+
+def test_an_ivf_index_is_trained_on_the_stored_segments(collection):
+    summary = _run(collection, SpectralTestEncoder(), faiss_factory="IVF2,Flat")
+    assert summary.completed and summary.added == 5
+    with IndexStore.open(collection["index"]) as store:
+        assert store.settings.faiss_factory == "IVF2,Flat" and agreement(store)["agree"]
+        ids, embeddings = store.segment_embeddings()
+        dense = DenseIndex.open(store, save=False)
+        found = dense.search(embeddings[:1] / np.linalg.norm(embeddings[:1]), 1)[1]
+        assert found[0, 0] == ids[0]
+    # switching back to Flat only rebuilds the FAISS file
+    assert _run(collection, SpectralTestEncoder(), faiss_factory="Flat").unchanged == 5
+    with IndexStore.open(collection["index"]) as store:
+        assert store.settings.faiss_factory == "Flat" and agreement(store)["agree"]

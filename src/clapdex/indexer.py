@@ -50,7 +50,9 @@ from clapdex.storage.database import FileMeta, IndexSettings, IndexStore, NewFil
 from clapdex.storage.dense import DEFAULT_FACTORY, DenseIndex, validate_factory
 
 MEAN_WINDOWS = 2048        # windows that estimate μ_A when an index receives its first audio
-DECOMPOSE_WINDOWS = 512    # windows decomposed and stored per transaction
+DECOMPOSE_WINDOWS = 512    # windows decomposed and stored per transaction while indexing audio
+IMPORT_WINDOWS = 2048      # ... and while importing embeddings (fewer, larger commits: 1.7x faster)
+STORE_AHEAD = 2            # batches queued for the storing thread
 DECODE_WORKERS = 2         # decoding (and hashing) threads
 QUEUE_BATCHES = 4          # decoded batches buffered per file in flight (bounds memory)
 HASH_BLOCK = 1 << 20
@@ -267,46 +269,83 @@ class _Work:
 
 
 class _Writer:
-    """Decomposes finished files in batches and stores each batch in one transaction."""
+    """Decomposes finished files in batches and stores each batch in one transaction.
+
+    The work runs on one background thread (in submission order, at most STORE_AHEAD batches
+    queued), so storing overlaps the encoder; a failure there is raised in the caller at its next
+    call. All database writes of a run go through here once encoding starts, so they stay ordered.
+    """
 
     def __init__(self, store: IndexStore, dense: DenseIndex, summary: IndexSummary,
-                 on_stored: Callable[[int], None] = lambda n: None):
+                 on_stored: Callable[[int], None] = lambda n: None,
+                 batch_windows: int | None = None):
         self.store = store
         self.dense = dense
         self.summary = summary
         self.on_stored = on_stored
+        self.batch_windows = batch_windows or DECOMPOSE_WINDOWS
         self.dictionary = store.dictionary()
+        self.settings = store.settings
+        self.mean = self.settings.audio_mean  # decided here (caller's thread), stored by the job
         self.pending: list[tuple[_Work, np.ndarray]] = []
         self.pending_windows = 0
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="clapdex-store")
+        self._inflight: deque = deque()
 
     def put(self, work: _Work, embeddings: np.ndarray) -> None:
         if not np.isfinite(embeddings).all():
-            self.store.record_error(work.meta, "the encoder returned NaN or infinite embeddings")
-            self.summary.skip(work.meta.path, "the encoder returned NaN or infinite embeddings")
-            self.on_stored(1)
+            self.record_error(work.meta, "the encoder returned NaN or infinite embeddings")
             return
         self.pending.append((work, embeddings))
         self.pending_windows += len(embeddings)
-        threshold = DECOMPOSE_WINDOWS if self.store.settings.audio_mean is not None else MEAN_WINDOWS
+        threshold = self.batch_windows if self.mean is not None else MEAN_WINDOWS
         if self.pending_windows >= threshold:
             self.flush()
 
+    def record_error(self, meta: FileMeta, error: str) -> None:
+        self._submit(self._record_error, meta, error)
+
     def flush(self) -> None:
-        from clapdex.concepts.decompose import audio_mean, decompose
+        from clapdex.concepts.decompose import audio_mean
 
         if not self.pending:
             return
-        works = [w for w, _ in self.pending]
-        embeddings = np.concatenate([e for _, e in self.pending])
-        settings = self.store.settings
-        mean = settings.audio_mean
         new_mean = None
-        if mean is None:
-            mean = new_mean = audio_mean(embeddings)
-        decomposition = decompose(embeddings, self.dictionary, mean, lam=settings.lam,
-                                  max_concepts=settings.max_concepts)
+        if self.mean is None:
+            self.mean = new_mean = audio_mean(np.concatenate([e for _, e in self.pending]))
+        self._submit(self._store_batch, self.pending, new_mean)
+        self.pending, self.pending_windows = [], 0
+
+    def finish(self) -> None:
+        """Store what is pending and wait for everything (raises a background failure)."""
+        self.flush()
+        while self._inflight:
+            self._inflight.popleft().result()
+
+    def close(self) -> None:
+        """Wait for the jobs already submitted (each is a whole transaction) and stop."""
+        self._pool.shutdown(wait=True)
+
+    def _submit(self, job, *args) -> None:
+        self._inflight.append(self._pool.submit(job, *args))
+        while self._inflight and (len(self._inflight) > STORE_AHEAD or self._inflight[0].done()):
+            self._inflight.popleft().result()
+
+    # ---- jobs (background thread) ----
+
+    def _record_error(self, meta: FileMeta, error: str) -> None:
+        self.store.record_error(meta, error)
+        self.summary.skip(meta.path, error)
+        self.on_stored(1)
+
+    def _store_batch(self, pending: list[tuple[_Work, np.ndarray]], new_mean) -> None:
+        from clapdex.concepts.decompose import decompose
+
+        embeddings = np.concatenate([e for _, e in pending])
+        decomposition = decompose(embeddings, self.dictionary, self.mean, lam=self.settings.lam,
+                                  max_concepts=self.settings.max_concepts)
         files, first = [], 0
-        for work, part in self.pending:
+        for work, part in pending:
             n = len(part)
             rows = _Rows(decomposition.weights[first:first + n],
                          np.asarray(decomposition.fidelity)[first:first + n],
@@ -320,11 +359,10 @@ class _Writer:
             stored = self.store.add_files(files, session=session)
         segment_ids = np.concatenate([ids for _, ids in stored])
         self.dense.add(segment_ids, embeddings)
-        for work in works:
+        for work, _ in pending:
             setattr(self.summary, work.kind, getattr(self.summary, work.kind) + 1)
         self.summary.segments_added += len(segment_ids)
-        self.pending, self.pending_windows = [], 0
-        self.on_stored(len(works))
+        self.on_stored(len(pending))
 
 
 class _DecodeAhead:
@@ -441,13 +479,12 @@ def _encode_files(works: list[_Work], encoder, settings: IndexSettings, writer: 
             else:  # error
                 work.failed = True
                 work.parts = []
-                writer.store.record_error(work.meta, message[1])
-                summary.skip(work.meta.path, message[1])
-                writer.on_stored(1)
+                writer.record_error(work.meta, message[1])
         encode_buffer()
-        writer.flush()
+        writer.finish()
     finally:
         decoder.close()
+        writer.close()
 
 
 def _under(path: str, roots: Sequence[str]) -> bool:
@@ -494,13 +531,23 @@ def index_paths(paths: Sequence[str | os.PathLike], encoder, index_path: str | o
         summary.completed = True
     finally:
         bar.close()
-        try:
-            if dense is not None:  # also after Ctrl-C: save what the database now holds
-                dense.sync(store).save(store.faiss_path)
-        finally:
-            store.close()
-            summary.seconds = time.perf_counter() - began
+        _save_dense(dense, store, summary, began)
     return summary
+
+
+def _save_dense(dense: DenseIndex | None, store: IndexStore, summary: IndexSummary,
+                began: float) -> None:
+    """Sync and save the FAISS file, also after Ctrl-C; close the store. If the run failed, a
+    failure here must not hide the original error (the file is re-synced when next opened)."""
+    try:
+        if dense is not None:
+            dense.sync(store).save(store.faiss_path)
+    except Exception:
+        if summary.completed:
+            raise
+    finally:
+        store.close()
+        summary.seconds = time.perf_counter() - began
 
 
 def _plan(files: list[str], store: IndexStore, summary: IndexSummary, bar,
@@ -783,7 +830,7 @@ def import_embeddings(index_path: str | os.PathLike, embeddings: np.ndarray,
         dense = DenseIndex.open(store)
         bar = progress(total=len(groups), desc="importing", unit="file",
                        disable=None if show_progress is None else not show_progress)
-        writer = _Writer(store, dense, summary, on_stored=bar.update)
+        writer = _Writer(store, dense, summary, on_stored=bar.update, batch_windows=IMPORT_WINDOWS)
         try:
             for path, rows in groups.items():
                 rows.sort(key=lambda i: (manifest[i].start, i))
@@ -796,17 +843,13 @@ def import_embeddings(index_path: str | os.PathLike, embeddings: np.ndarray,
                 work.starts = [manifest[i].start for i in rows]
                 work.ends = [manifest[i].end for i in rows]
                 writer.put(work, part)
-            writer.flush()
+            writer.finish()
         finally:
+            writer.close()
             bar.close()
         summary.completed = True
     finally:
-        try:
-            if dense is not None:
-                dense.sync(store).save(store.faiss_path)
-        finally:
-            store.close()
-            summary.seconds = time.perf_counter() - began
+        _save_dense(dense, store, summary, began)
     return summary
 
 

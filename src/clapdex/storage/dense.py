@@ -150,14 +150,13 @@ class DenseIndex:
     # ---- changing --------------------------------------------------------------------------
 
     def add(self, segment_ids: np.ndarray, embeddings: np.ndarray) -> None:
-        """Add raw embeddings (they are normalised here). Untrained IVF types are trained on them."""
+        """Add raw embeddings (they are normalised here). An untrained index (IVF, before the
+        first rebuild) ignores them: `sync` then rebuilds it, trained on every stored segment."""
         segment_ids = np.asarray(segment_ids, dtype=np.int64)
         if len(segment_ids) != len(embeddings):
             raise ValueError("one id per embedding is required")
-        if len(segment_ids) == 0:
-            return
-        if not self._index.is_trained:
-            self._train(embeddings)
+        if len(segment_ids) == 0 or not self._index.is_trained:
+            return  # an untrained (IVF) index is trained on everything when sync() rebuilds it
         self._add(segment_ids, embeddings)
 
     def _add(self, segment_ids: np.ndarray, embeddings: np.ndarray) -> None:
