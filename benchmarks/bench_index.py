@@ -1,6 +1,6 @@
 """Indexing benchmarks (not tests): pipeline overhead over the encoder, and bulk storing.
 
-    .venv/bin/python benchmarks/bench_index.py [--files 8] [--batch-size 16] [--threads 2]
+    .venv/bin/python benchmarks/bench_index.py [--files 24] [--batch-size 16] [--threads 2]
                                                [--segments 100000] [--concepts 2000] [--skip-store]
 
 (1) End-to-end indexing (`indexer.index_paths`: walk, hash, decode in threads, encode, decompose,
@@ -161,7 +161,7 @@ def bench_store(args, root: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--files", type=int, default=8)
+    parser.add_argument("--files", type=int, default=24)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)

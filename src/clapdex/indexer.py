@@ -284,13 +284,14 @@ class _Writer:
         self.summary = summary
         self.on_stored = on_stored
         self.batch_windows = batch_windows or DECOMPOSE_WINDOWS
-        self.dictionary = store.dictionary()
+        self.dictionary = None  # built by the first job, off the encoder's path (K x K Gram)
         self.settings = store.settings
         self.mean = self.settings.audio_mean  # decided here (caller's thread), stored by the job
         self.pending: list[tuple[_Work, np.ndarray]] = []
         self.pending_windows = 0
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="clapdex-store")
         self._inflight: deque = deque()
+        self._submit(self._prepare_dictionary)
 
     def put(self, work: _Work, embeddings: np.ndarray) -> None:
         if not np.isfinite(embeddings).all():
@@ -332,6 +333,10 @@ class _Writer:
             self._inflight.popleft().result()
 
     # ---- jobs (background thread) ----
+
+    def _prepare_dictionary(self) -> None:
+        self.dictionary = self.store.dictionary()
+        self.dictionary.gram()  # cached on the dictionary; decompose reuses it
 
     def _record_error(self, meta: FileMeta, error: str) -> None:
         self.store.record_error(meta, error)
@@ -438,22 +443,34 @@ def _encode_files(works: list[_Work], encoder, settings: IndexSettings, writer: 
                            settings.window_seconds, settings.hop_seconds, batch, workers)
     buffer: list[tuple[_Work, np.ndarray]] = []   # decoded windows waiting for the encoder
 
-    def encode_buffer() -> None:
+    def encode_buffer(final: bool = False) -> None:
+        """Embed the buffered windows in batches of exactly `batch` (the rest waits, unless
+        final): the encoder's forward passes are then the same as embedding the windows alone."""
         nonlocal buffer
-        live = [(w, x) for w, x in buffer if not w.failed]
-        buffer = []
-        if not live:
-            return
-        embeddings = np.asarray(encoder.embed_audio(np.concatenate([x for _, x in live])),
-                                dtype=np.float32)
-        first = 0
-        for work, windows in live:
-            work.parts.append(embeddings[first:first + len(windows)])
-            work.embedded += len(windows)
-            first += len(windows)
-            if work.complete:
-                writer.put(work, np.concatenate(work.parts))
-                work.parts = []
+        buffer = [(w, x) for w, x in buffer if not w.failed]
+        while buffer and (final or sum(len(x) for _, x in buffer) >= batch):
+            take, rest, room = [], [], batch
+            for work, windows in buffer:
+                if room >= len(windows):
+                    take.append((work, windows))
+                    room -= len(windows)
+                elif room > 0:
+                    take.append((work, windows[:room]))
+                    rest.append((work, windows[room:]))
+                    room = 0
+                else:
+                    rest.append((work, windows))
+            buffer = rest
+            embeddings = np.asarray(encoder.embed_audio(np.concatenate([x for _, x in take])),
+                                    dtype=np.float32)
+            first = 0
+            for work, windows in take:
+                work.parts.append(embeddings[first:first + len(windows)])
+                work.embedded += len(windows)
+                first += len(windows)
+                if work.complete:
+                    writer.put(work, np.concatenate(work.parts))
+                    work.parts = []
 
     try:
         for position, message in decoder:
@@ -480,7 +497,7 @@ def _encode_files(works: list[_Work], encoder, settings: IndexSettings, writer: 
                 work.failed = True
                 work.parts = []
                 writer.record_error(work.meta, message[1])
-        encode_buffer()
+        encode_buffer(final=True)
         writer.finish()
     finally:
         decoder.close()
