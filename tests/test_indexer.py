@@ -400,3 +400,33 @@ def test_an_ivf_index_is_trained_on_the_stored_segments(collection):
     assert _run(collection, SpectralTestEncoder(), faiss_factory="Flat").unchanged == 5
     with IndexStore.open(collection["index"]) as store:
         assert store.settings.faiss_factory == "Flat" and agreement(store)["agree"]
+
+
+def test_windows_are_encoded_in_full_batches_across_files(collection):
+    class Recording(SpectralTestEncoder):
+        """TEST DOUBLE that records the size of each embed_audio call."""
+        batch_size = 3
+        sizes: list = []
+
+        def embed_audio(self, windows):
+            self.sizes.append(len(windows))
+            return super().embed_audio(windows)
+
+        def embed_text(self, texts):  # the double embeds tone names as audio: don't count those
+            sizes = list(self.sizes)
+            out = super().embed_text(texts)
+            self.sizes[:] = sizes
+            return out
+
+    encoder = Recording()
+    encoder.sizes = []
+    summary = _run(collection, encoder)
+    assert sum(encoder.sizes) == summary.segments_added == 10
+    assert encoder.sizes == [3, 3, 3, 1]  # files are split across batches, only the last is short
+    with IndexStore.open(collection["index"]) as store:   # and each file got its own windows
+        _, stored = store.segment_embeddings()
+        from clapdex.audio import cut_windows, load_audio
+        expected = np.concatenate([
+            SpectralTestEncoder().embed_audio(cut_windows(load_audio(p, 8000)[0], 8000, 2.0)[0])
+            for p in find_audio_files([collection["root"]]) if p not in map(str, collection["bad"])])
+        np.testing.assert_allclose(stored, expected, atol=1e-6)
