@@ -9,7 +9,10 @@
     beforehand, in the same run. Model: msclap 2023 (HTSAT) with RANDOM weights built as
     tests/clap_fixtures.py does (speed does not depend on weight values; nothing can be downloaded
     here), CPU. The index is created beforehand with the default vocabulary (its concept text
-    embeddings are a one-time cost, reported separately). Prints the overhead ratio; target <= 1.10.
+    embeddings are a one-time cost, reported separately). Two pipeline runs: a first run into an
+    index without μ_A (its windows are all decomposed at the end, since μ_A needs them first), and
+    a run into an index whose μ_A is set (the steady state of any collection past its first 2,048
+    windows: decomposing and storing overlap the encoder). Prints the overhead ratios; target <= 1.10.
 
 (2) Storing synthetic segments through import-embeddings (`indexer.import_embeddings`, what the
     CLI verb calls): N random 1024-d embeddings, each a non-negative mix of 24 of K random concept
@@ -69,31 +72,44 @@ def bench_pipeline(args, root: Path) -> None:
 
     encoder.embed_audio(windows[: args.batch_size])  # warm-up
 
+    # A second empty index whose audio mean is already set, as in every run after the first
+    # 2,048 windows of a collection: there decomposition and storing overlap the encoder, while a
+    # small first run decomposes everything at its end (μ_A needs its windows first).
+    from clapdex.concepts.decompose import audio_mean
+    from clapdex.storage.database import IndexStore
+
+    shutil.copytree(root / "index-setup", root / "index-setup-mean")
+    with IndexStore.open(root / "index-setup-mean") as store:
+        store.update_settings(audio_mean=audio_mean(encoder.embed_audio(windows[:8])))
+
     def baseline() -> float:
         began = time.perf_counter()
         for start in range(0, len(windows), args.batch_size):
             encoder.embed_audio(windows[start:start + args.batch_size])
         return time.perf_counter() - began
 
-    def pipeline(run: int) -> float:
-        index = root / f"index-{run}"
-        shutil.copytree(root / "index-setup", index)  # same empty index, concepts already embedded
+    def pipeline(run: int, setup: str) -> float:
+        index = root / f"index-{setup}-{run}"
+        shutil.copytree(root / setup, index)  # same empty index, concepts already embedded
         summary = indexer.index_paths([audio], encoder, index, show_progress=False)
         assert summary.segments_added == len(windows) and not summary.skipped
         return summary.seconds
 
-    base, pipe = [], []
-    for run in range(args.repeats):  # interleaved so that machine load affects both alike
+    base, first, later = [], [], []
+    for run in range(args.repeats):  # interleaved so that machine load affects all alike
         base.append(baseline())
-        pipe.append(pipeline(run))
-    b, p = min(base), min(pipe)
+        first.append(pipeline(run, "index-setup"))
+        later.append(pipeline(run, "index-setup-mean"))
+    b, p, q = min(base), min(first), min(later)
     print(f"(1) indexing {args.files} files, {len(windows)} windows of {encoder.window_seconds:g} s "
           f"at {encoder.sample_rate} Hz; msclap 2023 random weights, cpu, {args.threads} torch "
           f"threads, batch {args.batch_size}, best of {args.repeats}")
     print(f"    index creation (default vocabulary, {setup_seconds:.1f} s, one-time)")
     print(f"    baseline  encoder forward pass only : {b:7.2f} s  {len(windows) / b:6.2f} windows/s")
-    print(f"    clapdex index (end to end)           : {p:7.2f} s  {len(windows) / p:6.2f} windows/s")
-    print(f"    overhead ratio pipeline / baseline   : {p / b:7.3f}  (target <= 1.10)")
+    print(f"    clapdex index, first run (sets μ_A)  : {p:7.2f} s  {len(windows) / p:6.2f} windows/s"
+          f"   ratio {p / b:6.3f}")
+    print(f"    clapdex index, μ_A already set       : {q:7.2f} s  {len(windows) / q:6.2f} windows/s"
+          f"   ratio {q / b:6.3f}  (target <= 1.10)")
 
 
 STORE_LAMBDA = 0.05  # gives ~20 concepts per segment on these mixes (max-concepts mode is

@@ -13,8 +13,8 @@ def _decomposition_options(func):
     func = click.option("--max-concepts", type=int, default=None,
                         help="Target sparsity: at most N concepts per window (instead of --lambda).")(func)
     func = click.option("--lambda", "lam", type=float, default=None,
-                        help="Sparsity penalty λ of the decomposition (default for a new index: "
-                             "clapdex's DEFAULT_LAMBDA).")(func)
+                        help="Sparsity penalty λ of the decomposition (a new index uses "
+                             "clapdex.concepts.decompose.DEFAULT_LAMBDA).")(func)
     func = click.option("--vocab", "vocabulary", default=None, metavar="NAME|FILE",
                         help="Concept vocabulary: a built-in name or a text file (default for a new "
                              "index: default).")(func)
