@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import shutil
 
+import fnmatch
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -342,3 +344,14 @@ def test_hybrid_pruning_is_exact(tmp_path, monkeypatch, noise, pruned):
                     best_files.append(engine.segment_ids[i])
             assert [x.segment_id for x in got_files] == best_files[:7]
         assert (not any(full_calls)) == pruned
+
+        # A path filter keeps rows that fail it out of the result on both paths.
+        glob = "*file_00001?.wav"
+        allowed = np.array([fnmatch.fnmatchcase(engine.file_paths[f], glob)
+                            for f in engine.file_index])
+        for _ in range(3):
+            q = unit[rng.integers(len(unit))]
+            fused = np.where(allowed, 0.5 * unit @ q + 0.5 * r @ q, -np.inf)
+            order = np.argsort(-fused)
+            got = index.search(vector=q, k=7, segments=True, path=glob)
+            assert [x.segment_id for x in got] == list(engine.segment_ids[order[:7]])

@@ -240,6 +240,8 @@ class SearchEngine:
                 dense = np.concatenate([dense, self.dense_scores(query, rows[len(dense):])])
                 threshold = upper[candidates[size]] if size < budget else beyond
                 fused = alpha * dense + (1.0 - alpha) * concept[rows]
+                if allowed is not None:  # filtered-out rows stay candidates but never rank
+                    fused = np.where(allowed[rows], fused, -np.inf)
                 order = np.lexsort((self.segment_ids[rows], -fused))
                 picked, _ = self._walk(rows[order], fused[order], need, per_file, min_score)
                 where = {r: i for i, r in enumerate(rows.tolist())}
