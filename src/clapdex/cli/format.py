@@ -1,0 +1,72 @@
+"""Display helpers shared by the CLI verbs: times, time ranges and paths in human output.
+
+Only for text meant for people. JSON and CSV output keep raw values (float seconds, the path as
+indexed).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+from clapdex.printable import one_line
+
+SHORT_RANGE_SECONDS = 2.0  # ranges shorter than this are shown to the tenth of a second
+_EPSILON = 1e-6            # in display units: 6.9999999 s is 7 s, not 6 s (float noise)
+
+
+def format_time(seconds: float, end: bool = False, *, tenths: bool | None = False,
+                nearest: bool = False) -> str:
+    """A time as mm:ss, or h:mm:ss from one hour on ("01:05", "1:02:05").
+
+    Rounds down by default (a start time), up with end=True (an end time), or to the nearest unit
+    with nearest=True. tenths=True adds tenths of a second ("01:05.4"); tenths=None adds them only
+    when the time, rounded to a tenth, is not a whole second. Negative times show as 00:00.
+    """
+    per_second = 1 if tenths is False else 10
+    units = _round(seconds * per_second, "nearest" if nearest else "up" if end else "down")
+    if tenths is None and units % 10 == 0:
+        units, per_second = units // 10, 1
+    return _clock(units, per_second, show_hours=units >= 3600 * per_second)
+
+
+def format_time_range(start: float, end: float) -> str:
+    """A segment's time range, "mm:ss–mm:ss", drawn so that it covers the whole window.
+
+    The start is rounded down and the end rounded up, to whole seconds ("00:54–00:57" for 54.3 to
+    56.6 s). Whole seconds can stretch a range by almost 2 s, so a range shorter than
+    SHORT_RANGE_SECONDS (2 s) is shown to the tenth instead, start rounded down and end up
+    ("00:00.0–00:00.3" for a 0.3 s clip, not "00:00–00:01"). When the end is past an hour both
+    ends are shown as h:mm:ss.
+    """
+    per_second = 10 if end - start < SHORT_RANGE_SECONDS else 1
+    first = _round(start * per_second, "down")
+    last = _round(end * per_second, "up")
+    show_hours = max(first, last) >= 3600 * per_second
+    return f"{_clock(first, per_second, show_hours)}–{_clock(last, per_second, show_hours)}"
+
+
+def display_path(path: str | bytes | os.PathLike) -> str:
+    """A path for one line of text output: non-printable characters escaped (newline as \\n, tab
+    as \\t, ESC as \\x1b, other control characters as \\xNN; see clapdex.printable.one_line), so
+    a file name cannot break a result over two lines or send terminal escape sequences."""
+    return one_line(os.fsdecode(path))
+
+
+def _round(value: float, direction: str) -> int:
+    if direction == "down":
+        whole = math.floor(value + _EPSILON)
+    elif direction == "up":
+        whole = math.ceil(value - _EPSILON)
+    else:
+        whole = math.floor(value + 0.5)
+    return max(whole, 0)
+
+
+def _clock(units: int, per_second: int, show_hours: bool) -> str:
+    """units of 1/per_second seconds -> [h:]mm:ss[.t]."""
+    seconds, fraction = divmod(units, per_second)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{minutes:02d}:{secs:02d}" + (f".{fraction}" if per_second == 10 else "")
+    return f"{hours}:{text}" if show_hours else text
