@@ -9,7 +9,6 @@ Matches are evaluated per segment (docs/audit.md).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 from sqlalchemy import Select, desc, distinct, except_, func, intersect, literal, select, union
@@ -17,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from clapdex.audit.concepts import ConceptLookup
 from clapdex.audit.expression import Node, Not, Or, Term, parse, positive_terms, terms
+from clapdex.audit.files import find_indexed_file
 from clapdex.errors import QueryError
 from clapdex.storage.schema import FileRow, PostingRow, SegmentRow
 
@@ -287,42 +287,18 @@ class FileProfile:
     segments: list[SegmentProfile]
 
 
-def find_file(session: Session, name: str) -> tuple[int, str, float | None]:
-    """A file by its path as indexed, its absolute path, or a unique path suffix (e.g. a name)."""
-    for candidate in (name, os.path.abspath(os.path.expanduser(name))):
-        row = session.execute(select(FileRow.id, FileRow.path, FileRow.duration, FileRow.status)
-                              .where(FileRow.path == candidate)).first()
-        if row is not None:
-            break
-    else:
-        suffix = name.lstrip("./").replace("\\", "/")
-        rows = [r for r in session.execute(
-                    select(FileRow.id, FileRow.path, FileRow.duration, FileRow.status)
-                    .where(FileRow.path.endswith(suffix, autoescape=True))).all()
-                if r.path == suffix or r.path.replace("\\", "/").endswith("/" + suffix)]
-        if not rows:
-            raise QueryError(f"no indexed file matches {name!r}")
-        if len(rows) > 1:
-            shown = ", ".join(r.path for r in rows[:3])
-            raise QueryError(f"{name!r} matches {len(rows)} files ({shown}, ...); give more of the path")
-        row = rows[0]
-    if row.status != "indexed":
-        raise QueryError(f"{row.path} is not indexed (it failed: see clapdex status)")
-    return int(row.id), row.path, row.duration
-
-
 def file_profile(store, name: str, top: int = 5) -> FileProfile:
-    """Per-segment top concepts of one file, in time order."""
+    """Per-segment top concepts of one file, in time order (`name`: see resolve_indexed_file)."""
     lookup = ConceptLookup.load(store)
     with store.session() as session:
-        file_id, path, duration = find_file(session, name)
+        indexed = find_indexed_file(session, name)
         segments = session.execute(select(SegmentRow.id, SegmentRow.start, SegmentRow.end,
                                           SegmentRow.fidelity)
-                                   .where(SegmentRow.file_id == file_id)
+                                   .where(SegmentRow.file_id == indexed.id)
                                    .order_by(SegmentRow.start, SegmentRow.id)).all()
         weights = _weights_of(session, [s.id for s in segments], None)
     lookup.preload(c for pairs in weights.values() for c, _ in pairs[:top])
-    return FileProfile(path, duration, [
+    return FileProfile(indexed.path, indexed.duration, [
         SegmentProfile(float(s.start), float(s.end), float(s.fidelity),
                        [(lookup.name_of(c), w) for c, w in weights.get(int(s.id), [])[:top]])
         for s in segments])
