@@ -45,7 +45,8 @@ class ClapdexIndex:
                path: str | None = None, segments: bool = False, alpha: float = DEFAULT_ALPHA,
                vector: np.ndarray | None = None) -> SearchResults:
         """Search by one of `text`, `audio` (a file; indexed files use their stored embeddings) or
-        `vector` (a raw embedding from the index's model), optionally steered by `concepts`
+        `vector` (a raw embedding from the index's model, projected if the index has a
+        projection), optionally steered by `concepts`
         ("dog", "-speech", "rain:0.5" or (name, weight) pairs); or by `concepts` alone.
 
         mode: "hybrid" (default with a text/audio/vector query), "dense" or "concept" (default and
@@ -77,7 +78,8 @@ def open_index(path: str | os.PathLike, encoder: object | Callable[[], object] |
 
     encoder: an Encoder, or a zero-argument callable returning one (called only when a query needs
     the model), or None to build `ClapEncoder.from_settings()` (options from the environment) on
-    first need. Its fingerprint must match the index's, else IndexMismatchError.
+    first need. Its fingerprint must match the index's, else IndexMismatchError; an index built
+    with a projection applies its stored projection to it (text queries are not projected).
     Raises IndexNotFoundError when there is no index at `path`.
     """
     return ClapdexIndex(IndexStore.open(Path(path).expanduser()), encoder)

@@ -188,18 +188,23 @@ def open_index(index_path: str | os.PathLike, encoder, *, vocabulary: str | None
     DEFAULT_LAMBDA), hop (default: the window) and FAISS factory (default "Flat"). An existing
     index must match the encoder and every option given explicitly, else IndexMismatchError names
     the differences and the rebuild command. `rebuild` deletes the index's data first. A changed
-    --faiss only rebuilds the FAISS file (it is derived data).
+    --faiss only rebuilds the FAISS file (it is derived data). An `encoder` that is a
+    ProjectedEncoder makes a new index store its projection (see cli.common.index_encoder, which
+    gives an existing index's stored projection back).
     """
     from clapdex.concepts.decompose import DEFAULT_LAMBDA
     from clapdex.concepts.dictionary import build_dictionary
     from clapdex.concepts.vocabulary import load_vocabulary
+    from clapdex.evaluation.projection import ProjectedEncoder
 
     root = Path(index_path)
+    projection = encoder.projection if isinstance(encoder, ProjectedEncoder) else None
     lam, max_concepts = _decomposition_mode(lam, max_concepts)
     if faiss_factory is not None:
         validate_factory(faiss_factory)
     if hop_seconds is not None and not (0 < hop_seconds <= encoder.window_seconds):
         raise ClapdexError(f"--hop must be > 0 and at most the window ({encoder.window_seconds} s)")
+    IndexStore.require_writable(root)  # before any work: a read-only index or a file at root
     if rebuild and IndexStore.exists(root):
         IndexStore.destroy(root)
 
@@ -213,7 +218,9 @@ def open_index(index_path: str | os.PathLike, encoder, *, vocabulary: str | None
             sample_rate=int(encoder.sample_rate), window_seconds=float(encoder.window_seconds),
             hop_seconds=float(hop_seconds or encoder.window_seconds),
             vocabulary_name=vocab.name, vocabulary_hash=vocab.content_hash, lam=lam,
-            max_concepts=max_concepts, faiss_factory=faiss_factory or DEFAULT_FACTORY)
+            max_concepts=max_concepts, faiss_factory=faiss_factory or DEFAULT_FACTORY,
+            projection=None if projection is None else projection.matrix,
+            projection_hash=None if projection is None else projection.content_hash)
         return IndexStore.create(root, settings, dictionary.names, dictionary.text_embeddings)
 
     store = IndexStore.open(root)
@@ -221,7 +228,8 @@ def open_index(index_path: str | os.PathLike, encoder, *, vocabulary: str | None
         stored = store.settings
         requested = dataclasses.replace(
             stored, encoder_fingerprint=encoder.fingerprint, dimension=int(encoder.dimension),
-            sample_rate=int(encoder.sample_rate), window_seconds=float(encoder.window_seconds))
+            sample_rate=int(encoder.sample_rate), window_seconds=float(encoder.window_seconds),
+            projection_hash=None if projection is None else projection.content_hash)
         if hop_seconds is not None:
             requested.hop_seconds = float(hop_seconds)
         if vocabulary is not None:
@@ -667,7 +675,7 @@ def reindex(index_path: str | os.PathLike, *, lam: float | None = None,
 
     began = time.perf_counter()
     lam, max_concepts = _decomposition_mode(lam, max_concepts)
-    with IndexStore.open(index_path) as store:
+    with IndexStore.open(index_path, write=True) as store:
         settings = store.settings
         if lam is None and max_concepts is None:
             lam, max_concepts = settings.lam, settings.max_concepts
@@ -902,7 +910,7 @@ def _open_by_fingerprint(index_path, fingerprint: str, vocabulary, lam, max_conc
     from clapdex.concepts.vocabulary import load_vocabulary
 
     lam, max_concepts = _decomposition_mode(lam, max_concepts)
-    store = IndexStore.open(index_path)
+    store = IndexStore.open(index_path, write=True)
     try:
         stored = store.settings
         requested = dataclasses.replace(stored, encoder_fingerprint=fingerprint)

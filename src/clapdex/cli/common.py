@@ -117,6 +117,29 @@ def encoder_from_kwargs(kwargs: dict) -> Any:
     return load_encoder(**settings)
 
 
+projection_option = click.option(
+    "--projection", "projection_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+    help="Linear projection from `clapdex finetune`, applied to the audio embeddings (an index "
+         "stores it: later commands on that index apply it without this option).")
+
+
+def index_encoder(kwargs: dict, projection_path: str | None = None, index_root: Path | None = None) -> Any:
+    """The encoder for an index: the model from the encoder options in `kwargs` (popped), projected
+    by `projection_path` if given, else by the projection the index at `index_root` stores (if the
+    index exists and has one). A projection that differs from the stored one is refused
+    (IndexMismatchError). Index, reindex and explain use this; search applies the stored one itself."""
+    from clapdex.evaluation.projection import encoder_for_index, load_projection
+    from clapdex.storage.database import IndexStore
+
+    encoder = encoder_from_kwargs(kwargs)
+    projection = load_projection(projection_path) if projection_path else None
+    settings = None
+    if index_root is not None and IndexStore.exists(index_root):
+        with IndexStore.open(index_root) as store:
+            settings = store.settings
+    return encoder_for_index(encoder, settings, projection, index_root)
+
+
 def progress(iterable=None, total=None, desc: str = "", unit: str = "it", disable: bool | None = None):
     """A progress bar on stderr; hidden when stderr is not a terminal unless forced."""
     from tqdm import tqdm

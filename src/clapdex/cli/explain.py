@@ -6,7 +6,9 @@ import math
 
 import click
 
-from clapdex.cli.common import emit_ndjson, encoder_from_kwargs, encoder_options, json_option
+from pathlib import Path
+
+from clapdex.cli.common import emit_ndjson, encoder_options, index_encoder, json_option, projection_option
 from clapdex.errors import DecompositionError, IndexMismatchError
 
 
@@ -19,7 +21,8 @@ def format_time(seconds: float, end: bool = False) -> str:
 
 
 def _from_index(index_path, encoder):
-    """Dictionary, μ_A, λ and max-concepts stored in an index (refusing another model's index)."""
+    """Dictionary, μ_A, λ and max-concepts stored in an index (refusing another model's index;
+    `encoder` already carries the index's projection, if it has one)."""
     from clapdex.storage.database import IndexStore
 
     with IndexStore.open(index_path) as store:
@@ -42,13 +45,14 @@ def _from_index(index_path, encoder):
 @click.option("--vocab", "vocabulary", default=None, metavar="NAME|FILE",
               help="Concept vocabulary: a built-in name or a text file (default: default, or the index's).")
 @click.option("--index", "index_path", metavar="PATH", default=None,
-              help="Use this index's vocabulary, λ and audio mean (default: no index; the audio mean "
-                   "of clapdex's reference signals).")
+              help="Use this index's vocabulary, λ, audio mean and projection (default: no index; "
+                   "the audio mean of clapdex's reference signals).")
 @click.option("--top", type=click.IntRange(min=0), default=5, show_default=True,
               help="Concepts shown per window.")
+@projection_option
 @encoder_options
 @json_option
-def explain(file, lam, max_concepts, vocabulary, index_path, top, as_json, **kwargs):
+def explain(file, lam, max_concepts, vocabulary, index_path, top, projection_path, as_json, **kwargs):
     """Show the concepts of each window of FILE, their weights and the reconstruction fidelity."""
     from clapdex.concepts.dictionary import build_dictionary
     from clapdex.concepts.explain import explain_file
@@ -57,7 +61,7 @@ def explain(file, lam, max_concepts, vocabulary, index_path, top, as_json, **kwa
 
     if lam is not None and max_concepts is not None:
         raise DecompositionError("give --lambda or --max-concepts, not both")
-    encoder = encoder_from_kwargs(kwargs)
+    encoder = index_encoder(kwargs, projection_path, Path(index_path) if index_path is not None else None)
     if index_path is not None and vocabulary is None:
         dictionary, mean, index_lam, index_max = _from_index(index_path, encoder)
         if lam is None and max_concepts is None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from clapdex.cli.common import (emit_json, encoder_from_kwargs, encoder_options, index_option,
-                                json_option, resolve_index_path)
+from clapdex.cli.common import (emit_json, encoder_from_kwargs, encoder_options, index_encoder,
+                                index_option, json_option, projection_option, resolve_index_path)
 from clapdex.errors import ClapdexError
 
 
@@ -42,16 +42,19 @@ def _print_skipped(skipped: list[dict]) -> None:
                    "or IVF4096,Flat (see docs/indexing.md).")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Decoding threads.")
+@projection_option
 @encoder_options
 @json_option
 def index_command(paths, index_path, vocabulary, lam, max_concepts, hop_seconds, prune, strict,
-                  rebuild, faiss_factory, workers, as_json, **kwargs):
+                  rebuild, faiss_factory, workers, projection_path, as_json, **kwargs):
     """Index the audio files in PATHS (files or folders, recursive); only new or changed files
     are decoded and embedded."""
     from clapdex.indexer import index_paths
 
-    encoder = encoder_from_kwargs(kwargs)
-    summary = index_paths(paths, encoder, resolve_index_path(index_path), vocabulary=vocabulary,
+    root = resolve_index_path(index_path)
+    # --rebuild starts from the options given (the stored projection is not kept).
+    encoder = index_encoder(kwargs, projection_path, None if rebuild else root)
+    summary = index_paths(paths, encoder, root, vocabulary=vocabulary,
                           lam=lam, max_concepts=max_concepts, hop_seconds=hop_seconds,
                           prune=prune, rebuild=rebuild, faiss_factory=faiss_factory,
                           workers=workers)
@@ -80,8 +83,9 @@ def reindex_command(index_path, vocabulary, lam, max_concepts, recompute_mean, a
     decoded or embedded; a new vocabulary loads the model's text side)."""
     from clapdex.indexer import reindex
 
-    encoder = encoder_from_kwargs(kwargs) if vocabulary is not None else None
-    summary = reindex(resolve_index_path(index_path), lam=lam, max_concepts=max_concepts,
+    root = resolve_index_path(index_path)
+    encoder = index_encoder(kwargs, index_root=root) if vocabulary is not None else None
+    summary = reindex(root, lam=lam, max_concepts=max_concepts,
                       vocabulary=vocabulary, encoder=encoder, recompute_mean=recompute_mean)
     if as_json:
         emit_json(summary)

@@ -7,9 +7,12 @@ fixed seed, a stratified held-out split and early stopping on the held-out loss;
 matrix with the best held-out loss is kept.
 
 Applying it: `apply_projection(emb, proj)` = normalize(emb) · Pᵀ (raw output; consumers normalise).
-Evaluation applies it to pooled file embeddings (what it was trained on); the indexer/search can
-wrap their encoder in `ProjectedEncoder`, whose fingerprint includes the projection's hash so an
-index built with a projection refuses to be mixed with one built without.
+Evaluation applies it to pooled file embeddings (what it was trained on). An index built with a
+projection stores the matrix in its settings and holds projected window embeddings (FAISS and the
+decomposition both see them); `encoder_for_index` wraps the model in `ProjectedEncoder` (whose
+fingerprint includes the projection's hash) for index, search and explain, from the stored matrix
+when no file is given. Text embeddings are never projected: training aligns P·a with the
+unprojected text embeddings of the class prompts, so text queries and concept atoms stay as they are.
 
 The file (torch.save, loadable with weights_only=True) stores the matrix, the fingerprint of the
 encoder it was trained for, the classes, prompt, temperature and the before/after accuracies.
@@ -26,7 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
-from clapdex.errors import ClapdexError
+from clapdex.errors import ClapdexError, IndexMismatchError
 from clapdex.evaluation.representations import unit_rows
 
 FORMAT = "clapdex-projection"
@@ -135,11 +138,47 @@ class ProjectedEncoder:
     def fingerprint(self) -> str:
         return f"{self.base.fingerprint}+projection:{self.projection.content_hash[:16]}"
 
+    def __getattr__(self, name: str):
+        # Anything else (batch_size, device, ...) is the model's: the indexer batches by it.
+        if name == "base":
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
     def embed_audio(self, windows: np.ndarray) -> np.ndarray:
         return apply_projection(self.base.embed_audio(windows), self.projection)
 
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:
         return self.base.embed_text(texts)
+
+
+def encoder_for_index(encoder, settings=None, projection: Projection | None = None,
+                      index_path: str | os.PathLike = "the index"):
+    """The encoder whose audio embeddings an index holds: `encoder` projected by `projection` (a
+    file the user gave), else by the projection stored in `settings` (IndexSettings of an existing
+    index, or None); unchanged when there is neither, or when it already is the index's encoder.
+
+    A given projection must be the one the index was built with (with or without), else
+    IndexMismatchError with the rebuild command.
+    """
+    stored = None if settings is None else settings.projection_hash
+    if projection is not None:
+        projected = ProjectedEncoder(encoder, projection)  # refuses another model's projection
+        if settings is not None and stored != projection.content_hash:
+            built = "without a projection" if stored is None else f"with projection {stored[:16]}"
+            raise IndexMismatchError(
+                f"index {index_path} was built {built}, not with projection "
+                f"{projection.content_hash[:16]}; rebuild it with: clapdex index --rebuild "
+                f"--projection FILE, or drop --projection (the index applies its own)")
+        return projected
+    if stored is None or encoder.fingerprint == settings.encoder_fingerprint:
+        return encoder
+    recovered = Projection(settings.projection, encoder.fingerprint)
+    if recovered.content_hash != stored:  # the hash covers the model: this is another model
+        raise IndexMismatchError(
+            f"index {index_path} was built with model {settings.encoder_fingerprint}, not "
+            f"{encoder.fingerprint}; pass the same model options, or rebuild with: "
+            f"clapdex index --rebuild")
+    return ProjectedEncoder(encoder, recovered)
 
 
 # ---------------------------------------------------------------- training

@@ -6,7 +6,8 @@ Query vectors (all unit vectors in the index's CLAP space):
   indexer cuts them). One vector per file keeps dense and concept scoring, and their exact
   explanations, the same as for text; a per-window max would need one search per window and could
   not be explained as one sum. An indexed file, named by its path, uses its stored embeddings
-  (nothing is decoded or encoded).
+  (nothing is decoded or encoded). An index built with a projection stores projected embeddings,
+  and a non-indexed file is projected with the index's stored matrix.
 - concept steering: q = normalize(q̂ + Σ β_j c_j) with the centred concept atoms c_j (query.steer).
 A concept-only query has no vector: it is answered from the concept weights (the inverted index),
 returning exactly the segments that hold a positive named concept, ranked by Σ β_j w_j.
@@ -21,6 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from clapdex.errors import IndexMismatchError, QueryError
+from clapdex.evaluation.projection import encoder_for_index
 from clapdex.search.engine import DEFAULT_ALPHA, MODES, SearchEngine, concept_text_direction
 from clapdex.search.query import ConceptTermSpec, mean_direction, resolve_concepts, steer, unit
 from clapdex.search.results import ConceptWeight, QueryInfo, SearchResults
@@ -54,6 +56,9 @@ class Searcher:
                 source = ClapEncoder.from_settings
             encoder = source() if callable(source) and not hasattr(source, "embed_text") else source
             settings = self.store.settings
+            # An index built with a projection holds projected audio embeddings: project audio
+            # queries with its stored matrix too (text queries are never projected).
+            encoder = encoder_for_index(encoder, settings, index_path=self.store.root)
             if encoder.fingerprint != settings.encoder_fingerprint:
                 raise IndexMismatchError(
                     f"the model ({encoder.fingerprint}) is not the one index {self.store.root} was "

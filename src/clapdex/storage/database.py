@@ -12,18 +12,22 @@ so an interrupted run never leaves a half-indexed file behind.
 from __future__ import annotations
 
 import dataclasses
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
+from urllib.request import pathname2url
 
 import numpy as np
 import scipy.sparse as sp
 from sqlalchemy import create_engine, delete, event, func, insert, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session, sessionmaker
 
-from clapdex.errors import ClapdexError, IndexMismatchError, IndexNotFoundError
+from clapdex.errors import (ClapdexError, IndexDamagedError, IndexMismatchError,
+                            IndexNotFoundError, ReadOnlyIndexError)
 from clapdex.storage import concept_stats  # audit totals, kept in step with every write
 from clapdex.storage.schema import (SCHEMA_VERSION, Base, ConceptRow, FileRow, IndexSettingsRow,
                                     PostingRow, SegmentRow, utcnow)
@@ -57,6 +61,10 @@ class IndexSettings:
     max_concepts: int | None = None
     audio_mean: np.ndarray | None = None
     faiss_factory: str = "Flat"
+    # Optional linear projection applied to the audio embeddings before storage (d x d matrix and
+    # its Projection.content_hash); the encoder fingerprint then carries "+projection:<hash16>".
+    projection: np.ndarray | None = None
+    projection_hash: str | None = None
 
     # Settings whose change makes the stored data meaningless, with the command that rebuilds.
     _REBUILD = {
@@ -68,6 +76,7 @@ class IndexSettings:
         "vocabulary_hash": "clapdex reindex --vocab ...",
         "lam": "clapdex reindex --lambda ...",
         "max_concepts": "clapdex reindex --max-concepts ...",
+        "projection_hash": "clapdex index --rebuild",
     }
 
     def differences(self, other: "IndexSettings") -> list[str]:
@@ -100,13 +109,15 @@ class FileMeta:
     channels: int | None = None
 
 
-def _configure_sqlite(engine: Engine) -> None:
-    """DIALECT SPOT: the only SQLite-specific settings. WAL for concurrent readers, FKs on."""
+def _configure_sqlite(engine: Engine, read_only: bool = False) -> None:
+    """DIALECT SPOT: the only SQLite-specific settings. WAL for concurrent readers, FKs on.
+    A read-only index keeps its journal mode: switching to WAL creates files beside the database."""
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):  # pragma: no cover - trivial
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        if not read_only:
+            cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=30000")
@@ -121,19 +132,74 @@ def _database_url(root: Path) -> str:
     return f"sqlite:///{root / DB_FILE}"
 
 
-def _make_engine(url: str) -> Engine:
+def _is_writable(root: Path) -> bool:
+    """Whether SQLite can write the index in `root`: its folder (the -wal, -shm and journal files
+    live beside the database) and the database file itself."""
+    database = root / DB_FILE
+    return os.access(root, os.W_OK) and (not database.exists() or os.access(database, os.W_OK))
+
+
+def _read_only_sqlite_url(root: Path) -> URL:
+    """The index's SQLite database opened read-only. In a folder we cannot write and without a
+    leftover -wal file it is opened immutable: SQLite cannot otherwise open a WAL-mode database
+    there (it would create the -shm file). A -wal file holds committed pages, so it is read."""
+    path = root / DB_FILE
+    query = {"mode": "ro", "uri": "true"}
+    if not os.access(root, os.W_OK) and not Path(f"{path}-wal").exists():
+        query["immutable"] = "1"
+    return URL.create("sqlite", database="file:" + pathname2url(str(path.absolute())), query=query)
+
+
+def _make_engine(url: str | URL, root: Path, read_only: bool = False) -> Engine:
     engine = create_engine(url, future=True)
     if engine.dialect.name == "sqlite":
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, read_only)
+    _translate_errors(engine, root)
     return engine
+
+
+def _reason(error: BaseException) -> str:
+    """The driver's own message of a database error, on one line (no SQL, no links)."""
+    original = getattr(error, "orig", None) or error
+    return " ".join(str(original).split()) or type(original).__name__
+
+
+def _damaged(root: Path, reason: str) -> IndexDamagedError:
+    return IndexDamagedError(f"index {root} is damaged ({reason}); rebuild it with: "
+                             f"clapdex index --rebuild --index {root} FOLDER")
+
+
+def _translate_errors(engine: Engine, root: Path) -> None:
+    """SQLite errors that mean the index cannot be used as it is (a corrupt file, a write to a
+    read-only index) become one-line ClapdexErrors, wherever in a command they surface."""
+
+    @event.listens_for(engine, "handle_error")
+    def _on_error(context):
+        name = getattr(context.original_exception, "sqlite_errorname", "") or ""
+        if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+            raise _damaged(root, _reason(context.original_exception))
+        if name.startswith("SQLITE_READONLY"):
+            raise ReadOnlyIndexError(f"index {root} is read-only "
+                                     f"({_reason(context.original_exception)}); this command "
+                                     f"needs to write it")
+
+
+def _open_error(root: Path, error: DatabaseError) -> ClapdexError:
+    """Why an existing index could not be opened, as a one-line error."""
+    name = getattr(error.orig, "sqlite_errorname", None)
+    if name is None or name.startswith(("SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH",
+                                        "SQLITE_IOERR", "SQLITE_BUSY", "SQLITE_LOCKED")):
+        return ClapdexError(f"cannot open index {root} ({_reason(error)})")
+    return _damaged(root, _reason(error))  # not a database, no tables, a malformed file
 
 
 class IndexStore:
     """An open index. Use `create` or `open`, then `close` (or use it as a context manager)."""
 
-    def __init__(self, root: Path, engine: Engine):
+    def __init__(self, root: Path, engine: Engine, read_only: bool = False):
         self.root = root
         self.engine = engine
+        self.read_only = read_only  # the folder cannot be written: opened read-only, without WAL
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._settings: IndexSettings | None = None
 
@@ -144,6 +210,28 @@ class IndexStore:
         root = Path(root)
         return (root / DB_FILE).exists() or (root / URL_FILE).exists()
 
+    @staticmethod
+    def require_writable(root: str | Path) -> None:
+        """Raise a one-line ClapdexError unless an index can be created or changed at `root`.
+        Commands that write call this before any work."""
+        root = Path(root)
+        if root.exists() and not root.is_dir():
+            raise ClapdexError(f"{root} is a file, not an index folder")
+        if (root / URL_FILE).exists():
+            return  # a database server decides who may write
+        if root.is_dir():
+            if not _is_writable(root):
+                raise ReadOnlyIndexError(f"index {root} is read-only (its folder or database "
+                                         f"cannot be written); this command needs to write it")
+            return
+        parent = root.absolute().parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise ClapdexError(f"cannot create index folder {root}: {parent} is a file")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ReadOnlyIndexError(f"cannot create index folder {root}: permission denied")
+
     @classmethod
     def create(cls, root: str | Path, settings: IndexSettings, concept_names: Sequence[str],
                concept_embeddings: np.ndarray, database_url: str | None = None) -> "IndexStore":
@@ -153,10 +241,15 @@ class IndexStore:
             raise ClapdexError(f"an index already exists at {root}")
         if len(concept_names) != len(concept_embeddings):
             raise ValueError("one embedding per concept name is required")
-        root.mkdir(parents=True, exist_ok=True)
+        cls.require_writable(root)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ClapdexError(f"cannot create index folder {root}: "
+                               f"{(error.strerror or str(error)).lower()}") from None
         if database_url:
             (root / URL_FILE).write_text(database_url + "\n")
-        engine = _make_engine(_database_url(root))
+        engine = _make_engine(_database_url(root), root)
         Base.metadata.create_all(engine)
         store = cls(root, engine)
         with store.session() as session, session.begin():
@@ -168,13 +261,29 @@ class IndexStore:
         return store
 
     @classmethod
-    def open(cls, root: str | Path) -> "IndexStore":
+    def open(cls, root: str | Path, write: bool = False) -> "IndexStore":
+        """Open an existing index. A folder that cannot be written is opened read-only (every
+        read works, a write raises ReadOnlyIndexError); `write` refuses such a folder up front.
+        A damaged database raises IndexDamagedError naming the rebuild command."""
         root = Path(root)
+        if root.exists() and not root.is_dir():
+            raise IndexNotFoundError(f"{root} is a file, not an index folder")
         if not cls.exists(root):
             raise IndexNotFoundError(
                 f"no index at {root}; create one with: clapdex index --index {root} FOLDER")
-        store = cls(root, _make_engine(_database_url(root)))
-        version = store._settings_row().schema_version
+        if write:
+            cls.require_writable(root)
+        read_only = not (root / URL_FILE).exists() and not _is_writable(root)
+        url = _read_only_sqlite_url(root) if read_only else _database_url(root)
+        store = cls(root, _make_engine(url, root, read_only), read_only)
+        try:
+            version = store._settings_row().schema_version
+        except DatabaseError as error:
+            store.close()
+            raise _open_error(root, error) from None
+        except BaseException:
+            store.close()
+            raise
         if version != SCHEMA_VERSION:
             store.close()
             raise IndexMismatchError(
@@ -188,7 +297,7 @@ class IndexStore:
         the folder and a database.url. Used by `clapdex index --rebuild`."""
         root = Path(root)
         if (root / URL_FILE).exists():
-            engine = _make_engine(_database_url(root))
+            engine = _make_engine(_database_url(root), root)
             try:
                 Base.metadata.drop_all(engine)
             finally:
@@ -228,7 +337,7 @@ class IndexStore:
         with self.session() as session:
             row = session.get(IndexSettingsRow, 1)
         if row is None:
-            raise IndexMismatchError(f"index {self.root} has no settings row; it is damaged")
+            raise _damaged(self.root, "no settings row")
         return row
 
     @property
@@ -236,12 +345,15 @@ class IndexStore:
         if self._settings is None:
             row = self._settings_row()
             mean = None if row.audio_mean is None else from_blob(row.audio_mean).astype(np.float64)
+            projection = (None if row.projection is None else
+                          from_blob(row.projection).reshape(row.dimension, row.dimension).copy())
             self._settings = IndexSettings(
                 encoder_fingerprint=row.encoder_fingerprint, dimension=row.dimension,
                 sample_rate=row.sample_rate, window_seconds=row.window_seconds,
                 hop_seconds=row.hop_seconds, vocabulary_name=row.vocabulary_name,
                 vocabulary_hash=row.vocabulary_hash, lam=row.lam, max_concepts=row.max_concepts,
-                audio_mean=mean, faiss_factory=row.faiss_factory)
+                audio_mean=mean, faiss_factory=row.faiss_factory, projection=projection,
+                projection_hash=row.projection_hash)
         return self._settings
 
     def update_settings(self, session: Session | None = None, **changes) -> None:
@@ -607,6 +719,8 @@ def _settings_to_columns(settings: IndexSettings) -> dict:
     values = {field.name: getattr(settings, field.name) for field in dataclasses.fields(settings)}
     mean = values.pop("audio_mean")
     values["audio_mean"] = None if mean is None else to_blob(mean)
+    projection = values.pop("projection")
+    values["projection"] = None if projection is None else to_blob(projection)
     return values
 
 

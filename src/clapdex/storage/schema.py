@@ -14,8 +14,9 @@ from sqlalchemy import (BigInteger, Boolean, DateTime, Float, ForeignKey, Index,
                         LargeBinary, String, Text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 2  # 2: concept_stats / corpus_stats tables, segments.fidelity index, covering
+SCHEMA_VERSION = 3  # 2: concept_stats / corpus_stats tables, segments.fidelity index, covering
                     #    (concept_id, weight, segment_id) postings index (audit)
+                    # 3: index_settings.projection / projection_hash (optional linear projection)
 
 
 def utcnow() -> datetime:
@@ -44,6 +45,10 @@ class IndexSettingsRow(Base):
     max_concepts: Mapped[int | None] = mapped_column(Integer, nullable=True)  # "at most N" mode
     audio_mean: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # mu_A, float32
     faiss_factory: Mapped[str] = mapped_column(String(256), default="Flat")
+    # The linear projection (`clapdex finetune`) applied to every stored embedding: d x d float32,
+    # row-major, and its Projection.content_hash. NULL: embeddings are the model's own.
+    projection: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    projection_hash: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
