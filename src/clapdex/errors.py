@@ -44,3 +44,11 @@ class IndexMismatchError(ClapdexError):
 
 class QueryError(ClapdexError):
     """A search or audit query that cannot be answered as written."""
+
+
+class IndexDamagedError(ClapdexError):
+    """The index's database cannot be read as a clapdex index (corrupt, empty, not a database)."""
+
+
+class ReadOnlyIndexError(ClapdexError):
+    """A command that writes was given an index (or a place for one) that cannot be written."""
