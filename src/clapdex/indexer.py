@@ -95,7 +95,8 @@ def find_audio_files(paths: Iterable[str | os.PathLike],
     "._" companions). Files named directly are taken whatever their extension. Symlinks are
     followed; a folder already visited (a symlink loop) is not entered twice, and a file reached
     twice is listed once. A path that does not exist raises PathNotFoundError; an unreadable
-    folder is reported through `on_error(path, reason)` and skipped.
+    folder, and a symlink with an audio name that leads nowhere, are reported through
+    `on_error(path, reason)` and skipped.
     """
     from clapdex.audio import AUDIO_EXTENSIONS
 
@@ -138,12 +139,15 @@ def find_audio_files(paths: Iterable[str | os.PathLike],
             for entry in entries:
                 if entry.name.startswith("."):
                     continue
+                is_audio_name = os.path.splitext(entry.name)[1].lower() in AUDIO_EXTENSIONS
                 try:
                     if entry.is_dir(follow_symlinks=True):
                         subfolders.append(entry.path)
-                    elif (entry.is_file(follow_symlinks=True)
-                          and os.path.splitext(entry.name)[1].lower() in AUDIO_EXTENSIONS):
+                    elif entry.is_file(follow_symlinks=True) and is_audio_name:
                         take(entry.path)
+                    elif is_audio_name and entry.is_symlink() and not os.path.exists(entry.path):
+                        if on_error:  # dangling, or a loop: say so rather than drop it silently
+                            on_error(entry.path, "broken symlink")
                 except OSError:
                     continue
             stack.extend(reversed(subfolders))  # pop() then visits them in sorted order
@@ -633,8 +637,9 @@ def _reuse(store: IndexStore, summary: IndexSummary, meta: FileMeta) -> bool:
         store.move_file(vanished[0].path, meta)
         summary.moved += 1
     else:
-        store.copy_file(sources[0].path, meta)
+        _, segment_ids = store.copy_file(sources[0].path, meta)
         summary.copied += 1
+        summary.segments_added += len(segment_ids)
     return True
 
 
