@@ -48,6 +48,8 @@ DEFAULT_TOL = 1e-10
 FIRST_WORKING_SET = 32   # concepts in the first working set (most rows need 10–40)
 MIN_GROWTH = 16          # violators added per round, at least; else as many as the support holds
 MAX_ROUNDS = 200
+DEFAULT_REL_PRECISION = 1e-3  # target-sparsity mode: neighbouring grid values of lam differ by 0.1 %
+WALK_RATIO = 0.7              # target-sparsity mode: lam shrinks by about this factor per walk step
 
 
 def lambda_max(correlations: np.ndarray) -> np.ndarray:
@@ -88,18 +90,16 @@ def nonneg_lasso(gram: np.ndarray, correlations: np.ndarray, lam, *, tol: float 
     vector. lam: a number or one per row (n,). warm_start: optional (n, K) non-negative weights
     to start from (e.g. the solution for a nearby lam). Returns (n, K) float64 ((K,) for 1-d input).
     """
-    gram = np.ascontiguousarray(gram, dtype=np.float64)
     single = np.ndim(correlations) == 1
     b = np.ascontiguousarray(np.atleast_2d(np.asarray(correlations, dtype=np.float64)))
     n, k = b.shape
-    if gram.shape != (k, k):
-        raise DecompositionError(f"Gram matrix has shape {gram.shape}, expected ({k}, {k})")
+    gram = _checked_gram(gram, k)
     lam = np.asarray(lam, dtype=np.float64)
     if lam.ndim == 0:
         lam = np.full(n, float(lam))
     if lam.shape != (n,):
         raise DecompositionError(f"lam must be a number or one value per row ({n}), got shape {lam.shape}")
-    for name, arr in (("correlations", b), ("lam", lam), ("Gram matrix", gram)):
+    for name, arr in (("correlations", b), ("lam", lam)):
         if not np.all(np.isfinite(arr)):
             raise DecompositionError(f"{name} contains NaN or infinite values")
     if np.any(lam < 0):
@@ -110,53 +110,93 @@ def nonneg_lasso(gram: np.ndarray, correlations: np.ndarray, lam, *, tol: float 
         w = np.array(np.atleast_2d(warm_start), dtype=np.float64, order="C")
         if w.shape != (n, k) or not np.all(np.isfinite(w)) or np.any(w < 0):
             raise DecompositionError("warm_start must be finite, non-negative and shaped like correlations")
+    _solve_in_place(gram, b, lam, w, tol)
+    return w[0] if single else w
+
+
+def _checked_gram(gram, k: int) -> np.ndarray:
+    gram = np.ascontiguousarray(gram, dtype=np.float64)
+    if gram.shape != (k, k):
+        raise DecompositionError(f"Gram matrix has shape {gram.shape}, expected ({k}, {k})")
+    if not np.all(np.isfinite(gram)):
+        raise DecompositionError("Gram matrix contains NaN or infinite values")
+    return gram
+
+
+def _solve_in_place(gram, b, lam, w, tol) -> None:
+    """The solver on checked, contiguous float64 inputs; w (the warm start) becomes the solution."""
+    n, k = b.shape
     if n and k:
         rounds = np.zeros(n, dtype=np.int64)
         _solve_batch(gram, b, lam, w, float(tol), FIRST_WORKING_SET, MIN_GROWTH, rounds)
         if np.any(rounds < 0):
             warnings.warn(f"nonneg_lasso: {int((rounds < 0).sum())} of {n} rows stopped before meeting "
                           f"the KKT tolerance {tol:g} (numerically ill-conditioned dictionary?)",
-                          RuntimeWarning, stacklevel=2)
-    return w[0] if single else w
+                          RuntimeWarning, stacklevel=3)
+
+
+def lambda_on_grid(lam_max, steps, rel_precision: float = DEFAULT_REL_PRECISION) -> np.ndarray:
+    """The target-sparsity grid: lam_max·(1 + rel_precision)^(−steps), elementwise."""
+    return np.asarray(lam_max, dtype=np.float64) * np.exp(-np.asarray(steps) * np.log1p(rel_precision))
 
 
 def nonneg_lasso_max_concepts(gram: np.ndarray, correlations: np.ndarray, max_concepts: int, *,
                               tol: float = DEFAULT_TOL, lam_floor: float = 1e-4,
-                              rel_precision: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+                              rel_precision: float = DEFAULT_REL_PRECISION,
+                              walk_ratio: float = WALK_RATIO) -> tuple[np.ndarray, np.ndarray]:
     """Per row, the least-regularised solution with at most `max_concepts` non-zero weights.
 
-    Bisection on lam (geometric, per row, warm-started from the sparser side) between
-    lam_floor·λ_max and λ_max, to a relative precision `rel_precision`; the answer is the solution
-    at the upper end of the final bracket, which always has <= max_concepts non-zeros. If even
-    lam_floor·λ_max gives <= max_concepts non-zeros, that solution is returned.
-    Returns (weights (n, K), lam_used (n,)).
+    lam is searched on the geometric grid λ_j = λ_max·(1 + rel_precision)^(−j) (`lambda_on_grid`),
+    from j = 0 (λ_max, where w = 0) down to the first grid point at or below lam_floor·λ_max:
+      1. walk down the path in strides of about `walk_ratio`, each solve warm-started from the
+         previous one, until a grid point gives more than `max_concepts` non-zeros;
+      2. bisect on the grid between the last point that fits and that one, warm-started from the
+         side that fits, until they are neighbours.
+    The answer is the exact solution at the last point that fits, λ_j, and solving at the next grid
+    point λ_{j+1} = λ_j/(1 + rel_precision) gives more than `max_concepts` non-zeros. If the walk
+    reaches the floor and it still fits, the floor's solution is returned. Supports stay near
+    `max_concepts` in every solve, so the mode costs a few fixed-lam solves, not one at the floor.
+    Returns (weights (n, K), lam_used (n,)); lam_used is 0 for rows with λ_max = 0 (w = 0).
     """
     if isinstance(max_concepts, bool) or int(max_concepts) != max_concepts or max_concepts < 1:
         raise DecompositionError(f"max_concepts must be a positive integer, got {max_concepts!r}")
+    if not (0 < lam_floor < 1 and 0 < rel_precision and 0 < walk_ratio < 1):
+        raise DecompositionError("need 0 < lam_floor < 1, rel_precision > 0 and 0 < walk_ratio < 1")
     b = np.atleast_2d(np.asarray(correlations, dtype=np.float64))
+    n, k = b.shape
+    gram = _checked_gram(gram, k)
     if not np.all(np.isfinite(b)):
         raise DecompositionError("correlations contains NaN or infinite values")
-    n, k = b.shape
     lmax = lambda_max(b)
-    hi = lmax.copy()                     # at lam = λ_max, w = 0: always fits
-    w_hi = np.zeros((n, k))
-    lo = lmax * lam_floor
+    floor = int(np.ceil(np.log(1.0 / lam_floor) / np.log1p(rel_precision)))   # grid index of the floor
+    stride = max(1, int(round(np.log(1.0 / walk_ratio) / np.log1p(rel_precision))))
+    fit = np.zeros(n, dtype=np.int64)         # grid index of the smallest lam known to fit (0: λ_max)
+    too_many = np.full(n, -1, dtype=np.int64)  # grid index known to give too many; -1: none yet
+    lam_fit = lmax.copy()                     # λ at that index (0 where λ_max = 0)
+    w_fit = np.zeros((n, k))                  # the exact solution at lam_fit
+
+    def solve_and_sort(rows, steps):
+        """Solve rows at grid indices `steps`; record each as fitting or as giving too many."""
+        lam = lambda_on_grid(lmax[rows], steps, rel_precision)
+        w = np.ascontiguousarray(w_fit[rows])  # warm start from the side that fits
+        _solve_in_place(gram, np.ascontiguousarray(b[rows]), lam, w, tol)
+        fits = np.count_nonzero(w, axis=1) <= max_concepts
+        fit[rows[fits]] = steps[fits]
+        lam_fit[rows[fits]] = lam[fits]
+        w_fit[rows[fits]] = w[fits]
+        too_many[rows[~fits]] = steps[~fits]
+        return fits
+
     rows = np.flatnonzero(lmax > 0)
-    if rows.size:
-        w_lo = nonneg_lasso(gram, b[rows], lo[rows], tol=tol)
-        fits = np.count_nonzero(w_lo, axis=1) <= max_concepts
-        hi[rows[fits]] = lo[rows[fits]]
-        w_hi[rows[fits]] = w_lo[fits]
-        rows = rows[~fits]
-    steps = int(np.ceil(np.log2(np.log(1.0 / lam_floor) / np.log1p(rel_precision))))
-    for _ in range(steps if rows.size else 0):
-        mid = np.sqrt(hi[rows] * lo[rows])
-        w_mid = nonneg_lasso(gram, b[rows], mid, tol=tol, warm_start=w_hi[rows])
-        fits = np.count_nonzero(w_mid, axis=1) <= max_concepts
-        hi[rows[fits]] = mid[fits]
-        w_hi[rows[fits]] = w_mid[fits]
-        lo[rows[~fits]] = mid[~fits]
-    return w_hi, hi
+    while rows.size:  # 1. walk down the path
+        steps = np.minimum(fit[rows] + stride, floor)
+        fits = solve_and_sort(rows, steps)
+        rows = rows[fits & (steps < floor)]
+    rows = np.flatnonzero(too_many > fit + 1)
+    while rows.size:  # 2. bisect on the grid until the bracket ends are neighbours
+        solve_and_sort(rows, (fit[rows] + too_many[rows]) // 2)
+        rows = rows[too_many[rows] > fit[rows] + 1]
+    return w_fit, lam_fit
 
 
 # --- compiled kernel -----------------------------------------------------------------------------
