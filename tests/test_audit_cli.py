@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from audit_fixtures import build_index
-from clapdex.audit import all_pairs, audit, file_profile, poorly_explained, prevalence
+from clapdex.audit import all_pairs, audit, file_profile, partners, poorly_explained, prevalence
 from clapdex.cli import main
 
 
@@ -144,3 +144,111 @@ def test_bad_input_is_one_line_error(index, args, message):
 def test_missing_index_is_a_clear_error(tmp_path):
     out = CliRunner().invoke(main, ["concepts", "--index", str(tmp_path / "none")])
     assert out.exit_code == 1 and out.output.startswith("error: no index at")
+
+
+# ---- human output: times, paths, plurals (a hand-made index with awkward files) ------------------
+
+ODD = "odd\nname\x1b[31m.wav"   # a newline and a terminal escape in a file name
+CONCEPT_IDS = {"dog": 0, "cat": 1, "rock and roll": 2}
+
+
+@pytest.fixture(scope="module")
+def awkward(tmp_path_factory):
+    """A 0.3 s clip with an odd name, a file past one hour, a mix, and a file that failed."""
+    from audit_fixtures import decomposition, settings
+    from clapdex.storage.database import FileMeta, IndexStore
+
+    root = tmp_path_factory.mktemp("awkward")
+    (root / "sub").mkdir()
+    store = IndexStore.create(root / "index", settings(), list(CONCEPT_IDS), np.eye(3, 4, dtype="f4"))
+    files = [(ODD, 0.3, [(0.0, 0.3, {"dog": 0.4}, 0.3)]),
+             ("long.wav", 3725.0, [(3720.0, 3722.0, {"cat": 0.25}, 0.45),
+                                   (3723.0, 3725.0, {"cat": 0.5}, 0.9)]),
+             ("mix.wav", 2.0, [(0.0, 2.0, {"rock and roll": 0.5, "dog": 0.2}, 0.9)])]
+    for name, duration, segments in files:
+        weights = np.zeros((len(segments), len(CONCEPT_IDS)))
+        for i, (_, _, concepts, _) in enumerate(segments):
+            for concept, weight in concepts.items():
+                weights[i, CONCEPT_IDS[concept]] = weight
+        store.add_file(FileMeta(str(root / name), size=1, mtime_ns=1, duration=duration),
+                       np.array([s[0] for s in segments]), np.array([s[1] for s in segments]),
+                       np.ones((len(segments), 4), dtype="f4"),
+                       decomposition(weights, np.array([s[3] for s in segments])))
+    store.record_error(FileMeta(str(root / "empty.wav"), size=0, mtime_ns=1),
+                       "AudioError: no audio samples")
+    store.close()
+    return root
+
+
+def test_one_match_is_singular_and_short_clips_keep_tenths(awkward):
+    out = run(awkward / "index", "audit", "--count", "'rock and roll'")
+    assert out.exit_code == 0 and out.output == "1 segment in 1 file\n"
+    out = run(awkward / "index", "audit", "dog")
+    odd = str(awkward / "odd\\nname\\x1b[31m.wav")
+    assert out.output.splitlines() == [
+        "2 segments in 2 files match dog",
+        odd, "  00:00.0–00:00.3  score 0.40  dog 0.40",
+        str(awkward / "mix.wav"), "  00:00–00:02  score 0.20  dog 0.20"]
+
+
+def test_show_prints_clock_times_and_an_escaped_path(awkward):
+    out = run(awkward / "index", "show", str(awkward / ODD))
+    assert out.exit_code == 0, out.output
+    assert out.output.splitlines() == [
+        str(awkward / "odd\\nname\\x1b[31m.wav") + " (00:00.3), 1 segment",
+        "  00:00.0–00:00.3  fidelity 0.30  dog 0.40"]
+    out = run(awkward / "index", "show", "long.wav")
+    assert out.output.splitlines() == [
+        str(awkward / "long.wav") + " (1:02:05), 2 segments",
+        "  1:02:00–1:02:02  fidelity 0.45  cat 0.25",
+        "  1:02:03–1:02:05  fidelity 0.90  cat 0.50"]
+
+
+def test_poorly_explained_lines(awkward):
+    out = run(awkward / "index", "audit", "--poorly-explained", "--below", "0.5")
+    assert out.output.splitlines() == [
+        "2 segments with fidelity below 0.5",
+        f"  fidelity 0.30  00:00.0–00:00.3  {awkward}/odd\\nname\\x1b[31m.wav  closest: dog 0.40",
+        f"  fidelity 0.45  1:02:00–1:02:02  {awkward}/long.wav  closest: cat 0.25"]
+    out = run(awkward / "index", "audit", "--poorly-explained", "--below", "0.4", "--count")
+    assert out.output == "1 segment with fidelity below 0.4\n"
+
+
+def test_json_keeps_raw_absolute_paths_and_float_seconds(awkward):
+    rows = ndjson(run(awkward / "index", "show", str(awkward / ODD), "--json").output)
+    assert rows == [{"path": str(awkward / ODD), "start": 0.0, "end": 0.3,
+                     "fidelity": pytest.approx(0.3), "concepts": "dog=0.4"}]
+    for args in (["audit", "dog"], ["audit", "--poorly-explained"]):
+        for row in ndjson(run(awkward / "index", *args, "--json").output):
+            assert row["path"].startswith(str(awkward) + "/")
+            assert isinstance(row["start"], float) and isinstance(row["end"], float)
+
+
+def test_show_names_the_file_that_failed(awkward, monkeypatch):
+    monkeypatch.chdir(awkward / "sub")
+    out = run(awkward / "index", "show", "../empty.wav")
+    assert out.exit_code == 1
+    assert out.output == f"error: {awkward}/empty.wav could not be indexed: AudioError: no audio samples\n"
+
+
+def test_cooccur_takes_one_concept_name(awkward, index):
+    out = run(awkward / "index", "audit", "--cooccur", "rock and roll", "--min-count", "1", "--json")
+    assert out.exit_code == 0, out.output     # a name that reads as an expression
+    assert [r["concept_b"] for r in ndjson(out.output)] == ["dog"]
+    store, _, root = index
+    quoted = run(root, "audit", "--cooccur", "'dog bark'", "--json")
+    expected = [p.to_row() for p in partners(store, "dog bark", limit=100)]
+    assert expected and ndjson(quoted.output) == expected
+    for expression in ("dog AND siren", "dog:0.2", "dog OR (cat"):
+        out = run(root, "audit", expression, "--cooccur")
+        assert out.exit_code == 1
+        assert out.output == f"error: --cooccur takes one concept name, not {expression!r}\n"
+
+
+def test_tables_show_two_decimals(index):
+    _, _, root = index
+    for args in (["concepts"], ["audit", "--cooccur", "--min-count", "2"]):
+        lines = run(root, *args).output.splitlines()
+        assert len(lines) > 1
+        last = lines[1].split()[-1]
+        assert last.count(".") == 1 and len(last.split(".")[1]) == 2, lines[1]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from clapdex.cli.format import display_path, format_time, format_time_range
+from clapdex.cli.format import display_path, format_time, format_time_range, plural
 from clapdex.printable import one_line
 
 
@@ -92,3 +92,8 @@ def test_display_path_takes_path_objects_and_bytes():
 
 def test_one_line_escapes_error_texts_too():
     assert one_line("could not decode\nffmpeg: \x1b[1mbad") == "could not decode\\nffmpeg: \\x1b[1mbad"
+
+
+def test_plural():
+    assert plural(1, "file") == "1 file" and plural(0, "file") == "0 files"
+    assert plural(60, "segment") == "60 segments" and plural(2, "match", "matches") == "2 matches"

@@ -54,7 +54,7 @@ def _table(rows: list[dict], columns: list[tuple[str, str]], caption: str = "") 
 
     def cell(value) -> str:
         if isinstance(value, float):
-            return f'<td class="num">{value:.3f}</td>'
+            return f'<td class="num">{value:.2f}</td>'  # as in the CLI tables
         if isinstance(value, int):
             return f'<td class="num">{value}</td>'
         return f"<td>{html.escape(str(value))}</td>"

@@ -1,4 +1,8 @@
-"""CLI verbs for auditing a collection: concepts, audit, show, report (thin layer over clapdex.audit)."""
+"""CLI verbs for auditing a collection: concepts, audit, show, report (thin layer over clapdex.audit).
+
+Human output shows times as mm:ss ranges, paths with non-printable characters escaped and numbers
+with 2 decimals; --json and --csv keep the raw values (absolute paths, float seconds).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,9 @@ from typing import Iterator
 import click
 
 from clapdex.cli.common import emit_json, emit_ndjson, index_option, json_option, resolve_index_path
+from clapdex.cli.format import display_path, format_time, format_time_range, plural
 from clapdex.errors import QueryError
+from clapdex.printable import one_line
 
 csv_option = click.option("--csv", "csv_path", metavar="PATH", type=click.Path(dir_okay=False),
                           default=None, help="Write the rows to a CSV file instead of printing them.")
@@ -26,9 +32,9 @@ def _open_store(index_path: str | None) -> Iterator:
 
 
 def _table(rows: list[dict], columns: list[tuple[str, str]]) -> None:
-    """Print rows as aligned columns: columns = [(key, header)]; floats shown with 3 decimals."""
+    """Print rows as aligned columns: columns = [(key, header)]; floats shown with 2 decimals."""
     def cell(value) -> str:
-        return f"{value:.3f}" if isinstance(value, float) else str(value)
+        return f"{value:.2f}" if isinstance(value, float) else one_line(str(value))
 
     cells = [[cell(row[key]) for key, _ in columns] for row in rows]
     widths = [max([len(header)] + [len(c[i]) for c in cells]) for i, (_, header) in enumerate(columns)]
@@ -52,7 +58,7 @@ def _output(rows: list[dict], as_json: bool, csv_path: str | None, columns) -> N
         from clapdex.audit.export import write_csv
 
         count = write_csv(rows, csv_path)
-        click.echo(f"wrote {count} rows to {csv_path}", err=True)
+        click.echo(f"wrote {plural(count, 'row')} to {display_path(csv_path)}", err=True)
     elif as_json:
         emit_ndjson(rows)
     elif rows:
@@ -60,7 +66,18 @@ def _output(rows: list[dict], as_json: bool, csv_path: str | None, columns) -> N
 
 
 def _concept_list(pairs: list[tuple[str, float]]) -> str:
-    return ", ".join(f"{name} {weight:.2f}" for name, weight in pairs)
+    return ", ".join(f"{one_line(name)} {weight:.2f}" for name, weight in pairs)
+
+
+def _segments_in_files(n_segments: int, n_files: int) -> str:
+    return f"{plural(n_segments, 'segment')} in {plural(n_files, 'file')}"
+
+
+def _ranges(segments) -> list[str]:
+    """Each segment's time range, padded to a common width so the columns after it line up."""
+    ranges = [format_time_range(s.start, s.end) for s in segments]
+    width = max(map(len, ranges), default=0)
+    return [r.ljust(width) for r in ranges]
 
 
 # ---- concepts ------------------------------------------------------------------------------------
@@ -140,32 +157,51 @@ def _matches(store, expression, count_only, limit, as_json, csv_path):
         if as_json:
             emit_json({"segments": n_segments, "files": n_files})
         else:
-            click.echo(f"{n_segments} segments in {n_files} files")
+            click.echo(_segments_in_files(n_segments, n_files))
         return
     result = audit(store, expression, limit=limit or None)
     if as_json or csv_path:
         _output([m.to_row() for m in result.matches], as_json, csv_path, None)
         return
     shown = "" if len(result.matches) == result.n_segments else f" (showing the best {len(result.matches)})"
-    click.echo(f"{result.n_segments} segments in {result.n_files} files match {expression}{shown}")
+    click.echo(f"{_segments_in_files(result.n_segments, result.n_files)} match "
+               f"{one_line(expression)}{shown}")
     for path, segments in result.by_file():
-        click.echo(path)
-        for m in segments:
-            click.echo(f"  {m.start:8.2f}-{m.end:<8.2f} score {m.score:.3f}  "
+        click.echo(display_path(path))
+        for m, span in zip(segments, _ranges(segments)):
+            click.echo(f"  {span}  score {m.score:.2f}  "
                        f"{_concept_list(list(m.weights.items()))}".rstrip())
 
 
 def _cooccur(store, concept, min_count, limit, as_json, csv_path):
     from clapdex.audit.cooccurrence import all_pairs, partners
 
-    pairs = (partners(store, concept, min_count=min_count, limit=limit or None) if concept
-             else all_pairs(store, min_count=min_count, limit=limit or None))
+    pairs = (partners(store, _one_concept(store, concept), min_count=min_count, limit=limit or None)
+             if concept else all_pairs(store, min_count=min_count, limit=limit or None))
     _output([p.to_row() for p in pairs], as_json, csv_path,
             [("concept_a", "concept"), ("concept_b", "with"), ("count", "together"),
              ("count_a", "n a"), ("count_b", "n b"), ("lift", "lift")])
     if not pairs and not as_json:
         click.echo(f"no pair occurs together more than chance in at least {min_count} segments",
                    err=True)
+
+
+def _one_concept(store, text: str) -> str:
+    """The concept name given to --cooccur: one name, quoted or not; an expression is refused."""
+    from clapdex.audit.concepts import ConceptLookup, UnknownConceptError
+    from clapdex.audit.expression import ExpressionError, Term, parse
+
+    try:
+        node = parse(text)
+    except ExpressionError:
+        node = None
+    if isinstance(node, Term) and node.min_weight is None:
+        return node.name
+    try:  # a vocabulary name that reads as an expression, e.g. rock and roll
+        ConceptLookup.load(store).id_of(text)
+        return text
+    except UnknownConceptError:
+        raise QueryError(f"--cooccur takes one concept name, not {text!r}") from None
 
 
 def _poorly_explained(store, below, count_only, limit, as_json, csv_path):
@@ -176,12 +212,13 @@ def _poorly_explained(store, below, count_only, limit, as_json, csv_path):
         if as_json:
             emit_json({"segments": total})
         else:
-            click.echo(f"{total} segments with fidelity below {below}")
+            click.echo(f"{plural(total, 'segment')} with fidelity below {below:g}")
         return
     if not (as_json or csv_path):
-        click.echo(f"{total} segments with fidelity below {below}")
-        for r in rows:
-            click.echo(f"{r.fidelity:.3f}  {r.path}  {r.start:.2f}-{r.end:.2f}  closest: "
+        shown = "" if len(rows) == total else f" (showing the lowest {len(rows)})"
+        click.echo(f"{plural(total, 'segment')} with fidelity below {below:g}{shown}")
+        for r, span in zip(rows, _ranges(rows)):
+            click.echo(f"  fidelity {r.fidelity:.2f}  {span}  {display_path(r.path)}  closest: "
                        f"{_concept_list(r.concepts) or '(none)'}")
         return
     _output([r.to_row() for r in rows], as_json, csv_path, None)
@@ -206,10 +243,11 @@ def show_command(file, top, index_path, as_json, csv_path):
     if as_json or csv_path:
         _output(rows, as_json, csv_path, None)
         return
-    duration = "" if profile.duration is None else f" ({profile.duration:.1f} s)"
-    click.echo(f"{profile.path}{duration}, {len(profile.segments)} segments")
-    for s in profile.segments:
-        click.echo(f"  {s.start:8.2f}-{s.end:<8.2f} fidelity {s.fidelity:.2f}  "
+    duration = ("" if profile.duration is None
+                else f" ({format_time(profile.duration, tenths=None, nearest=True)})")
+    click.echo(f"{display_path(profile.path)}{duration}, {plural(len(profile.segments), 'segment')}")
+    for s, span in zip(profile.segments, _ranges(profile.segments)):
+        click.echo(f"  {span}  fidelity {s.fidelity:.2f}  "
                    f"{_concept_list(s.concepts) or '(no concept)'}")
 
 
@@ -233,7 +271,8 @@ def report_command(output, top, n_files, index_path, as_json):
     if as_json:
         emit_json(summary)
     else:
-        click.echo(f"wrote {output} ({summary['files']} files, {summary['segments']} segments)")
+        click.echo(f"wrote {display_path(output)} "
+                   f"({plural(summary['files'], 'file')}, {plural(summary['segments'], 'segment')})")
 
 
 COMMANDS = [concepts_command, audit_command, show_command, report_command]

@@ -1,4 +1,4 @@
-"""Display helpers shared by the CLI verbs: times, time ranges and paths in human output.
+"""Display helpers shared by the CLI verbs: times, time ranges, paths and counts in human output.
 
 Only for text meant for people. JSON and CSV output keep raw values (float seconds, the path as
 indexed).
@@ -51,6 +51,11 @@ def display_path(path: str | bytes | os.PathLike) -> str:
     as \\t, ESC as \\x1b, other control characters as \\xNN; see clapdex.printable.one_line), so
     a file name cannot break a result over two lines or send terminal escape sequences."""
     return one_line(os.fsdecode(path))
+
+
+def plural(count: int, noun: str, plural_noun: str | None = None) -> str:
+    """"1 file", "60 segments", "0 files"; plural_noun for irregular nouns."""
+    return f"{count} {noun if count == 1 else plural_noun or noun + 's'}"
 
 
 def _round(value: float, direction: str) -> int:
