@@ -183,6 +183,8 @@ def awkward(tmp_path_factory):
 def test_one_match_is_singular_and_short_clips_keep_tenths(awkward):
     out = run(awkward / "index", "audit", "--count", "'rock and roll'")
     assert out.exit_code == 0 and out.output == "1 segment in 1 file\n"
+    out = run(awkward / "index", "audit", "'rock and roll'")
+    assert out.output.splitlines()[0] == "1 segment in 1 file matches 'rock and roll'"
     out = run(awkward / "index", "audit", "dog")
     odd = str(awkward / "odd\\nname\\x1b[31m.wav")
     assert out.output.splitlines() == [

@@ -164,7 +164,8 @@ def _matches(store, expression, count_only, limit, as_json, csv_path):
         _output([m.to_row() for m in result.matches], as_json, csv_path, None)
         return
     shown = "" if len(result.matches) == result.n_segments else f" (showing the best {len(result.matches)})"
-    click.echo(f"{_segments_in_files(result.n_segments, result.n_files)} match "
+    verb = "matches" if result.n_segments == 1 else "match"
+    click.echo(f"{_segments_in_files(result.n_segments, result.n_files)} {verb} "
                f"{one_line(expression)}{shown}")
     for path, segments in result.by_file():
         click.echo(display_path(path))
@@ -182,7 +183,8 @@ def _cooccur(store, concept, min_count, limit, as_json, csv_path):
             [("concept_a", "concept"), ("concept_b", "with"), ("count", "together"),
              ("count_a", "n a"), ("count_b", "n b"), ("lift", "lift")])
     if not pairs and not as_json:
-        click.echo(f"no pair occurs together more than chance in at least {min_count} segments",
+        click.echo(f"no pair occurs together more than chance in at least "
+                   f"{plural(min_count, 'segment')}",
                    err=True)
 
 
