@@ -219,6 +219,59 @@ def test_max_concepts_mode_respects_the_limit_and_is_deterministic():
     assert np.count_nonzero(nonneg_lasso_max_concepts(gram, b, 5)[0], axis=1).max() == 5
 
 
+def sparse_targets(rng, atoms, n, active=15, noise=0.3):
+    """Unit targets made of `active` random atoms with non-negative weights plus noise."""
+    k, d = atoms.shape
+    w = np.zeros((n, k))
+    for row in w:
+        row[rng.choice(k, active, replace=False)] = rng.exponential(1.0, active)
+    clean = w @ atoms
+    return unit_rows(clean + noise * unit_rows(rng.standard_normal((n, d))) * np.linalg.norm(clean, axis=1,
+                                                                                               keepdims=True))
+
+
+@pytest.mark.parametrize("walk_ratio", [0.5, 0.7, 0.9])
+@pytest.mark.parametrize("n_max", [3, 20])
+def test_max_concepts_is_exact_and_minimal_on_its_grid(walk_ratio, n_max):
+    rng = np.random.default_rng(5)
+    atoms = clustered_atoms(rng, 400, 96, clusters=40, spread=2.0)
+    z = sparse_targets(rng, atoms, 12)
+    gram, b = problem(atoms, z)
+    precision = 1e-3
+    w, lam_used = nonneg_lasso_max_concepts(gram, b, n_max, rel_precision=precision, walk_ratio=walk_ratio)
+    counts = np.count_nonzero(w, axis=1)
+    assert counts.max() <= n_max
+    assert counts.min() >= 1
+    # lam_used lies on the grid λ_max·(1 + precision)^(−j), above the floor
+    lmax = lambda_max(b)
+    steps = np.log(lmax / lam_used) / np.log1p(precision)
+    np.testing.assert_allclose(steps, np.round(steps), atol=1e-6)
+    assert np.all(lam_used > 1e-4 * lmax)
+    # exact: the weights are the fixed-lambda solution (solved from scratch) at the reported lambda
+    fixed = nonneg_lasso(gram, b, lam_used)
+    np.testing.assert_array_equal(w > 0, fixed > 0)
+    np.testing.assert_allclose(w, fixed, rtol=0, atol=1e-9)
+    assert kkt_violation(gram, b, w, lam_used).max() <= 1e-9
+    # minimal to the grid's precision: the next grid point gives more than n_max concepts
+    next_point = nonneg_lasso(gram, b, lam_used / (1 + precision))
+    assert np.all(np.count_nonzero(next_point, axis=1) > n_max)
+
+
+def test_max_concepts_returns_the_floor_when_the_limit_never_binds_and_zero_for_no_signal():
+    rng = np.random.default_rng(6)
+    atoms = random_atoms(rng, 60, 32)
+    z = unit_rows(rng.standard_normal((3, 32)))
+    gram, b = problem(atoms, z)
+    b[1] = -np.abs(b[1])  # no atom correlates positively: λ_max = 0, w = 0
+    w, lam_used = nonneg_lasso_max_concepts(gram, b, 60, lam_floor=1e-2)
+    lmax = lambda_max(b)
+    assert lam_used[1] == 0 and not w[1].any()
+    for row in (0, 2):
+        # the first grid point at or below the floor 1e-2·λ_max
+        assert 1e-2 * lmax[row] / 1.001 < lam_used[row] <= 1e-2 * lmax[row]
+        np.testing.assert_allclose(w[row], nonneg_lasso(gram, b[row], lam_used[row]), atol=1e-9)
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_rejects_non_finite_input(bad):
     gram = np.eye(3)
@@ -240,3 +293,7 @@ def test_rejects_bad_shapes_and_settings():
         nonneg_lasso(np.eye(3), np.ones((2, 3)), -0.1)
     with pytest.raises(DecompositionError):
         nonneg_lasso_max_concepts(np.eye(3), np.ones((2, 3)), 0)
+    with pytest.raises(DecompositionError):
+        nonneg_lasso_max_concepts(np.eye(4), np.ones((2, 3)), 2)
+    with pytest.raises(DecompositionError):
+        nonneg_lasso_max_concepts(np.eye(3), np.ones((2, 3)), 2, walk_ratio=1.0)
