@@ -12,7 +12,13 @@ does; on a subset of the batch (it is slow), timed per vector. Reported: vectors
 speed ratio, the largest relative objective gap (sklearn − ours)/ours on the subset (positive:
 ours is lower), support agreement with a tight-tolerance sklearn fit, KKT violation, peak memory.
 
+Target-sparsity mode: nonneg_lasso_max_concepts(N) on the first --mc-batch vectors, against
+nonneg_lasso at the fixed lam on the same vectors in the same run (baseline); best of --repeats
+runs each; reported: ms/vector for both and the ratio, the lam it picked, non-zeros, and its KKT
+violation at that lam.
+
     .venv/bin/python benchmarks/bench_decompose.py [--sizes 2000 10000] [--batch 2000] [--subset 50]
+        [--max-concepts 20] [--mc-batch 200] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -50,7 +56,35 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def bench(k: int, d: int, n: int, subset: int, lam: float) -> None:
+def best_time(func, repeats: int):
+    """(smallest wall time of `repeats` calls, result of the last call)."""
+    best, result = np.inf, None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = func()
+        best = min(best, time.perf_counter() - t0)
+    return best, result
+
+
+def bench_max_concepts(gram, b, lam: float, n_max: int, repeats: int) -> None:
+    from clapdex.concepts.solver import kkt_violation, nonneg_lasso, nonneg_lasso_max_concepts
+
+    n = b.shape[0]
+    nonneg_lasso_max_concepts(gram, b[:2], n_max)  # JIT warm-up / cache load, not timed
+    t_fixed, w_fixed = best_time(lambda: nonneg_lasso(gram, b, lam), repeats)
+    t_mc, (w, lam_used) = best_time(lambda: nonneg_lasso_max_concepts(gram, b, n_max), repeats)
+    nnz, nnz_fixed = np.count_nonzero(w, axis=1), np.count_nonzero(w_fixed, axis=1)
+    print(f"  max_concepts = {n_max} on {n} vectors (best of {repeats}):")
+    print(f"    baseline nonneg_lasso at lam = {lam}: {t_fixed / n * 1e3:.3f} ms/vector "
+          f"(non-zeros mean {nnz_fixed.mean():.1f})")
+    print(f"    nonneg_lasso_max_concepts:          {t_mc / n * 1e3:.3f} ms/vector "
+          f"(non-zeros mean {nnz.mean():.1f}, max {nnz.max()}; lam picked {lam_used.min():.4f}–"
+          f"{lam_used.max():.4f})")
+    print(f"    ratio max_concepts / fixed lam: {t_mc / t_fixed:.1f}x; "
+          f"max KKT violation at the lam picked: {kkt_violation(gram, b, w, lam_used).max():.1e}")
+
+
+def bench(k: int, d: int, n: int, subset: int, lam: float, n_max: int, mc_batch: int, repeats: int) -> None:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import Lasso
 
@@ -105,6 +139,8 @@ def bench(k: int, d: int, n: int, subset: int, lam: float) -> None:
           f"{same_support * 100:.0f}% of {tight.shape[0]}")
     print(f"  max KKT violation (clapdex): {kkt_violation(gram, b, w, lam).max():.1e}")
     print(f"  peak memory (process so far): {peak_rss_mib():.0f} MiB")
+    if n_max > 0:
+        bench_max_concepts(gram, b[:mc_batch], lam, n_max, repeats)
 
 
 def main() -> None:
@@ -114,9 +150,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2000)
     parser.add_argument("--subset", type=int, default=50, help="vectors solved by scikit-learn")
     parser.add_argument("--lam", type=float, default=0.03)
+    parser.add_argument("--max-concepts", type=int, default=20, help="N for the target-sparsity timing (0: skip)")
+    parser.add_argument("--mc-batch", type=int, default=200, help="vectors in the target-sparsity timing")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs in the target-sparsity timing (best kept)")
     args = parser.parse_args()
     for k in args.sizes:
-        bench(k, args.dim, args.batch, args.subset, args.lam)
+        bench(k, args.dim, args.batch, args.subset, args.lam, args.max_concepts, args.mc_batch, args.repeats)
 
 
 if __name__ == "__main__":
