@@ -141,13 +141,13 @@ def find_audio_files(paths: Iterable[str | os.PathLike],
                     continue
                 is_audio_name = os.path.splitext(entry.name)[1].lower() in AUDIO_EXTENSIONS
                 try:
-                    if entry.is_dir(follow_symlinks=True):
+                    if is_audio_name and entry.is_symlink() and not os.path.exists(entry.path):
+                        if on_error:  # dangling, or a loop: say so rather than drop it silently
+                            on_error(entry.path, "broken symlink")
+                    elif entry.is_dir(follow_symlinks=True):
                         subfolders.append(entry.path)
                     elif entry.is_file(follow_symlinks=True) and is_audio_name:
                         take(entry.path)
-                    elif is_audio_name and entry.is_symlink() and not os.path.exists(entry.path):
-                        if on_error:  # dangling, or a loop: say so rather than drop it silently
-                            on_error(entry.path, "broken symlink")
                 except OSError:
                     continue
             stack.extend(reversed(subfolders))  # pop() then visits them in sorted order

@@ -14,7 +14,12 @@ from clapdex.errors import ClapdexError
 
 
 class SafeGroup(click.Group):
-    """Turns user errors into one line on stderr and a non-zero exit, never a traceback."""
+    """Turns user errors into one line on stderr and a non-zero exit, never a traceback.
+
+    Besides ClapdexError, operating-system and database errors that escape a command (a disk that
+    is full, a file that vanished, a locked database) are reported the same way: they come from
+    the environment, not from a bug. Any other exception keeps its traceback, so it gets reported.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -25,6 +30,29 @@ class SafeGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
+        except Exception as error:
+            message = _environment_error(error)
+            if message is None:
+                raise
+            click.echo(f"error: {message}", err=True)
+            ctx.exit(1)
+
+
+def _environment_error(error: Exception) -> str | None:
+    """A one-line description of an OSError or a database driver error, else None."""
+    if isinstance(error, BrokenPipeError):
+        return None  # `clapdex ... | head`: click's own handling exits quietly
+    if isinstance(error, OSError):
+        text = error.strerror or str(error) or type(error).__name__
+        if error.filename is not None:
+            text = f"{error.filename}: {text}"
+    else:
+        from sqlalchemy.exc import DBAPIError
+
+        if not isinstance(error, DBAPIError):
+            return None
+        text = f"database error ({error.orig or type(error).__name__})"
+    return " ".join(str(text).split())
 
 
 def to_jsonable(value: Any) -> Any:

@@ -105,8 +105,9 @@ def reindex_command(index_path, vocabulary, lam, max_concepts, recompute_mean, a
               help="CSV with a header: path,start,end (one row per embedding row), optional "
                    "size,mtime_ns,content_hash,duration,sample_rate,channels.")
 @click.option("--fingerprint", default=None,
-              help="Fingerprint of the model that made the embeddings (see `clapdex model info`); "
-                   "default: the fingerprint of the model given by the model options.")
+              help="Fingerprint of the model that made the embeddings (`clapdex model check` "
+                   "and `clapdex status` print it); default: the fingerprint of the model given "
+                   "by the model options.")
 @index_option
 @_decomposition_options
 @click.option("--faiss", "faiss_factory", default=None, metavar="FACTORY",
