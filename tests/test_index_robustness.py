@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 import subprocess
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import click
@@ -267,3 +267,16 @@ def test_fingerprint_help_names_commands_that_exist():
     assert "clapdex model check" in help_text and "model info" not in help_text
     assert run("model", "check", "--help").exit_code == 0
     assert run("model", "info", "--help").exit_code != 0
+
+
+def test_index_folder_names_with_url_characters(setup):
+    """"?", "#" and "%" in the folder name stay part of the path (SQLite URLs are built, not
+    formatted), in writable and in read-only folders."""
+    odd = setup["tmp"] / "odd ?#%20 name"
+    assert index(setup, index_path=odd).exit_code == 0
+    assert (odd / "clapdex.sqlite").exists()
+    for writable in (True, False):
+        with nullcontext() if writable else read_only(odd):
+            status = run("status", "--index", odd, "--json")
+            assert status.exit_code == 0, status.output
+            assert json.loads(status.stdout)["counts"]["files"] == 2

@@ -125,11 +125,12 @@ def _configure_sqlite(engine: Engine, read_only: bool = False) -> None:
         cursor.close()
 
 
-def _database_url(root: Path) -> str:
+def _database_url(root: Path) -> str | URL:
     url_file = root / URL_FILE
     if url_file.exists():
         return url_file.read_text().strip()
-    return f"sqlite:///{root / DB_FILE}"
+    # Built, not formatted: a "?" or "#" in the folder name must not start a URL query.
+    return URL.create("sqlite", database=str(root / DB_FILE))
 
 
 def _is_writable(root: Path) -> bool:
