@@ -180,9 +180,9 @@ def _translate_errors(engine: Engine, root: Path) -> None:
         if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
             raise _damaged(root, _reason(context.original_exception))
         if name.startswith("SQLITE_READONLY"):
-            raise ReadOnlyIndexError(f"index {root} is read-only "
-                                     f"({_reason(context.original_exception)}); this command "
-                                     f"needs to write it")
+            raise ReadOnlyIndexError(f"index {root} is read-only and this command needs to "
+                                     f"change it ({_reason(context.original_exception)}); make "
+                                     f"its folder writable or use a writable copy")
 
 
 def _open_error(root: Path, error: DatabaseError) -> ClapdexError:
@@ -223,7 +223,7 @@ class IndexStore:
         if root.is_dir():
             if not _is_writable(root):
                 raise ReadOnlyIndexError(f"index {root} is read-only (its folder or database "
-                                         f"cannot be written); this command needs to write it")
+                                         f"cannot be written); this command changes the index")
             return
         parent = root.absolute().parent
         while not parent.exists():
