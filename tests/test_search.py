@@ -178,6 +178,69 @@ def test_unindexed_audio_is_decoded_and_encoded(fixture, tmp_path):
     assert results[0].dense == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.fixture(scope="module")
+def named(tmp_path_factory):
+    """A second small index for file names: two files called x.wav, one drums/kick.wav, and a
+    file whose indexing failed (recorded with its error, no segments)."""
+    from clapdex.storage.database import FileMeta
+
+    corpus = {"a/x.wav": [((500,), 2.0)], "b/x.wav": [((1000,), 2.0)],
+              "drums/kick.wav": [((2500,), 2.0)], "tone_250.wav": [((250,), 2.0)]}
+    built = build_index(tmp_path_factory.mktemp("names"), corpus=corpus)
+    broken = built.audio_dir / "broken.wav"
+    broken.write_bytes(b"not audio")
+    with IndexStore.open(built.root) as store:
+        store.record_error(FileMeta(str(broken), size=9, mtime_ns=1), "not a readable audio file")
+    return built
+
+
+def test_audio_names_resolve_like_show(named, tmp_path, monkeypatch):
+    """A name that is not a file here is looked up as `clapdex show` does: the end of one indexed
+    path on a component boundary. The stored embeddings are used, nothing is encoded."""
+    monkeypatch.chdir(tmp_path)  # none of the names exists here
+    encoder = SpectralTestEncoder()
+    with open_index(named.root, encoder=encoder) as index:
+        for name in ("kick.wav", "drums/kick.wav", "./drums/kick.wav"):
+            results = index.similar(name, k=1)
+            assert results.query.audio_indexed
+            assert results.query.audio_file == named.paths["drums/kick.wav"]
+            assert results[0].path == named.paths["drums/kick.wav"]
+        by_suffix = index.search(audio="a/x.wav", k=1)
+        assert by_suffix.query.audio_file == named.paths["a/x.wav"]
+    assert encoder.audio_calls == 0
+
+
+def test_ambiguous_and_failed_names_are_one_line_errors(named, tmp_path, monkeypatch):
+    from clapdex.audit.files import AmbiguousFileError, FileNotIndexedError
+
+    monkeypatch.chdir(tmp_path)
+    with open_index(named.root, encoder=SpectralTestEncoder()) as index:
+        with pytest.raises(AmbiguousFileError, match="'x.wav' matches 2 files") as ambiguous:
+            index.similar("x.wav")
+        with pytest.raises(FileNotIndexedError, match="could not be indexed: not a readable") \
+                as failed:
+            index.similar(named.audio_dir / "broken.wav")
+        with pytest.raises(QueryError, match="audio file not found: nothing.wav"):
+            index.similar("nothing.wav")
+    assert "\n" not in str(ambiguous.value) and "\n" not in str(failed.value)
+
+
+def test_a_file_on_disk_is_not_taken_for_an_indexed_file_of_the_same_name(named, tmp_path,
+                                                                           monkeypatch):
+    """./x.wav and ./kick.wav here are not the indexed files that end in those names: they are
+    decoded and encoded (the ambiguity and the suffix match apply only to names not on disk)."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(named.audio_dir / "tone_250.wav", tmp_path / "kick.wav")
+    shutil.copy(named.audio_dir / "tone_250.wav", tmp_path / "x.wav")
+    encoder = SpectralTestEncoder()
+    with open_index(named.root, encoder=encoder) as index:
+        for name in ("kick.wav", "x.wav"):
+            results = index.similar(name, k=1)
+            assert not results.query.audio_indexed and results.query.audio_file is None
+            assert results[0].path == named.paths["tone_250.wav"]  # what ./kick.wav holds
+    assert encoder.audio_calls == 2
+
+
 def test_audio_query_reports_shared_concepts(index, fixture):
     results = index.similar(fixture.audio_dir / "tone_500_1500.wav", k=ALL)
     query = {c.concept: c.weight for c in results.query.query_concepts}
@@ -250,6 +313,29 @@ def test_limit_offset_min_score_and_path_glob(index):
     mixes = index.search(text="a 500 hz tone", k=ALL, path="*_500_*")
     assert len(mixes) == 2
     assert len(index.search(text="a 500 hz tone", mode="dense", k=ALL, path="*_500_*")) == 2
+
+
+@pytest.mark.parametrize("glob, message", [
+    ("[", "has a '[' with no closing ']'; write '[[]' to match a literal '['"),
+    ("sub/[abc", "has a '[' with no closing ']'"),
+    ("[!]", "has a '[' with no closing ']'"),
+    ("*[z-a].wav", "the set '[z-a]' matches no character"),
+])
+def test_bad_path_globs_are_refused(index, glob, message):
+    for query in (dict(text="a 500 hz tone"), dict(concepts=["a 500 hz tone"])):
+        with pytest.raises(QueryError) as error:
+            index.search(path=glob, **query)
+        assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_literal_bracket_is_matched_with_a_set(tmp_path):
+    built = build_index(tmp_path, corpus={"take[1].wav": [((500,), 2.0)],
+                                          "take1.wav": [((500,), 2.0)]})
+    with open_index(built.root, encoder=SpectralTestEncoder()) as index:
+        hits = index.search(text="a 500 hz tone", path="take[[]1].wav")
+        assert [r.path for r in hits] == [built.paths["take[1].wav"]]
+        assert [r.path for r in index.search(text="a 500 hz tone", path="take[1].wav")] == \
+            [built.paths["take1.wav"]]  # a set: [1] is the character 1
 
 
 # ---- bad queries ------------------------------------------------------------------------------

@@ -44,14 +44,17 @@ class ClapdexIndex:
                k: int = 10, offset: int = 0, min_score: float | None = None,
                path: str | None = None, segments: bool = False, alpha: float = DEFAULT_ALPHA,
                vector: np.ndarray | None = None) -> SearchResults:
-        """Search by one of `text`, `audio` (a file; indexed files use their stored embeddings) or
+        """Search by one of `text`, `audio` (an audio file, or an indexed file named as
+        `clapdex show` takes it, e.g. by the end of its path; an indexed file's stored embeddings
+        are used, and `results.query.audio_file` names it) or
         `vector` (a raw embedding from the index's model, projected if the index has a
         projection), optionally steered by `concepts`
         ("dog", "-speech", "rain:0.5" or (name, weight) pairs); or by `concepts` alone.
 
         mode: "hybrid" (default with a text/audio/vector query), "dense" or "concept" (default and
         only choice for concept-only queries). k results after skipping `offset`; `min_score`
-        drops weaker results; `path` is a glob on file paths; `segments=True` ranks segments
+        drops weaker results; `path` is a glob on file paths ('[[]' matches a literal '['; a '['
+        that opens no set is a QueryError); `segments=True` ranks segments
         instead of files; `alpha` is the dense weight of the hybrid score.
         """
         return self._searcher.search(text=text, audio=audio, concepts=concepts, mode=mode, k=k,

@@ -1,8 +1,11 @@
-"""Parsing what users ask for: concept terms ("dog", "-speech", "dog:2") and query vectors."""
+"""Parsing what users ask for: concept terms ("dog", "-speech", "dog:2"), path globs and query
+vectors."""
 
 from __future__ import annotations
 
 import difflib
+import fnmatch
+import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -64,6 +67,32 @@ def resolve_concepts(specs: Iterable[str | tuple[str, float]], names: Sequence[s
             raise QueryError(f"unknown concept {name!r}{hint}")
         weights[concept_id] = weights.get(concept_id, 0.0) + weight
     return [ConceptTermSpec(i, names[i], w) for i, w in weights.items() if w != 0]
+
+
+def check_path_glob(glob: str) -> None:
+    """Refuse a path glob that would silently match nothing it seems to ask for: fnmatch takes a
+    '[' that opens no complete set ('[', 'a[b', '[!]') as a literal '[', and a set such as
+    '[z-a]' matches no character. '[[]' is how to match a literal '['."""
+    shown = repr(glob)
+    position = 0
+    while (start := glob.find("[", position)) >= 0:
+        end = start + 1
+        if end < len(glob) and glob[end] == "!":
+            end += 1
+        if end < len(glob) and glob[end] == "]":  # a ']' first in a set is a member
+            end += 1
+        end = glob.find("]", end)
+        if end < 0:
+            raise QueryError(f"path glob {shown} has a '[' with no closing ']'; "
+                             "write '[[]' to match a literal '['")
+        if fnmatch.translate(glob[start:end + 1]).startswith("(?s:(?!))"):
+            raise QueryError(f"path glob {shown}: the set {glob[start:end + 1]!r} matches no "
+                             "character (a range must go from low to high, e.g. '[a-z]')")
+        position = end + 1
+    try:
+        re.compile(fnmatch.translate(glob))
+    except re.error as error:  # not expected after the checks above; still one line, not a crash
+        raise QueryError(f"path glob {shown} is not a valid pattern ({error})") from None
 
 
 def unit(vector: np.ndarray, what: str = "query") -> np.ndarray:

@@ -83,6 +83,7 @@ class QueryInfo:
     text: str | None = None
     audio: str | None = None
     audio_indexed: bool = False                 # stored embeddings were used, nothing re-encoded
+    audio_file: str | None = None               # the indexed file `audio` named, when audio_indexed
     steering: list[ConceptWeight] = field(default_factory=list)
     query_concepts: list[ConceptWeight] | None = None  # decomposition of an audio query
 

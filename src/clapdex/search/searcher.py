@@ -5,8 +5,9 @@ Query vectors (all unit vectors in the index's CLAP space):
 - audio: the unit mean of the file's L2-normalised window embeddings (windows cut exactly as the
   indexer cuts them). One vector per file keeps dense and concept scoring, and their exact
   explanations, the same as for text; a per-window max would need one search per window and could
-  not be explained as one sum. An indexed file, named by its path, uses its stored embeddings
-  (nothing is decoded or encoded). An index built with a projection stores projected embeddings,
+  not be explained as one sum. An indexed file, named as for `clapdex show`
+  (audit.resolve_indexed_file), uses its stored embeddings (nothing is decoded or encoded); a
+  name that is a file on disk means that file. An index built with a projection stores projected embeddings,
   and a non-indexed file is projected with the index's stored matrix.
 - concept steering: q = normalize(q̂ + Σ β_j c_j) with the centred concept atoms c_j (query.steer).
 A concept-only query has no vector: it is answered from the concept weights (the inverted index),
@@ -24,7 +25,9 @@ import numpy as np
 from clapdex.errors import IndexMismatchError, QueryError
 from clapdex.evaluation.projection import encoder_for_index
 from clapdex.search.engine import DEFAULT_ALPHA, MODES, SearchEngine, concept_text_direction
-from clapdex.search.query import ConceptTermSpec, mean_direction, resolve_concepts, steer, unit
+from clapdex.printable import one_line
+from clapdex.search.query import (ConceptTermSpec, check_path_glob, mean_direction,
+                                  resolve_concepts, steer, unit)
 from clapdex.search.results import ConceptWeight, QueryInfo, SearchResults
 
 EncoderSource = Callable[[], object]
@@ -74,16 +77,20 @@ class Searcher:
             raise QueryError("empty text query")
         return unit(self.encoder().embed_text([text.strip()])[0], "text query")
 
-    def audio_vector(self, audio: str | os.PathLike) -> tuple[np.ndarray, bool]:
-        """(unit query vector, whether the stored embeddings of an indexed file were used)."""
+    def audio_vector(self, audio: str | os.PathLike) -> tuple[np.ndarray, str | None]:
+        """(unit query vector, the indexed file whose stored embeddings were used, or None when
+        the file was decoded and encoded)."""
+        indexed = self._indexed_rows(audio)
+        if indexed is not None:
+            indexed_path, rows = indexed
+            vector = mean_direction(self._unit_embeddings(rows), f"audio query {_shown(audio)}")
+            return vector, indexed_path
         path = Path(audio).expanduser()
-        rows = self._indexed_rows(path)
-        if rows is not None:
-            return mean_direction(self._unit_embeddings(rows), f"audio query {audio}"), True
         if not path.exists():
-            raise QueryError(f"audio file not found: {audio}")
+            raise QueryError(f"audio file not found: {_shown(audio)} (not on disk, and no "
+                             f"indexed file matches it)")
         if path.is_dir():
-            raise QueryError(f"audio query must be a file, not a folder: {audio}")
+            raise QueryError(f"audio query must be a file, not a folder: {_shown(audio)}")
         from clapdex.audio import iter_windows
 
         encoder = self.encoder()
@@ -97,23 +104,46 @@ class Searcher:
             total += (embedded / np.where(norms > 0, norms, 1.0)).sum(axis=0)
             count += len(embedded)
         if count == 0:
-            raise QueryError(f"no audio windows in {audio}")
-        return unit(total / count, f"audio query {audio}"), False
+            raise QueryError(f"no audio windows in {_shown(audio)}")
+        return unit(total / count, f"audio query {_shown(audio)}"), None
 
-    def _indexed_rows(self, path: Path) -> np.ndarray | None:
-        engine = self.engine
-        candidates = {os.path.abspath(path)}
+    def _indexed_rows(self, audio: str | os.PathLike) -> tuple[str, np.ndarray] | None:
+        """(path, segment rows) of the indexed file that `audio` names, or None to decode it from
+        disk.
+
+        Names resolve as for `clapdex show` (audit.resolve_indexed_file: a path, or the end of one
+        indexed path). But a name that is a file on disk means that file: it is looked up in the
+        index only as itself, never as the end of another indexed path, and is decoded when the
+        index does not hold it. A name matching several indexed files, or a file whose indexing
+        failed, is a QueryError (AmbiguousFileError, FileNotIndexedError).
+        """
+        from clapdex.audit.files import (AmbiguousFileError, FileNotIndexedError,
+                                         FileNotInIndexError, resolve_indexed_file)
+
+        name = os.fsdecode(audio)
+        on_disk = os.path.isfile(os.path.expanduser(name))
         try:
-            candidates.add(str(path.resolve()))
-        except OSError:
-            pass
-        for candidate in candidates:
-            file_position = engine.file_position.get(candidate)
-            if file_position is not None:
-                rows = np.flatnonzero(engine.file_index == file_position)
-                if len(rows):
-                    return rows
-        return None
+            indexed_path = resolve_indexed_file(self.store, name).path
+        except FileNotInIndexError:
+            return None
+        except AmbiguousFileError:
+            if on_disk:
+                return None
+            raise
+        except FileNotIndexedError as error:
+            if on_disk and not _same_file(error.path, name):
+                return None
+            raise
+        if on_disk and not _same_file(indexed_path, name):
+            return None  # a file on disk that merely ends like an indexed path
+        file_position = self.engine.file_position.get(indexed_path)
+        if file_position is None:  # indexed after this index was opened for searching
+            if on_disk:
+                return None
+            raise QueryError(f"{one_line(indexed_path)} was indexed after this index was opened; "
+                             "reopen the index to search by it")
+        rows = np.flatnonzero(self.engine.file_index == file_position)
+        return (indexed_path, rows) if len(rows) else None
 
     def _unit_embeddings(self, rows: np.ndarray) -> np.ndarray:
         """Unit embeddings of some segments: from memory if loaded, else read just those rows."""
@@ -161,6 +191,8 @@ class Searcher:
             raise QueryError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         if min_score is not None and not np.isfinite(min_score):
             raise QueryError("min_score must be a finite number")
+        if path:
+            check_path_glob(path)
 
         engine = self.engine
         terms = resolve_concepts(concepts, engine.concept_names) if concepts else []
@@ -173,7 +205,8 @@ class Searcher:
             if text is not None:
                 base = self.text_vector(text)
             elif audio is not None:
-                base, info.audio_indexed = self.audio_vector(audio)
+                base, info.audio_file = self.audio_vector(audio)
+                info.audio_indexed = info.audio_file is not None
             else:
                 base = unit(np.asarray(vector, dtype=np.float64).ravel(), "query vector")
                 if base.shape[0] != engine.atoms.shape[1]:
@@ -253,3 +286,16 @@ class Searcher:
         return [engine.result(offset + i + 1, row, scores[row], dense[i], scores[row],
                               engine.explain_terms(row, terms), 0.0, None)
                 for i, row in enumerate(rows.tolist())]
+
+
+def _shown(audio: str | os.PathLike) -> str:
+    """A query file name for a one-line error message."""
+    return one_line(os.fsdecode(audio))
+
+
+def _same_file(indexed_path: str, name: str) -> bool:
+    try:
+        return os.path.samefile(indexed_path, os.path.expanduser(name))
+    except OSError:  # the indexed file is gone from disk, or unreadable
+        return False
+
