@@ -157,3 +157,79 @@ def test_index_a_folder_then_search_it(tmp_path, loads):
     assert "a 1000 hz tone" in lines[1]
     concept = run("search", "-c", "a 3000 hz tone", "--index", index, "--json", "-k", "1")
     assert json.loads(concept.output)["path"].endswith("sub/tone_3000.wav")
+
+
+# ---- names, paths and times in the output --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def named(tmp_path_factory):
+    """An index whose file names need care: a newline in one name, two files called x.wav, a
+    short clip (0.5 s) and drums/kick.wav."""
+    corpus = {"odd\nname.wav": [((500,), 2.0)], "a/x.wav": [((750,), 2.0)],
+              "b/x.wav": [((1000,), 2.0)], "drums/kick.wav": [((2500,), 2.0)],
+              "short.wav": [((1500,), 0.5)]}
+    return build_index(tmp_path_factory.mktemp("cli-names"), corpus=corpus)
+
+
+def test_a_newline_in_a_file_name_stays_on_one_line(named, loads):
+    result = run("search", "-c", "a 500 hz tone", "--index", named.root, "--segments")
+    assert result.exit_code == 0, result.output
+    first = result.output.splitlines()[0]
+    assert first.startswith("1. ") and "odd\\nname.wav" in first
+    assert [line for line in result.output.splitlines() if line.startswith(("1. ", "2. "))] == \
+        [first]  # one result, no stray line made of the name's second half
+    raw = run("search", "-c", "a 500 hz tone", "--index", named.root, "--json")
+    assert json.loads(raw.output)["path"] == named.paths["odd\nname.wav"]  # JSON keeps it as is
+
+
+def test_time_ranges_cover_the_window_and_json_keeps_seconds(named, loads):
+    result = run("search", "-c", "a 1500 hz tone", "--index", named.root, "-k", "1")
+    assert result.exit_code == 0, result.output
+    assert "short.wav  00:00.0–00:00.5  score" in result.output.splitlines()[0]
+    raw = json.loads(run("search", "-c", "a 1500 hz tone", "--index", named.root, "-k", "1",
+                         "--json").output)
+    assert (raw["start"], raw["end"]) == (0.0, 0.5)
+
+
+def test_similar_takes_the_names_show_takes(named, loads, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for args in (["similar", "kick.wav"], ["search", "--audio", "drums/kick.wav"]):
+        result = run(*args, "--index", named.root, "-k", "1", "--json")
+        assert result.exit_code == 0, result.output
+        row = json.loads(result.output)
+        assert row["query"]["audio_file"] == named.paths["drums/kick.wav"]
+        assert row["path"] == named.paths["drums/kick.wav"]
+    assert loads == []  # stored embeddings: no model
+    ambiguous = run("similar", "x.wav", "--index", named.root)
+    assert ambiguous.exit_code == 1
+    assert ambiguous.output.startswith("error: 'x.wav' matches 2 files (")
+    assert len(ambiguous.output.strip().splitlines()) == 1
+
+
+def test_a_file_on_disk_wins_over_an_indexed_name(named, loads, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(named.audio_dir / "b" / "x.wav", tmp_path / "kick.wav")
+    result = run("similar", "kick.wav", "--index", named.root, "-k", "1", "--json")
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.output)
+    assert row["query"]["audio_indexed"] is False and row["path"] == named.paths["b/x.wav"]
+    assert len(loads) == 1  # decoded and encoded
+
+
+@pytest.mark.parametrize("glob", ["[", "drums/[k", "[z-a]*"])
+def test_a_bad_path_glob_is_a_one_line_error(named, loads, glob):
+    result = run("search", "-c", "a 500 hz tone", "--index", named.root, "--path", glob)
+    assert result.exit_code == 1
+    assert result.output.startswith(f"error: path glob {glob!r}")
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_help_of_path_and_of_similar_concepts():
+    search_help = run("search", "--help").output
+    similar_help = run("similar", "--help").output
+    assert "'[[]' matches a literal '['" in " ".join(search_help.split())
+    assert "pure concept search" in search_help
+    assert "pure concept search" not in similar_help
+    assert "steer the results" in " ".join(similar_help.split())

@@ -12,6 +12,7 @@ import click
 
 from clapdex.cli.common import (emit_ndjson, encoder_from_kwargs, encoder_options, index_option,
                                 json_option, resolve_index_path, to_jsonable)
+from clapdex.cli.format import display_path, format_time_range
 from clapdex.search.engine import DEFAULT_ALPHA, MODES
 from clapdex.search.results import LOW_FIDELITY_NOTE, SearchResult, SearchResults
 
@@ -19,20 +20,32 @@ WIDTH = 80
 INDENT = "    "
 
 
-def _search_options(func):
+SEARCH_CONCEPT_HELP = ("Concept to search for or steer by; repeatable. '-NAME' pushes away, "
+                       "NAME:2 weights it. Alone: pure concept search (no model needed).")
+SIMILAR_CONCEPT_HELP = ("Concept to steer the results by; repeatable. '-NAME' pushes away from it, "
+                        "NAME:2 weights it.")
+SEARCH_MODE_HELP = ("Ranking: hybrid (default), dense (FAISS) or concept (exact sparse). "
+                    "Concept-only queries use concept.")
+SIMILAR_MODE_HELP = "Ranking: hybrid (default), dense (FAISS) or concept (exact sparse)."
+PATH_HELP = ("Only files whose path matches GLOB (e.g. '*.flac', 'drums/*'; '*' also matches '/'). "
+             "'[[]' matches a literal '['.")
+
+
+def _search_options(concept_help: str, mode_help: str):
+    """The options search and similar share, with -c's and --mode's help for that verb."""
+    return lambda func: _add_search_options(func, concept_help, mode_help)
+
+
+def _add_search_options(func, concept_help: str, mode_help: str):
     options = [
         click.option("--concept", "-c", "concepts", multiple=True, metavar="NAME[:W]",
-                     help="Concept to search for or steer by; repeatable. '-NAME' pushes away, "
-                          "NAME:2 weights it. Alone: pure concept search (no model needed)."),
-        click.option("--mode", type=click.Choice(MODES), default=None,
-                     help="Ranking: hybrid (default), dense (FAISS) or concept (exact sparse). "
-                          "Concept-only queries use concept."),
+                     help=concept_help),
+        click.option("--mode", type=click.Choice(MODES), default=None, help=mode_help),
         click.option("-k", "--limit", "k", type=click.IntRange(min=1), default=10, show_default=True,
                      help="Number of results."),
         click.option("--offset", type=click.IntRange(min=0), default=0, help="Skip this many results."),
         click.option("--min-score", type=float, default=None, help="Drop results scoring below this."),
-        click.option("--path", "path_glob", metavar="GLOB", default=None,
-                     help="Only files whose path matches GLOB (e.g. '*.flac', 'drums/*')."),
+        click.option("--path", "path_glob", metavar="GLOB", default=None, help=PATH_HELP),
         click.option("--segments", is_flag=True, help="List segments instead of files."),
         click.option("--alpha", type=click.FloatRange(0.0, 1.0), default=DEFAULT_ALPHA,
                      show_default=True, help="Hybrid: weight of the dense score (rest: concept)."),
@@ -47,8 +60,9 @@ def _search_options(func):
 @click.command("search")
 @click.argument("text", nargs=-1)
 @click.option("--audio", metavar="FILE", default=None,
-              help="Search by example: an audio file (an indexed file's stored embeddings are used).")
-@_search_options
+              help="Search by example: an audio file, or an indexed file named as for "
+                   "`clapdex show` (its stored embeddings are used).")
+@_search_options(SEARCH_CONCEPT_HELP, SEARCH_MODE_HELP)
 def search_command(text, audio, **kwargs) -> None:
     """Search the index by TEXT, by --audio FILE, and/or by --concept."""
     query_text = " ".join(text) if text else None
@@ -57,9 +71,10 @@ def search_command(text, audio, **kwargs) -> None:
 
 @click.command("similar")
 @click.argument("file", metavar="FILE")
-@_search_options
+@_search_options(SIMILAR_CONCEPT_HELP, SIMILAR_MODE_HELP)
 def similar_command(file, **kwargs) -> None:
-    """Files that sound like FILE (indexed or not)."""
+    """Files that sound like FILE: an audio file, or an indexed file named as for `clapdex show`
+    (e.g. by the end of its path; its stored embeddings are used, no model needed)."""
     _run(kwargs, text=None, audio=file)
 
 
@@ -121,7 +136,7 @@ def format_result(result: SearchResult) -> list[str]:
 
 
 def _headline(result: SearchResult) -> str:
-    span = f"{format_time(result.start)}–{format_time(result.end)}"
+    span = format_time_range(result.start, result.end)
     scores = f"score {result.score:.2f} (dense {result.dense:.2f}, concept {result.concept:.2f})"
     number = f"{result.rank}."
     room = WIDTH - len(number) - len(span) - len(scores) - 5
@@ -165,24 +180,16 @@ def _fit_list(prefix: str, items: list[str], empty: str) -> list[str]:
     return [line[:WIDTH - 1] + "…"]
 
 
-def format_time(seconds: float) -> str:
-    """00:07, 01:02:03, or 00:05.3 when the time is not a whole second."""
-    whole = abs(seconds - round(seconds)) < 0.05
-    tenths = round(seconds * 10)
-    hours, rest = divmod(tenths, 36000)
-    minutes, rest = divmod(rest, 600)
-    secs = rest / 10
-    text = f"{int(secs):02d}" if whole else f"{secs:04.1f}"
-    return f"{hours}:{minutes:02d}:{text}" if hours else f"{minutes:02d}:{text}"
-
-
 def _shorten_path(path: str, room: int) -> str:
+    """The path relative to the current folder when inside it, escaped for one line (see
+    display_path), its start cut off to fit `room` characters."""
     try:
         relative = os.path.relpath(path)
         if not relative.startswith(".."):
             path = relative
     except ValueError:  # another drive on Windows
         pass
+    path = display_path(path)
     return path if len(path) <= room else "…" + path[-(room - 1):]
 
 
