@@ -11,7 +11,6 @@ from click.testing import CliRunner
 
 import clapdex.cli.common
 from clapdex.cli import main
-from clapdex.cli.explain import format_time
 from clapdex.concepts.reference import reference_audio_mean, reference_signals
 from tests.doubles import SpectralTestEncoder, sine
 
@@ -66,10 +65,54 @@ def test_text_output(double, vocab_file, tone_file):
     result = run([tone_file, "--vocab", vocab_file, "--top", "2"])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    headers = [line for line in lines if not line.startswith(" ")]
+    assert lines[0] == f"{tone_file}, 3 windows"
+    headers = [line for line in lines[1:] if not line.startswith(" ")]
     assert [h.split()[0] for h in headers] == ["00:00–00:02", "00:02–00:04", "00:03–00:05"]
-    assert all("fidelity" in h for h in headers)
-    assert lines[1].split()[-4:] == ["a", "440", "hz", "tone"]
+    for header in headers:  # fidelity to 2 decimals, then "N concept(s)"
+        fidelity = header.split("fidelity ")[1].split()[0]
+        assert len(fidelity.split(".")[1]) == 2 and header.endswith(("concept", "concepts"))
+    assert lines[2].split()[-4:] == ["a", "440", "hz", "tone"]
+
+
+def test_json_file_is_absolute_and_text_names_it_on_one_line(double, vocab_file, tmp_path,
+                                                             monkeypatch):
+    """A relative FILE is reported as its absolute path in --json (as show and audit do); in text,
+    a newline in its name is escaped so the header stays one line."""
+    odd = tmp_path / "odd\nname.wav"
+    soundfile.write(odd, sine(440, 2.0, 8000), 8000)
+    monkeypatch.chdir(tmp_path)
+    rows = [json.loads(line) for line in run(["odd\nname.wav", "--vocab", vocab_file, "--json"])
+            .stdout.splitlines()]
+    assert rows and all(r["file"] == str(odd) for r in rows)
+    text = run(["odd\nname.wav", "--vocab", vocab_file]).stdout.splitlines()
+    assert text[0] == f"{tmp_path}/odd\\nname.wav, 1 window"
+    assert text[1].startswith("00:00–00:02  fidelity ")
+
+
+def test_time_ranges_cover_the_windows(double, vocab_file, tmp_path):
+    """A 3.5 s file: windows 0–2 and 1.5–3.5 s, shown as ranges that cover them; a 0.5 s file's
+    one window is shorter than 2 s and shown to the tenth. --json keeps the seconds."""
+    path = tmp_path / "three_and_a_half.wav"
+    soundfile.write(path, sine(440, 3.5, 8000), 8000)
+    lines = run([path, "--vocab", vocab_file]).stdout.splitlines()
+    headers = [line for line in lines[1:] if not line.startswith(" ")]
+    assert [h.split("  fidelity")[0] for h in headers] == ["00:00–00:02", "00:01–00:04"]
+    rows = [json.loads(line) for line in run([path, "--vocab", vocab_file, "--json"]).stdout.splitlines()]
+    assert [(r["start"], r["end"]) for r in rows] == [(0.0, 2.0), (1.5, 3.5)]
+    short = tmp_path / "short.wav"
+    soundfile.write(short, sine(440, 0.5, 8000), 8000)
+    lines = run([short, "--vocab", vocab_file]).stdout.splitlines()
+    assert lines[0].endswith("short.wav, 1 window")
+    assert lines[1].startswith("00:00.0–00:00.5  fidelity ")
+
+
+def test_help_shows_the_default_lambda_and_top_needs_one(double, vocab_file, tone_file):
+    from clapdex.concepts.decompose import DEFAULT_LAMBDA
+
+    help_text = " ".join(run(["--help"]).output.split())
+    assert f"default {DEFAULT_LAMBDA:g}, or the index's" in help_text
+    zero = run([tone_file, "--vocab", vocab_file, "--top", "0"])
+    assert zero.exit_code == 2 and "0 is not in the range x>=1" in zero.output
 
 
 def test_max_concepts_and_lambda(double, vocab_file, tone_file):
@@ -94,12 +137,6 @@ def test_user_errors_are_one_line(double, vocab_file, tone_file, tmp_path):
     assert no_index.exit_code == 1 and no_index.output.startswith("error:")
     negative = run([tone_file, "--vocab", vocab_file, "--lambda", "-1"])
     assert negative.exit_code == 1 and negative.output.startswith("error:")
-
-
-def test_format_time():
-    assert format_time(0.0) == "00:00" and format_time(7.0, end=True) == "00:07"
-    assert format_time(65.4) == "01:05" and format_time(65.4, end=True) == "01:06"
-    assert format_time(3725.0) == "1:02:05"
 
 
 def test_reference_signals_are_fixed_and_mean_is_cached(tmp_path):

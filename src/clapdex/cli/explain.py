@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import math
+import os
+from pathlib import Path
 
 import click
 
-from pathlib import Path
-
 from clapdex.cli.common import emit_ndjson, encoder_options, index_encoder, json_option, projection_option
+from clapdex.cli.format import display_path, format_time_range, plural
+from clapdex.concepts.decompose import DEFAULT_LAMBDA
 from clapdex.errors import DecompositionError, IndexMismatchError
-
-
-def format_time(seconds: float, end: bool = False) -> str:
-    """mm:ss (h:mm:ss past an hour); starts round down and ends round up, so ranges cover the window."""
-    whole = math.ceil(seconds - 1e-9) if end else math.floor(seconds + 1e-9)
-    hours, rest = divmod(max(whole, 0), 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
 def _from_index(index_path, encoder):
@@ -39,7 +32,8 @@ def _from_index(index_path, encoder):
 @click.command("explain")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--lambda", "lam", type=float, default=None,
-              help="Sparsity penalty λ (½‖Cw−z‖² + λ‖w‖₁; default 0.05, or the index's).")
+              help=f"Sparsity penalty λ (½‖Cw−z‖² + λ‖w‖₁; default {DEFAULT_LAMBDA:g}, or the "
+                   "index's).")
 @click.option("--max-concepts", type=click.IntRange(min=1), default=None,
               help="At most N concepts per window (instead of --lambda).")
 @click.option("--vocab", "vocabulary", default=None, metavar="NAME|FILE",
@@ -47,13 +41,18 @@ def _from_index(index_path, encoder):
 @click.option("--index", "index_path", metavar="PATH", default=None,
               help="Use this index's vocabulary, λ, audio mean and projection (default: no index; "
                    "the audio mean of clapdex's reference signals).")
-@click.option("--top", type=click.IntRange(min=0), default=5, show_default=True,
-              help="Concepts shown per window.")
+@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Concepts listed per window.")
 @projection_option
 @encoder_options
 @json_option
 def explain(file, lam, max_concepts, vocabulary, index_path, top, projection_path, as_json, **kwargs):
-    """Show the concepts of each window of FILE, their weights and the reconstruction fidelity."""
+    """Show the concepts of each window of FILE, their weights and the reconstruction fidelity.
+
+    The first line names FILE (escaped to stay on one line) and its number of windows; each window
+    then shows its time range (covering the window), fidelity and number of concepts, and its top
+    concepts by weight. --json prints one object per window, "file" being FILE's absolute path.
+    """
     from clapdex.concepts.dictionary import build_dictionary
     from clapdex.concepts.explain import explain_file
     from clapdex.concepts.reference import reference_audio_mean
@@ -73,12 +72,15 @@ def explain(file, lam, max_concepts, vocabulary, index_path, top, projection_pat
             mean = reference_audio_mean(encoder)
         dictionary = build_dictionary(encoder, load_vocabulary(vocabulary or "default"))
     windows = explain_file(file, encoder, dictionary, mean, lam=lam, max_concepts=max_concepts, top=top)
+    path = os.path.abspath(file)
     if as_json:
-        emit_ndjson({"file": str(file), **_row(w)} for w in windows)
+        emit_ndjson({"file": path, **_row(w)} for w in windows)
         return
-    for w in windows:
-        click.echo(f"{format_time(w.start)}–{format_time(w.end, end=True)}  fidelity {w.fidelity:.3f}  "
-                   f"{w.n_concepts} concept{'s' if w.n_concepts != 1 else ''}")
+    click.echo(f"{display_path(path)}, {plural(len(windows), 'window')}")
+    ranges = [format_time_range(w.start, w.end) for w in windows]
+    width = max(map(len, ranges), default=0)  # pad so the columns after the range line up
+    for w, span in zip(windows, ranges):
+        click.echo(f"{span.ljust(width)}  fidelity {w.fidelity:.2f}  {plural(w.n_concepts, 'concept')}")
         for c in w.concepts:
             click.echo(f"    {c.weight:7.4f}  {c.concept}")
 
