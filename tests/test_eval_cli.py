@@ -135,6 +135,15 @@ def test_bad_input_is_one_line_error(tmp_path, spectral):
     assert result.exit_code == 1 and "trained for encoder" in result.output
 
 
+@pytest.mark.parametrize("task", ["zeroshot", "retrieval"])
+def test_help_names_vocab_like_the_other_verbs_and_shows_the_default_lambda(task):
+    from clapdex.concepts.decompose import DEFAULT_LAMBDA
+
+    help_text = " ".join(CliRunner().invoke(main, ["eval", task, "--help"]).output.split())
+    assert "--vocab NAME|FILE" in help_text and "--vocab TEXT" not in help_text
+    assert f"default {DEFAULT_LAMBDA:g})" in help_text and "{default_lambda}" not in help_text
+
+
 def test_zeroshot_with_random_weights_msclap(tmp_path, monkeypatch, random_clap_encoder):
     """Real msclap code, RANDOM weights: checks wiring and shapes, not accuracy."""
     monkeypatch.setattr(common, "load_encoder", lambda **_: random_clap_encoder)

@@ -6,15 +6,17 @@ import click
 
 from clapdex.cli.common import (emit_json, encoder_from_kwargs, encoder_options, json_option, progress,
                                 SafeGroup)
+from clapdex.cli.lambda_option import DefaultLambdaHelp
 
 
 def _concept_options(func):
     """Vocabulary, sparsity (one setting or a sweep), plot, projection, cache and output options."""
     options = [
-        click.option("--vocab", "vocab_spec", default="default", show_default=True,
+        click.option("--vocab", "vocab_spec", default="default", show_default=True, metavar="NAME|FILE",
                      help="Concept vocabulary: a built-in name or a text file (one concept a line)."),
-        click.option("--lambda", "lam", type=float, default=None,
-                     help="Sparsity λ for the concept reconstruction (½‖Cw−z‖² + λ‖w‖₁)."),
+        click.option("--lambda", "lam", type=float, default=None, cls=DefaultLambdaHelp,
+                     help="Sparsity λ for the concept reconstruction (½‖Cw−z‖² + λ‖w‖₁; "
+                          "default {default_lambda})."),
         click.option("--sweep", default=None, metavar="L1,L2,...",
                      help="Sparsity sweep over these λ values."),
         click.option("--max-concepts", default=None, metavar="N1,N2,...",

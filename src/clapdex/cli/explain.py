@@ -9,7 +9,7 @@ import click
 
 from clapdex.cli.common import emit_ndjson, encoder_options, index_encoder, json_option, projection_option
 from clapdex.cli.format import display_path, format_time_range, plural
-from clapdex.concepts.decompose import DEFAULT_LAMBDA
+from clapdex.cli.lambda_option import DefaultLambdaHelp
 from clapdex.errors import DecompositionError, IndexMismatchError
 
 
@@ -31,9 +31,8 @@ def _from_index(index_path, encoder):
 
 @click.command("explain")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--lambda", "lam", type=float, default=None,
-              help=f"Sparsity penalty λ (½‖Cw−z‖² + λ‖w‖₁; default {DEFAULT_LAMBDA:g}, or the "
-                   "index's).")
+@click.option("--lambda", "lam", type=float, default=None, cls=DefaultLambdaHelp,
+              help="Sparsity penalty λ (½‖Cw−z‖² + λ‖w‖₁; default {default_lambda}, or the index's).")
 @click.option("--max-concepts", type=click.IntRange(min=1), default=None,
               help="At most N concepts per window (instead of --lambda).")
 @click.option("--vocab", "vocabulary", default=None, metavar="NAME|FILE",
