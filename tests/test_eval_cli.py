@@ -135,6 +135,18 @@ def test_bad_input_is_one_line_error(tmp_path, spectral):
     assert result.exit_code == 1 and "trained for encoder" in result.output
 
 
+def test_unreadable_files_are_named_on_one_line(tmp_path, spectral):
+    data = _dataset(tmp_path / "data", per_class=1)
+    (data / "440 hz" / "broken\nfile.wav").write_bytes(b"not audio")
+    (tmp_path / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+    result = CliRunner().invoke(main, ["eval", "zeroshot", str(data), "--no-cache", "--prompt", "{}",
+                                       "--vocab", str(tmp_path / "vocab.txt")])
+    assert result.exit_code == 0, result.output
+    skipped = [line for line in result.stderr.splitlines() if line.startswith("skipped ")]
+    assert len(skipped) == 1 and "broken\\nfile.wav: " in skipped[0]
+    assert "skipped: 1 unreadable file" in result.stdout.splitlines()
+
+
 @pytest.mark.parametrize("task", ["zeroshot", "retrieval"])
 def test_help_names_vocab_like_the_other_verbs_and_shows_the_default_lambda(task):
     from clapdex.concepts.decompose import DEFAULT_LAMBDA

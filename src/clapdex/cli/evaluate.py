@@ -6,7 +6,9 @@ import click
 
 from clapdex.cli.common import (emit_json, encoder_from_kwargs, encoder_options, json_option, progress,
                                 SafeGroup)
+from clapdex.cli.format import display_path, plural
 from clapdex.cli.lambda_option import DefaultLambdaHelp
+from clapdex.printable import one_line
 
 
 def _concept_options(func):
@@ -45,9 +47,9 @@ def _embed(encoder, paths, cache_dir, no_cache):
     embedded = embed_files(encoder, paths, cache_dir=cache_dir, use_cache=not no_cache,
                            wrap=lambda it: progress(it, total=len(paths), desc="embedding", unit="file"))
     for path, reason in embedded.skipped[:5]:
-        click.echo(f"skipped {path}: {reason}", err=True)
+        click.echo(f"skipped {display_path(path)}: {one_line(str(reason))}", err=True)
     if len(embedded.skipped) > 5:
-        click.echo(f"... and {len(embedded.skipped) - 5} more unreadable files", err=True)
+        click.echo(f"... and {plural(len(embedded.skipped) - 5, 'more unreadable file')}", err=True)
     if not embedded.kept:
         raise DatasetError("no readable audio files in the dataset")
     return embedded
@@ -84,13 +86,14 @@ def _output(kw, header: dict, rows, columns, metric: str, title: str) -> None:
         return
     for key, value in header.items():
         if key != "skipped":
-            click.echo(f"{key}: {', '.join(map(str, value)) if isinstance(value, list) else value}")
+            text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+            click.echo(f"{key}: {one_line(text)}")  # data and projection are paths
     if header.get("skipped"):
-        click.echo(f"skipped: {len(header['skipped'])} unreadable files")
+        click.echo(f"skipped: {plural(len(header['skipped']), 'unreadable file')}")
     click.echo()
     click.echo(format_table(rows, columns))
     if kw["plot"]:
-        click.echo(f"\nplot: {kw['plot']}")
+        click.echo(f"\nplot: {display_path(kw['plot'])}")
 
 
 @click.group("eval", cls=SafeGroup)
@@ -230,7 +233,7 @@ def finetune(data, output, prompt, temperature, validation_fraction, epochs, pat
     click.echo(f"{'zero-shot accuracy':<20}{'before':>8}{'after':>8}")
     click.echo(f"{'train':<20}{result.before_train:>8.3f}{result.after_train:>8.3f}")
     click.echo(f"{'held-out':<20}{result.before_validation:>8.3f}{result.after_validation:>8.3f}")
-    click.echo(f"projection written to {output}")
+    click.echo(f"projection written to {display_path(output)}")
 
 
 COMMANDS = [eval_group, finetune]
