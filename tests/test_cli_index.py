@@ -91,8 +91,30 @@ def test_missing_path_and_mismatch_are_one_line_errors(setup, encoders):
     assert line.startswith("error: ") and "\n" not in line
     assert "lam is 0.05, requested 0.5" in line and "clapdex reindex --lambda" in line
 
-    bad_faiss = _index(setup, "--faiss", "Bogus99")
-    assert bad_faiss.exit_code == 1 and "invalid FAISS factory" in bad_faiss.output
+    bad_faiss = _index(setup, "--faiss", "garbage")
+    assert bad_faiss.exit_code == 1
+    assert bad_faiss.output == ("error: invalid FAISS factory string 'garbage' "
+                                "(could not parse index string garbage)\n")
+
+
+def test_decomposition_option_help_gives_values_not_symbols():
+    from clapdex.concepts.decompose import DEFAULT_LAMBDA
+
+    for command in ("index", "import-embeddings"):
+        text = " ".join(run(command, "--help").output.split())
+        assert f"default for a new index: {DEFAULT_LAMBDA:g};" in text, text
+        assert "DEFAULT_LAMBDA" not in text
+        assert "default for a new index: the built-in 'default'" in text
+    reindex_help = " ".join(run("reindex", "--help").output.split())
+    assert "new index" not in reindex_help and "DEFAULT_LAMBDA" not in reindex_help
+    assert "(default: the index's)" in reindex_help
+
+
+def test_max_concepts_must_be_positive(setup, encoders):
+    for command in (["index", setup["audio"]], ["reindex"]):
+        result = run(*command, "--index", setup["index"], "--max-concepts", "0")
+        assert result.exit_code == 2 and "0 is not in the range x>=1" in result.output
+    assert not IndexStore.exists(setup["index"])
 
 
 def test_no_index_is_a_clear_error(setup, encoders):

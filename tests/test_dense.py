@@ -60,8 +60,20 @@ def test_remove_and_ids():
 
 
 def test_invalid_factory_is_a_typed_error():
-    with pytest.raises(DenseIndexError, match="invalid FAISS factory"):
+    with pytest.raises(DenseIndexError, match="invalid FAISS factory") as raised:
         validate_factory("NotAnIndex123")
+    # FAISS's reason, without the C++ signature and source location it comes wrapped in.
+    assert str(raised.value) == ("invalid FAISS factory string 'NotAnIndex123' "
+                                 "(could not parse index string NotAnIndex123)")
+
+
+def test_training_failure_names_the_reason_without_cpp_details():
+    dense = DenseIndex.empty(D, "IVF64,Flat")
+    with pytest.raises(DenseIndexError) as raised:
+        dense._train(np.eye(10, D, dtype=np.float32))
+    message = str(raised.value)
+    assert "Number of training points (10)" in message and "use --faiss Flat" in message
+    assert "\n" not in message and "faiss::" not in message and ".cpp" not in message
 
 
 def test_save_is_atomic_and_load_roundtrips(tmp_path):

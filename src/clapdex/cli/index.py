@@ -9,16 +9,43 @@ from clapdex.cli.common import (emit_json, encoder_from_kwargs, encoder_options,
 from clapdex.errors import ClapdexError
 
 
-def _decomposition_options(func):
-    func = click.option("--max-concepts", type=int, default=None,
-                        help="Target sparsity: at most N concepts per window (instead of --lambda).")(func)
-    func = click.option("--lambda", "lam", type=float, default=None,
-                        help="Sparsity penalty λ of the decomposition (a new index uses "
-                             "clapdex.concepts.decompose.DEFAULT_LAMBDA).")(func)
-    func = click.option("--vocab", "vocabulary", default=None, metavar="NAME|FILE",
-                        help="Concept vocabulary: a built-in name or a text file (default for a new "
-                             "index: default).")(func)
-    return func
+class _NewIndexLambdaOption(click.Option):
+    """--lambda of the commands that can create an index: its help gives DEFAULT_LAMBDA's value,
+    looked up only when help is shown (importing the decomposition loads numba, which would slow
+    down every command's start)."""
+
+    def get_help_record(self, ctx):
+        from clapdex.concepts.decompose import DEFAULT_LAMBDA
+
+        self.help = (f"Sparsity penalty λ of the decomposition (default for a new index: "
+                     f"{DEFAULT_LAMBDA:g}; an existing index keeps its own).")
+        return super().get_help_record(ctx)
+
+
+def _decomposition_options(reindex: bool = False):
+    """--vocab, --lambda, --max-concepts. For `reindex` they are the new settings (default: the
+    index's); for the other commands they are a new index's settings, and an existing index must
+    match those given."""
+    def decorate(func):
+        func = click.option("--max-concepts", type=click.IntRange(min=1), default=None,
+                            help="Target sparsity: at most N concepts per window "
+                                 "(instead of --lambda).")(func)
+        if reindex:
+            func = click.option("--lambda", "lam", type=float, default=None,
+                                help="New sparsity penalty λ of the decomposition "
+                                     "(default: the index's).")(func)
+            func = click.option("--vocab", "vocabulary", default=None, metavar="NAME|FILE",
+                                help="New concept vocabulary: a built-in name or a text file "
+                                     "(default: the index's).")(func)
+        else:
+            func = click.option("--lambda", "lam", type=float, default=None,
+                                cls=_NewIndexLambdaOption)(func)
+            func = click.option("--vocab", "vocabulary", default=None, metavar="NAME|FILE",
+                                help="Concept vocabulary: a built-in name or a text file (default "
+                                     "for a new index: the built-in 'default'; an existing index "
+                                     "keeps its own).")(func)
+        return func
+    return decorate
 
 
 def _print_skipped(skipped: list[dict]) -> None:
@@ -31,7 +58,7 @@ def _print_skipped(skipped: list[dict]) -> None:
 @click.command("index")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @index_option
-@_decomposition_options
+@_decomposition_options()
 @click.option("--hop", "hop_seconds", type=float, default=None,
               help="Seconds between window starts (default: the window length, no overlap).")
 @click.option("--prune", is_flag=True, help="Remove indexed files under PATHS that no longer exist.")
@@ -73,7 +100,7 @@ def index_command(paths, index_path, vocabulary, lam, max_concepts, hop_seconds,
 
 @click.command("reindex")
 @index_option
-@_decomposition_options
+@_decomposition_options(reindex=True)
 @click.option("--recompute-mean", is_flag=True,
               help="Re-estimate the audio mean μ_A from every stored segment.")
 @encoder_options
@@ -109,7 +136,7 @@ def reindex_command(index_path, vocabulary, lam, max_concepts, recompute_mean, a
                    "and `clapdex status` print it); default: the fingerprint of the model given "
                    "by the model options.")
 @index_option
-@_decomposition_options
+@_decomposition_options()
 @click.option("--faiss", "faiss_factory", default=None, metavar="FACTORY",
               help="FAISS index type for a new index (see `clapdex index --help`).")
 @encoder_options

@@ -20,6 +20,7 @@ database's segment ids and brings it back in line (adding, removing or rebuildin
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,13 +49,23 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(vectors / np.where(norms > 0, norms, 1.0), dtype=np.float32)
 
 
+def _faiss_reason(error: RuntimeError) -> str:
+    """FAISS's own explanation without the C++ location it is wrapped in ("Error in
+    std::unique_ptr<faiss::Index> faiss::...(...) at .../index_factory.cpp:1228: could not parse
+    index string X" -> "could not parse index string X"), on one line."""
+    text = " ".join(str(error).split())
+    text = re.sub(r"^Error in .*? at \S+:\d+: ", "", text)
+    text = re.sub(r"^Error: '.*?' failed: ", "", text)  # the failed assertion's source text
+    return text or type(error).__name__
+
+
 def _make_faiss(dimension: int, factory: str) -> faiss.Index:
     description = "IDMap2,Flat" if factory == DEFAULT_FACTORY else f"IDMap2,{factory}"
     try:
         index = faiss.index_factory(int(dimension), description, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as error:
-        reason = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown"
-        raise DenseIndexError(f"invalid FAISS factory string {factory!r} ({reason})") from None
+        raise DenseIndexError(f"invalid FAISS factory string {factory!r} "
+                              f"({_faiss_reason(error)})") from None
     _tune(index)
     return index
 
@@ -110,7 +121,7 @@ class DenseIndex:
         except RuntimeError as error:
             raise DenseIndexError(
                 f"cannot train FAISS index {self.factory!r} on {len(embeddings)} segments "
-                f"({str(error).strip().splitlines()[-1]}); use --faiss Flat or fewer IVF lists"
+                f"({_faiss_reason(error)}); use --faiss Flat or fewer IVF lists"
             ) from None
 
     # ---- reading ---------------------------------------------------------------------------
