@@ -221,6 +221,26 @@ def test_opening_with_another_model_or_lambda_is_refused(collection):
     assert summary.added == 5
 
 
+def test_vocabulary_mismatch_names_both_vocabularies(collection, tmp_path):
+    encoder = SpectralTestEncoder()
+    _run(collection, encoder)  # the 10-concept "tones" vocabulary
+    other = write_vocabulary(tmp_path / "v2", ["wind", "rain", "a 300 hz tone"], "weather")
+    with pytest.raises(IndexMismatchError) as error:
+        _run(collection, encoder, vocabulary=str(other))
+    message = str(error.value)
+    assert "vocabulary is 'tones' (10 concepts), requested 'weather' (3 concepts)" in message
+    assert "clapdex reindex --vocab" in message and "vocabulary_hash" not in message
+    # an edited file with the same name: same name, other concepts
+    edited = write_vocabulary(tmp_path / "v3", ["wind", "rain"], "tones")
+    with IndexStore.open(collection["index"]) as store:
+        emb_file, manifest_file = _export(store, tmp_path)
+    with pytest.raises(IndexMismatchError, match=r"vocabulary is 'tones' \(10 concepts\), "
+                       r"requested 'tones' \(2 concepts\) \(same name, other concepts\)"):
+        import_embeddings(collection["index"], np.load(emb_file), read_manifest(manifest_file),
+                          fingerprint=encoder.fingerprint, vocabulary=str(edited),
+                          show_progress=False)
+
+
 def test_reindex_changes_postings_not_embeddings(collection):
     encoder = SpectralTestEncoder()
     _run(collection, encoder, lam=0.01)

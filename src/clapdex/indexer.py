@@ -227,20 +227,37 @@ def open_index(index_path: str | os.PathLike, encoder, *, vocabulary: str | None
             projection_hash=None if projection is None else projection.content_hash)
         return IndexStore.create(root, settings, dictionary.names, dictionary.text_embeddings)
 
-    store = IndexStore.open(root)
+    model = dict(encoder_fingerprint=encoder.fingerprint, dimension=int(encoder.dimension),
+                 sample_rate=int(encoder.sample_rate), window_seconds=float(encoder.window_seconds),
+                 projection_hash=None if projection is None else projection.content_hash)
+    return _open_existing(root, model, vocabulary=vocabulary, lam=lam, max_concepts=max_concepts,
+                          hop_seconds=hop_seconds, faiss_factory=faiss_factory)
+
+
+def _open_existing(root: str | os.PathLike, model: dict, *, vocabulary: str | None,
+                   lam: float | None, max_concepts: int | None, hop_seconds: float | None,
+                   faiss_factory: str | None) -> IndexStore:
+    """Open an existing index for writing, refusing (IndexMismatchError) any requested setting that
+    differs from the stored one. `model` holds the settings the embeddings' model fixes (at least
+    its fingerprint); options left at None mean "what the index has". A new --faiss is stored
+    (the FAISS file is derived data: it is rebuilt when opened). Validate the options first."""
+    from clapdex.concepts.vocabulary import load_vocabulary
+
+    store = IndexStore.open(root, write=True)
     try:
         stored = store.settings
-        requested = dataclasses.replace(
-            stored, encoder_fingerprint=encoder.fingerprint, dimension=int(encoder.dimension),
-            sample_rate=int(encoder.sample_rate), window_seconds=float(encoder.window_seconds),
-            projection_hash=None if projection is None else projection.content_hash)
+        requested = dataclasses.replace(stored, **model)
+        requested_concepts = None
         if hop_seconds is not None:
             requested.hop_seconds = float(hop_seconds)
         if vocabulary is not None:
-            requested.vocabulary_hash = load_vocabulary(vocabulary).content_hash
+            vocab = load_vocabulary(vocabulary)
+            requested.vocabulary_name, requested.vocabulary_hash = vocab.name, vocab.content_hash
+            requested_concepts = len(vocab)
         if lam is not None or max_concepts is not None:
             requested.lam, requested.max_concepts = lam, max_concepts
-        stored.check_compatible(requested, root)
+        stored.check_compatible(requested, root, concepts=store.concept_count(),
+                                requested_concepts=requested_concepts)
         if faiss_factory is not None and faiss_factory != stored.faiss_factory:
             store.update_settings(faiss_factory=faiss_factory)
     except BaseException:
@@ -840,7 +857,7 @@ def import_embeddings(index_path: str | os.PathLike, embeddings: np.ndarray,
                                faiss_factory=faiss_factory)
         else:
             store = _open_by_fingerprint(index_path, claimed, vocabulary, lam, max_concepts,
-                                         faiss_factory)
+                                         hop_seconds, faiss_factory)
     else:
         if encoder is None:
             raise ClapdexError(f"no index at {index_path}; creating one needs the model options "
@@ -909,25 +926,12 @@ def _manifest_meta(path: str, rows: list[ManifestRow]) -> FileMeta:
                     sample_rate=fields.get("sample_rate"), channels=fields.get("channels"))
 
 
-def _open_by_fingerprint(index_path, fingerprint: str, vocabulary, lam, max_concepts,
+def _open_by_fingerprint(index_path, fingerprint: str, vocabulary, lam, max_concepts, hop_seconds,
                          faiss_factory) -> IndexStore:
     """Open an existing index for embeddings whose model is known only by its fingerprint."""
-    from clapdex.concepts.vocabulary import load_vocabulary
-
     lam, max_concepts = _decomposition_mode(lam, max_concepts)
-    store = IndexStore.open(index_path, write=True)
-    try:
-        stored = store.settings
-        requested = dataclasses.replace(stored, encoder_fingerprint=fingerprint)
-        if vocabulary is not None:
-            requested.vocabulary_hash = load_vocabulary(vocabulary).content_hash
-        if lam is not None or max_concepts is not None:
-            requested.lam, requested.max_concepts = lam, max_concepts
-        stored.check_compatible(requested, index_path)
-        if faiss_factory is not None and faiss_factory != stored.faiss_factory:
-            validate_factory(faiss_factory)
-            store.update_settings(faiss_factory=faiss_factory)
-    except BaseException:
-        store.close()
-        raise
-    return store
+    if faiss_factory is not None:
+        validate_factory(faiss_factory)
+    return _open_existing(index_path, dict(encoder_fingerprint=fingerprint), vocabulary=vocabulary,
+                          lam=lam, max_concepts=max_concepts, hop_seconds=hop_seconds,
+                          faiss_factory=faiss_factory)

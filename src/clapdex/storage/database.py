@@ -83,17 +83,33 @@ class IndexSettings:
         """Names of the rebuild-relevant settings that differ between self and other."""
         return [name for name in self._REBUILD if getattr(self, name) != getattr(other, name)]
 
-    def check_compatible(self, requested: "IndexSettings", index_path: str | Path) -> None:
-        """Raise IndexMismatchError naming each difference and the command that rebuilds."""
+    def check_compatible(self, requested: "IndexSettings", index_path: str | Path, *,
+                         concepts: int | None = None, requested_concepts: int | None = None) -> None:
+        """Raise IndexMismatchError naming each difference and the command that rebuilds.
+        `concepts` / `requested_concepts` (the two vocabularies' sizes) make a vocabulary
+        difference readable: names and sizes instead of content hashes."""
         diffs = self.differences(requested)
         if not diffs:
             return
-        parts = [f"{name} is {getattr(self, name)!r}, requested {getattr(requested, name)!r}"
+        parts = [self._vocabulary_difference(requested, concepts, requested_concepts)
+                 if name == "vocabulary_hash" else
+                 f"{name} is {getattr(self, name)!r}, requested {getattr(requested, name)!r}"
                  for name in diffs]
         fixes = sorted({self._REBUILD[name] for name in diffs})
         raise IndexMismatchError(
             f"index {index_path} was built with other settings ({'; '.join(parts)}); "
             f"run {' or '.join(fixes)} to rebuild it, or use another --index")
+
+    def _vocabulary_difference(self, requested: "IndexSettings", concepts: int | None,
+                               requested_concepts: int | None) -> str:
+        def describe(name: str, count: int | None) -> str:
+            return f"{name!r}" if count is None else f"{name!r} ({count} concepts)"
+
+        text = (f"vocabulary is {describe(self.vocabulary_name, concepts)}, requested "
+                f"{describe(requested.vocabulary_name, requested_concepts)}")
+        if self.vocabulary_name == requested.vocabulary_name:
+            text += " (same name, other concepts)"  # e.g. an edited vocabulary file
+        return text
 
 
 @dataclass
@@ -379,6 +395,11 @@ class IndexStore:
         for start in range(0, len(rows), _CHUNK):
             session.execute(insert(ConceptRow), rows[start:start + _CHUNK])
 
+    def concept_count(self) -> int:
+        """K, the number of concepts (columns of the concept matrix)."""
+        with self.session() as session:
+            return _count_concepts(session)
+
     def concept_names(self) -> list[str]:
         with self.session() as session:
             return list(session.scalars(select(ConceptRow.name).order_by(ConceptRow.id)))
@@ -561,7 +582,7 @@ class IndexStore:
             postings = session.execute(
                 select(PostingRow.segment_id, PostingRow.concept_id, PostingRow.weight)
                 .where(PostingRow.segment_id.in_(old_ids.tolist()))).all() if rows else []
-            n_concepts = session.scalar(select(func.count()).select_from(ConceptRow)) or 0
+            n_concepts = _count_concepts(session)
             if postings:
                 seg, con, weight = (np.asarray(c) for c in zip(*postings))
                 weights = sp.csr_matrix((weight.astype(np.float64),
@@ -665,7 +686,7 @@ class IndexStore:
                               dtype=np.int64)
             postings = session.execute(
                 select(PostingRow.segment_id, PostingRow.concept_id, PostingRow.weight)).all()
-            n_concepts = session.scalar(select(func.count()).select_from(ConceptRow)) or 0
+            n_concepts = _count_concepts(session)
         if postings:
             seg, con, weight = (np.asarray(col) for col in zip(*postings))
             rows = np.searchsorted(ids, seg.astype(np.int64))
@@ -714,6 +735,10 @@ class IndexStore:
                 "concepts": count(ConceptRow),
                 "postings": count(PostingRow),
             }
+
+
+def _count_concepts(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(ConceptRow)) or 0
 
 
 def _settings_to_columns(settings: IndexSettings) -> dict:
