@@ -129,6 +129,21 @@ def test_audio_mean_is_set_once_from_the_first_windows(collection):
         np.testing.assert_array_equal(store.settings.audio_mean, first_mean)  # kept fixed
 
 
+def test_progress_bar_says_when_it_waits_for_the_audio_mean(collection, capsys, monkeypatch):
+    import clapdex.indexer as indexer
+
+    monkeypatch.setattr(indexer, "MEAN_WINDOWS", 4)  # the collection has 10 windows
+    encoder = SpectralTestEncoder()
+    index_paths([collection["root"]], encoder, collection["index"], show_progress=True,
+                vocabulary=collection["vocab"])
+    first = capsys.readouterr().err
+    assert f"{indexer.MEAN_LABEL}:" in first
+    assert first.rstrip().splitlines()[-1].lstrip("\r").split("\r")[-1].startswith("indexing: 100%")
+    write_audio(collection["root"] / "new.wav", tone_mix([2500], 6.0, 8000, 9), 8000)
+    index_paths([collection["root"]], encoder, collection["index"], show_progress=True)
+    assert indexer.MEAN_LABEL not in capsys.readouterr().err  # μ_A is known: nothing waits
+
+
 # ---- incremental updates -------------------------------------------------------------------------
 
 def test_touch_modify_delete_prune(collection):

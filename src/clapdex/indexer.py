@@ -49,9 +49,12 @@ from clapdex.errors import AudioError, ClapdexError, IndexMismatchError
 from clapdex.storage.database import FileMeta, IndexSettings, IndexStore, NewFile
 from clapdex.storage.dense import DEFAULT_FACTORY, DenseIndex, validate_factory
 
-MEAN_WINDOWS = 2048        # windows that estimate μ_A when an index receives its first audio
+MEAN_WINDOWS = 512         # windows that estimate μ_A when an index receives its first audio
+                           # (docs/indexing.md: enough for the shared direction; nothing is stored
+                           # before them, so more would risk more work lost to an early Ctrl-C)
 DECOMPOSE_WINDOWS = 512    # windows decomposed and stored per transaction while indexing audio
 IMPORT_WINDOWS = 2048      # ... and while importing embeddings (fewer, larger commits: 1.7x faster)
+MEAN_LABEL = "estimating audio mean"  # the progress bar's description until μ_A is known
 STORE_AHEAD = 2            # batches queued for the storing thread
 DECODE_WORKERS = 2         # decoding (and hashing) threads
 QUEUE_BATCHES = 4          # decoded batches buffered per file in flight (bounds memory)
@@ -305,13 +308,15 @@ class _Writer:
     call. All database writes of a run go through here once encoding starts, so they stay ordered.
     """
 
-    def __init__(self, store: IndexStore, dense: DenseIndex, summary: IndexSummary,
-                 on_stored: Callable[[int], None] = lambda n: None,
-                 batch_windows: int | None = None):
+    def __init__(self, store: IndexStore, dense: DenseIndex, summary: IndexSummary, bar,
+                 label: str, batch_windows: int | None = None):
+        """`bar` (a cli.common.progress bar) counts stored files under `label`, or under
+        MEAN_LABEL while the first windows wait for μ_A (nothing is stored meanwhile)."""
         self.store = store
         self.dense = dense
         self.summary = summary
-        self.on_stored = on_stored
+        self.bar = bar
+        self.label = self._shown = label
         self.batch_windows = batch_windows or DECOMPOSE_WINDOWS
         self.dictionary = None  # built by the first job, off the encoder's path (K x K Gram)
         self.settings = store.settings
@@ -328,6 +333,8 @@ class _Writer:
             return
         self.pending.append((work, embeddings))
         self.pending_windows += len(embeddings)
+        if self.mean is None:
+            self._describe(MEAN_LABEL)
         threshold = self.batch_windows if self.mean is not None else MEAN_WINDOWS
         if self.pending_windows >= threshold:
             self.flush()
@@ -343,6 +350,7 @@ class _Writer:
         new_mean = None
         if self.mean is None:
             self.mean = new_mean = audio_mean(np.concatenate([e for _, e in self.pending]))
+            self._describe(self.label)
         self._submit(self._store_batch, self.pending, new_mean)
         self.pending, self.pending_windows = [], 0
 
@@ -355,6 +363,11 @@ class _Writer:
     def close(self) -> None:
         """Wait for the jobs already submitted (each is a whole transaction) and stop."""
         self._pool.shutdown(wait=True)
+
+    def _describe(self, text: str) -> None:
+        if text != self._shown:
+            self._shown = text
+            self.bar.set_description_str(text)
 
     def _submit(self, job, *args) -> None:
         self._inflight.append(self._pool.submit(job, *args))
@@ -370,7 +383,7 @@ class _Writer:
     def _record_error(self, meta: FileMeta, error: str) -> None:
         self.store.record_error(meta, error)
         self.summary.skip(meta.path, error)
-        self.on_stored(1)
+        self.bar.update(1)
 
     def _store_batch(self, pending: list[tuple[_Work, np.ndarray]], new_mean) -> None:
         from clapdex.concepts.decompose import decompose
@@ -396,7 +409,7 @@ class _Writer:
         for work, _ in pending:
             setattr(self.summary, work.kind, getattr(self.summary, work.kind) + 1)
         self.summary.segments_added += len(segment_ids)
-        self.on_stored(len(pending))
+        self.bar.update(len(pending))
 
 
 class _DecodeAhead:
@@ -558,11 +571,10 @@ def index_paths(paths: Sequence[str | os.PathLike], encoder, index_path: str | o
                        max_concepts=max_concepts, hop_seconds=hop_seconds,
                        faiss_factory=faiss_factory, rebuild=rebuild)
     dense = None
-    bar = progress(total=len(files), desc="indexing", unit="file",
-                   disable=None if show_progress is None else not show_progress)
+    bar = progress(total=len(files), desc="indexing", unit="file", show=show_progress)
     try:
         dense = DenseIndex.open(store)
-        writer = _Writer(store, dense, summary, on_stored=bar.update)
+        writer = _Writer(store, dense, summary, bar, "indexing")
         to_encode, duplicates = _plan(files, store, summary, bar, workers)
         _encode_files(to_encode, encoder, store.settings, writer, summary, workers)
         for meta in duplicates:  # their twins are stored now: copy them
@@ -721,7 +733,7 @@ def reindex(index_path: str | os.PathLike, *, lam: float | None = None,
             mean = _corpus_mean(store)
         before = store.counts()
         bar = progress(total=before["segments"], desc="reindexing", unit="segment",
-                       disable=None if show_progress is None else not show_progress)
+                       show=show_progress)
         try:
             with store.session() as session, session.begin():
                 if vocab is not None:
@@ -875,9 +887,8 @@ def import_embeddings(index_path: str | os.PathLike, embeddings: np.ndarray,
             groups.setdefault(row.path, []).append(i)
         summary.files_seen = len(groups)
         dense = DenseIndex.open(store)
-        bar = progress(total=len(groups), desc="importing", unit="file",
-                       disable=None if show_progress is None else not show_progress)
-        writer = _Writer(store, dense, summary, on_stored=bar.update, batch_windows=IMPORT_WINDOWS)
+        bar = progress(total=len(groups), desc="importing", unit="file", show=show_progress)
+        writer = _Writer(store, dense, summary, bar, "importing", batch_windows=IMPORT_WINDOWS)
         try:
             for path, rows in groups.items():
                 rows.sort(key=lambda i: (manifest[i].start, i))

@@ -168,11 +168,12 @@ def index_encoder(kwargs: dict, projection_path: str | None = None, index_root: 
     return encoder_for_index(encoder, settings, projection, index_root)
 
 
-def progress(iterable=None, total=None, desc: str = "", unit: str = "it", disable: bool | None = None):
-    """A progress bar on stderr; hidden when stderr is not a terminal unless forced."""
+def progress(iterable=None, total=None, desc: str = "", unit: str = "it", show: bool | None = None):
+    """A progress bar on stderr. `show`: True or False forces it on or off; None (the default, and
+    what the API's `show_progress=None` passes on) shows it only when stderr is a terminal."""
     from tqdm import tqdm
 
-    if disable is None:
-        disable = not sys.stderr.isatty()
-    return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, disable=disable,
+    if show is None:
+        show = sys.stderr.isatty()
+    return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, disable=not show,
                 dynamic_ncols=True)
