@@ -4,9 +4,9 @@ Counting files, segments and covered time for every concept from the postings me
 posting (millions of rows). Instead IndexStore calls the hooks below inside its write transactions,
 so the totals in `concept_stats` / `corpus_stats` (schema.py) change together with the postings:
 
-- `on_file_added` / `on_file_removed`: add or subtract one file's contribution. A file is written and
-  removed as a whole, so its contribution is exact in both directions (only float sums can drift by
-  rounding; a rebuild resets them).
+- `on_files_added` (`on_file_added` for one) / `on_file_removed`: add or subtract the files'
+  contributions. A file is written and removed as a whole, so its contribution is exact in both
+  directions (only float sums can drift by rounding; a rebuild resets them).
 - `invalidate`: writes that change many files at once (re-decomposition, a new vocabulary) mark the
   totals stale; the next reader rebuilds them from the postings in one pass (`ensure_fresh`).
 
@@ -22,12 +22,14 @@ Definitions (docs/audit.md):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
+from clapdex.storage.postings import postings_to_csr
 from clapdex.storage.schema import ConceptStatsRow, CorpusStatsRow, PostingRow, SegmentRow
 
 
@@ -110,8 +112,17 @@ def invalidate(session: Session) -> None:
 
 
 def on_file_added(session: Session, starts, ends, weights) -> None:
-    if _is_valid(session):
-        _apply(session, file_contribution(starts, ends, weights), sign=+1)
+    on_files_added(session, [(starts, ends, weights)])
+
+
+def on_files_added(session: Session, files: Sequence[tuple]) -> None:
+    """Add the contributions of newly stored files, given as (starts, ends, weights) per file,
+    with one update for the whole batch: contributions are per-concept sums, so they add up
+    over files (one update per file was half the bulk-import time)."""
+    if not files or not _is_valid(session):
+        return
+    parts = [file_contribution(starts, ends, weights) for starts, ends, weights in files]
+    _apply(session, parts[0] if len(parts) == 1 else _combined(parts), sign=+1)
 
 
 def on_file_removed(session: Session, file_id: int) -> None:
@@ -126,10 +137,7 @@ def on_file_removed(session: Session, file_id: int) -> None:
     ids = np.array([s[0] for s in segments], dtype=np.int64)
     postings = session.execute(select(PostingRow.segment_id, PostingRow.concept_id, PostingRow.weight)
                                .where(PostingRow.segment_id.in_(ids.tolist()))).all()
-    seg, con, weight = (np.array(c) for c in zip(*postings)) if postings else (np.zeros(0),) * 3
-    n_concepts = int(con.max()) + 1 if len(con) else 1
-    matrix = sp.csr_matrix((weight.astype(np.float64), (np.searchsorted(ids, seg), con.astype(np.int64))),
-                           shape=(len(ids), n_concepts))
+    matrix = postings_to_csr(ids, postings, n_concepts=None)  # the contribution needs no K
     _apply(session, file_contribution([s[1] for s in segments], [s[2] for s in segments], matrix),
            sign=-1)
 
@@ -189,6 +197,24 @@ def rebuild(session: Session) -> None:
 
 
 # ---- internals -----------------------------------------------------------------------------------
+
+def _combined(parts: Sequence[Contribution]) -> Contribution:
+    """The sum of several contributions (concepts merged)."""
+    concept_ids, where = np.unique(np.concatenate([c.concept_ids for c in parts]),
+                                   return_inverse=True)
+
+    def total(name: str, dtype) -> np.ndarray:
+        values = np.concatenate([getattr(c, name) for c in parts]).astype(dtype)
+        return np.bincount(where, weights=values, minlength=len(concept_ids)).astype(dtype)
+
+    return Contribution(
+        concept_ids=concept_ids.astype(np.int64), n_files=total("n_files", np.int64),
+        n_segments=total("n_segments", np.int64), active_seconds=total("active_seconds", np.float64),
+        weight_sum=total("weight_sum", np.float64),
+        corpus_files=sum(c.corpus_files for c in parts),
+        corpus_segments=sum(c.corpus_segments for c in parts),
+        corpus_seconds=float(sum(c.corpus_seconds for c in parts)))
+
 
 def _is_valid(session: Session) -> bool:
     valid = session.scalar(select(CorpusStatsRow.valid).where(CorpusStatsRow.id == 1))

@@ -22,13 +22,14 @@ from urllib.request import pathname2url
 import numpy as np
 import scipy.sparse as sp
 from sqlalchemy import create_engine, delete, event, func, insert, select, update
-from sqlalchemy.engine import URL, Engine
+from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session, sessionmaker
 
 from clapdex.errors import (ClapdexError, IndexDamagedError, IndexMismatchError,
                             IndexNotFoundError, ReadOnlyIndexError)
 from clapdex.storage import concept_stats  # audit totals, kept in step with every write
+from clapdex.storage.postings import postings_to_csr
 from clapdex.storage.schema import (SCHEMA_VERSION, Base, ConceptRow, FileRow, IndexSettingsRow,
                                     PostingRow, SegmentRow, utcnow)
 
@@ -192,13 +193,21 @@ def _translate_errors(engine: Engine, root: Path) -> None:
 
     @event.listens_for(engine, "handle_error")
     def _on_error(context):
-        name = getattr(context.original_exception, "sqlite_errorname", "") or ""
-        if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
-            raise _damaged(root, _reason(context.original_exception))
-        if name.startswith("SQLITE_READONLY"):
-            raise ReadOnlyIndexError(f"index {root} is read-only and this command needs to "
-                                     f"change it ({_reason(context.original_exception)}); make "
-                                     f"its folder writable or use a writable copy")
+        error = _index_error(root, context.original_exception)
+        if error is not None:
+            raise error
+
+
+def _index_error(root: Path, original: BaseException) -> ClapdexError | None:
+    """The one-line error for a driver error that means the index cannot be used as it is."""
+    name = getattr(original, "sqlite_errorname", "") or ""
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        return _damaged(root, _reason(original))
+    if name.startswith("SQLITE_READONLY"):
+        return ReadOnlyIndexError(f"index {root} is read-only and this command needs to change "
+                                  f"it ({_reason(original)}); make its folder writable or use a "
+                                  f"writable copy")
+    return None
 
 
 def _open_error(root: Path, error: DatabaseError) -> ClapdexError:
@@ -495,7 +504,8 @@ class IndexStore:
         for file_id, item, n in zip(file_ids, files, counts):
             results.append((int(file_id), segment_ids[first:first + n]))
             first += n
-        _stats_on_files_added(session, files)
+        concept_stats.on_files_added(
+            session, [(item.starts, item.ends, item.decomposition.weights) for item in files])
         return results
 
     def _insert_segments(self, session: Session, file_ids, starts, ends, embeddings,
@@ -582,14 +592,7 @@ class IndexStore:
             postings = session.execute(
                 select(PostingRow.segment_id, PostingRow.concept_id, PostingRow.weight)
                 .where(PostingRow.segment_id.in_(old_ids.tolist()))).all() if rows else []
-            n_concepts = _count_concepts(session)
-            if postings:
-                seg, con, weight = (np.asarray(c) for c in zip(*postings))
-                weights = sp.csr_matrix((weight.astype(np.float64),
-                                         (np.searchsorted(old_ids, seg.astype(np.int64)), con)),
-                                        shape=(len(rows), n_concepts))
-            else:
-                weights = sp.csr_matrix((len(rows), n_concepts))
+            weights = postings_to_csr(old_ids, postings, _count_concepts(session))
             copied = dataclasses.replace(meta, duration=meta.duration or source.duration,
                                          sample_rate=meta.sample_rate or source.sample_rate,
                                          channels=meta.channels or source.channels)
@@ -680,21 +683,30 @@ class IndexStore:
         return ids, matrix.reshape(len(rows), dim)
 
     def concept_matrix(self) -> tuple[np.ndarray, sp.csr_matrix]:
-        """All postings as (segment ids (n,), csr (n, K)); row i belongs to segment ids[i]."""
-        with self.session() as session:
-            ids = np.fromiter(session.scalars(select(SegmentRow.id).order_by(SegmentRow.id)),
-                              dtype=np.int64)
-            postings = session.execute(
-                select(PostingRow.segment_id, PostingRow.concept_id, PostingRow.weight)).all()
-            n_concepts = _count_concepts(session)
-        if postings:
-            seg, con, weight = (np.asarray(col) for col in zip(*postings))
-            rows = np.searchsorted(ids, seg.astype(np.int64))
-        else:
-            rows = con = weight = np.zeros(0)
-        matrix = sp.csr_matrix((np.asarray(weight, dtype=np.float64), (rows, con)),
-                               shape=(len(ids), n_concepts))
-        return ids, matrix
+        """All postings as (segment ids (n,), csr (n, K)); row i belongs to segment ids[i].
+
+        What opening an index for search costs most: millions of postings. They are read with a
+        Core select as the driver's plain tuples (a SQLAlchemy Row per posting cost more than the
+        query itself) in table order, which is segment order, so the CSR needs no sort.
+        """
+        with self.engine.connect() as connection:
+            ids = np.fromiter(connection.execute(
+                select(SegmentRow.id).order_by(SegmentRow.id)).scalars(), dtype=np.int64)
+            n_concepts = _count_concepts(connection)
+            postings = self._plain_rows(connection.execute(
+                select(PostingRow.segment_id, PostingRow.concept_id, PostingRow.weight)))
+        return ids, postings_to_csr(ids, postings, n_concepts)
+
+    def _plain_rows(self, result) -> list[tuple]:
+        """Every row of a Core result, fetched from the DBAPI cursor as plain tuples. The fetch
+        bypasses SQLAlchemy's error handling, so driver errors are translated here."""
+        try:
+            return result.cursor.fetchall()
+        except self.engine.dialect.loaded_dbapi.Error as error:
+            raise (_index_error(self.root, error) or
+                   ClapdexError(f"cannot read index {self.root} ({_reason(error)})")) from None
+        finally:
+            result.close()
 
     def orphans(self) -> dict:
         """Rows whose parent is gone (possible only if foreign keys were off): counts per kind."""
@@ -737,8 +749,8 @@ class IndexStore:
             }
 
 
-def _count_concepts(session: Session) -> int:
-    return session.scalar(select(func.count()).select_from(ConceptRow)) or 0
+def _count_concepts(connection: Session | Connection) -> int:
+    return connection.scalar(select(func.count()).select_from(ConceptRow)) or 0
 
 
 def _settings_to_columns(settings: IndexSettings) -> dict:
@@ -783,35 +795,3 @@ def _blobs(embeddings: np.ndarray) -> list[bytes]:
     raw = matrix.tobytes()
     step = matrix.shape[1] * 4 if matrix.ndim == 2 else 0
     return [raw[i * step:(i + 1) * step] for i in range(len(matrix))]
-
-
-def _stats_on_files_added(session: Session, files: Sequence[NewFile]) -> None:
-    """Add the files' contributions to the audit totals with one update for the whole batch.
-
-    Contributions add up over files (concept_stats.Contribution is per-concept sums), so a batch is
-    applied once instead of once per file (per-file updates were half the bulk-import time).
-    """
-    if not files:
-        return
-    if len(files) == 1:
-        item = files[0]
-        concept_stats.on_file_added(session, item.starts, item.ends, item.decomposition.weights)
-        return
-    if not concept_stats._is_valid(session):
-        return
-    parts = [concept_stats.file_contribution(i.starts, i.ends, i.decomposition.weights) for i in files]
-    ids = np.concatenate([c.concept_ids for c in parts])
-    concept_ids, where = np.unique(ids, return_inverse=True)
-
-    def total(name, dtype):
-        values = np.concatenate([getattr(c, name) for c in parts]).astype(dtype)
-        return np.bincount(where, weights=values, minlength=len(concept_ids)).astype(dtype)
-
-    combined = concept_stats.Contribution(
-        concept_ids=concept_ids.astype(np.int64), n_files=total("n_files", np.int64),
-        n_segments=total("n_segments", np.int64), active_seconds=total("active_seconds", np.float64),
-        weight_sum=total("weight_sum", np.float64),
-        corpus_files=sum(c.corpus_files for c in parts),
-        corpus_segments=sum(c.corpus_segments for c in parts),
-        corpus_seconds=float(sum(c.corpus_seconds for c in parts)))
-    concept_stats._apply(session, combined, sign=+1)
