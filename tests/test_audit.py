@@ -77,6 +77,36 @@ def test_prevalence_orderings_and_top(index, sort, key):
     assert [r.concept for r in prevalence(store, top=3, sort=sort)] == order[:3]
 
 
+def test_stale_totals_of_a_read_only_index_are_computed_in_memory(tmp_path):
+    from sqlalchemy import select
+
+    from clapdex.audit.stats import SORT_KEYS
+    from clapdex.storage.schema import CorpusStatsRow
+
+    store, truth = build_index(tmp_path / "index")
+    stored = {sort: [r.to_row() for r in prevalence(store, sort=sort)] for sort in SORT_KEYS}
+    totals = corpus_totals(store)
+    with store.session() as session, session.begin():
+        concept_stats.invalidate(session)  # what a reindex leaves behind
+    store.read_only = True  # as IndexStore.open sets it for a folder it cannot write
+    check_prevalence(store, truth)
+    for sort in SORT_KEYS:
+        computed = [r.to_row() for r in prevalence(store, sort=sort)]
+        assert [r["concept"] for r in computed] == [r["concept"] for r in stored[sort]]
+        for mine, theirs in zip(computed, stored[sort]):  # same numbers (names compared above)
+            numbers = [k for k in mine if k != "concept"]
+            assert [mine[k] for k in numbers] == pytest.approx([theirs[k] for k in numbers],
+                                                               rel=1e-9)
+        assert [r.concept for r in prevalence(store, top=3, sort=sort)] == [
+            r["concept"] for r in stored[sort][:3]]
+    again = corpus_totals(store)
+    assert (again.files, again.segments) == (totals.files, totals.segments)
+    assert again.indexed_seconds == pytest.approx(totals.indexed_seconds)
+    with store.session() as session:  # nothing was written: the stored totals are still stale
+        assert session.scalar(select(CorpusStatsRow.valid)) is False
+    store.close()
+
+
 def test_overlapping_windows_count_once_in_time_share(tmp_path):
     from audit_fixtures import settings
     from clapdex.storage.database import IndexStore

@@ -125,6 +125,21 @@ def test_read_only_index_serves_reads_and_refuses_writes(setup):
     assert index(setup).exit_code == 0  # writable again: works as before
 
 
+def test_concepts_on_a_read_only_index_after_a_reindex(setup):
+    """A reindex leaves the audit totals stale; read-only, they are computed without writing."""
+    assert index(setup).exit_code == 0
+    assert run("reindex", "--index", setup["index"], "--lambda", "0.01").exit_code == 0
+    before = sorted(p.name for p in setup["index"].iterdir())
+    with read_only(setup["index"]):
+        listed = run("concepts", "--index", setup["index"], "--json")
+        assert listed.exit_code == 0, (listed.output, listed.exception)
+        assert sorted(p.name for p in setup["index"].iterdir()) == before
+    rebuilt = run("concepts", "--index", setup["index"], "--json")  # writable: stored, then read
+    assert rebuilt.exit_code == 0, rebuilt.output
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert rows and rows == [json.loads(line) for line in rebuilt.stdout.splitlines()]
+
+
 def test_cannot_create_an_index_in_a_read_only_folder(setup):
     parent = setup["tmp"] / "locked"
     parent.mkdir()

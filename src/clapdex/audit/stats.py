@@ -5,12 +5,14 @@ Reads the per-concept totals that IndexStore keeps up to date on every write
 Definitions (docs/audit.md): a concept is active in a segment that has a posting for it;
 `time_share` = seconds covered by its active segments (overlaps counted once, per file) / indexed
 seconds; `mean_weight` is over its active segments; `max_weight` comes from the (concept_id,
-weight) index.
+weight) index. On a read-only index whose stored totals are stale (it was reindexed, then made
+read-only) the totals are computed in memory instead (concept_stats.ensure_fresh).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sqlalchemy import Select, desc, func, select
 
@@ -47,7 +49,13 @@ class CorpusTotals:
 
 
 def corpus_totals(store) -> CorpusTotals:
-    concept_stats.ensure_fresh(store)
+    return _corpus_totals(store, concept_stats.ensure_fresh(store))
+
+
+def _corpus_totals(store, computed: concept_stats.Contribution | None) -> CorpusTotals:
+    """From the stored totals, or from `computed` (what ensure_fresh returned, if anything)."""
+    if computed is not None:
+        return CorpusTotals(computed.corpus_files, computed.corpus_segments, computed.corpus_seconds)
     with store.session() as session:
         row = session.execute(select(CorpusStatsRow.n_files, CorpusStatsRow.n_segments,
                                      CorpusStatsRow.indexed_seconds)
@@ -79,12 +87,47 @@ def prevalence_statement(sort: str = "files", top: int | None = None) -> Select:
 def prevalence(store, top: int | None = None, sort: str = "files") -> list[ConceptPrevalence]:
     """Active concepts, most prevalent first by `sort` (files | segments | time | weight)."""
     statement = prevalence_statement(sort, top)
-    totals = corpus_totals(store)
-    with store.session() as session:
-        rows = session.execute(statement).all()
+    computed = concept_stats.ensure_fresh(store)
+    totals = _corpus_totals(store, computed)
+    if computed is None:
+        with store.session() as session:
+            rows = session.execute(statement).all()
+    else:
+        rows = _rows_in_memory(store, computed, sort, top)
     seconds = totals.indexed_seconds
     return [ConceptPrevalence(concept=r.name, concept_id=int(r.concept_id), files=int(r.n_files),
                               segments=int(r.n_segments), active_seconds=float(r.active_seconds),
                               time_share=float(r.active_seconds) / seconds if seconds > 0 else 0.0,
                               mean_weight=float(r.mean_weight), max_weight=float(r.max_weight or 0))
             for r in rows]
+
+
+class _Row(NamedTuple):
+    """One row of prevalence_statement's result."""
+
+    concept_id: int
+    name: str
+    n_files: int
+    n_segments: int
+    active_seconds: float
+    mean_weight: float
+    max_weight: float
+
+
+def _rows_in_memory(store, computed: concept_stats.Contribution, sort: str,
+                    top: int | None) -> list[_Row]:
+    """What prevalence_statement returns, from totals computed in memory (a read-only index whose
+    stored totals are stale): same columns, same order."""
+    with store.session() as session:
+        names = dict(session.execute(select(ConceptRow.id, ConceptRow.name)).all())
+        largest = dict(session.execute(select(PostingRow.concept_id, func.max(PostingRow.weight))
+                                       .group_by(PostingRow.concept_id)).all())
+    rows = [_Row(int(k), names[int(k)], int(files), int(segments), float(seconds),
+                 float(weights) / int(segments), largest.get(int(k)))
+            for k, files, segments, seconds, weights in zip(
+                computed.concept_ids, computed.n_files, computed.n_segments,
+                computed.active_seconds, computed.weight_sum) if segments > 0]
+    keys = {"files": ("n_files", "n_segments"), "segments": ("n_segments", "n_files"),
+            "time": ("active_seconds", "n_segments"), "weight": ("mean_weight", "n_segments")}[sort]
+    rows.sort(key=lambda r: (-getattr(r, keys[0]), -getattr(r, keys[1]), r.name))
+    return rows[:top] if top else rows

@@ -8,7 +8,8 @@ so the totals in `concept_stats` / `corpus_stats` (schema.py) change together wi
   contributions. A file is written and removed as a whole, so its contribution is exact in both
   directions (only float sums can drift by rounding; a rebuild resets them).
 - `invalidate`: writes that change many files at once (re-decomposition, a new vocabulary) mark the
-  totals stale; the next reader rebuilds them from the postings in one pass (`ensure_fresh`).
+  totals stale; the next reader rebuilds them from the postings in one pass (`ensure_fresh`), or,
+  on a read-only index, computes them in memory for itself (nothing can be stored).
 
 Definitions (docs/audit.md):
 - a concept is *active* in a segment when the segment has a posting for it (weight > 0);
@@ -144,19 +145,39 @@ def on_file_removed(session: Session, file_id: int) -> None:
 
 # ---- readers -------------------------------------------------------------------------------------
 
-def ensure_fresh(store) -> None:
-    """Rebuild the totals if they are missing or stale (after a reindex or a vocabulary change)."""
+def ensure_fresh(store) -> Contribution | None:
+    """Rebuild the stored totals if they are stale (after a reindex or a vocabulary change).
+
+    Returns None when the tables hold current totals. A read-only index (`store.read_only`)
+    cannot store a rebuild: its stale totals are then computed in memory, the same way, and
+    returned; the caller reads those instead of the tables.
+    """
     with store.session() as session:
         if _is_valid(session):
-            return
+            return None
+        if store.read_only:
+            return compute(session)
     with store.session() as session, session.begin():
-        if _is_valid(session):  # someone else rebuilt meanwhile
-            return
-        rebuild(session)
+        if not _is_valid(session):  # unless someone else rebuilt meanwhile
+            rebuild(session)
+    return None
 
 
 def rebuild(session: Session) -> None:
-    """Recompute every total from the segments and postings (one pass, vectorised)."""
+    """Recompute every total from the segments and postings and store them."""
+    total = compute(session)
+    session.execute(delete(ConceptStatsRow))
+    session.execute(delete(CorpusStatsRow))
+    session.execute(insert(CorpusStatsRow), [{"id": 1, "valid": True, "n_files": total.corpus_files,
+                                             "n_segments": total.corpus_segments,
+                                             "indexed_seconds": total.corpus_seconds}])
+    rows = _rows(total)
+    for first in range(0, len(rows), 20_000):
+        session.execute(insert(ConceptStatsRow), rows[first:first + 20_000])
+
+
+def compute(session: Session) -> Contribution:
+    """Every total, from the segments and postings (one pass, vectorised; writes nothing)."""
     segments = session.execute(select(SegmentRow.id, SegmentRow.file_id, SegmentRow.start,
                                       SegmentRow.end).order_by(SegmentRow.id)).all()
     seg_ids, file_ids, starts, ends = (np.array(c) for c in zip(*segments)) if segments else (
@@ -176,7 +197,7 @@ def rebuild(session: Session) -> None:
     concept_ids, concept_of_pair = np.unique(pair_concept, return_inverse=True)
     _, concept_of_posting = np.unique(con, return_inverse=True)
     m = len(concept_ids)
-    total = Contribution(
+    return Contribution(
         concept_ids=concept_ids,
         n_files=np.bincount(concept_of_pair, minlength=m).astype(np.int64),
         n_segments=np.bincount(concept_of_posting, minlength=m).astype(np.int64),
@@ -186,14 +207,6 @@ def rebuild(session: Session) -> None:
         corpus_segments=len(seg_ids),
         corpus_seconds=float(union_lengths(file_rank, starts, ends, n_files).sum()),
     )
-    session.execute(delete(ConceptStatsRow))
-    session.execute(delete(CorpusStatsRow))
-    session.execute(insert(CorpusStatsRow), [{"id": 1, "valid": True, "n_files": total.corpus_files,
-                                             "n_segments": total.corpus_segments,
-                                             "indexed_seconds": total.corpus_seconds}])
-    rows = _rows(total)
-    for first in range(0, len(rows), 20_000):
-        session.execute(insert(ConceptStatsRow), rows[first:first + 20_000])
 
 
 # ---- internals -----------------------------------------------------------------------------------
