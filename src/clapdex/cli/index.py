@@ -6,20 +6,8 @@ import click
 
 from clapdex.cli.common import (emit_json, encoder_from_kwargs, encoder_options, index_encoder,
                                 index_option, json_option, projection_option, resolve_index_path)
+from clapdex.cli.lambda_option import DefaultLambdaHelp
 from clapdex.errors import ClapdexError
-
-
-class _NewIndexLambdaOption(click.Option):
-    """--lambda of the commands that can create an index: its help gives DEFAULT_LAMBDA's value,
-    looked up only when help is shown (importing the decomposition loads numba, which would slow
-    down every command's start)."""
-
-    def get_help_record(self, ctx):
-        from clapdex.concepts.decompose import DEFAULT_LAMBDA
-
-        self.help = (f"Sparsity penalty λ of the decomposition (default for a new index: "
-                     f"{DEFAULT_LAMBDA:g}; an existing index keeps its own).")
-        return super().get_help_record(ctx)
 
 
 def _decomposition_options(reindex: bool = False):
@@ -39,7 +27,10 @@ def _decomposition_options(reindex: bool = False):
                                      "(default: the index's).")(func)
         else:
             func = click.option("--lambda", "lam", type=float, default=None,
-                                cls=_NewIndexLambdaOption)(func)
+                                cls=DefaultLambdaHelp,
+                                help="Sparsity penalty λ of the decomposition (default for a new "
+                                     "index: {default_lambda}; an existing index keeps its own)."
+                                )(func)
             func = click.option("--vocab", "vocabulary", default=None, metavar="NAME|FILE",
                                 help="Concept vocabulary: a built-in name or a text file (default "
                                      "for a new index: the built-in 'default'; an existing index "
