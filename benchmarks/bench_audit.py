@@ -186,11 +186,11 @@ def group_by_concepts(store, top: int):
 def maintenance_cost(root: Path, n_concepts: int, per: int, dimension: int, files: int = 300):
     """Seconds per add_file with and without the concept_stats hook (same files, fresh indexes)."""
     results = {}
-    original = concept_stats.on_file_added
+    original = concept_stats.on_files_added
     for label, hook in (("with concept_stats", original), ("without (hook disabled)", lambda *a: None)):
         path = root / f"maintenance-{label.split()[0]}"
         shutil.rmtree(path, ignore_errors=True)
-        concept_stats.on_file_added = hook
+        concept_stats.on_files_added = hook
         try:
             rng = np.random.default_rng(1)
             names = [f"c{i:04d}" for i in range(n_concepts)]
@@ -207,7 +207,7 @@ def maintenance_cost(root: Path, n_concepts: int, per: int, dimension: int, file
             results[label] = (time.perf_counter() - began) / files * 1000
             store.close()
         finally:
-            concept_stats.on_file_added = original
+            concept_stats.on_files_added = original
         shutil.rmtree(path, ignore_errors=True)
     return results
 

@@ -83,11 +83,18 @@ def test_stale_totals_of_a_read_only_index_are_computed_in_memory(tmp_path):
     from clapdex.audit.stats import SORT_KEYS
     from clapdex.storage.schema import CorpusStatsRow
 
+    from sqlalchemy import update
+
+    from clapdex.storage.schema import ConceptStatsRow
+
     store, truth = build_index(tmp_path / "index")
     stored = {sort: [r.to_row() for r in prevalence(store, sort=sort)] for sort in SORT_KEYS}
     totals = corpus_totals(store)
+    dog_partners = partners(store, "dog", min_count=1, limit=None)
     with store.session() as session, session.begin():
         concept_stats.invalidate(session)  # what a reindex leaves behind
+        # Stale totals need not be right: make them wrong, so reading them would show.
+        session.execute(update(ConceptStatsRow).values(n_segments=1))
     store.read_only = True  # as IndexStore.open sets it for a folder it cannot write
     check_prevalence(store, truth)
     for sort in SORT_KEYS:
@@ -99,6 +106,7 @@ def test_stale_totals_of_a_read_only_index_are_computed_in_memory(tmp_path):
                                                                rel=1e-9)
         assert [r.concept for r in prevalence(store, top=3, sort=sort)] == [
             r["concept"] for r in stored[sort][:3]]
+    assert partners(store, "dog", min_count=1, limit=None) == dog_partners  # lift from fresh counts
     again = corpus_totals(store)
     assert (again.files, again.segments) == (totals.files, totals.segments)
     assert again.indexed_seconds == pytest.approx(totals.indexed_seconds)

@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 
 from clapdex.audit.concepts import ConceptLookup
 from clapdex.audit.stats import corpus_totals
+from clapdex.storage import concept_stats
 from clapdex.storage.schema import ConceptStatsRow, PostingRow
 
 
@@ -37,7 +38,11 @@ class Pair:
                 "count_a": self.count_a, "count_b": self.count_b, "lift": self.lift}
 
 
-def _segment_counts(session, concept_ids=None) -> dict[int, int]:
+def _segment_counts(session, concept_ids, computed: concept_stats.Contribution | None) -> dict[int, int]:
+    """Segments per concept: from the stored totals, or from `computed` (stale read-only index)."""
+    if computed is not None:
+        counts = dict(zip(computed.concept_ids.tolist(), computed.n_segments.tolist()))
+        return {int(c): counts.get(int(c), 0) for c in concept_ids}
     statement = select(ConceptStatsRow.concept_id, ConceptStatsRow.n_segments)
     if concept_ids is not None:
         statement = statement.where(ConceptStatsRow.concept_id.in_([int(c) for c in concept_ids]))
@@ -48,6 +53,7 @@ def partners(store, concept: str, min_count: int = 3, limit: int | None = 50) ->
     """Concepts that co-occur with `concept` more than chance."""
     lookup = ConceptLookup.load(store)
     concept_id = lookup.id_of(concept)
+    computed = concept_stats.ensure_fresh(store)
     n_total = corpus_totals(store).segments
     with store.session() as session:
         own = select(PostingRow.segment_id).where(PostingRow.concept_id == concept_id)
@@ -56,7 +62,7 @@ def partners(store, concept: str, min_count: int = 3, limit: int | None = 50) ->
             .where(PostingRow.segment_id.in_(own), PostingRow.concept_id != concept_id)
             .group_by(PostingRow.concept_id)
             .having(func.count() >= min_count)).all()
-        sizes = _segment_counts(session, [concept_id] + [c for c, _ in counts])
+        sizes = _segment_counts(session, [concept_id] + [c for c, _ in counts], computed)
     lookup.preload(c for c, _ in counts)
     n_a = sizes.get(concept_id, 0)
     pairs = [Pair(lookup.name_of(concept_id), lookup.name_of(c), int(n), n_a, sizes[int(c)],
