@@ -173,3 +173,15 @@ def test_with_real_msclap_code_and_random_weights(random_clap_encoder, monkeypat
     assert all(c["concept"] in CONCEPTS for c in row["concepts"])
     assert len(list((tmp_path / "cache" / "audio_mean").glob("*.npy"))) == 1
     assert len(list((tmp_path / "cache" / "concepts").glob("*.npz"))) == 1
+
+
+def test_error_naming_a_path_with_a_newline_stays_on_one_line(tmp_path, monkeypatch):
+    from tests.doubles import SpectralTestEncoder
+
+    monkeypatch.setattr("clapdex.cli.common.load_encoder", lambda **_: SpectralTestEncoder())
+    bad = tmp_path / "bad\nname.wav"
+    bad.write_text("not audio")
+    result = CliRunner().invoke(main, ["explain", str(bad)])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "bad\\nname.wav" in lines[0]

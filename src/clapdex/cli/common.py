@@ -11,6 +11,7 @@ from typing import Any, Iterable
 import click
 
 from clapdex.errors import ClapdexError
+from clapdex.printable import one_line
 
 
 class SafeGroup(click.Group):
@@ -25,7 +26,7 @@ class SafeGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ClapdexError as error:
-            click.echo(f"error: {error}", err=True)
+            click.echo(f"error: {one_line(str(error))}", err=True)  # paths may hold newlines
             ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -46,13 +47,12 @@ def _environment_error(error: Exception) -> str | None:
         text = error.strerror or str(error) or type(error).__name__
         if error.filename is not None:
             text = f"{error.filename}: {text}"
-    else:
-        from sqlalchemy.exc import DBAPIError
+        return one_line(str(text))
+    from sqlalchemy.exc import DBAPIError
 
-        if not isinstance(error, DBAPIError):
-            return None
-        text = f"database error ({error.orig or type(error).__name__})"
-    return " ".join(str(text).split())
+    if not isinstance(error, DBAPIError):
+        return None
+    return " ".join(f"database error ({error.orig or type(error).__name__})".split())
 
 
 def to_jsonable(value: Any) -> Any:
