@@ -16,6 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from clapdex import indexer  # noqa: E402
+from clapdex.indexer import storing  # noqa: E402
 from clapdex.cli.common import to_jsonable  # noqa: E402
 from tests.doubles import SpectralTestEncoder  # noqa: E402
 
@@ -36,8 +37,8 @@ class SlowTestEncoder(SpectralTestEncoder):
 def main() -> None:
     index, folder, vocab = sys.argv[1:4]
     delay = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
-    indexer.MEAN_WINDOWS = 4
-    indexer.DECOMPOSE_WINDOWS = 3
+    storing.MEAN_WINDOWS = 4
+    storing.DECOMPOSE_WINDOWS = 3
     summary = indexer.index_paths([folder], SlowTestEncoder(delay), index, vocabulary=vocab,
                                   show_progress=False)
     print(json.dumps(to_jsonable(summary)))

@@ -132,7 +132,7 @@ def test_audio_mean_is_set_once_from_the_first_windows(collection):
 def test_progress_bar_says_when_it_waits_for_the_audio_mean(collection, capsys, monkeypatch):
     import clapdex.indexer as indexer
 
-    monkeypatch.setattr(indexer, "MEAN_WINDOWS", 4)  # the collection has 10 windows
+    monkeypatch.setattr(indexer.storing, "MEAN_WINDOWS", 4)  # the collection has 10 windows
     encoder = SpectralTestEncoder()
     index_paths([collection["root"]], encoder, collection["index"], show_progress=True,
                 vocabulary=collection["vocab"])
@@ -394,16 +394,16 @@ def test_bulk_storing_keeps_audit_totals_equal_to_a_rebuild(collection, tmp_path
     """add_files applies a batch's concept totals at once; they must equal a full recount."""
     from sqlalchemy import select
 
-    from clapdex import indexer
+    from clapdex.indexer import storing
     from clapdex.storage import concept_stats
     from clapdex.storage.schema import ConceptStatsRow, CorpusStatsRow
 
-    old = indexer.DECOMPOSE_WINDOWS
-    indexer.DECOMPOSE_WINDOWS = 4  # several multi-file batches
+    old = storing.DECOMPOSE_WINDOWS
+    storing.DECOMPOSE_WINDOWS = 4  # several multi-file batches
     try:
         _run(collection, SpectralTestEncoder(), hop_seconds=1.0)
     finally:
-        indexer.DECOMPOSE_WINDOWS = old
+        storing.DECOMPOSE_WINDOWS = old
     shutil.copy(collection["root"] / "tones" / "a200.wav", collection["root"] / "copy.wav")
     os.remove(collection["root"] / "short.aiff")
     _run(collection, SpectralTestEncoder(), prune=True)

@@ -1,0 +1,107 @@
+"""Opening (or creating) an index with the requested settings, refusing ones it was not built with."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+
+from clapdex.errors import ClapdexError
+from clapdex.storage.database import IndexSettings, IndexStore
+from clapdex.storage.dense import DEFAULT_FACTORY, validate_factory
+
+
+def decomposition_mode(lam: float | None, max_concepts: int | None) -> tuple[float | None, int | None]:
+    if lam is not None and max_concepts is not None:
+        raise ClapdexError("give either --lambda or --max-concepts, not both")
+    if lam is not None and not (np.isfinite(lam) and lam >= 0):
+        raise ClapdexError(f"--lambda must be a finite number >= 0, got {lam}")
+    if max_concepts is not None and max_concepts < 1:
+        raise ClapdexError(f"--max-concepts must be at least 1, got {max_concepts}")
+    return lam, max_concepts
+
+
+def open_index(index_path: str | os.PathLike, encoder, *, vocabulary: str | None = None,
+               lam: float | None = None, max_concepts: int | None = None,
+               hop_seconds: float | None = None, faiss_factory: str | None = None,
+               rebuild: bool = False) -> IndexStore:
+    """Open the index at `index_path` for adding audio embedded by `encoder`, creating it if needed.
+
+    A new index takes the given vocabulary (default "default"), λ or max-concepts (default
+    DEFAULT_LAMBDA), hop (default: the window) and FAISS factory (default "Flat"). An existing
+    index must match the encoder and every option given explicitly, else IndexMismatchError names
+    the differences and the rebuild command. `rebuild` deletes the index's data first. A changed
+    --faiss only rebuilds the FAISS file (it is derived data). An `encoder` that is a
+    ProjectedEncoder makes a new index store its projection (see cli.common.index_encoder, which
+    gives an existing index's stored projection back).
+    """
+    from clapdex.concepts.decompose import DEFAULT_LAMBDA
+    from clapdex.concepts.dictionary import build_dictionary
+    from clapdex.concepts.vocabulary import load_vocabulary
+    from clapdex.evaluation.projection import ProjectedEncoder
+
+    root = Path(index_path)
+    projection = encoder.projection if isinstance(encoder, ProjectedEncoder) else None
+    lam, max_concepts = decomposition_mode(lam, max_concepts)
+    if faiss_factory is not None:
+        validate_factory(faiss_factory)
+    if hop_seconds is not None and not (0 < hop_seconds <= encoder.window_seconds):
+        raise ClapdexError(f"--hop must be > 0 and at most the window ({encoder.window_seconds} s)")
+    IndexStore.require_writable(root)  # before any work: a read-only index or a file at root
+    if rebuild and IndexStore.exists(root):
+        IndexStore.destroy(root)
+
+    if not IndexStore.exists(root):
+        vocab = load_vocabulary(vocabulary or "default")
+        dictionary = build_dictionary(encoder, vocab)
+        if lam is None and max_concepts is None:
+            lam = DEFAULT_LAMBDA
+        settings = IndexSettings(
+            encoder_fingerprint=encoder.fingerprint, dimension=int(encoder.dimension),
+            sample_rate=int(encoder.sample_rate), window_seconds=float(encoder.window_seconds),
+            hop_seconds=float(hop_seconds or encoder.window_seconds),
+            vocabulary_name=vocab.name, vocabulary_hash=vocab.content_hash, lam=lam,
+            max_concepts=max_concepts, faiss_factory=faiss_factory or DEFAULT_FACTORY,
+            projection=None if projection is None else projection.matrix,
+            projection_hash=None if projection is None else projection.content_hash)
+        return IndexStore.create(root, settings, dictionary.names, dictionary.text_embeddings)
+
+    model = dict(encoder_fingerprint=encoder.fingerprint, dimension=int(encoder.dimension),
+                 sample_rate=int(encoder.sample_rate), window_seconds=float(encoder.window_seconds),
+                 projection_hash=None if projection is None else projection.content_hash)
+    return open_existing(root, model, vocabulary=vocabulary, lam=lam, max_concepts=max_concepts,
+                         hop_seconds=hop_seconds, faiss_factory=faiss_factory)
+
+
+def open_existing(root: str | os.PathLike, model: dict, *, vocabulary: str | None,
+                  lam: float | None, max_concepts: int | None, hop_seconds: float | None,
+                  faiss_factory: str | None) -> IndexStore:
+    """Open an existing index for writing, refusing (IndexMismatchError) any requested setting that
+    differs from the stored one. `model` holds the settings the embeddings' model fixes (at least
+    its fingerprint); options left at None mean "what the index has". A new --faiss is stored
+    (the FAISS file is derived data: it is rebuilt when opened). Validate the options first."""
+    from clapdex.concepts.vocabulary import load_vocabulary
+
+    store = IndexStore.open(root, write=True)
+    try:
+        stored = store.settings
+        requested = dataclasses.replace(stored, **model)
+        requested_concepts = None
+        if hop_seconds is not None:
+            requested.hop_seconds = float(hop_seconds)
+        if vocabulary is not None:
+            vocab = load_vocabulary(vocabulary)
+            requested.vocabulary_name, requested.vocabulary_hash = vocab.name, vocab.content_hash
+            requested_concepts = len(vocab)
+        if lam is not None or max_concepts is not None:
+            requested.lam, requested.max_concepts = lam, max_concepts
+        stored.check_compatible(requested, root, concepts=store.concept_count(),
+                                requested_concepts=requested_concepts)
+        if faiss_factory is not None and faiss_factory != stored.faiss_factory:
+            store.update_settings(faiss_factory=faiss_factory)
+    except BaseException:
+        store.close()
+        raise
+    return store

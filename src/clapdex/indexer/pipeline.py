@@ -1,0 +1,234 @@
+"""Indexing: walk -> decode (threads) -> encode (batches) -> decompose (batches) -> store.
+
+`index_paths` is what `clapdex index` calls. A run has three steps:
+
+1. Walk the given files and folders (recursive, sorted, symlinks followed with loops cut, hidden
+   names skipped, each file once) and stat every file. A file whose indexed row has the same size
+   and mtime is unchanged and skipped.
+2. Hash the other files (sha256 of the content, in worker threads). Same hash as the path's row:
+   only the mtime changed ("touched"). A hash that another indexed file has: the file was moved
+   (the old path is gone: its row is renamed, segment ids and FAISS entries kept) or copied (its
+   segments' embeddings and postings are copied). Nothing is decoded or encoded for these.
+3. The rest is decoded in worker threads (`audio.iter_windows`, bounded queues, files consumed in
+   walk order so ids are deterministic) while the main thread encodes full batches of windows,
+   decomposes finished files in batches and stores each batch in one transaction
+   (`IndexStore.add_files`): a file becomes visible with all its segments and postings or not at
+   all. A killed run leaves only whole files behind; re-running skips them and finishes the rest.
+
+Files that cannot be used are recorded with their error (`clapdex status` lists them), skipped,
+and listed in the summary; the run goes on.
+
+The audio mean μ_A (design.md) is set once, when the index receives its first embeddings: the
+mean of the L2-normalised embeddings of the first MEAN_WINDOWS (storing.py) windows (or of all
+windows of the first run if it has fewer). Those windows are embedded before any of them is
+decomposed; μ_A is stored in the settings in the same transaction as the first files, and never
+changes afterwards unless `clapdex reindex --recompute-mean` re-estimates it from every stored
+segment.
+
+The FAISS file is derived data: it is synced with the database when opened (after a crash it may
+lag behind) and saved atomically at the end of every run, also an interrupted one.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from clapdex.errors import AudioError
+from clapdex.indexer.incremental import plan, record, reuse
+from clapdex.indexer.opening import open_index
+from clapdex.indexer.storing import IndexSummary, Work, Writer, save_dense
+from clapdex.indexer.walk import find_audio_files
+from clapdex.storage.database import IndexSettings
+from clapdex.storage.dense import DenseIndex
+
+DECODE_WORKERS = 2         # decoding (and hashing) threads
+QUEUE_BATCHES = 4          # decoded batches buffered per file in flight (bounds memory)
+
+
+class _DecodeAhead:
+    """Decodes files in worker threads, a few files ahead of the consumer, in bounded memory.
+
+    Iterating yields (file position, message) in file order; messages are ("info", AudioInfo),
+    ("windows", array, [Window]) ..., then ("end",) or ("error", reason).
+    """
+
+    def __init__(self, paths: Sequence[str], sample_rate: int, window_seconds: float,
+                 hop_seconds: float, batch: int, workers: int):
+        self.paths = paths
+        self.args = (sample_rate, window_seconds, hop_seconds, batch)
+        self.workers = max(1, workers)
+        self.stop = threading.Event()
+        self.executor = ThreadPoolExecutor(self.workers, thread_name_prefix="clapdex-decode")
+        self.queues: deque[queue.Queue] = deque()
+
+    def __iter__(self) -> Iterator[tuple[int, tuple]]:
+        upcoming = iter(range(len(self.paths)))
+        for _ in range(self.workers):
+            self._submit(next(upcoming, None))
+        for position in range(len(self.paths)):
+            channel = self.queues.popleft()
+            self._submit(next(upcoming, None))
+            while True:
+                message = channel.get()
+                yield position, message
+                if message[0] in ("end", "error"):
+                    break
+
+    def _submit(self, position: int | None) -> None:
+        if position is None:
+            return
+        channel: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
+        self.queues.append(channel)
+        self.executor.submit(self._decode, self.paths[position], channel)
+
+    def _decode(self, path: str, channel: queue.Queue) -> None:
+        from clapdex.audio import iter_windows, probe
+
+        sample_rate, window_seconds, hop_seconds, batch = self.args
+        try:
+            self._put(channel, ("info", probe(path)))
+            for windows, times in iter_windows(path, sample_rate, window_seconds, hop_seconds, batch):
+                if not self._put(channel, ("windows", windows, times)):
+                    return
+            self._put(channel, ("end",))
+        except AudioError as error:
+            self._put(channel, ("error", error.reason))
+        except Exception as error:  # a decoder bug must not stop the run: record it on the file
+            self._put(channel, ("error", f"{type(error).__name__}: {error}"))
+
+    def _put(self, channel: queue.Queue, message: tuple) -> bool:
+        while not self.stop.is_set():
+            try:
+                channel.put(message, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def close(self) -> None:
+        self.stop.set()
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _encode_files(works: list[Work], encoder, settings: IndexSettings, writer: Writer,
+                  summary: IndexSummary, workers: int) -> None:
+    """Decode (threads) -> encode full batches -> hand finished files to the writer."""
+    batch = max(1, int(getattr(encoder, "batch_size", 16)))
+    decoder = _DecodeAhead([w.meta.path for w in works], settings.sample_rate,
+                           settings.window_seconds, settings.hop_seconds, batch, workers)
+    buffer: list[tuple[Work, np.ndarray]] = []   # decoded windows waiting for the encoder
+
+    def encode_buffer(final: bool = False) -> None:
+        """Embed the buffered windows in batches of exactly `batch` (the rest waits, unless
+        final): the encoder's forward passes are then the same as embedding the windows alone."""
+        nonlocal buffer
+        buffer = [(w, x) for w, x in buffer if not w.failed]
+        while buffer and (final or sum(len(x) for _, x in buffer) >= batch):
+            take, rest, room = [], [], batch
+            for work, windows in buffer:
+                if room >= len(windows):
+                    take.append((work, windows))
+                    room -= len(windows)
+                elif room > 0:
+                    take.append((work, windows[:room]))
+                    rest.append((work, windows[room:]))
+                    room = 0
+                else:
+                    rest.append((work, windows))
+            buffer = rest
+            embeddings = np.asarray(encoder.embed_audio(np.concatenate([x for _, x in take])),
+                                    dtype=np.float32)
+            first = 0
+            for work, windows in take:
+                work.parts.append(embeddings[first:first + len(windows)])
+                work.embedded += len(windows)
+                first += len(windows)
+                if work.complete:
+                    writer.put(work, np.concatenate(work.parts))
+                    work.parts = []
+
+    try:
+        for position, message in decoder:
+            work = works[position]
+            kind = message[0]
+            if kind == "info":
+                info = message[1]
+                work.meta.sample_rate, work.meta.channels = info.sample_rate, info.channels
+            elif kind == "windows":
+                windows, times = message[1], message[2]
+                work.starts.extend(t.start for t in times)
+                work.ends.extend(t.end for t in times)
+                work.decoded += len(windows)
+                buffer.append((work, windows))
+                if sum(len(x) for _, x in buffer) >= batch:
+                    encode_buffer()
+            elif kind == "end":
+                work.finished = True
+                work.meta.duration = max(work.ends) if work.ends else 0.0
+                if work.complete:  # everything was embedded already
+                    writer.put(work, np.concatenate(work.parts))
+                    work.parts = []
+            else:  # error
+                work.failed = True
+                work.parts = []
+                writer.record_error(work.meta, message[1])
+        encode_buffer(final=True)
+        writer.finish()
+    finally:
+        decoder.close()
+        writer.close()
+
+
+def _under(path: str, roots: Sequence[str]) -> bool:
+    return any(path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+
+
+def index_paths(paths: Sequence[str | os.PathLike], encoder, index_path: str | os.PathLike, *,
+                vocabulary: str | None = None, lam: float | None = None,
+                max_concepts: int | None = None, hop_seconds: float | None = None,
+                prune: bool = False, rebuild: bool = False, faiss_factory: str | None = None,
+                workers: int = DECODE_WORKERS, show_progress: bool | None = None) -> IndexSummary:
+    """Index (or update the index of) the audio files under `paths`. See the module docstring.
+
+    Raises PathNotFoundError for a missing path and IndexMismatchError for an index built with
+    other settings; bad files are not errors (they are in `summary.skipped`).
+    """
+    from clapdex.cli.common import progress
+
+    began = time.perf_counter()
+    summary = IndexSummary(index=str(index_path))
+    files = find_audio_files(paths, on_error=summary.skip)
+    roots = [os.path.abspath(os.fspath(p)) for p in paths]
+    summary.files_seen = len(files)
+    store = open_index(index_path, encoder, vocabulary=vocabulary, lam=lam,
+                       max_concepts=max_concepts, hop_seconds=hop_seconds,
+                       faiss_factory=faiss_factory, rebuild=rebuild)
+    dense = None
+    bar = progress(total=len(files), desc="indexing", unit="file", show=show_progress)
+    try:
+        dense = DenseIndex.open(store)
+        writer = Writer(store, dense, summary, bar, "indexing")
+        to_encode, duplicates = plan(files, store, summary, bar, workers)
+        _encode_files(to_encode, encoder, store.settings, writer, summary, workers)
+        for meta in duplicates:  # their twins are stored now: copy them
+            if not reuse(store, summary, meta):
+                record(store, summary, meta, "same content as a file that could not be indexed")
+            bar.update(1)
+        if prune:
+            for row in store.files():
+                if _under(row.path, roots) and not os.path.exists(row.path):
+                    store.remove_file(row.path)
+                    summary.removed += 1
+        summary.completed = True
+    finally:
+        bar.close()
+        save_dense(dense, store, summary, began)
+    return summary

@@ -1,0 +1,108 @@
+"""Re-decomposition of every stored segment from its stored embedding (`clapdex reindex`)."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from clapdex.errors import ClapdexError, IndexMismatchError
+from clapdex.indexer.opening import decomposition_mode
+from clapdex.indexer.storing import DECOMPOSE_WINDOWS
+from clapdex.storage.database import IndexStore
+
+
+@dataclass
+class ReindexSummary:
+    index: str
+    segments: int
+    lam: float | None
+    max_concepts: int | None
+    vocabulary: str
+    concepts: int
+    postings_before: int
+    postings_after: int
+    mean_recomputed: bool
+    seconds: float
+
+
+def reindex(index_path: str | os.PathLike, *, lam: float | None = None,
+            max_concepts: int | None = None, vocabulary: str | None = None, encoder=None,
+            recompute_mean: bool = False, show_progress: bool | None = None) -> ReindexSummary:
+    """Re-decompose every stored segment from its stored embedding (no audio is decoded or encoded).
+
+    New λ / max-concepts / vocabulary replace the stored ones; without any, the stored settings are
+    applied again. A new vocabulary needs `encoder` (the index's model) for the concept text
+    embeddings. Everything happens in one transaction: an interrupted reindex changes nothing.
+    """
+    from clapdex.cli.common import progress
+    from clapdex.concepts.decompose import audio_mean, decompose
+    from clapdex.concepts.dictionary import build_dictionary
+    from clapdex.concepts.vocabulary import load_vocabulary
+
+    began = time.perf_counter()
+    lam, max_concepts = decomposition_mode(lam, max_concepts)
+    with IndexStore.open(index_path, write=True) as store:
+        settings = store.settings
+        if lam is None and max_concepts is None:
+            lam, max_concepts = settings.lam, settings.max_concepts
+        vocab = None
+        if vocabulary is not None:
+            vocab = load_vocabulary(vocabulary)
+            if vocab.content_hash == settings.vocabulary_hash:
+                vocab = None  # same concepts: keep the stored embeddings
+        if vocab is not None:
+            if encoder is None:
+                raise ClapdexError("a new vocabulary needs the model to embed its concepts")
+            if encoder.fingerprint != settings.encoder_fingerprint:
+                raise IndexMismatchError(
+                    f"index {index_path} was built with model {settings.encoder_fingerprint!r}, "
+                    f"the given model is {encoder.fingerprint!r}; pass the index's model options")
+            dictionary = build_dictionary(encoder, vocab)
+        else:
+            dictionary = store.dictionary()
+        mean = settings.audio_mean
+        if recompute_mean or mean is None:
+            mean = _corpus_mean(store)
+        before = store.counts()
+        bar = progress(total=before["segments"], desc="reindexing", unit="segment",
+                       show=show_progress)
+        try:
+            with store.session() as session, session.begin():
+                if vocab is not None:
+                    store.replace_concepts(session, dictionary.names, dictionary.text_embeddings)
+                for ids, embeddings in store.iter_segment_embeddings(DECOMPOSE_WINDOWS * 8):
+                    result = decompose(embeddings, dictionary, mean, lam=lam,
+                                       max_concepts=max_concepts)
+                    store.replace_postings(session, ids, result)
+                    bar.update(len(ids))
+                changes = dict(lam=lam, max_concepts=max_concepts,
+                               audio_mean=None if mean is None else np.asarray(mean))
+                if vocab is not None:
+                    changes.update(vocabulary_name=vocab.name, vocabulary_hash=vocab.content_hash)
+                store.update_settings(session, **changes)
+        except BaseException:
+            store._settings = None  # the transaction rolled back: reread the stored settings
+            raise
+        finally:
+            bar.close()
+        after = store.counts()
+        return ReindexSummary(
+            index=str(index_path), segments=after["segments"], lam=lam, max_concepts=max_concepts,
+            vocabulary=store.settings.vocabulary_name, concepts=after["concepts"],
+            postings_before=before["postings"], postings_after=after["postings"],
+            mean_recomputed=bool(recompute_mean or settings.audio_mean is None),
+            seconds=time.perf_counter() - began)
+
+
+def _corpus_mean(store: IndexStore) -> np.ndarray | None:
+    """Mean of the L2-normalised embeddings of every stored segment (streamed in chunks)."""
+    total, count = None, 0
+    for _, embeddings in store.iter_segment_embeddings():
+        rows = embeddings.astype(np.float64)
+        rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-30)
+        total = rows.sum(axis=0) if total is None else total + rows.sum(axis=0)
+        count += len(rows)
+    return None if count == 0 else total / count
