@@ -113,3 +113,17 @@ def test_default_cache_dir_follows_the_environment(tmp_path, monkeypatch):
 def test_empty_vocabulary_is_refused(tmp_path):
     with pytest.raises(DecompositionError):
         build_dictionary(SpectralTestEncoder(), Vocabulary("empty", ()), cache_dir=tmp_path)
+
+
+def test_a_projection_reuses_the_models_concept_embeddings(tmp_path):
+    # A projection changes audio embeddings only, so the vocabulary is not embedded again for it.
+    from clapdex.evaluation.projection import ProjectedEncoder, Projection
+
+    encoder = CountingEncoder(SpectralTestEncoder())
+    plain = build_dictionary(encoder, VOCAB, cache_dir=tmp_path)
+    rotation = np.linalg.qr(np.random.default_rng(0).standard_normal((64, 64)))[0]
+    projected = ProjectedEncoder(encoder, Projection(rotation.astype(np.float32), encoder.fingerprint))
+    assert projected.fingerprint != encoder.fingerprint
+    again = build_dictionary(projected, VOCAB, cache_dir=tmp_path)
+    assert encoder.texts_embedded == len(VOCAB.concepts)
+    np.testing.assert_array_equal(again.text_embeddings, plain.text_embeddings)

@@ -97,18 +97,26 @@ def default_cache_dir() -> Path:
     return Path(root) / "concepts"
 
 
+def text_fingerprint(encoder) -> str:
+    """What an encoder's text embeddings depend on. Usually its fingerprint; an encoder that only
+    changes the audio side (a projection) says so with `text_fingerprint`, so the vocabulary is
+    not embedded again for it."""
+    return str(getattr(encoder, "text_fingerprint", encoder.fingerprint))
+
+
 def build_dictionary(encoder, vocabulary, cache_dir: str | os.PathLike | None = None,
                      batch_size: int = 256) -> ConceptDictionary:
     """Embed the vocabulary's concepts with `encoder.embed_text` (cached) and build the dictionary.
 
-    The cache file is keyed by the encoder fingerprint and the vocabulary content hash. A missing,
-    unreadable or mismatching cache file is recomputed; writes are atomic (temp file + rename).
+    The cache file is keyed by the encoder's text fingerprint and the vocabulary content hash. A
+    missing, unreadable or mismatching cache file is recomputed; writes are atomic (temp file +
+    rename).
     """
     names = tuple(vocabulary.concepts)
     if not names:
         raise DecompositionError(f"vocabulary {getattr(vocabulary, 'name', '?')!r} has no concepts")
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    fingerprint = str(encoder.fingerprint)
+    fingerprint = text_fingerprint(encoder)
     vocab_hash = str(vocabulary.content_hash)
     key = hashlib.sha256(f"{CACHE_FORMAT}\n{fingerprint}\n{vocab_hash}".encode()).hexdigest()[:32]
     path = folder / f"{key}.npz"

@@ -138,6 +138,11 @@ class ProjectedEncoder:
     def fingerprint(self) -> str:
         return f"{self.base.fingerprint}+projection:{self.projection.content_hash[:16]}"
 
+    @property
+    def text_fingerprint(self) -> str:
+        """Text embeddings are not projected: they are the base encoder's."""
+        return getattr(self.base, "text_fingerprint", self.base.fingerprint)
+
     def __getattr__(self, name: str):
         # Anything else (batch_size, device, ...) is the model's: the indexer batches by it.
         if name == "base":
