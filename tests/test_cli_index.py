@@ -89,7 +89,10 @@ def test_missing_path_and_mismatch_are_one_line_errors(setup, encoders):
     assert mismatch.exit_code == 1
     line = mismatch.output.strip()
     assert line.startswith("error: ") and "\n" not in line
-    assert "lam is 0.05, requested 0.5" in line and "clapdex reindex --lambda" in line
+    # settings are named as the options say, not by their attribute names (lam, hop_seconds)
+    assert "lambda is 0.05, requested 0.5" in line and "clapdex reindex --lambda" in line
+    hop = _index(setup, "--hop", "0.5")
+    assert hop.exit_code == 1 and "hop (s) is " in hop.output and "hop_seconds" not in hop.output
 
     bad_faiss = _index(setup, "--faiss", "garbage")
     assert bad_faiss.exit_code == 1
@@ -156,7 +159,7 @@ def test_import_embeddings_cli(setup, encoders):
         np.testing.assert_array_equal(stored, embeddings)
 
     wrong = run(*args, "--fingerprint", "another-model")
-    assert wrong.exit_code == 1 and "encoder_fingerprint" in wrong.output
+    assert wrong.exit_code == 1 and "model fingerprint is" in wrong.output
     np.save(setup["tmp"] / "short.npy", embeddings[:3])
     short = run("import-embeddings", setup["tmp"] / "short.npy", "--manifest",
                 setup["tmp"] / "files.csv", "--index", setup["index"])

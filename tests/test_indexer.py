@@ -228,7 +228,7 @@ def test_opening_with_another_model_or_lambda_is_refused(collection):
     with pytest.raises(IndexMismatchError) as error:
         _run(collection, SpectralTestEncoder(seed=1))
     message = str(error.value)
-    assert "encoder_fingerprint" in message and "clapdex index --rebuild" in message
+    assert "model fingerprint is" in message and "clapdex index --rebuild" in message
     with pytest.raises(IndexMismatchError, match="clapdex reindex --lambda"):
         _run(collection, SpectralTestEncoder(), lam=0.3)
     # --rebuild starts over with the new model
@@ -348,7 +348,7 @@ def test_import_embeddings_checks(collection, tmp_path):
     bad[3, 0] = np.nan
     with pytest.raises(Exception, match="NaN"):
         import_embeddings(index, bad, manifest, encoder=encoder, show_progress=False)
-    with pytest.raises(IndexMismatchError, match="encoder_fingerprint"):
+    with pytest.raises(IndexMismatchError, match="model fingerprint is"):
         import_embeddings(index, embeddings, manifest, fingerprint="some-other-model",
                           show_progress=False)
     # the right fingerprint alone (no model loaded) is enough for an existing index

@@ -80,6 +80,18 @@ class IndexSettings:
         "projection_hash": "clapdex index --rebuild",
     }
 
+    # How each setting is named in messages: the CLI option's words, not the attribute.
+    _LABELS = {
+        "encoder_fingerprint": "model fingerprint",
+        "dimension": "embedding dimension",
+        "sample_rate": "sample rate",
+        "window_seconds": "window (s)",
+        "hop_seconds": "hop (s)",
+        "lam": "lambda",
+        "max_concepts": "max concepts",
+        "projection_hash": "projection",
+    }
+
     def differences(self, other: "IndexSettings") -> list[str]:
         """Names of the rebuild-relevant settings that differ between self and other."""
         return [name for name in self._REBUILD if getattr(self, name) != getattr(other, name)]
@@ -94,7 +106,8 @@ class IndexSettings:
             return
         parts = [self._vocabulary_difference(requested, concepts, requested_concepts)
                  if name == "vocabulary_hash" else
-                 f"{name} is {getattr(self, name)!r}, requested {getattr(requested, name)!r}"
+                 f"{self._LABELS[name]} is {getattr(self, name)!r}, "
+                 f"requested {getattr(requested, name)!r}"
                  for name in diffs]
         fixes = sorted({self._REBUILD[name] for name in diffs})
         raise IndexMismatchError(
