@@ -110,3 +110,18 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     # The bar chart's blue (#3b7dd8) is on screen: the images were drawn, not just laid out.
     rgb = (pixels[..., :3] * 255).round().astype(np.int16)
     assert (np.abs(rgb - np.array([0x3b, 0x7d, 0xd8])).max(axis=-1) <= 6).sum() > 1000
+
+
+def test_report_without_poorly_explained_segments_says_so(tmp_path):
+    from clapdex.audit.report import build_report
+
+    store, truth = build_index(tmp_path / "index", n_files=3, seed=2)
+    try:
+        page, _ = build_report(store, below=0.1)  # every fidelity in the fixture is >= 0.2
+    finally:
+        store.close()
+    assert truth.fidelity.min() >= 0.1
+    fidelity_section = page[page.index("<h2>Fidelity</h2>"):]
+    fidelity_section = fidelity_section[:fidelity_section.index("</section>")]
+    assert "No segment has fidelity below 0.1." in fidelity_section
+    assert "The lowest" not in fidelity_section and "nothing to show" not in fidelity_section

@@ -181,14 +181,17 @@ def build_report(store, top: int = 20, n_files: int = 3, below: float = 0.5) -> 
 
     fidelity = _fidelities(store)
     n_low, low_rows = poorly_explained(store, below=below, limit=20)
-    sections.append(
-        "<section><h2>Fidelity</h2>"
-        + (fidelity_histogram(fidelity, below) if len(fidelity) else "")
-        + f"<p>{n_low} of {len(fidelity)} segments have fidelity below {below}: the vocabulary "
-          "describes them poorly. The lowest:</p>"
-        + _table([r.to_row() for r in low_rows],
-                 [("fidelity", "fidelity"), ("path", "file"), ("start", "start (s)"),
-                  ("end", "end (s)"), ("concepts", "closest concepts")]) + "</section>")
+    if n_low:
+        low_part = (f"<p>{n_low} of {len(fidelity)} segments have fidelity below {below}: the "
+                    "vocabulary describes them poorly. The lowest:</p>"
+                    + _table([r.to_row() for r in low_rows],
+                             [("fidelity", "fidelity"), ("path", "file"), ("start", "start (s)"),
+                              ("end", "end (s)"), ("concepts", "closest concepts")]))
+    else:  # not "0 of N ... The lowest:" over an empty table
+        low_part = f"<p>No segment has fidelity below {below}.</p>"
+    sections.append("<section><h2>Fidelity</h2>"
+                    + (fidelity_histogram(fidelity, below) if len(fidelity) else "")
+                    + low_part + "</section>")
 
     timelines = [file_timeline_chart(file_profile(store, path, top=8))
                  for path in _longest_files(store, n_files)]
