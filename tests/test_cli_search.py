@@ -233,3 +233,22 @@ def test_help_of_path_and_of_similar_concepts():
     assert "pure concept search" in search_help
     assert "pure concept search" not in similar_help
     assert "steer the results" in " ".join(similar_help.split())
+
+
+def test_sum_line_writes_a_negative_first_term_as_a_signed_number():
+    from clapdex.cli.search import format_result
+    from clapdex.search.results import ConceptTerm, Explanation, SearchResult
+
+    def sum_line(contributions):
+        terms = [ConceptTerm(name, 0.1, c) for name, c in contributions]
+        explanation = Explanation(contributions=terms, baseline=0.02, concepts=[],
+                                  fidelity=0.8, low_fidelity=False, shared=None)
+        result = SearchResult(rank=1, path="/x/a.wav", file_id=1, segment_id=1, start=0.0,
+                              end=7.0, score=0.1, dense=0.1, concept=0.1, explanation=explanation)
+        return format_result(result)[1].strip()
+
+    assert sum_line([("pinball", -0.02), ("drum", 0.02)]) == "= −0.02 pinball + 0.02 drum + 0.02 baseline"
+    assert sum_line([("pinball", 0.03), ("drum", -0.01)]) == "= 0.03 pinball − 0.01 drum + 0.02 baseline"
+    # nothing fits: the whole sum as one term, with the same minus sign as everywhere else
+    long = [(f"concept number {i} with a very long name indeed", -0.001) for i in range(40)]
+    assert sum_line(long).startswith("= −0.04 (40 concepts)")

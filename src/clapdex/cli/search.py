@@ -150,13 +150,13 @@ def _contribution_line(result: SearchResult) -> str:
     terms = [(t.contribution, t.concept) for t in explanation.contributions]
     tail = "" if explanation.baseline == 0 else f" {_signed(explanation.baseline)} baseline"
     for shown in range(len(terms), -1, -1):
-        parts = [f"{abs(c):.2f} {name}" if i == 0 and c >= 0 else f"{_signed(c)} {name}"
+        parts = [f"{_leading(c)} {name}" if i == 0 else f"{_signed(c)} {name}"
                  for i, (c, name) in enumerate(terms[:shown])]
         rest = terms[shown:]
         if rest:
             total = sum(c for c, _ in rest)
             more = f"({len(rest)} more)" if shown else f"({len(rest)} concepts)"
-            parts.append(f"{_signed(total)} {more}" if parts else f"{total:.2f} {more}")
+            parts.append(f"{_signed(total)} {more}" if parts else f"{_leading(total)} {more}")
         line = f"{INDENT}= " + (" ".join(parts) or "0.00") + tail
         if len(line) <= WIDTH or shown == 0:
             return line if len(line) <= WIDTH else line[:WIDTH - 1] + "…"
@@ -165,6 +165,11 @@ def _contribution_line(result: SearchResult) -> str:
 
 def _signed(value: float) -> str:
     return f"+ {value:.2f}" if value >= 0 else f"− {-value:.2f}"
+
+
+def _leading(value: float) -> str:
+    """The first term of a sum: '0.42' or '−0.42' (no operator to set apart from it)."""
+    return f"{value:.2f}" if value >= 0 else f"−{-value:.2f}"
 
 
 def _fit_list(prefix: str, items: list[str], empty: str) -> list[str]:
