@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from audit_fixtures import build_index
 from clapdex.audit import all_pairs, audit, file_profile, partners, poorly_explained, prevalence
+from clapdex.audit.export import csv_cell
 from clapdex.cli import main
 
 
@@ -43,7 +44,11 @@ def same_values(csv_rows, rows):
         assert set(got) >= set(want)
         for key, value in want.items():
             cell = got[key]
-            if isinstance(value, float):
+            if isinstance(value, list):  # concepts: one "name=weight; ..." cell
+                assert cell == csv_cell(value), key
+                assert [part.split("=")[0] for part in cell.split("; ") if part] == [
+                    item["concept"] for item in value], key
+            elif isinstance(value, float):
                 assert float(cell) == value, key   # repr round-trips floats exactly
             elif isinstance(value, int):
                 assert int(cell) == value, key
@@ -219,7 +224,8 @@ def test_poorly_explained_lines(awkward):
 def test_json_keeps_raw_absolute_paths_and_float_seconds(awkward):
     rows = ndjson(run(awkward / "index", "show", str(awkward / ODD), "--json").output)
     assert rows == [{"path": str(awkward / ODD), "start": 0.0, "end": 0.3,
-                     "fidelity": pytest.approx(0.3), "concepts": "dog=0.4"}]
+                     "fidelity": pytest.approx(0.3),
+                     "concepts": [{"concept": "dog", "weight": pytest.approx(0.4)}]}]
     for args in (["audit", "dog"], ["audit", "--poorly-explained"]):
         for row in ndjson(run(awkward / "index", *args, "--json").output):
             assert row["path"].startswith(str(awkward) + "/")

@@ -60,6 +60,9 @@ def test_report_is_self_contained(report):
     assert all(s.startswith("data:image/png;base64,") for s in sources)
     assert not re.search(r'(src|href)="(https?:)?//', page), "nothing may load from the network"
     assert "<script" not in page
+    # The lowest-fidelity table names each segment's closest concepts with 2-decimal weights.
+    closest = re.findall(r"<td>([^<]*)</td></tr>", page.split("<h2>Fidelity</h2>")[1].split("</section>")[0])
+    assert closest and all(re.fullmatch(r"([^,]+ \d\.\d\d(, )?)*", cell) for cell in closest)
 
 
 def find_browser() -> str | None:

@@ -1,4 +1,6 @@
-"""CSV export of audit rows (flat dicts). JSON output goes through clapdex.cli.common."""
+"""CSV export of audit rows. JSON output goes through clapdex.cli.common.
+
+A list of concepts ({"concept", "weight"} dicts) becomes one cell, "dog=0.41; bark=0.2"."""
 
 from __future__ import annotations
 
@@ -19,7 +21,14 @@ def write_csv(rows: Iterable[dict], path: str | Path) -> int:
         with open(path, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in rows)
     except OSError as error:
         raise ClapdexError(f"cannot write {path}: {error.strerror}") from None
     return len(rows)
+
+
+def csv_cell(value):
+    """A value as one CSV cell: concept lists joined as name=weight (full float precision)."""
+    if isinstance(value, list):
+        return "; ".join(f"{item['concept']}={item['weight']!r}" for item in value)
+    return value

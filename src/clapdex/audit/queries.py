@@ -242,7 +242,7 @@ class PoorlyExplained:
     def to_row(self) -> dict:
         return {"path": self.path, "segment_id": self.segment_id, "start": self.start,
                 "end": self.end, "fidelity": self.fidelity,
-                "concepts": "; ".join(f"{n}={w:.4g}" for n, w in self.concepts)}
+                "concepts": [{"concept": n, "weight": w} for n, w in self.concepts]}
 
 
 def poorly_explained(store, below: float = 0.5, limit: int | None = 50,
@@ -277,7 +277,7 @@ class SegmentProfile:
 
     def to_row(self) -> dict:
         return {"start": self.start, "end": self.end, "fidelity": self.fidelity,
-                "concepts": "; ".join(f"{n}={w:.4g}" for n, w in self.concepts)}
+                "concepts": [{"concept": n, "weight": w} for n, w in self.concepts]}
 
 
 @dataclass

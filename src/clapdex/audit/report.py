@@ -57,6 +57,8 @@ def _table(rows: list[dict], columns: list[tuple[str, str]], caption: str = "") 
             return f'<td class="num">{value:.2f}</td>'  # as in the CLI tables
         if isinstance(value, int):
             return f'<td class="num">{value}</td>'
+        if isinstance(value, list):  # concepts, strongest first
+            value = ", ".join(f"{item['concept']} {item['weight']:.2f}" for item in value)
         return f"<td>{html.escape(str(value))}</td>"
 
     head = "".join(f"<th>{html.escape(h)}</th>" for _, h in columns)
