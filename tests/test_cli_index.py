@@ -69,11 +69,11 @@ def test_index_json_summary_then_status(setup, encoders):
 def test_human_summary_lists_skipped_files_and_strict_fails(setup, encoders):
     result = _index(setup)
     assert result.exit_code == 0, result.output
-    assert "5 added" in result.stdout and "skipped 3 file(s):" in result.stdout
+    assert "5 added" in result.stdout and "skipped 3 files:" in result.stdout
     assert str(setup["bad"][0]) in result.stdout
     strict = _index(setup, "--strict")
     assert strict.exit_code == 1
-    assert "error: 3 file(s) skipped (--strict)" in strict.output
+    assert "error: 3 files skipped (--strict)" in strict.output
     assert "Traceback" not in strict.output
     assert encoders[-1].audio_calls == 0            # the re-run encoded nothing
 

@@ -6,6 +6,7 @@ import click
 
 from clapdex.cli.common import (emit_json, encoder_from_kwargs, encoder_options, index_encoder,
                                 index_option, json_option, projection_option, resolve_index_path)
+from clapdex.cli.format import plural
 from clapdex.cli.lambda_option import DefaultLambdaHelp
 from clapdex.errors import ClapdexError
 
@@ -41,7 +42,7 @@ def _decomposition_options(reindex: bool = False):
 
 def _print_skipped(skipped: list[dict]) -> None:
     if skipped:
-        click.echo(f"skipped {len(skipped)} file(s):")
+        click.echo(f"skipped {plural(len(skipped), 'file')}:")
         for item in skipped:
             click.echo(f"  {item['path']}: {item['error']}")
 
@@ -86,7 +87,7 @@ def index_command(paths, index_path, vocabulary, lam, max_concepts, hop_seconds,
             f"{summary.segments_added} segments added in {summary.seconds:.1f} s")
         _print_skipped(summary.skipped)
     if strict and summary.skipped:
-        raise ClapdexError(f"{len(summary.skipped)} file(s) skipped (--strict)")
+        raise ClapdexError(f"{plural(len(summary.skipped), 'file')} skipped (--strict)")
 
 
 @click.command("reindex")
