@@ -448,3 +448,21 @@ def _folder_sha256(folder: Path) -> str:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0]
+
+
+def mean_window_embedding(encoder: Encoder, path, hop_seconds: float | None = None) -> tuple[np.ndarray, int]:
+    """(mean of the unit window embeddings of one audio file, float64 (d,), number of windows).
+
+    Streams the file through `clapdex.audio.iter_windows` in the encoder's windows; an all-zero
+    embedding adds nothing to the sum. Raises AudioError for a file that cannot be decoded.
+    """
+    from clapdex.audio import iter_windows
+
+    total = np.zeros(encoder.dimension, dtype=np.float64)
+    count = 0
+    for windows, _times in iter_windows(path, encoder.sample_rate, encoder.window_seconds, hop_seconds):
+        embedded = np.asarray(encoder.embed_audio(windows), dtype=np.float64)
+        norms = np.linalg.norm(embedded, axis=1, keepdims=True)
+        total += (embedded / np.where(norms > 0, norms, 1.0)).sum(axis=0)
+        count += len(embedded)
+    return (total / count if count else total), count

@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from clapdex.audio import iter_windows
+from clapdex.encoder import mean_window_embedding
 from clapdex.errors import AudioError
 
 POOLING = "mean-of-unit-windows-v1"
@@ -73,16 +73,10 @@ class EmbeddingCache:
 
 def embed_file(encoder, path: str | os.PathLike) -> np.ndarray:
     """Mean of the unit window embeddings of one file, float32 (d,). Raises AudioError."""
-    total = np.zeros(encoder.dimension, dtype=np.float64)
-    count = 0
-    for windows, _ in iter_windows(path, encoder.sample_rate, encoder.window_seconds):
-        emb = np.asarray(encoder.embed_audio(windows), dtype=np.float64)
-        norms = np.linalg.norm(emb, axis=1, keepdims=True)
-        total += (emb / np.maximum(norms, 1e-12)).sum(axis=0)
-        count += emb.shape[0]
+    mean, count = mean_window_embedding(encoder, path)
     if count == 0:
         raise AudioError(path, "no audio windows")
-    return (total / count).astype(np.float32)
+    return mean.astype(np.float32)
 
 
 @dataclass

@@ -91,21 +91,12 @@ class Searcher:
                              f"indexed file matches it)")
         if path.is_dir():
             raise QueryError(f"audio query must be a file, not a folder: {_shown(audio)}")
-        from clapdex.audio import iter_windows
+        from clapdex.encoder import mean_window_embedding
 
-        encoder = self.encoder()
-        settings = self.store.settings
-        total = np.zeros(settings.dimension, dtype=np.float64)
-        count = 0
-        for windows, _times in iter_windows(path, settings.sample_rate, settings.window_seconds,
-                                            settings.hop_seconds):
-            embedded = np.asarray(encoder.embed_audio(windows), dtype=np.float64)
-            norms = np.linalg.norm(embedded, axis=1, keepdims=True)
-            total += (embedded / np.where(norms > 0, norms, 1.0)).sum(axis=0)
-            count += len(embedded)
+        mean, count = mean_window_embedding(self.encoder(), path, self.store.settings.hop_seconds)
         if count == 0:
             raise QueryError(f"no audio windows in {_shown(audio)}")
-        return unit(total / count, f"audio query {_shown(audio)}"), None
+        return unit(mean, f"audio query {_shown(audio)}"), None
 
     def _indexed_rows(self, audio: str | os.PathLike) -> tuple[str, np.ndarray] | None:
         """(path, segment rows) of the indexed file that `audio` names, or None to decode it from
