@@ -1,7 +1,7 @@
 """Decode audio files and cut them into deterministic, fixed-length windows.
 
-Decoding uses soundfile (libsndfile: WAV, AIFF, FLAC, OGG/Vorbis/Opus, MP3), any sample rate, any
-channel count, integer or float samples. Channels are downmixed to mono (their mean) and resampled
+Decoding uses soundfile (libsndfile: WAV, AIFF, FLAC, OGG/Vorbis/Opus, MP3), sample rates from
+1 kHz to 768 kHz (MIN_SAMPLE_RATE, MAX_SAMPLE_RATE), any channel count, integer or float samples. Channels are downmixed to mono (their mean) and resampled
 with soxr (quality "HQ"; deterministic).
 
 Windows (`window_seconds` long, starting every `hop_seconds`, hop defaults to the window):
@@ -18,9 +18,12 @@ Streaming: `iter_windows` reads the file in blocks and resamples with `soxr.Resa
 `iter_windows(path, ...)` yields exactly (bit for bit) what `cut_windows(load_audio(path, ...))`
 returns. soxr's streamed output does not depend on how the input is split into chunks.
 
-Bad input raises AudioError(path, reason): missing file, directory, permission denied, empty file,
-not audio, zero-length audio, NaN/inf samples, decoder errors. Truncated files: the header's length
-is not trusted; decoding stops where the data really ends and what was decoded is used (WAV, AIFF,
+Bad input raises AudioError(path, reason): missing file, directory, not a regular file (a FIFO would
+block the reader, a device never ends), permission denied, empty file, not audio, a header claiming
+an implausible sample rate or more than 1 s of audio per MIN_BYTES_PER_SECOND bytes (a few KB must
+not become hours of audio at the model's rate), zero-length audio, NaN/inf samples, decoder errors.
+Memory stays bounded whatever a header says (blocks shrink with the channel count and upsampling).
+Truncated files: the header's length is not trusted; decoding stops where the data really ends and what was decoded is used (WAV, AIFF,
 MP3 and most cut OGG files stop cleanly). If the decoder reports corruption instead (e.g. FLAC
 "lost sync"), or nothing decodable is left, the file is refused with AudioError; `iter_windows` may
 have yielded earlier windows by then, so callers should discard a file's windows on AudioError.
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -46,7 +50,14 @@ AUDIO_EXTENSIONS: frozenset[str] = frozenset(
 
 MAX_LOAD_SECONDS = 3600.0    # load_audio refuses longer files (use iter_windows): ~0.6 GB at 44.1 kHz
 SILENCE_PEAK = 1e-4          # |sample| at or below this everywhere counts as silence (-80 dBFS)
-_BLOCK_FRAMES = 1 << 16      # source frames decoded per block
+_BLOCK_FRAMES = 1 << 16      # source frames decoded per block (fewer for many channels or upsampling)
+_BLOCK_SAMPLES = 1 << 19     # at most this many samples per block, in and out of the resampler
+# Limits on what a header may claim (a 4 KB WAV at 1 Hz would otherwise become 33 minutes of audio
+# at the model's rate). Real audio lies far inside: 8 kHz is the lowest common rate, 768 kHz the
+# highest; FLAC of digital silence at 8 kHz still takes ~23 bytes per second.
+MIN_SAMPLE_RATE = 1000
+MAX_SAMPLE_RATE = 768_000
+MIN_BYTES_PER_SECOND = 4
 
 
 @dataclass(frozen=True)
@@ -140,10 +151,16 @@ class _Decoded:
 
 def _open(path: str | os.PathLike) -> soundfile.SoundFile:
     """Open a file for decoding, turning every way it can fail into AudioError."""
-    if not os.path.exists(path):
-        raise AudioError(path, "file not found")
-    if os.path.isdir(path):
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise AudioError(path, "file not found") from None
+    except OSError as error:
+        raise AudioError(path, f"cannot read file ({error.strerror or error})") from None
+    if stat.S_ISDIR(mode):
         raise AudioError(path, "is a directory, not an audio file")
+    if not stat.S_ISREG(mode):  # reading a FIFO blocks, /dev/zero never ends
+        raise AudioError(path, f"not a regular file ({special_file_kind(mode)})")
     try:
         with open(path, "rb") as handle:  # fails early and plainly on permissions
             if not handle.read(1):
@@ -153,9 +170,20 @@ def _open(path: str | os.PathLike) -> soundfile.SoundFile:
     except OSError as error:
         raise AudioError(path, f"cannot read file ({error.strerror or error})") from None
     try:
-        return soundfile.SoundFile(os.fspath(path))
+        # Bytes: soundfile encodes a str name strictly, which fails on names that are not UTF-8.
+        return soundfile.SoundFile(os.fsencode(path))
     except (soundfile.SoundFileError, OSError, ValueError) as error:
         raise AudioError(path, f"not a readable audio file ({_short(error)})") from None
+
+
+def special_file_kind(mode: int) -> str:
+    """What a file that is not a regular file is, for a reason shown to people."""
+    for test, kind in ((stat.S_ISFIFO, "a FIFO or pipe"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return kind
+    return "a special file"
 
 
 def _info_of(path: str | os.PathLike, sound: soundfile.SoundFile) -> AudioInfo:
@@ -163,6 +191,12 @@ def _info_of(path: str | os.PathLike, sound: soundfile.SoundFile) -> AudioInfo:
         raise AudioError(path, "invalid header (no sample rate or channels)")
     if sound.frames <= 0:
         raise AudioError(path, "zero-length audio (no samples; empty or truncated)")
+    if not MIN_SAMPLE_RATE <= sound.samplerate <= MAX_SAMPLE_RATE:
+        raise AudioError(path, f"implausible sample rate {sound.samplerate} Hz in the header "
+                               f"(accepted: {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz)")
+    claimed, size = sound.frames / sound.samplerate, os.stat(path).st_size
+    if claimed * MIN_BYTES_PER_SECOND > size:
+        raise AudioError(path, f"implausible header: {claimed:.0f} s of audio in {size} bytes")
     return AudioInfo(duration=sound.frames / sound.samplerate, sample_rate=sound.samplerate,
                      channels=sound.channels, frames=sound.frames)
 
@@ -182,7 +216,7 @@ def _decode(path: str | os.PathLike, sample_rate: int, decoded: _Decoded,
             resampler = soxr.ResampleStream(info.sample_rate, sample_rate, 1,
                                             dtype="float32", quality="HQ")
         # Read until the data really ends: headers of truncated files overstate the length.
-        for block in _blocks(path, sound):
+        for block in _blocks(path, sound, _block_frames(info, sample_rate)):
             mono = _downmix(block)
             if not np.isfinite(mono).all():
                 raise AudioError(path, "contains NaN or infinite samples")
@@ -201,16 +235,25 @@ def _decode(path: str | os.PathLike, sample_rate: int, decoded: _Decoded,
                 yield out
 
 
-def _blocks(path: str | os.PathLike, sound: soundfile.SoundFile) -> Iterator[np.ndarray]:
+def _block_frames(info: AudioInfo, sample_rate: int) -> int:
+    """Source frames per block such that neither the block nor its resampled output holds more
+    than _BLOCK_SAMPLES samples: memory stays bounded whatever the channel count or rate ratio."""
+    upsampling = max(1.0, sample_rate / info.sample_rate)
+    return max(1, min(_BLOCK_FRAMES, _BLOCK_SAMPLES // info.channels,
+                      int(_BLOCK_SAMPLES / upsampling)))
+
+
+def _blocks(path: str | os.PathLike, sound: soundfile.SoundFile,
+            frames: int = _BLOCK_FRAMES) -> Iterator[np.ndarray]:
     while True:
         try:
-            block = sound.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
+            block = sound.read(frames, dtype="float32", always_2d=True)
         except (soundfile.SoundFileError, OSError, ValueError) as error:
             raise AudioError(path, f"decoding failed, file damaged or truncated "
                                    f"({_short(error)})") from None
         if len(block):
             yield block
-        if len(block) < _BLOCK_FRAMES:
+        if len(block) < frames:
             return
 
 

@@ -1,8 +1,10 @@
-"""Text from files and file systems made safe to print on one terminal line.
+"""Text from files and file systems made safe to print on one terminal line, or to export.
 
 Paths and error texts may hold newlines, tabs, terminal escape sequences or bidi controls; printed
-raw they break a result over several lines or restyle the terminal. `one_line` escapes them.
-Library code uses it in error messages; the CLI's display helpers (clapdex.cli.format) build on it.
+raw they break a result over several lines or restyle the terminal. `one_line` escapes them: it is
+the one escaping path for human output (library error messages, every CLI verb's text output, and
+the CLI's display helpers in clapdex.cli.format, which build on it). `spreadsheet_safe` is its
+counterpart for CSV cells.
 """
 
 from __future__ import annotations
@@ -36,3 +38,18 @@ def _escape(char: str) -> str:
     if code < 0x10000:
         return f"\\u{code:04x}"
     return f"\\U{code:08x}"
+
+
+FORMULA_PREFIX = "'"
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", FORMULA_PREFIX)
+
+
+def spreadsheet_safe(value):
+    """A CSV cell that a spreadsheet will not run as a formula (CSV injection): text starting with
+    =, +, -, @, tab or carriage return gets a leading ' (FORMULA_PREFIX), so `=cmd|' /c calc'!a0`
+    is written as `'=cmd|' /c calc'!a0` and shown as text. Text that already starts with ' gets
+    one too, so removing one leading ' from a cell that has one always gives the original back.
+    Numbers (also negative ones) and everything else are returned unchanged."""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return FORMULA_PREFIX + value
+    return value

@@ -1,6 +1,8 @@
 """CSV export of audit rows. JSON output goes through clapdex.cli.common.
 
-A list of concepts ({"concept", "weight"} dicts) becomes one cell, "dog=0.41; bark=0.2"."""
+A list of concepts ({"concept", "weight"} dicts) becomes one cell, "dog=0.41; bark=0.2". Text cells
+that a spreadsheet would run as a formula get a leading ' (clapdex.printable.spreadsheet_safe).
+File names that are not UTF-8 are written as their original bytes (lossless)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from pathlib import Path
 from typing import Iterable
 
 from clapdex.errors import ClapdexError
+from clapdex.printable import spreadsheet_safe
 
 
 def write_csv(rows: Iterable[dict], path: str | Path) -> int:
@@ -18,7 +21,7 @@ def write_csv(rows: Iterable[dict], path: str | Path) -> int:
     for row in rows:
         columns.extend(k for k in row if k not in columns)
     try:
-        with open(path, "w", newline="", encoding="utf-8") as handle:
+        with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()
             writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in rows)
@@ -28,7 +31,8 @@ def write_csv(rows: Iterable[dict], path: str | Path) -> int:
 
 
 def csv_cell(value):
-    """A value as one CSV cell: concept lists joined as name=weight (full float precision)."""
+    """A value as one CSV cell: concept lists joined as name=weight (full float precision), text
+    that could start a formula prefixed with '."""
     if isinstance(value, list):
-        return "; ".join(f"{item['concept']}={item['weight']!r}" for item in value)
-    return value
+        value = "; ".join(f"{item['concept']}={item['weight']!r}" for item in value)
+    return spreadsheet_safe(value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Iterable
@@ -76,15 +77,22 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+def _json_line(obj: Any) -> str:
+    """JSON text; a lone surrogate (a file name byte that is not UTF-8) is written as its \\uXXXX
+    escape, which cannot be printed raw and which a JSON reader turns back into the same str."""
+    text = json.dumps(to_jsonable(obj), ensure_ascii=False)
+    return re.sub("[\ud800-\udfff]", lambda m: f"\\u{ord(m[0]):04x}", text)
+
+
 def emit_json(obj: Any) -> None:
     """One JSON document on stdout."""
-    click.echo(json.dumps(to_jsonable(obj), ensure_ascii=False))
+    click.echo(_json_line(obj))
 
 
 def emit_ndjson(rows: Iterable[Any]) -> None:
     """One JSON object per line on stdout (for lists)."""
     for row in rows:
-        click.echo(json.dumps(to_jsonable(row), ensure_ascii=False))
+        click.echo(_json_line(row))
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output (NDJSON for lists).")

@@ -6,7 +6,8 @@ import click
 
 from clapdex.cli.common import (emit_json, encoder_from_kwargs, encoder_options, index_encoder,
                                 index_option, json_option, projection_option, resolve_index_path)
-from clapdex.cli.format import plural
+from clapdex.cli.format import display_path, plural
+from clapdex.printable import one_line
 from clapdex.cli.lambda_option import DefaultLambdaHelp
 from clapdex.errors import ClapdexError
 
@@ -44,7 +45,7 @@ def _print_skipped(skipped: list[dict]) -> None:
     if skipped:
         click.echo(f"skipped {plural(len(skipped), 'file')}:")
         for item in skipped:
-            click.echo(f"  {item['path']}: {item['error']}")
+            click.echo(f"  {display_path(item['path'])}: {one_line(item['error'])}")
 
 
 @click.command("index")
@@ -81,7 +82,7 @@ def index_command(paths, index_path, vocabulary, lam, max_concepts, hop_seconds,
         emit_json(summary)
     else:
         click.echo(
-            f"{summary.index}: {summary.added} added, {summary.updated} updated, "
+            f"{display_path(summary.index)}: {summary.added} added, {summary.updated} updated, "
             f"{summary.unchanged} unchanged, {summary.touched} touched, {summary.moved} moved, "
             f"{summary.copied} copied, {summary.removed} removed, {len(summary.skipped)} skipped; "
             f"{summary.segments_added} segments added in {summary.seconds:.1f} s")
@@ -111,7 +112,7 @@ def reindex_command(index_path, vocabulary, lam, max_concepts, recompute_mean, a
     else:
         mode = (f"at most {summary.max_concepts} concepts" if summary.max_concepts is not None
                 else f"lambda {summary.lam:g}")
-        click.echo(f"{summary.index}: re-decomposed {summary.segments} segments with {mode}, "
+        click.echo(f"{display_path(summary.index)}: re-decomposed {summary.segments} segments with {mode}, "
                    f"vocabulary {summary.vocabulary} ({summary.concepts} concepts); postings "
                    f"{summary.postings_before} -> {summary.postings_after} "
                    f"in {summary.seconds:.1f} s")
@@ -156,7 +157,7 @@ def import_embeddings_command(embeddings_file, manifest_file, fingerprint, index
     if as_json:
         emit_json(summary)
     else:
-        click.echo(f"{summary.index}: imported {summary.added + summary.updated} files "
+        click.echo(f"{display_path(summary.index)}: imported {summary.added + summary.updated} files "
                    f"({summary.updated} replaced), {summary.segments_added} segments "
                    f"in {summary.seconds:.1f} s")
 
@@ -175,11 +176,11 @@ def status_command(index_path, as_json):
     settings, counts, disk = status["settings"], status["counts"], status["disk"]
     mode = (f"at most {settings['max_concepts']} concepts" if settings["max_concepts"] is not None
             else f"lambda {settings['lam']:g}")
-    click.echo(f"index:      {status['index']}")
-    click.echo(f"model:      {settings['encoder_fingerprint']} (d={settings['dimension']}, "
+    click.echo(f"index:      {display_path(status['index'])}")
+    click.echo(f"model:      {one_line(settings['encoder_fingerprint'])} (d={settings['dimension']}, "
                f"{settings['sample_rate']} Hz, window {settings['window_seconds']:g} s, "
                f"hop {settings['hop_seconds']:g} s)")
-    click.echo(f"concepts:   {settings['vocabulary_name']} ({counts['concepts']}), {mode}, "
+    click.echo(f"concepts:   {one_line(settings['vocabulary_name'])} ({counts['concepts']}), {mode}, "
                f"audio mean {'set' if settings['audio_mean_set'] else 'not set yet'}")
     click.echo(f"contents:   {counts['files']} files, {counts['segments']} segments, "
                f"{counts['postings']} postings, {counts['errors']} files with errors")
@@ -188,7 +189,7 @@ def status_command(index_path, as_json):
     if status["errors"]:
         click.echo("errors:")
         for item in status["errors"]:
-            click.echo(f"  {item['path']}: {item['error']}")
+            click.echo(f"  {display_path(item['path'])}: {one_line(item['error'])}")
 
 
 @click.command("doctor")
@@ -206,7 +207,7 @@ def doctor_command(index_path, repair, as_json):
         emit_json(report)
     else:
         for line in report["lines"]:
-            click.echo(line)
+            click.echo(one_line(line))  # each line quotes paths; none may forge another
     if not report["ok"]:
         raise click.exceptions.Exit(1)
 

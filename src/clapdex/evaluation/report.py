@@ -8,6 +8,7 @@ import os
 from typing import Sequence
 
 from clapdex.errors import ClapdexError
+from clapdex.printable import spreadsheet_safe
 
 
 def _cell(value, digits: int) -> str:
@@ -38,10 +39,11 @@ def write_csv(rows: Sequence, path: str | os.PathLike) -> None:
         return
     fields = [f.name for f in dataclasses.fields(rows[0])]
     try:
-        with open(path, "w", newline="", encoding="utf-8") as handle:
+        with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
             writer = csv.DictWriter(handle, fieldnames=fields)
             writer.writeheader()
-            for row in rows:
-                writer.writerow({k: ("" if v is None else v) for k, v in dataclasses.asdict(row).items()})
+            for row in rows:  # labels come from user files: no cell may run as a formula
+                writer.writerow({k: ("" if v is None else spreadsheet_safe(v))
+                                 for k, v in dataclasses.asdict(row).items()})
     except OSError as error:
         raise ClapdexError(f"{path}: cannot write CSV ({error.strerror or error})") from None

@@ -16,7 +16,9 @@
    all. A killed run leaves only whole files behind; re-running skips them and finishes the rest.
 
 Files that cannot be used are recorded with their error (`clapdex status` lists them), skipped,
-and listed in the summary; the run goes on.
+and listed in the summary; the run goes on. So is what the walk could not use (folders it cannot
+list, broken symlinks, FIFOs and devices); an error row under the walked paths that the walk no
+longer meets is dropped. `--prune` never removes what sits in a folder that could not be listed.
 
 The audio mean μ_A (design.md) is set once, when the index receives its first embeddings: the
 mean of the L2-normalised embeddings of the first MEAN_WINDOWS (storing.py) windows (or of all
@@ -45,8 +47,9 @@ from clapdex.errors import AudioError
 from clapdex.indexer.incremental import plan, record, reuse
 from clapdex.indexer.opening import open_index
 from clapdex.indexer.storing import IndexSummary, Work, Writer, save_dense
-from clapdex.indexer.walk import find_audio_files
-from clapdex.storage.database import IndexSettings
+from clapdex.printable import one_line
+from clapdex.indexer.walk import UNLISTED, find_audio_files
+from clapdex.storage.database import FileMeta, IndexSettings
 from clapdex.storage.dense import DenseIndex
 
 DECODE_WORKERS = 2         # decoding (and hashing) threads
@@ -191,6 +194,37 @@ def _under(path: str, roots: Sequence[str]) -> bool:
     return any(path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
 
 
+def _twin_failed(store, meta: FileMeta, twin: str) -> str:
+    """Why a file with the same content as a file that failed is not indexed either."""
+    if meta.size == 0:
+        return "empty file (0 bytes)"
+    row = store.file_by_path(twin)
+    reason = row.error if row is not None and row.error else "it could not be indexed"
+    return f"same content as {one_line(twin)}, which could not be indexed: {reason}"
+
+
+def _gone(path: str) -> bool:
+    """Whether the file certainly no longer exists (a folder we may not enter does not count)."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _forget_stale_errors(store, files: list[str], walk_errors: list[tuple[str, str]],
+                         roots: Sequence[str], unlisted: Sequence[str]) -> None:
+    """Error rows under the walked roots for paths this walk neither found nor reported: the file
+    is gone or its problem is (e.g. a FIFO replaced, a folder readable again)."""
+    current = set(files) | {path for path, _ in walk_errors}
+    for row in store.files("error"):
+        if (row.path not in current and _under(row.path, roots)
+                and not _under(row.path, unlisted)):
+            store.remove_file(row.path)
+
+
 def index_paths(paths: Sequence[str | os.PathLike], encoder, index_path: str | os.PathLike, *,
                 vocabulary: str | None = None, lam: float | None = None,
                 max_concepts: int | None = None, hop_seconds: float | None = None,
@@ -205,8 +239,10 @@ def index_paths(paths: Sequence[str | os.PathLike], encoder, index_path: str | o
 
     began = time.perf_counter()
     summary = IndexSummary(index=str(index_path))
-    files = find_audio_files(paths, on_error=summary.skip)
+    walk_errors: list[tuple[str, str]] = []   # recorded once the index is open (`status` lists them)
+    files = find_audio_files(paths, on_error=lambda path, reason: walk_errors.append((path, reason)))
     roots = [os.path.abspath(os.fspath(p)) for p in paths]
+    unlisted = [path for path, reason in walk_errors if reason.startswith(UNLISTED)]
     summary.files_seen = len(files)
     store = open_index(index_path, encoder, vocabulary=vocabulary, lam=lam,
                        max_concepts=max_concepts, hop_seconds=hop_seconds,
@@ -215,16 +251,21 @@ def index_paths(paths: Sequence[str | os.PathLike], encoder, index_path: str | o
     bar = progress(total=len(files), desc="indexing", unit="file", show=show_progress)
     try:
         dense = DenseIndex.open(store)
+        _forget_stale_errors(store, files, walk_errors, roots, unlisted)
+        for path, reason in walk_errors:
+            record(store, summary, FileMeta(path, 0, 0), reason)
         writer = Writer(store, dense, summary, bar, "indexing")
         to_encode, duplicates = plan(files, store, summary, bar, workers)
         _encode_files(to_encode, encoder, store.settings, writer, summary, workers)
+        twins = {work.meta.content_hash: work.meta.path for work in to_encode}
         for meta in duplicates:  # their twins are stored now: copy them
             if not reuse(store, summary, meta):
-                record(store, summary, meta, "same content as a file that could not be indexed")
+                record(store, summary, meta, _twin_failed(store, meta, twins[meta.content_hash]))
             bar.update(1)
         if prune:
             for row in store.files():
-                if _under(row.path, roots) and not os.path.exists(row.path):
+                # Never what could not be listed: an unreadable folder is not an empty one.
+                if _under(row.path, roots) and not _under(row.path, unlisted) and _gone(row.path):
                     store.remove_file(row.path)
                     summary.removed += 1
         summary.completed = True

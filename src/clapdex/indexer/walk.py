@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+from stat import S_ISREG
 from typing import Callable, Iterable
 
 from clapdex.errors import ClapdexError
 
 HASH_BLOCK = 1 << 20
+UNLISTED = "cannot list folder"   # how a folder the walk could not read is reported
 
 
 class PathNotFoundError(ClapdexError):
@@ -22,13 +24,15 @@ def find_audio_files(paths: Iterable[str | os.PathLike],
 
     Folders are walked recursively in sorted name order; only files with an audio extension
     (audio.AUDIO_EXTENSIONS) are taken, names starting with "." are skipped (hidden files, macOS
-    "._" companions). Files named directly are taken whatever their extension. Symlinks are
+    "._" companions). Files named directly are taken whatever their extension. Only regular files
+    are taken: reading a FIFO blocks and a device (a symlink to /dev/zero) never ends. Symlinks are
     followed; a folder already visited (a symlink loop) is not entered twice, and a file reached
     twice is listed once. A path that does not exist raises PathNotFoundError; an unreadable
-    folder, and a symlink with an audio name that leads nowhere, are reported through
+    folder (reason starting with UNLISTED), a symlink with an audio name that leads nowhere, and
+    a special file given directly or with an audio name, are reported through
     `on_error(path, reason)` and skipped.
     """
-    from clapdex.audio import AUDIO_EXTENSIONS
+    from clapdex.audio import AUDIO_EXTENSIONS, special_file_kind
 
     given = [os.path.abspath(os.fspath(p)) for p in paths]
     for path in given:
@@ -42,6 +46,10 @@ def find_audio_files(paths: Iterable[str | os.PathLike],
         try:
             stat = os.stat(path)
         except OSError:
+            return
+        if not S_ISREG(stat.st_mode):
+            if on_error:
+                on_error(path, f"not a regular file ({special_file_kind(stat.st_mode)})")
             return
         key = (stat.st_dev, stat.st_ino)
         if key not in seen_files:
@@ -63,7 +71,7 @@ def find_audio_files(paths: Iterable[str | os.PathLike],
                 entries = sorted(os.scandir(folder), key=lambda e: e.name)
             except OSError as error:
                 if on_error:
-                    on_error(folder, f"cannot list folder ({error.strerror or error})")
+                    on_error(folder, f"{UNLISTED} ({error.strerror or error})")
                 continue
             subfolders = []
             for entry in entries:
@@ -76,7 +84,7 @@ def find_audio_files(paths: Iterable[str | os.PathLike],
                             on_error(entry.path, "broken symlink")
                     elif entry.is_dir(follow_symlinks=True):
                         subfolders.append(entry.path)
-                    elif entry.is_file(follow_symlinks=True) and is_audio_name:
+                    elif is_audio_name:  # take() reports FIFOs, devices and sockets
                         take(entry.path)
                 except OSError:
                     continue

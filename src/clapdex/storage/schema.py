@@ -8,15 +8,53 @@ segment_id for "all concepts of this segment".
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 
 from sqlalchemy import (BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer,
                         LargeBinary, String, Text)
+from sqlalchemy.types import TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SCHEMA_VERSION = 3  # 2: concept_stats / corpus_stats tables, segments.fidelity index, covering
                     #    (concept_id, weight, segment_id) postings index (audit)
                     # 3: index_settings.projection / projection_hash (optional linear projection)
+
+
+# A file name that is not valid UTF-8 reaches Python as a str with lone surrogates U+DC80..U+DCFF
+# (surrogateescape); neither SQLite's nor PostgreSQL's text columns can hold those. OsText stores
+# such text losslessly: each surrogate byte as MARK + two hex digits, and a MARK that is really in
+# the name as MARK + MARK. MARK is U+FDD0, a Unicode noncharacter ("for internal use"), so valid
+# names stay stored exactly as they are. Reading decodes it back; equality, IN and prefix/suffix
+# LIKE comparisons work on the stored form because the escaping is done character by character.
+_MARK = "\ufdd0"
+_ESCAPE = re.compile("[\udc80-\udcff\ufdd0]")
+_UNESCAPE = re.compile("\ufdd0(\ufdd0|[0-9a-f]{2})")
+
+
+def os_text_to_db(text: str) -> str:
+    """The stored form of an OS string (a path, an error text that may quote one)."""
+    return _ESCAPE.sub(lambda m: _MARK * 2 if m[0] == _MARK else f"{_MARK}{ord(m[0]) - 0xDC00:02x}",
+                       text)
+
+
+def os_text_from_db(text: str) -> str:
+    if _MARK not in text:
+        return text
+    return _UNESCAPE.sub(lambda m: _MARK if m[1] == _MARK else chr(0xDC00 + int(m[1], 16)), text)
+
+
+class OsText(TypeDecorator):
+    """Text that may hold surrogate-escaped bytes (see os_text_to_db)."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return value if value is None else os_text_to_db(value)
+
+    def process_result_value(self, value, dialect):
+        return value if value is None else os_text_from_db(value)
 
 
 def utcnow() -> datetime:
@@ -58,7 +96,7 @@ class FileRow(Base):
     __table_args__ = {"sqlite_autoincrement": True}  # never reuse ids of deleted rows
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    path: Mapped[str] = mapped_column(Text, unique=True)   # absolute, as given by the OS
+    path: Mapped[str] = mapped_column(OsText, unique=True)  # absolute, as given by the OS
     size: Mapped[int] = mapped_column(BigInteger)
     mtime_ns: Mapped[int] = mapped_column(BigInteger)
     content_hash: Mapped[str | None] = mapped_column(String(128), index=True, nullable=True)
@@ -66,7 +104,7 @@ class FileRow(Base):
     sample_rate: Mapped[int | None] = mapped_column(Integer, nullable=True)   # of the source file
     channels: Mapped[int | None] = mapped_column(Integer, nullable=True)
     status: Mapped[str] = mapped_column(String(16), index=True)  # "indexed" | "error"
-    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error: Mapped[str | None] = mapped_column(OsText, nullable=True)
     indexed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

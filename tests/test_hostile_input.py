@@ -1,0 +1,308 @@
+"""Hostile and broken input (issue 18): names that are not UTF-8, special files, sample-rate bombs,
+unlistable folders, CSV formula injection, hostile names in human output. Indexing uses the
+spectral TEST DOUBLE (not CLAP); files, folders, FIFOs and the database are real."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import stat
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from click.testing import CliRunner
+
+import clapdex.cli.common as common
+from clapdex import audio, indexer
+from clapdex.cli import main
+from clapdex.errors import AudioError
+from clapdex.storage.database import IndexStore
+from clapdex.storage.schema import os_text_from_db, os_text_to_db
+from tests.audio_collection import tone_mix, write_vocabulary
+from tests.doubles import SpectralTestEncoder
+
+ROOT = Path(__file__).resolve().parent.parent
+needs_root_bypass = pytest.mark.skipif(os.geteuid() == 0, reason="root reads any folder")
+
+
+@pytest.fixture
+def double(monkeypatch):
+    monkeypatch.setattr(common, "load_encoder", lambda **_: SpectralTestEncoder())
+
+
+def run(*args):
+    return CliRunner().invoke(main, [os.fsdecode(a) if isinstance(a, bytes) else str(a)
+                                     for a in args])
+
+
+def tone(path: str | bytes | Path, seconds: float = 1.5, rate: int = 8000, freq: int = 400) -> None:
+    # soundfile encodes a str name strictly: write names that are not UTF-8 as bytes.
+    soundfile.write(os.fsencode(path), tone_mix([freq], seconds, rate), rate)
+
+
+def index(folder, index_path, vocab, **kwargs):
+    return indexer.index_paths([folder], SpectralTestEncoder(), index_path, vocabulary=str(vocab),
+                               show_progress=False, **kwargs)
+
+
+# ---- 1. names that are not UTF-8 ----
+
+def test_stored_form_is_valid_utf8_and_round_trips():
+    for name in ["/a/caf\udce9.wav", "/a/\ufdd0e9.wav", "/a/\ufdd0\udcff\ufdd0.wav", "/plain/ü.wav",
+                 "/a/\\xe9.wav"]:
+        stored = os_text_to_db(name)
+        stored.encode("utf-8")  # what SQLite and PostgreSQL text columns accept
+        assert os_text_from_db(stored) == name
+    assert os_text_to_db("/plain/ü.wav") == "/plain/ü.wav"       # valid names stored as they are
+    assert len({os_text_to_db(n) for n in ["/a/\udce9", "/a/\ufdd0e9"]}) == 2  # injective
+
+
+def test_names_that_are_not_utf8_are_indexed_stored_and_shown_escaped(tmp_path, double):
+    folder = tmp_path / "latin1"
+    folder.mkdir()
+    latin1 = os.path.join(os.fsencode(folder), b"caf\xe9.wav")
+    tone(latin1, freq=400)
+    tone(os.path.join(os.fsencode(folder), b"z\xff\xfe.wav"), freq=700)
+    tone(folder / "zzz_after.wav", freq=1000)   # files after the bad name are indexed too
+    vocab = write_vocabulary(tmp_path)
+    summary = index(folder, tmp_path / "index", vocab)
+    assert summary.added == 3 and not summary.skipped
+
+    with IndexStore.open(tmp_path / "index") as store:
+        paths = {row.path for row in store.files()}
+        assert os.fsdecode(latin1) in paths
+        assert all(os.path.exists(p) for p in paths)  # lossless: the OS finds every stored path
+    assert index(folder, tmp_path / "index", vocab).unchanged == 3  # and the next run knows them
+
+    shown = run("status", "--index", tmp_path / "index")
+    assert shown.exit_code == 0
+    as_json = run("status", "--index", tmp_path / "index", "--json")
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.stdout)["counts"]["files"] == 3
+
+    found = run("search", "--index", tmp_path / "index", "a 400 hz tone", "--json")
+    assert found.exit_code == 0, found.output
+    assert "\\udce9" in found.stdout                   # the byte, as a JSON escape
+    assert os.fsdecode(latin1) in [json.loads(line)["path"] for line in found.stdout.splitlines()]
+    human = run("search", "--index", tmp_path / "index", "a 400 hz tone")
+    assert "caf\\xe9.wav" in human.stdout
+
+
+def test_a_bad_file_with_a_name_that_is_not_utf8_is_recorded(tmp_path, double):
+    folder = tmp_path / "a"
+    folder.mkdir()
+    (Path(os.fsdecode(os.path.join(os.fsencode(folder), b"bad\xff.wav")))).write_bytes(b"junk" * 10)
+    tone(folder / "good.wav")
+    summary = index(folder, tmp_path / "index", write_vocabulary(tmp_path))
+    assert summary.added == 1 and [s["path"] for s in summary.skipped] == [
+        os.fsdecode(os.path.join(os.fsencode(folder), b"bad\xff.wav"))]
+    text = run("status", "--index", tmp_path / "index")
+    assert "bad\\xff.wav: not a readable audio file" in text.stdout
+
+
+# ---- 4. sample-rate bombs ----
+
+def _wav_header_only(path: Path, rate: int, frames: int, data: bytes) -> None:
+    """A 16-bit mono PCM WAV whose header says `rate`."""
+    header = struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + len(data), b"WAVE", b"fmt ", 16, 1, 1,
+                         rate, rate * 2, 2, 16, b"data", len(data))
+    path.write_bytes(header + data)
+
+
+def test_absurd_sample_rates_are_refused_with_a_reason(tmp_path):
+    bomb = tmp_path / "bomb.wav"
+    _wav_header_only(bomb, 1, 2000, np.zeros(2000, np.int16).tobytes())  # 33 minutes at 1 Hz
+    with pytest.raises(AudioError, match="implausible sample rate 1 Hz"):
+        list(audio.iter_windows(bomb, 48000, 7.0))
+    with pytest.raises(AudioError, match="implausible sample rate"):
+        audio.probe(bomb)
+
+
+def test_absurd_duration_per_byte_is_refused():
+    class Header:  # what soundfile reports for a header claiming a day of audio
+        samplerate, channels, frames = 8000, 1, 8000 * 86400
+    with pytest.raises(AudioError, match="implausible header: 86400 s of audio in"):
+        audio._info_of(__file__, Header())
+
+
+def test_block_sizes_bound_memory_whatever_the_header():
+    many_channels = audio.AudioInfo(1.0, 48000, 4096, 48000)
+    upsampled = audio.AudioInfo(1.0, audio.MIN_SAMPLE_RATE, 1, 1000)
+    assert audio._block_frames(many_channels, 48000) * 4096 <= audio._BLOCK_SAMPLES
+    frames = audio._block_frames(upsampled, 48000)
+    assert frames * 48000 / audio.MIN_SAMPLE_RATE <= audio._BLOCK_SAMPLES
+
+
+# ---- 7. special files ----
+
+def test_fifo_and_device_named_directly_do_not_hang(tmp_path, double):
+    fifo = tmp_path / "f.wav"
+    os.mkfifo(fifo)
+    zero = tmp_path / "zero.wav"
+    zero.symlink_to("/dev/zero")
+    vocab = write_vocabulary(tmp_path)
+    code = ("import sys; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/src']\n"
+            "from tests.doubles import SpectralTestEncoder\nfrom clapdex import indexer\n"
+            "s = indexer.index_paths(sys.argv[2:4], SpectralTestEncoder(), sys.argv[4],"
+            " vocabulary=sys.argv[5], show_progress=False)\n"
+            "print(sorted((d['path'], d['error']) for d in s.skipped))")
+    done = subprocess.run([sys.executable, "-c", code, str(ROOT), str(fifo), str(zero),
+                           str(tmp_path / "index"), str(vocab)],
+                          capture_output=True, text=True, timeout=120)  # a hang fails here
+    assert done.returncode == 0, done.stderr
+    assert "not a regular file (a FIFO or pipe)" in done.stdout
+    assert "not a regular file (a character device)" in done.stdout
+
+
+def test_explain_on_a_fifo_is_a_one_line_error(tmp_path):
+    fifo = tmp_path / "f.wav"
+    os.mkfifo(fifo)
+    with pytest.raises(AudioError, match="not a regular file"):
+        audio.load_audio(fifo, 16000)
+    vocab = write_vocabulary(tmp_path)
+    code = ("import sys; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/src']\n"
+            "import clapdex.cli.common as c; from tests.doubles import SpectralTestEncoder\n"
+            "c.load_encoder = lambda **_: SpectralTestEncoder()\n"
+            "from clapdex.cli import main; main(sys.argv[2:])")
+    done = subprocess.run([sys.executable, "-c", code, str(ROOT), "explain", str(fifo),
+                           "--vocab", str(vocab)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "not a regular file" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_special_files_in_folders_are_reported_in_the_summary_and_status(tmp_path, double):
+    folder = tmp_path / "a"
+    folder.mkdir()
+    tone(folder / "good.wav")
+    os.mkfifo(folder / "pipe.wav")
+    (folder / "zero.flac").symlink_to("/dev/zero")
+    (folder / "gone.wav").symlink_to(tmp_path / "nowhere.wav")
+    os.mkfifo(folder / "not-audio-name")  # not an audio name: ignored like any other
+    summary = index(folder, tmp_path / "index", write_vocabulary(tmp_path))
+    reasons = {Path(s["path"]).name: s["error"] for s in summary.skipped}
+    assert summary.added == 1
+    assert reasons == {"pipe.wav": "not a regular file (a FIFO or pipe)",
+                       "zero.flac": "not a regular file (a character device)",
+                       "gone.wav": "broken symlink"}
+    status = json.loads(run("status", "--index", tmp_path / "index", "--json").stdout)
+    assert {Path(e["path"]).name: e["error"] for e in status["errors"]} == reasons
+
+    (folder / "pipe.wav").unlink()   # problem gone: the next run drops its error row
+    index(folder, tmp_path / "index", write_vocabulary(tmp_path))
+    status = json.loads(run("status", "--index", tmp_path / "index", "--json").stdout)
+    assert "pipe.wav" not in {Path(e["path"]).name for e in status["errors"]}
+
+
+# ---- 10. --prune and unreadable folders ----
+
+@needs_root_bypass
+def test_prune_keeps_the_files_of_a_folder_that_cannot_be_listed(tmp_path, double):
+    folder = tmp_path / "a"
+    (folder / "locked").mkdir(parents=True)
+    tone(folder / "locked" / "x.wav")
+    tone(folder / "y.wav", freq=700)
+    vocab = write_vocabulary(tmp_path)
+    assert index(folder, tmp_path / "index", vocab).added == 2
+    (folder / "locked").chmod(0)
+    try:
+        summary = index(folder, tmp_path / "index", vocab, prune=True)
+    finally:
+        (folder / "locked").chmod(stat.S_IRWXU)
+    assert summary.removed == 0
+    assert any("cannot list folder (Permission denied)" in s["error"] for s in summary.skipped)
+    with IndexStore.open(tmp_path / "index") as store:
+        assert len(store.files("indexed")) == 2
+
+
+def test_prune_keeps_a_locked_folder_as_a_user_sees_it(tmp_path, double, monkeypatch):
+    """What a chmod-0 folder does for a user who is not root (the suite may run as root): listing
+    it and stat-ing anything in it fail with EACCES."""
+    folder = tmp_path / "a"
+    locked = folder / "locked"
+    locked.mkdir(parents=True)
+    tone(locked / "x.wav")
+    tone(folder / "y.wav", freq=700)
+    vocab = write_vocabulary(tmp_path)
+    assert index(folder, tmp_path / "index", vocab).added == 2
+    real_scandir, real_stat = os.scandir, os.stat
+
+    def scandir(path):
+        if os.fspath(path) == str(locked):
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(path)
+
+    def stat_(path, *args, **kwargs):
+        if isinstance(path, str) and path.startswith(str(locked) + os.sep):
+            raise PermissionError(13, "Permission denied")
+        return real_stat(path, *args, **kwargs)
+    monkeypatch.setattr(os, "scandir", scandir)
+    monkeypatch.setattr(os, "stat", stat_)
+    summary = index(folder, tmp_path / "index", vocab, prune=True)
+    monkeypatch.undo()
+    assert summary.removed == 0
+    assert {s["error"] for s in summary.skipped} == {"cannot list folder (Permission denied)"}
+    with IndexStore.open(tmp_path / "index") as store:
+        assert len(store.files("indexed")) == 2
+    (locked / "x.wav").unlink()   # really gone (and the folder listable): pruned
+    assert index(folder, tmp_path / "index", vocab, prune=True).removed == 1
+
+
+# ---- 13. CSV formula injection ----
+
+def test_csv_cells_that_start_a_formula_are_neutralised(tmp_path):
+    from clapdex.audit.export import write_csv
+    from clapdex.printable import spreadsheet_safe
+
+    rows = [{"concept": '=cmd|" /c calc"!a0', "n": -3, "w": -0.5, "p": "+1", "q": "@SUM(A1)",
+             "r": "-2", "s": "'quoted", "t": "\tx", "concepts": [{"concept": "=evil", "weight": 0.5}],
+             "ok": "dog"}]
+    write_csv(rows, tmp_path / "out.csv")
+    with open(tmp_path / "out.csv", newline="") as handle:
+        cells = next(csv.DictReader(handle))
+    assert cells["concept"] == "'=cmd|\" /c calc\"!a0"
+    assert cells["n"] == "-3" and cells["w"] == "-0.5"     # numbers stay numbers
+    assert cells["p"] == "'+1" and cells["q"] == "'@SUM(A1)" and cells["r"] == "'-2"
+    assert cells["s"] == "''quoted" and cells["t"] == "'\tx" and cells["ok"] == "dog"
+    assert cells["concepts"] == "'=evil=0.5"
+    for value in ["=a", "'b", "plain", "-"]:
+        assert spreadsheet_safe(value)[1:] == value or spreadsheet_safe(value) == value
+
+
+def test_eval_csv_is_neutralised_too(tmp_path):
+    from dataclasses import dataclass
+
+    from clapdex.evaluation.report import write_csv
+
+    @dataclass
+    class Row:
+        label: str
+        score: float
+
+    write_csv([Row("=HYPERLINK(1)", -1.0)], tmp_path / "e.csv")
+    assert (tmp_path / "e.csv").read_text().splitlines()[1] == "'=HYPERLINK(1),-1.0"
+
+
+# ---- 6. hostile names in human output ----
+
+def test_status_summary_and_doctor_escape_hostile_names(tmp_path, double):
+    folder = tmp_path / "a"
+    folder.mkdir()
+    tone(folder / "x\x1b[2J.wav")
+    (folder / "bad\nINJECTED LINE: all files ok.wav").write_bytes(b"junk" * 10)
+    vocab = write_vocabulary(tmp_path)
+    out = run("index", folder, "--index", tmp_path / "index", "--vocab", vocab)
+    assert out.exit_code == 0, out.output
+    status = run("status", "--index", tmp_path / "index")
+    (folder / "x\x1b[2J.wav").unlink()
+    doctor = run("doctor", "--index", tmp_path / "index")
+    for text in (out.stdout, status.stdout, doctor.stdout):
+        assert "\x1b" not in text
+        assert not any(line.startswith("INJECTED") for line in text.splitlines())
+    assert "bad\\nINJECTED LINE" in out.stdout and "bad\\nINJECTED LINE" in status.stdout
+    assert "x\\x1b[2J.wav" in doctor.stdout
