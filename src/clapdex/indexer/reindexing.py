@@ -70,7 +70,7 @@ def reindex(index_path: str | os.PathLike, *, lam: float | None = None,
         bar = progress(total=before["segments"], desc="reindexing", unit="segment",
                        show=show_progress)
         try:
-            with store.session() as session, session.begin():
+            with store.write() as session:
                 if vocab is not None:
                     store.replace_concepts(session, dictionary.names, dictionary.text_embeddings)
                 for ids, embeddings in store.iter_segment_embeddings(DECOMPOSE_WINDOWS * 8):

@@ -174,7 +174,7 @@ class Writer:
                          np.asarray(decomposition.shift_norm)[first:first + n])
             files.append(NewFile(work.meta, np.asarray(work.starts), np.asarray(work.ends), part, rows))
             first += n
-        with self.store.session() as session, session.begin():
+        with self.store.write() as session:
             if new_mean is not None:  # μ_A becomes visible together with the first files
                 self.store.update_settings(session, audio_mean=new_mean)
             stored = self.store.add_files(files, session=session)

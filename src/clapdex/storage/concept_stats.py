@@ -157,7 +157,7 @@ def ensure_fresh(store) -> Contribution | None:
             return None
         if store.read_only:
             return compute(session)
-    with store.session() as session, session.begin():
+    with store.write() as session:
         if not _is_valid(session):  # unless someone else rebuilt meanwhile
             rebuild(session)
     return None

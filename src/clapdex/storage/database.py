@@ -5,8 +5,11 @@ Layout of an index folder:
     database.url     one line holding an SQLAlchemy URL (e.g. postgresql+psycopg://...) instead
     dense.faiss      the FAISS index of segment embeddings, always rebuildable from the database
 
-Every write that makes a file visible (its row, segments and postings) happens in one transaction,
-so an interrupted run never leaves a half-indexed file behind.
+Every change goes through `IndexStore.write()`: one transaction that holds the index's write lock
+(SQLite: BEGIN IMMEDIATE; PostgreSQL: the settings row locked FOR UPDATE) from its first statement
+to its commit, re-reads the settings under that lock, and moves the database's generation on. A
+second writer waits for the lock. Every write that makes a file visible (its row, segments and
+postings) is one such transaction, so an interrupted run never leaves a half-indexed file behind.
 """
 
 from __future__ import annotations
@@ -17,113 +20,26 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
-from urllib.request import pathname2url
 
 import numpy as np
 import scipy.sparse as sp
-from sqlalchemy import create_engine, delete, event, func, insert, select, update
-from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session, sessionmaker
 
-from clapdex.errors import (ClapdexError, IndexDamagedError, IndexMismatchError,
-                            IndexNotFoundError, ReadOnlyIndexError)
+from clapdex.errors import ClapdexError, IndexMismatchError, IndexNotFoundError, ReadOnlyIndexError
 from clapdex.storage import concept_stats  # audit totals, kept in step with every write
+from clapdex.storage.engine import (DB_FILE, LOCK_WAIT_SECONDS, URL_FILE, WRITE_OPTION, damaged,
+                                    index_error, index_url, is_writable, make_engine,
+                                    open_error, read_only_sqlite_url, reason)
 from clapdex.storage.postings import postings_to_csr
 from clapdex.storage.schema import (SCHEMA_VERSION, Base, ConceptRow, FileRow, IndexSettingsRow,
-                                    PostingRow, SegmentRow, utcnow)
+                                    PostingRow, SegmentRow, from_blob, to_blob, utcnow)
+from clapdex.storage.settings import IndexSettings, settings_from_row, settings_to_columns
 
-DB_FILE = "clapdex.sqlite"
-URL_FILE = "database.url"
 FAISS_FILE = "dense.faiss"
 _CHUNK = 20_000  # rows per bulk statement
-
-
-def to_blob(vector: np.ndarray) -> bytes:
-    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
-
-
-def from_blob(blob: bytes) -> np.ndarray:
-    return np.frombuffer(blob, dtype="<f4")
-
-
-@dataclass
-class IndexSettings:
-    """How an index was built. Two indexes with different settings must never be mixed."""
-
-    encoder_fingerprint: str
-    dimension: int
-    sample_rate: int
-    window_seconds: float
-    hop_seconds: float
-    vocabulary_name: str
-    vocabulary_hash: str
-    lam: float | None = None
-    max_concepts: int | None = None
-    audio_mean: np.ndarray | None = None
-    faiss_factory: str = "Flat"
-    # Optional linear projection applied to the audio embeddings before storage (d x d matrix and
-    # its Projection.content_hash); the encoder fingerprint then carries "+projection:<hash16>".
-    projection: np.ndarray | None = None
-    projection_hash: str | None = None
-
-    # Settings whose change makes the stored data meaningless, with the command that rebuilds.
-    _REBUILD = {
-        "encoder_fingerprint": "clapdex index --rebuild",
-        "dimension": "clapdex index --rebuild",
-        "sample_rate": "clapdex index --rebuild",
-        "window_seconds": "clapdex index --rebuild",
-        "hop_seconds": "clapdex index --rebuild",
-        "vocabulary_hash": "clapdex reindex --vocab ...",
-        "lam": "clapdex reindex --lambda ...",
-        "max_concepts": "clapdex reindex --max-concepts ...",
-        "projection_hash": "clapdex index --rebuild",
-    }
-
-    # How each setting is named in messages: the CLI option's words, not the attribute.
-    _LABELS = {
-        "encoder_fingerprint": "model fingerprint",
-        "dimension": "embedding dimension",
-        "sample_rate": "sample rate",
-        "window_seconds": "window (s)",
-        "hop_seconds": "hop (s)",
-        "lam": "lambda",
-        "max_concepts": "max concepts",
-        "projection_hash": "projection",
-    }
-
-    def differences(self, other: "IndexSettings") -> list[str]:
-        """Names of the rebuild-relevant settings that differ between self and other."""
-        return [name for name in self._REBUILD if getattr(self, name) != getattr(other, name)]
-
-    def check_compatible(self, requested: "IndexSettings", index_path: str | Path, *,
-                         concepts: int | None = None, requested_concepts: int | None = None) -> None:
-        """Raise IndexMismatchError naming each difference and the command that rebuilds.
-        `concepts` / `requested_concepts` (the two vocabularies' sizes) make a vocabulary
-        difference readable: names and sizes instead of content hashes."""
-        diffs = self.differences(requested)
-        if not diffs:
-            return
-        parts = [self._vocabulary_difference(requested, concepts, requested_concepts)
-                 if name == "vocabulary_hash" else
-                 f"{self._LABELS[name]} is {getattr(self, name)!r}, "
-                 f"requested {getattr(requested, name)!r}"
-                 for name in diffs]
-        fixes = sorted({self._REBUILD[name] for name in diffs})
-        raise IndexMismatchError(
-            f"index {index_path} was built with other settings ({'; '.join(parts)}); "
-            f"run {' or '.join(fixes)} to rebuild it, or use another --index")
-
-    def _vocabulary_difference(self, requested: "IndexSettings", concepts: int | None,
-                               requested_concepts: int | None) -> str:
-        def describe(name: str, count: int | None) -> str:
-            return f"{name!r}" if count is None else f"{name!r} ({count} concepts)"
-
-        text = (f"vocabulary is {describe(self.vocabulary_name, concepts)}, requested "
-                f"{describe(requested.vocabulary_name, requested_concepts)}")
-        if self.vocabulary_name == requested.vocabulary_name:
-            text += " (same name, other concepts)"  # e.g. an edited vocabulary file
-        return text
 
 
 @dataclass
@@ -137,99 +53,6 @@ class FileMeta:
     duration: float | None = None
     sample_rate: int | None = None
     channels: int | None = None
-
-
-def _configure_sqlite(engine: Engine, read_only: bool = False) -> None:
-    """DIALECT SPOT: the only SQLite-specific settings. WAL for concurrent readers, FKs on.
-    A read-only index keeps its journal mode: switching to WAL creates files beside the database."""
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record):  # pragma: no cover - trivial
-        cursor = dbapi_connection.cursor()
-        if not read_only:
-            cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA cache_size=-65536")  # 64 MB: bulk inserts into the postings B-trees
-        cursor.close()
-
-
-def _database_url(root: Path) -> str | URL:
-    url_file = root / URL_FILE
-    if url_file.exists():
-        return url_file.read_text().strip()
-    # Built, not formatted: a "?" or "#" in the folder name must not start a URL query.
-    return URL.create("sqlite", database=str(root / DB_FILE))
-
-
-def _is_writable(root: Path) -> bool:
-    """Whether SQLite can write the index in `root`: its folder (the -wal, -shm and journal files
-    live beside the database) and the database file itself."""
-    database = root / DB_FILE
-    return os.access(root, os.W_OK) and (not database.exists() or os.access(database, os.W_OK))
-
-
-def _read_only_sqlite_url(root: Path) -> URL:
-    """The index's SQLite database opened read-only. In a folder we cannot write and without a
-    leftover -wal file it is opened immutable: SQLite cannot otherwise open a WAL-mode database
-    there (it would create the -shm file). A -wal file holds committed pages, so it is read."""
-    path = root / DB_FILE
-    query = {"mode": "ro", "uri": "true"}
-    if not os.access(root, os.W_OK) and not Path(f"{path}-wal").exists():
-        query["immutable"] = "1"
-    return URL.create("sqlite", database="file:" + pathname2url(str(path.absolute())), query=query)
-
-
-def _make_engine(url: str | URL, root: Path, read_only: bool = False) -> Engine:
-    engine = create_engine(url, future=True)
-    if engine.dialect.name == "sqlite":
-        _configure_sqlite(engine, read_only)
-    _translate_errors(engine, root)
-    return engine
-
-
-def _reason(error: BaseException) -> str:
-    """The driver's own message of a database error, on one line (no SQL, no links)."""
-    original = getattr(error, "orig", None) or error
-    return " ".join(str(original).split()) or type(original).__name__
-
-
-def _damaged(root: Path, reason: str) -> IndexDamagedError:
-    return IndexDamagedError(f"index {root} is damaged ({reason}); rebuild it with: "
-                             f"clapdex index --rebuild --index {root} FOLDER")
-
-
-def _translate_errors(engine: Engine, root: Path) -> None:
-    """SQLite errors that mean the index cannot be used as it is (a corrupt file, a write to a
-    read-only index) become one-line ClapdexErrors, wherever in a command they surface."""
-
-    @event.listens_for(engine, "handle_error")
-    def _on_error(context):
-        error = _index_error(root, context.original_exception)
-        if error is not None:
-            raise error
-
-
-def _index_error(root: Path, original: BaseException) -> ClapdexError | None:
-    """The one-line error for a driver error that means the index cannot be used as it is."""
-    name = getattr(original, "sqlite_errorname", "") or ""
-    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
-        return _damaged(root, _reason(original))
-    if name.startswith("SQLITE_READONLY"):
-        return ReadOnlyIndexError(f"index {root} is read-only and this command needs to change "
-                                  f"it ({_reason(original)}); make its folder writable or use a "
-                                  f"writable copy")
-    return None
-
-
-def _open_error(root: Path, error: DatabaseError) -> ClapdexError:
-    """Why an existing index could not be opened, as a one-line error."""
-    name = getattr(error.orig, "sqlite_errorname", None)
-    if name is None or name.startswith(("SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH",
-                                        "SQLITE_IOERR", "SQLITE_BUSY", "SQLITE_LOCKED")):
-        return ClapdexError(f"cannot open index {root} ({_reason(error)})")
-    return _damaged(root, _reason(error))  # not a database, no tables, a malformed file
 
 
 class IndexStore:
@@ -259,7 +82,7 @@ class IndexStore:
         if (root / URL_FILE).exists():
             return  # a database server decides who may write
         if root.is_dir():
-            if not _is_writable(root):
+            if not is_writable(root):
                 raise ReadOnlyIndexError(f"index {root} is read-only (its folder or database "
                                          f"cannot be written); this command changes the index")
             return
@@ -288,12 +111,12 @@ class IndexStore:
                                f"{(error.strerror or str(error)).lower()}") from None
         if database_url:
             (root / URL_FILE).write_text(database_url + "\n")
-        engine = _make_engine(_database_url(root), root)
+        engine = make_engine(index_url(root), root)
         Base.metadata.create_all(engine)
         store = cls(root, engine)
-        with store.session() as session, session.begin():
-            session.add(IndexSettingsRow(id=1, schema_version=SCHEMA_VERSION,
-                                         **_settings_to_columns(settings)))
+        with store._transaction() as session:
+            session.execute(insert(IndexSettingsRow), [dict(
+                id=1, schema_version=SCHEMA_VERSION, **settings_to_columns(settings))])
             store._insert_concepts(session, concept_names, concept_embeddings)
             concept_stats.initialize(session)
         store._settings = settings
@@ -312,14 +135,14 @@ class IndexStore:
                 f"no index at {root}; create one with: clapdex index --index {root} FOLDER")
         if write:
             cls.require_writable(root)
-        read_only = not (root / URL_FILE).exists() and not _is_writable(root)
-        url = _read_only_sqlite_url(root) if read_only else _database_url(root)
-        store = cls(root, _make_engine(url, root, read_only), read_only)
+        read_only = not (root / URL_FILE).exists() and not is_writable(root)
+        url = read_only_sqlite_url(root) if read_only else index_url(root)
+        store = cls(root, make_engine(url, root, read_only), read_only)
         try:
             version = store._settings_row().schema_version
         except DatabaseError as error:
             store.close()
-            raise _open_error(root, error) from None
+            raise open_error(root, error) from None
         except BaseException:
             store.close()
             raise
@@ -336,7 +159,7 @@ class IndexStore:
         the folder and a database.url. Used by `clapdex index --rebuild`."""
         root = Path(root)
         if (root / URL_FILE).exists():
-            engine = _make_engine(_database_url(root), root)
+            engine = make_engine(index_url(root), root)
             try:
                 Base.metadata.drop_all(engine)
             finally:
@@ -363,8 +186,55 @@ class IndexStore:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
+        """A session for reading. Changes go through `write`."""
         with self._sessions() as session:
             yield session
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """One write transaction holding the index's write lock until it commits (or rolls back).
+
+        Waits while another process holds the lock (engine.LOCK_WAIT_SECONDS at most). Inside,
+        `self.settings` are the stored ones, read under the lock, so no other writer can change
+        them before the commit; the generation is moved on. Never nest: a second `write` in the
+        same process waits for the first one until it gives up.
+        """
+        try:
+            with self._transaction() as session:
+                # PostgreSQL: the row lock is the write lock; SQLite took it with BEGIN IMMEDIATE.
+                row = session.scalars(select(IndexSettingsRow).where(IndexSettingsRow.id == 1)
+                                      .with_for_update()).first()
+                if row is None:
+                    raise damaged(self.root, "no settings row")
+                self._settings = settings_from_row(row)
+                session.execute(update(IndexSettingsRow).where(IndexSettingsRow.id == 1)
+                                .values(generation=IndexSettingsRow.generation + 1))
+                yield session
+        except BaseException:
+            self._settings = None  # rolled back: read the stored settings again
+            raise
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Session]:
+        """A transaction begun as a writer's (SQLite: BEGIN IMMEDIATE), committed at the end."""
+        with self.engine.connect() as connection:
+            connection.execution_options(**{WRITE_OPTION: True})
+            with connection.begin():
+                if connection.dialect.name == "postgresql":
+                    connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_WAIT_SECONDS}s'")
+                with Session(bind=connection, expire_on_commit=False) as session:
+                    yield session
+                    session.flush()
+
+    def generation(self) -> int:
+        """The database's generation: it moves on with every write transaction, so a file derived
+        from the database can say which state it reflects (0 for a new index)."""
+        with self.session() as session:
+            value = session.scalar(select(IndexSettingsRow.generation).where(
+                IndexSettingsRow.id == 1))
+        if value is None:
+            raise damaged(self.root, "no settings row")
+        return int(value)
 
     @property
     def faiss_path(self) -> Path:
@@ -376,33 +246,23 @@ class IndexStore:
         with self.session() as session:
             row = session.get(IndexSettingsRow, 1)
         if row is None:
-            raise _damaged(self.root, "no settings row")
+            raise damaged(self.root, "no settings row")
         return row
 
     @property
     def settings(self) -> IndexSettings:
         if self._settings is None:
-            row = self._settings_row()
-            mean = None if row.audio_mean is None else from_blob(row.audio_mean).astype(np.float64)
-            projection = (None if row.projection is None else
-                          from_blob(row.projection).reshape(row.dimension, row.dimension).copy())
-            self._settings = IndexSettings(
-                encoder_fingerprint=row.encoder_fingerprint, dimension=row.dimension,
-                sample_rate=row.sample_rate, window_seconds=row.window_seconds,
-                hop_seconds=row.hop_seconds, vocabulary_name=row.vocabulary_name,
-                vocabulary_hash=row.vocabulary_hash, lam=row.lam, max_concepts=row.max_concepts,
-                audio_mean=mean, faiss_factory=row.faiss_factory, projection=projection,
-                projection_hash=row.projection_hash)
+            self._settings = settings_from_row(self._settings_row())
         return self._settings
 
     def update_settings(self, session: Session | None = None, **changes) -> None:
         """Change stored settings (e.g. lam after a reindex, audio_mean once it is known)."""
         new = dataclasses.replace(self.settings, **changes)
-        values = _settings_to_columns(new)
+        values = settings_to_columns(new)
         values["updated_at"] = utcnow()
         statement = update(IndexSettingsRow).where(IndexSettingsRow.id == 1).values(**values)
         if session is None:
-            with self.session() as own, own.begin():
+            with self.write() as own:
                 own.execute(statement)
         else:
             session.execute(statement)
@@ -481,7 +341,7 @@ class IndexStore:
         if not files:
             return []
         if session is None:
-            with self.session() as own, own.begin():
+            with self.write() as own:
                 return self._add_files(own, files)
         return self._add_files(session, files)
 
@@ -560,25 +420,25 @@ class IndexStore:
 
     def record_error(self, meta: FileMeta, error: str) -> None:
         """Remember a file that could not be indexed (replacing any older row for its path)."""
-        with self.session() as session, session.begin():
+        with self.write() as session:
             self._delete_path(session, meta.path)
             session.execute(insert(FileRow), [_file_values(meta, status="error", error=error)])
 
     def remove_file(self, path: str) -> bool:
         """Delete a file with its segments and postings. Returns whether it existed."""
-        with self.session() as session, session.begin():
+        with self.write() as session:
             return self._delete_path(session, path)
 
     def update_file_stat(self, path: str, size: int, mtime_ns: int) -> None:
         """A file was touched but its content is unchanged: remember its new size and mtime."""
-        with self.session() as session, session.begin():
+        with self.write() as session:
             session.execute(update(FileRow).where(FileRow.path == path).values(
                 size=size, mtime_ns=mtime_ns))
 
     def move_file(self, source_path: str, meta: FileMeta) -> int:
         """The file at `source_path` now lives at `meta.path` (same content): rename its row in
         one transaction, keeping its segments (and so their FAISS ids). Returns the file id."""
-        with self.session() as session, session.begin():
+        with self.write() as session:
             file_id = session.scalar(select(FileRow.id).where(FileRow.path == source_path))
             if file_id is None:
                 raise ValueError(f"no indexed file at {source_path}")
@@ -593,7 +453,7 @@ class IndexStore:
         """Index `meta.path` as a copy of the indexed file at `source_path` (same content):
         its segments' embeddings and postings are copied, nothing is decoded or encoded.
         One transaction. Returns (file id, new segment ids in window order)."""
-        with self.session() as session, session.begin():
+        with self.write() as session:
             source = session.scalars(select(FileRow).where(FileRow.path == source_path)).first()
             if source is None or source.status != "indexed":
                 raise ValueError(f"no indexed file at {source_path}")
@@ -716,8 +576,8 @@ class IndexStore:
         try:
             return result.cursor.fetchall()
         except self.engine.dialect.loaded_dbapi.Error as error:
-            raise (_index_error(self.root, error) or
-                   ClapdexError(f"cannot read index {self.root} ({_reason(error)})")) from None
+            raise (index_error(self.root, error) or
+                   ClapdexError(f"cannot read index {self.root} ({reason(error)})")) from None
         finally:
             result.close()
 
@@ -740,7 +600,7 @@ class IndexStore:
         """Delete the rows `orphans` counts, in one transaction. Returns what was deleted."""
         found = self.orphans()
         if any(found.values()):
-            with self.session() as session, session.begin():
+            with self.write() as session:
                 session.execute(delete(SegmentRow).where(SegmentRow.file_id.not_in(select(FileRow.id))))
                 session.execute(delete(PostingRow).where(
                     PostingRow.segment_id.not_in(select(SegmentRow.id))))
@@ -764,15 +624,6 @@ class IndexStore:
 
 def _count_concepts(connection: Session | Connection) -> int:
     return connection.scalar(select(func.count()).select_from(ConceptRow)) or 0
-
-
-def _settings_to_columns(settings: IndexSettings) -> dict:
-    values = {field.name: getattr(settings, field.name) for field in dataclasses.fields(settings)}
-    mean = values.pop("audio_mean")
-    values["audio_mean"] = None if mean is None else to_blob(mean)
-    projection = values.pop("projection")
-    values["projection"] = None if projection is None else to_blob(projection)
-    return values
 
 
 def _file_values(meta: FileMeta, status: str, error: str | None) -> dict:

@@ -11,14 +11,24 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 
+import numpy as np
 from sqlalchemy import (BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer,
-                        LargeBinary, String, Text)
+                        LargeBinary, String, Text, text)
 from sqlalchemy.types import TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 3  # 2: concept_stats / corpus_stats tables, segments.fidelity index, covering
+SCHEMA_VERSION = 4  # 2: concept_stats / corpus_stats tables, segments.fidelity index, covering
                     #    (concept_id, weight, segment_id) postings index (audit)
                     # 3: index_settings.projection / projection_hash (optional linear projection)
+                    # 4: index_settings.generation (bumped by every write transaction)
+
+
+def to_blob(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
+
+
+def from_blob(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype="<f4")
 
 
 # A file name that is not valid UTF-8 reaches Python as a str with lone surrogates U+DC80..U+DCFF
@@ -89,6 +99,9 @@ class IndexSettingsRow(Base):
     projection_hash: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Moves on with every write transaction (IndexStore.write): files derived from the database
+    # (the FAISS file, search's memory-mapped state) say which generation they reflect.
+    generation: Mapped[int] = mapped_column(BigInteger, server_default=text("0"), default=0)
 
 
 class FileRow(Base):

@@ -1,0 +1,115 @@
+"""IndexSettings: how an index was built, the messages that name a mismatch, and the conversion
+to and from the index_settings row. Two indexes with different settings must never be mixed."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from clapdex.errors import IndexMismatchError
+from clapdex.storage.schema import IndexSettingsRow, from_blob, to_blob
+
+
+@dataclass
+class IndexSettings:
+    """How an index was built."""
+
+    encoder_fingerprint: str
+    dimension: int
+    sample_rate: int
+    window_seconds: float
+    hop_seconds: float
+    vocabulary_name: str
+    vocabulary_hash: str
+    lam: float | None = None
+    max_concepts: int | None = None
+    audio_mean: np.ndarray | None = None
+    faiss_factory: str = "Flat"
+    # Optional linear projection applied to the audio embeddings before storage (d x d matrix and
+    # its Projection.content_hash); the encoder fingerprint then carries "+projection:<hash16>".
+    projection: np.ndarray | None = None
+    projection_hash: str | None = None
+
+    # Settings whose change makes the stored data meaningless, with the command that rebuilds.
+    _REBUILD = {
+        "encoder_fingerprint": "clapdex index --rebuild",
+        "dimension": "clapdex index --rebuild",
+        "sample_rate": "clapdex index --rebuild",
+        "window_seconds": "clapdex index --rebuild",
+        "hop_seconds": "clapdex index --rebuild",
+        "vocabulary_hash": "clapdex reindex --vocab ...",
+        "lam": "clapdex reindex --lambda ...",
+        "max_concepts": "clapdex reindex --max-concepts ...",
+        "projection_hash": "clapdex index --rebuild",
+    }
+
+    # How each setting is named in messages: the CLI option's words, not the attribute.
+    _LABELS = {
+        "encoder_fingerprint": "model fingerprint",
+        "dimension": "embedding dimension",
+        "sample_rate": "sample rate",
+        "window_seconds": "window (s)",
+        "hop_seconds": "hop (s)",
+        "lam": "lambda",
+        "max_concepts": "max concepts",
+        "projection_hash": "projection",
+    }
+
+    def differences(self, other: "IndexSettings") -> list[str]:
+        """Names of the rebuild-relevant settings that differ between self and other."""
+        return [name for name in self._REBUILD if getattr(self, name) != getattr(other, name)]
+
+    def check_compatible(self, requested: "IndexSettings", index_path: str | Path, *,
+                         concepts: int | None = None, requested_concepts: int | None = None) -> None:
+        """Raise IndexMismatchError naming each difference and the command that rebuilds.
+        `concepts` / `requested_concepts` (the two vocabularies' sizes) make a vocabulary
+        difference readable: names and sizes instead of content hashes."""
+        diffs = self.differences(requested)
+        if not diffs:
+            return
+        parts = [self._vocabulary_difference(requested, concepts, requested_concepts)
+                 if name == "vocabulary_hash" else
+                 f"{self._LABELS[name]} is {getattr(self, name)!r}, "
+                 f"requested {getattr(requested, name)!r}"
+                 for name in diffs]
+        fixes = sorted({self._REBUILD[name] for name in diffs})
+        raise IndexMismatchError(
+            f"index {index_path} was built with other settings ({'; '.join(parts)}); "
+            f"run {' or '.join(fixes)} to rebuild it, or use another --index")
+
+    def _vocabulary_difference(self, requested: "IndexSettings", concepts: int | None,
+                               requested_concepts: int | None) -> str:
+        def describe(name: str, count: int | None) -> str:
+            return f"{name!r}" if count is None else f"{name!r} ({count} concepts)"
+
+        text = (f"vocabulary is {describe(self.vocabulary_name, concepts)}, requested "
+                f"{describe(requested.vocabulary_name, requested_concepts)}")
+        if self.vocabulary_name == requested.vocabulary_name:
+            text += " (same name, other concepts)"  # e.g. an edited vocabulary file
+        return text
+
+
+def settings_to_columns(settings: IndexSettings) -> dict:
+    """The index_settings columns that hold `settings` (vectors as float32 blobs)."""
+    values = {field.name: getattr(settings, field.name) for field in dataclasses.fields(settings)}
+    mean = values.pop("audio_mean")
+    values["audio_mean"] = None if mean is None else to_blob(mean)
+    projection = values.pop("projection")
+    values["projection"] = None if projection is None else to_blob(projection)
+    return values
+
+
+def settings_from_row(row: IndexSettingsRow) -> IndexSettings:
+    mean = None if row.audio_mean is None else from_blob(row.audio_mean).astype(np.float64)
+    projection = (None if row.projection is None else
+                  from_blob(row.projection).reshape(row.dimension, row.dimension).copy())
+    return IndexSettings(
+        encoder_fingerprint=row.encoder_fingerprint, dimension=row.dimension,
+        sample_rate=row.sample_rate, window_seconds=row.window_seconds,
+        hop_seconds=row.hop_seconds, vocabulary_name=row.vocabulary_name,
+        vocabulary_hash=row.vocabulary_hash, lam=row.lam, max_concepts=row.max_concepts,
+        audio_mean=mean, faiss_factory=row.faiss_factory, projection=projection,
+        projection_hash=row.projection_hash)
