@@ -107,9 +107,10 @@ def build_index(tmp_path: Path, encoder: SpectralTestEncoder | None = None,
 class _Decomposition:
     """The fields IndexStore.add_files reads."""
 
-    def __init__(self, weights, fidelity, recon_norm, shift_norm):
+    def __init__(self, weights, fidelity, recon_norm, shift_norm, concept_fidelity):
         self.weights, self.fidelity = weights, fidelity
         self.recon_norm, self.shift_norm = recon_norm, shift_norm
+        self.concept_fidelity = concept_fidelity
 
 
 def build_synthetic_index(root: Path, n_segments: int, n_concepts: int, dimension: int,
@@ -152,11 +153,15 @@ def build_synthetic_index(root: Path, n_segments: int, n_concepts: int, dimensio
             r = shifted / shift[:, None]
             a = r + noise * rng.standard_normal(r.shape) / np.sqrt(dimension)
             fidelity = np.sum(r * a, axis=1) / np.linalg.norm(a, axis=1)
+            x = a / np.linalg.norm(a, axis=1, keepdims=True)
+            z = (x - mean) / np.linalg.norm(x - mean, axis=1, keepdims=True)
+            concept_fidelity = np.sum(u * z, axis=1) / recon
             starts = np.arange(n) * 7.0
             meta = FileMeta(path=f"/synthetic/file_{first // per_file:06d}.wav", size=0, mtime_ns=0,
                             duration=n * 7.0, sample_rate=16000, channels=1)
             batch.append(NewFile(meta, starts, starts + 7.0, a.astype(np.float32),
-                                 _Decomposition(weights, fidelity, recon, shift)))
+                                 _Decomposition(weights, fidelity, recon, shift,
+                                                concept_fidelity)))
             if len(batch) == 50:
                 store.add_files(batch)
                 batch = []

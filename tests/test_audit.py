@@ -250,7 +250,8 @@ def test_poorly_explained_equals_brute_force(index):
         strongest = np.argsort(-truth.weights[i], kind="stable")[:2]
         expected = [(truth.names[k], truth.weights[i, k]) for k in strongest if truth.weights[i, k] > 0]
         assert [n for n, _ in row.concepts] == [n for n, _ in expected]
-        assert row.fidelity == pytest.approx(truth.fidelity[i])
+        assert row.concept_fidelity == pytest.approx(truth.fidelity[i])
+        assert row.fidelity == pytest.approx(0.5 + truth.fidelity[i] / 2)  # shown, not used
     assert len(poorly_explained(store, below=0.5, limit=4)[1]) == 4
 
 

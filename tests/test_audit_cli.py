@@ -203,28 +203,28 @@ def test_show_prints_clock_times_and_an_escaped_path(awkward):
     assert out.exit_code == 0, out.output
     assert out.output.splitlines() == [
         str(awkward / "odd\\nname\\x1b[31m.wav") + " (00:00.3), 1 segment",
-        "  00:00.0–00:00.3  fidelity 0.30  dog 0.40"]
+        "  00:00.0–00:00.3  concept fidelity 0.30  dog 0.40"]
     out = run(awkward / "index", "show", "long.wav")
     assert out.output.splitlines() == [
         str(awkward / "long.wav") + " (1:02:05), 2 segments",
-        "  1:02:00–1:02:02  fidelity 0.45  cat 0.25",
-        "  1:02:03–1:02:05  fidelity 0.90  cat 0.50"]
+        "  1:02:00–1:02:02  concept fidelity 0.45  cat 0.25",
+        "  1:02:03–1:02:05  concept fidelity 0.90  cat 0.50"]
 
 
 def test_poorly_explained_lines(awkward):
     out = run(awkward / "index", "audit", "--poorly-explained", "--below", "0.5")
     assert out.output.splitlines() == [
-        "2 segments with fidelity below 0.5",
-        f"  fidelity 0.30  00:00.0–00:00.3  {awkward}/odd\\nname\\x1b[31m.wav  closest: dog 0.40",
-        f"  fidelity 0.45  1:02:00–1:02:02  {awkward}/long.wav  closest: cat 0.25"]
+        "2 segments with concept fidelity below 0.5",
+        f"  concept fidelity 0.30  00:00.0–00:00.3  {awkward}/odd\\nname\\x1b[31m.wav  closest: dog 0.40",
+        f"  concept fidelity 0.45  1:02:00–1:02:02  {awkward}/long.wav  closest: cat 0.25"]
     out = run(awkward / "index", "audit", "--poorly-explained", "--below", "0.4", "--count")
-    assert out.output == "1 segment with fidelity below 0.4\n"
+    assert out.output == "1 segment with concept fidelity below 0.4\n"
 
 
 def test_json_keeps_raw_absolute_paths_and_float_seconds(awkward):
     rows = ndjson(run(awkward / "index", "show", str(awkward / ODD), "--json").output)
     assert rows == [{"path": str(awkward / ODD), "start": 0.0, "end": 0.3,
-                     "fidelity": pytest.approx(0.3),
+                     "concept_fidelity": pytest.approx(0.3), "fidelity": pytest.approx(0.65),
                      "concepts": [{"concept": "dog", "weight": pytest.approx(0.4)}]}]
     for args in (["audit", "dog"], ["audit", "--poorly-explained"]):
         for row in ndjson(run(awkward / "index", *args, "--json").output):

@@ -86,7 +86,7 @@ def test_json_file_is_absolute_and_text_names_it_on_one_line(double, vocab_file,
     assert rows and all(r["file"] == str(odd) for r in rows)
     text = run(["odd\nname.wav", "--vocab", vocab_file]).stdout.splitlines()
     assert text[0] == f"{tmp_path}/odd\\nname.wav, 1 window"
-    assert text[1].startswith("00:00–00:02  fidelity ")
+    assert text[1].startswith("00:00–00:02  concept fidelity ")
 
 
 def test_time_ranges_cover_the_windows(double, vocab_file, tmp_path):
@@ -96,14 +96,14 @@ def test_time_ranges_cover_the_windows(double, vocab_file, tmp_path):
     soundfile.write(path, sine(440, 3.5, 8000), 8000)
     lines = run([path, "--vocab", vocab_file]).stdout.splitlines()
     headers = [line for line in lines[1:] if not line.startswith(" ")]
-    assert [h.split("  fidelity")[0] for h in headers] == ["00:00–00:02", "00:01–00:04"]
+    assert [h.split("  concept fidelity")[0] for h in headers] == ["00:00–00:02", "00:01–00:04"]
     rows = [json.loads(line) for line in run([path, "--vocab", vocab_file, "--json"]).stdout.splitlines()]
     assert [(r["start"], r["end"]) for r in rows] == [(0.0, 2.0), (1.5, 3.5)]
     short = tmp_path / "short.wav"
     soundfile.write(short, sine(440, 0.5, 8000), 8000)
     lines = run([short, "--vocab", vocab_file]).stdout.splitlines()
     assert lines[0].endswith("short.wav, 1 window")
-    assert lines[1].startswith("00:00.0–00:00.5  fidelity ")
+    assert lines[1].startswith("00:00.0–00:00.5  concept fidelity ")
 
 
 def test_help_shows_the_default_lambda_and_top_needs_one(double, vocab_file, tone_file):

@@ -17,7 +17,7 @@ D, K = 16, 6
 def _decomposition(n: int):
     weights = sp.csr_matrix(np.abs(np.random.default_rng(n).standard_normal((n, K))) * (
         np.arange(K) < 2))
-    return types.SimpleNamespace(weights=weights, fidelity=np.ones(n), recon_norm=np.ones(n),
+    return types.SimpleNamespace(weights=weights, fidelity=np.ones(n), concept_fidelity=np.ones(n), recon_norm=np.ones(n),
                                  shift_norm=np.ones(n))
 
 

@@ -126,5 +126,5 @@ def test_report_without_poorly_explained_segments_says_so(tmp_path):
     assert truth.fidelity.min() >= 0.1
     fidelity_section = page[page.index("<h2>Fidelity</h2>"):]
     fidelity_section = fidelity_section[:fidelity_section.index("</section>")]
-    assert "No segment has fidelity below 0.1." in fidelity_section
+    assert "No segment has concept fidelity below 0.1." in fidelity_section
     assert "The lowest" not in fidelity_section and "nothing to show" not in fidelity_section

@@ -151,7 +151,7 @@ def test_low_fidelity_is_flagged(index):
     assert flags["noise.wav"] is True          # broadband noise is not made of tones
     assert flags["tone_500.wav"] is False
     for r in results:
-        assert r.explanation.low_fidelity == (r.explanation.fidelity < LOW_FIDELITY)
+        assert r.explanation.low_fidelity == (r.explanation.concept_fidelity < LOW_FIDELITY)
 
 
 # ---- audio queries ------------------------------------------------------------------------------

@@ -236,32 +236,37 @@ class PoorlyExplained:
     segment_id: int
     start: float
     end: float
-    fidelity: float
+    concept_fidelity: float   # cos(Cw, z): what the listing is sorted and filtered by
+    fidelity: float           # reconstruction fidelity cos(r, â), for reference
     concepts: list[tuple[str, float]]
 
     def to_row(self) -> dict:
         return {"path": self.path, "segment_id": self.segment_id, "start": self.start,
-                "end": self.end, "fidelity": self.fidelity,
+                "end": self.end, "concept_fidelity": self.concept_fidelity,
+                "fidelity": self.fidelity,
                 "concepts": [{"concept": n, "weight": w} for n, w in self.concepts]}
 
 
 def poorly_explained(store, below: float = 0.5, limit: int | None = 50,
                      n_concepts: int = 3) -> tuple[int, list[PoorlyExplained]]:
-    """(count of segments with fidelity < below, the lowest-fidelity ones first)."""
+    """(count of segments with concept fidelity < below, the lowest ones first). Concept
+    fidelity, not reconstruction fidelity: a window no concept explains (silence, an
+    off-vocabulary sound) has concept fidelity 0 but a reconstruction fidelity near ‖μ_A‖."""
     lookup = ConceptLookup.load(store)
     with store.session() as session:
         total = session.scalar(select(func.count()).select_from(SegmentRow)
-                               .where(SegmentRow.fidelity < below))
+                               .where(SegmentRow.concept_fidelity < below))
         statement = (select(SegmentRow.id, FileRow.path, SegmentRow.start, SegmentRow.end,
-                            SegmentRow.fidelity)
+                            SegmentRow.concept_fidelity, SegmentRow.fidelity)
                      .join(FileRow, FileRow.id == SegmentRow.file_id)
-                     .where(SegmentRow.fidelity < below)
-                     .order_by(SegmentRow.fidelity, SegmentRow.id))
+                     .where(SegmentRow.concept_fidelity < below)
+                     .order_by(SegmentRow.concept_fidelity, SegmentRow.id))
         rows = session.execute(statement.limit(limit) if limit else statement).all()
         weights = _weights_of(session, [r.id for r in rows], None)
     lookup.preload(c for pairs in weights.values() for c, _ in pairs[:n_concepts])
     return int(total or 0), [
-        PoorlyExplained(r.path, int(r.id), float(r.start), float(r.end), float(r.fidelity),
+        PoorlyExplained(r.path, int(r.id), float(r.start), float(r.end),
+                        float(r.concept_fidelity), float(r.fidelity),
                         [(lookup.name_of(c), w) for c, w in weights.get(int(r.id), [])[:n_concepts]])
         for r in rows]
 
@@ -274,9 +279,11 @@ class SegmentProfile:
     end: float
     fidelity: float
     concepts: list[tuple[str, float]]  # strongest first
+    concept_fidelity: float = 0.0
 
     def to_row(self) -> dict:
-        return {"start": self.start, "end": self.end, "fidelity": self.fidelity,
+        return {"start": self.start, "end": self.end, "concept_fidelity": self.concept_fidelity,
+                "fidelity": self.fidelity,
                 "concepts": [{"concept": n, "weight": w} for n, w in self.concepts]}
 
 
@@ -293,13 +300,14 @@ def file_profile(store, name: str, top: int = 5) -> FileProfile:
     with store.session() as session:
         indexed = find_indexed_file(session, name)
         segments = session.execute(select(SegmentRow.id, SegmentRow.start, SegmentRow.end,
-                                          SegmentRow.fidelity)
+                                          SegmentRow.fidelity, SegmentRow.concept_fidelity)
                                    .where(SegmentRow.file_id == indexed.id)
                                    .order_by(SegmentRow.start, SegmentRow.id)).all()
         weights = _weights_of(session, [s.id for s in segments], None)
     lookup.preload(c for pairs in weights.values() for c, _ in pairs[:top])
     return FileProfile(indexed.path, indexed.duration, [
         SegmentProfile(float(s.start), float(s.end), float(s.fidelity),
-                       [(lookup.name_of(c), w) for c, w in weights.get(int(s.id), [])[:top]])
+                       [(lookup.name_of(c), w) for c, w in weights.get(int(s.id), [])[:top]],
+                       float(s.concept_fidelity))
         for s in segments])
 

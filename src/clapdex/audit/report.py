@@ -91,13 +91,17 @@ def top_concepts_chart(rows) -> str:
     return _figure_to_img(figure, "bar chart of the top concepts")
 
 
-def fidelity_histogram(fidelity: np.ndarray, below: float) -> str:
+def fidelity_histogram(concept_fidelity: np.ndarray, fidelity: np.ndarray, below: float) -> str:
+    """Concept fidelity (what the flag uses) filled; reconstruction fidelity as an outline."""
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(9, 3.2))
-    axis.hist(fidelity, bins=40, range=(min(0.0, float(fidelity.min(initial=0))), 1.0),
-              color="#59a14f")
+    low = min(0.0, float(concept_fidelity.min(initial=0)), float(fidelity.min(initial=0)))
+    axis.hist(concept_fidelity, bins=40, range=(low, 1.0), color="#59a14f",
+              label="concept fidelity cos(Cw, z)")
+    axis.hist(fidelity, bins=40, range=(low, 1.0), histtype="step", color="#4e79a7",
+              label="reconstruction fidelity cos(r, â)")
     axis.axvline(below, color="#e15759", linestyle="--", label=f"poorly explained (< {below})")
-    axis.set_xlabel("fidelity: cos(recomposed, embedding)")
+    axis.set_xlabel("fidelity")
     axis.set_ylabel("segments")
     axis.set_title("Fidelity of the concept decompositions")
     axis.legend(loc="upper left")
@@ -155,9 +159,12 @@ def _longest_files(store, n: int) -> list[str]:
     return [r.path for r in rows]
 
 
-def _fidelities(store) -> np.ndarray:
+def _fidelities(store) -> tuple[np.ndarray, np.ndarray]:
+    """(concept fidelity, reconstruction fidelity) of every segment."""
     with store.session() as session:
-        return np.fromiter(session.scalars(select(SegmentRow.fidelity)), dtype=np.float64)
+        rows = session.execute(select(SegmentRow.concept_fidelity, SegmentRow.fidelity)).all()
+    table = np.array(rows, dtype=np.float64).reshape(len(rows), 2)
+    return table[:, 0], table[:, 1]
 
 
 def build_report(store, top: int = 20, n_files: int = 3, below: float = 0.5) -> tuple[str, dict]:
@@ -181,18 +188,21 @@ def build_report(store, top: int = 20, n_files: int = 3, below: float = 0.5) -> 
                                                ("mean_weight", "mean weight"),
                                                ("max_weight", "max weight")]) + "</section>")
 
-    fidelity = _fidelities(store)
+    concept_fidelity, fidelity = _fidelities(store)
     n_low, low_rows = poorly_explained(store, below=below, limit=20)
     if n_low:
-        low_part = (f"<p>{n_low} of {len(fidelity)} segments have fidelity below {below}: the "
-                    "vocabulary describes them poorly. The lowest:</p>"
+        low_part = (f"<p>{n_low} of {len(fidelity)} segments have concept fidelity below "
+                    f"{below}: the vocabulary describes them poorly. The lowest:</p>"
                     + _table([r.to_row() for r in low_rows],
-                             [("fidelity", "fidelity"), ("path", "file"), ("start", "start (s)"),
-                              ("end", "end (s)"), ("concepts", "closest concepts")]))
+                             [("concept_fidelity", "concept fidelity"),
+                              ("fidelity", "reconstruction fidelity"), ("path", "file"),
+                              ("start", "start (s)"), ("end", "end (s)"),
+                              ("concepts", "closest concepts")]))
     else:  # not "0 of N ... The lowest:" over an empty table
-        low_part = f"<p>No segment has fidelity below {below}.</p>"
+        low_part = f"<p>No segment has concept fidelity below {below}.</p>"
     sections.append("<section><h2>Fidelity</h2>"
-                    + (fidelity_histogram(fidelity, below) if len(fidelity) else "")
+                    + (fidelity_histogram(concept_fidelity, fidelity, below) if len(fidelity)
+                       else "")
                     + low_part + "</section>")
 
     timelines = [file_timeline_chart(file_profile(store, path, top=8))

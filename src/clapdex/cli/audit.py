@@ -120,9 +120,10 @@ def concepts_command(top, sort, index_path, as_json, csv_path):
 @click.option("--min-count", type=click.IntRange(min=1), default=3, show_default=True,
               help="With --cooccur: ignore pairs seen together in fewer segments.")
 @click.option("--poorly-explained", is_flag=True,
-              help="Segments whose fidelity is below --below (sounds the vocabulary misses).")
+              help="Segments whose concept fidelity (cos(Cw, z), how much of the window the "
+                   "concepts explain) is below --below: sounds the vocabulary misses, silence.")
 @click.option("--below", type=click.FloatRange(-1.0, 1.0), default=0.5, show_default=True,
-              help="With --poorly-explained: the fidelity threshold.")
+              help="With --poorly-explained: the concept fidelity threshold.")
 @index_option
 @json_option
 @csv_option
@@ -214,13 +215,13 @@ def _poorly_explained(store, below, count_only, limit, as_json, csv_path):
         if as_json:
             emit_json({"segments": total})
         else:
-            click.echo(f"{plural(total, 'segment')} with fidelity below {below:g}")
+            click.echo(f"{plural(total, 'segment')} with concept fidelity below {below:g}")
         return
     if not (as_json or csv_path):
         shown = "" if len(rows) == total else f" (showing the lowest {len(rows)})"
-        click.echo(f"{plural(total, 'segment')} with fidelity below {below:g}{shown}")
+        click.echo(f"{plural(total, 'segment')} with concept fidelity below {below:g}{shown}")
         for r, span in zip(rows, _ranges(rows)):
-            click.echo(f"  fidelity {r.fidelity:.2f}  {span}  {display_path(r.path)}  closest: "
+            click.echo(f"  concept fidelity {r.concept_fidelity:.2f}  {span}  {display_path(r.path)}  closest: "
                        f"{_concept_list(r.concepts) or '(none)'}")
         return
     _output([r.to_row() for r in rows], as_json, csv_path, None)
@@ -249,7 +250,7 @@ def show_command(file, top, index_path, as_json, csv_path):
                 else f" ({format_time(profile.duration, tenths=None, nearest=True)})")
     click.echo(f"{display_path(profile.path)}{duration}, {plural(len(profile.segments), 'segment')}")
     for s, span in zip(profile.segments, _ranges(profile.segments)):
-        click.echo(f"  {span}  fidelity {s.fidelity:.2f}  "
+        click.echo(f"  {span}  concept fidelity {s.concept_fidelity:.2f}  "
                    f"{_concept_list(s.concepts) or '(no concept)'}")
 
 

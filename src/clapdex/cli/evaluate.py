@@ -132,7 +132,8 @@ def zeroshot(data, prompt, metric, **kw):
               "projection": kw["projection_path"] or "none",
               "skipped": [{"path": p, "reason": r} for p, r in embedded.skipped]}
     columns = [("representation", "repr", 0), ("setting", "setting", 0), ("mean_active", "active", 1),
-               ("median_active", "median", 1), ("mean_fidelity", "fidelity", 3),
+               ("median_active", "median", 1), ("mean_concept_fidelity", "c-fid", 3),
+               ("mean_fidelity", "r-fid", 3),
                ("accuracy", "accuracy", 3), ("macro_f1", "macro-F1", 3)]
     _output(kw, header, rows, columns, metric, f"zero-shot {metric} vs sparsity")
 

@@ -46,10 +46,11 @@ def _from_index(index_path, encoder):
 @encoder_options
 @json_option
 def explain(file, lam, max_concepts, vocabulary, index_path, top, projection_path, as_json, **kwargs):
-    """Show the concepts of each window of FILE, their weights and the reconstruction fidelity.
+    """Show the concepts of each window of FILE, their weights and how well they explain it.
 
     The first line names FILE (escaped to stay on one line) and its number of windows; each window
-    then shows its time range (covering the window), fidelity and number of concepts, and its top
+    then shows its time range (covering the window), its concept fidelity (cos(Cw, z): how much of
+    the window the concepts explain) and number of concepts, and its top
     concepts by weight. --json prints one object per window, "file" being FILE's absolute path.
     """
     from clapdex.concepts.dictionary import build_dictionary
@@ -79,13 +80,15 @@ def explain(file, lam, max_concepts, vocabulary, index_path, top, projection_pat
     ranges = [format_time_range(w.start, w.end) for w in windows]
     width = max(map(len, ranges), default=0)  # pad so the columns after the range line up
     for w, span in zip(windows, ranges):
-        click.echo(f"{span.ljust(width)}  fidelity {w.fidelity:.2f}  {plural(w.n_concepts, 'concept')}")
+        click.echo(f"{span.ljust(width)}  concept fidelity {w.concept_fidelity:.2f}  "
+                   f"{plural(w.n_concepts, 'concept')}")
         for c in w.concepts:
             click.echo(f"    {c.weight:7.4f}  {c.concept}")
 
 
 def _row(w) -> dict:
-    return {"window": w.window, "start": w.start, "end": w.end, "fidelity": w.fidelity, "lambda": w.lam,
+    return {"window": w.window, "start": w.start, "end": w.end, "fidelity": w.fidelity,
+            "concept_fidelity": w.concept_fidelity, "lambda": w.lam,
             "n_concepts": w.n_concepts, "concepts": [{"concept": c.concept, "weight": c.weight} for c in w.concepts]}
 
 

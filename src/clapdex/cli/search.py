@@ -126,12 +126,14 @@ def format_result(result: SearchResult) -> list[str]:
     lines = [_headline(result)]
     lines.append(_contribution_line(result))
     own = [f"{c.concept} {c.weight:.2f}" for c in explanation.concepts]
-    lines += _fit_list(f"{INDENT}fidelity {explanation.fidelity:.2f} · ", own, "no concepts")
+    lines += _fit_list(f"{INDENT}concept fidelity {explanation.concept_fidelity:.2f} · ", own,
+                       "no concepts")
     if explanation.shared is not None:
         shared = [c.concept for c in explanation.shared]
         lines += _fit_list(f"{INDENT}shared with query: ", shared, "none")
     if explanation.low_fidelity:
-        lines.append(f"{INDENT}! {LOW_FIDELITY_NOTE} (fidelity {explanation.fidelity:.2f})")
+        lines.append(f"{INDENT}! {LOW_FIDELITY_NOTE} "
+                     f"(concept fidelity {explanation.concept_fidelity:.2f})")
     return lines
 
 

@@ -6,6 +6,12 @@ and the audio mean μ_A:
     x = normalize(a);   z = normalize(x − μ_A)
     w = argmin_{w>=0} ½‖Cw − z‖² + lam‖w‖₁            (solver.nonneg_lasso; lam is half SpLiCE's λ)
     u = Σ_k w_k c_k;   n = ‖u‖;   m = ‖u/n + μ_A‖;   r = (u/n + μ_A) / m;   fidelity = ⟨r, x⟩
+    concept fidelity = ⟨u, z⟩ / ‖u‖  (0 when w = 0)
+
+Two quality numbers, for two questions (docs/method.md, "Two fidelities"): `fidelity` says how close
+the recomposed embedding r is to the window, and is dominated by μ_A (a window with no concept at
+all scores about ‖μ_A‖); `concept_fidelity` says how much of what is distinctive about the window
+(its centred direction z) the named concepts explain, and is what flags poorly explained audio.
 
 For any unit query q this gives the exact explanation (design.md "Exact explanations"):
 
@@ -42,7 +48,8 @@ class Decomposition:
     """Sparse concept weights of n windows and the numbers needed to explain them exactly."""
 
     weights: sp.csr_matrix   # (n, K) float64, non-negative
-    fidelity: np.ndarray     # (n,) cos(r, normalize(a))
+    fidelity: np.ndarray     # (n,) cos(r, normalize(a)): reconstruction fidelity
+    concept_fidelity: np.ndarray  # (n,) cos(Cw, z) on the centred window, 0 where w = 0
     recon_norm: np.ndarray   # (n,) ‖Cw‖, or 1 where w = 0
     shift_norm: np.ndarray   # (n,) ‖Cw/recon_norm + μ_A‖, or 1 where that is 0
     lam: np.ndarray          # (n,) the lam each row was solved with
@@ -118,10 +125,32 @@ def decompose(embeddings, dictionary: ConceptDictionary, audio_mean, lam: float 
     k = dictionary.size
     weights = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, k))
     lam_all = np.concatenate(lams) if lams else np.zeros(0)
-    r, recon_norm, shift_norm = _recompose(weights, dictionary, mu)
+    r, recon_norm, shift_norm, u = _recompose(weights, dictionary, mu)
     fidelity = np.einsum("ij,ij->i", r, x)
-    return Decomposition(weights=weights, fidelity=fidelity, recon_norm=recon_norm,
-                         shift_norm=shift_norm, lam=lam_all)
+    return Decomposition(weights=weights, fidelity=fidelity,
+                         concept_fidelity=_concept_fidelity(u, recon_norm, z),
+                         recon_norm=recon_norm, shift_norm=shift_norm, lam=lam_all)
+
+
+def _concept_fidelity(u: np.ndarray, recon_norm: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """cos(u, z) per row, with u = Cw; 0 where u = 0 (recon_norm is then 1 and u·z = 0)."""
+    return np.einsum("ij,ij->i", u, z) / recon_norm
+
+
+def concept_fidelity(weights, dictionary: ConceptDictionary, embeddings, audio_mean) -> np.ndarray:
+    """cos(Cw, z) for stored weights (n, K) and the raw embeddings (n, d) they were solved for
+    (z = normalize(normalize(a) − μ_A)); 0 for a row without concepts. What an index upgrade uses
+    to fill in concept fidelity without re-encoding or re-solving anything."""
+    a = _as_embeddings(embeddings)
+    mu = _check_mean(audio_mean, dictionary.dimension)
+    if a.shape[1] != dictionary.dimension:
+        raise DecompositionError(f"embeddings have dimension {a.shape[1]}, "
+                                 f"the dictionary has {dictionary.dimension}")
+    z = normalize_rows(normalize_rows(a) - mu)
+    _, recon_norm, _, u = _recompose(weights, dictionary, mu)
+    if u.shape[0] != z.shape[0]:
+        raise DecompositionError(f"{u.shape[0]} weight rows for {z.shape[0]} embeddings")
+    return _concept_fidelity(u, recon_norm, z)
 
 
 def _recompose(weights, dictionary: ConceptDictionary, mu: np.ndarray):
@@ -136,7 +165,7 @@ def _recompose(weights, dictionary: ConceptDictionary, mu: np.ndarray):
     shifted = u / recon_norm[:, None] + mu
     shift_norm = np.linalg.norm(shifted, axis=1)
     shift_norm[shift_norm == 0] = 1.0
-    return shifted / shift_norm[:, None], recon_norm, shift_norm
+    return shifted / shift_norm[:, None], recon_norm, shift_norm, u
 
 
 def recompose(weights, dictionary: ConceptDictionary, audio_mean) -> np.ndarray:

@@ -25,15 +25,16 @@ class ConceptWeight:
 
 @dataclass
 class WindowExplanation:
-    """One window of the file: its time range, fidelity, λ used and its strongest concepts."""
+    """One window of the file: its time range, fidelities, λ used and its strongest concepts."""
 
     window: int
     start: float
     end: float
-    fidelity: float
+    fidelity: float                     # reconstruction fidelity cos(r, â)
     lam: float
     n_concepts: int                     # non-zero weights in total (concepts lists the top ones)
     concepts: list[ConceptWeight] = field(default_factory=list)
+    concept_fidelity: float = 0.0       # cos(Cw, z): how much of the window the concepts explain
 
 
 def explain_file(path: str | os.PathLike, encoder, dictionary: ConceptDictionary, audio_mean: np.ndarray,
@@ -55,5 +56,6 @@ def explain_file(path: str | os.PathLike, encoder, dictionary: ConceptDictionary
         concepts = [ConceptWeight(dictionary.names[row.indices[j]], float(row.data[j])) for j in order]
         explanations.append(WindowExplanation(window=i, start=window.start, end=window.end,
                                               fidelity=float(result.fidelity[i]), lam=float(result.lam[i]),
-                                              n_concepts=int(row.nnz), concepts=concepts))
+                                              n_concepts=int(row.nnz), concepts=concepts,
+                                              concept_fidelity=float(result.concept_fidelity[i])))
     return explanations

@@ -50,7 +50,8 @@ class ConceptView:
     setting: ConceptSetting
     reconstructions: np.ndarray  # (n, d) unit rows r
     active: np.ndarray           # (n,) number of non-zero weights
-    fidelity: np.ndarray         # (n,) cos(r, normalize(a))
+    fidelity: np.ndarray         # (n,) reconstruction fidelity cos(r, normalize(a))
+    concept_fidelity: np.ndarray  # (n,) cos(Cw, z) on the centred vector, 0 without concepts
 
     @property
     def mean_active(self) -> float:
@@ -64,6 +65,10 @@ class ConceptView:
     def mean_fidelity(self) -> float:
         return float(self.fidelity.mean()) if self.fidelity.size else 0.0
 
+    @property
+    def mean_concept_fidelity(self) -> float:
+        return float(self.concept_fidelity.mean()) if self.concept_fidelity.size else 0.0
+
 
 def concept_view(embeddings: np.ndarray, dictionary, audio_mean: np.ndarray,
                  setting: ConceptSetting) -> ConceptView:
@@ -75,4 +80,5 @@ def concept_view(embeddings: np.ndarray, dictionary, audio_mean: np.ndarray,
     weights = result.weights.tocsr()
     reconstructions = decomposition.recompose(weights, dictionary, audio_mean)
     return ConceptView(setting, reconstructions, np.diff(weights.indptr).astype(np.int64),
-                       np.asarray(result.fidelity, dtype=np.float64))
+                       np.asarray(result.fidelity, dtype=np.float64),
+                       np.asarray(result.concept_fidelity, dtype=np.float64))

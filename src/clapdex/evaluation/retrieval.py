@@ -62,7 +62,8 @@ class RetrievalRow:
     a2t_map10: float
     mean_active: float | None = None
     median_active: float | None = None
-    mean_fidelity: float | None = None
+    mean_fidelity: float | None = None           # reconstruction fidelity cos(r, â)
+    mean_concept_fidelity: float | None = None   # cos(Cw, z): how much the concepts explain
 
 
 def evaluate_retrieval(audio_embeddings: np.ndarray, text_embeddings: np.ndarray,
@@ -76,5 +77,6 @@ def evaluate_retrieval(audio_embeddings: np.ndarray, text_embeddings: np.ndarray
         rows.append(RetrievalRow("concepts", setting.label, setting.lam, setting.max_concepts,
                                  **retrieval_metrics(view.reconstructions, text_embeddings, caption_file),
                                  mean_active=view.mean_active, median_active=view.median_active,
-                                 mean_fidelity=view.mean_fidelity))
+                                 mean_fidelity=view.mean_fidelity,
+                                 mean_concept_fidelity=view.mean_concept_fidelity))
     return rows

@@ -67,7 +67,8 @@ class ZeroShotRow:
     macro_f1: float
     mean_active: float | None = None
     median_active: float | None = None
-    mean_fidelity: float | None = None
+    mean_fidelity: float | None = None           # reconstruction fidelity cos(r, â)
+    mean_concept_fidelity: float | None = None   # cos(Cw, z): how much the concepts explain
 
 
 def evaluate_zeroshot(embeddings: np.ndarray, targets: Sequence[int], class_embeddings: np.ndarray,
@@ -83,5 +84,6 @@ def evaluate_zeroshot(embeddings: np.ndarray, targets: Sequence[int], class_embe
         predictions = classify(view.reconstructions, class_embeddings)
         rows.append(ZeroShotRow("concepts", setting.label, setting.lam, setting.max_concepts,
                                 accuracy(targets, predictions), macro_f1(targets, predictions, n_classes),
-                                view.mean_active, view.median_active, view.mean_fidelity))
+                                view.mean_active, view.median_active, view.mean_fidelity,
+                                view.mean_concept_fidelity))
     return rows

@@ -51,6 +51,7 @@ class _Rows:
 
     weights: object
     fidelity: np.ndarray
+    concept_fidelity: np.ndarray
     recon_norm: np.ndarray
     shift_norm: np.ndarray
 
@@ -170,6 +171,7 @@ class Writer:
             n = len(part)
             rows = _Rows(decomposition.weights[first:first + n],
                          np.asarray(decomposition.fidelity)[first:first + n],
+                         np.asarray(decomposition.concept_fidelity)[first:first + n],
                          np.asarray(decomposition.recon_norm)[first:first + n],
                          np.asarray(decomposition.shift_norm)[first:first + n])
             files.append(NewFile(work.meta, np.asarray(work.starts), np.asarray(work.ends), part, rows))

@@ -75,12 +75,13 @@ class SearchEngine:
                                     .where(FileRow.status == "indexed").order_by(FileRow.id)).all()
             segments = session.execute(
                 select(SegmentRow.id, SegmentRow.file_id, SegmentRow.start, SegmentRow.end,
-                       SegmentRow.fidelity, SegmentRow.recon_norm, SegmentRow.shift_norm)
+                       SegmentRow.fidelity, SegmentRow.recon_norm, SegmentRow.shift_norm,
+                       SegmentRow.concept_fidelity)
                 .order_by(SegmentRow.id)).all()
         self.file_ids = np.array([f[0] for f in files], dtype=np.int64)
         self.file_paths = [f[1] for f in files]
         self.file_position = {path: i for i, path in enumerate(self.file_paths)}
-        columns = list(zip(*segments)) if segments else [()] * 7
+        columns = list(zip(*segments)) if segments else [()] * 8
         self.segment_ids = np.asarray(columns[0], dtype=np.int64)
         self.file_index = np.searchsorted(self.file_ids, np.asarray(columns[1], dtype=np.int64))
         self.starts = np.asarray(columns[2], dtype=np.float64)
@@ -88,6 +89,7 @@ class SearchEngine:
         self.fidelity = np.asarray(columns[4], dtype=np.float64)
         recon_norm = np.asarray(columns[5], dtype=np.float64)
         shift_norm = np.asarray(columns[6], dtype=np.float64)
+        self.concept_fidelity = np.asarray(columns[7], dtype=np.float64)
 
         ids, weights = store.concept_matrix()
         if not np.array_equal(ids, self.segment_ids):
@@ -341,10 +343,12 @@ class SearchEngine:
     def result(self, rank: int, row: int, fused: float, dense: float, concept: float,
                contributions: list[ConceptTerm], baseline: float,
                shared: list[SharedConcept] | None) -> SearchResult:
-        fidelity = float(self.fidelity[row])
+        concept_fidelity = float(self.concept_fidelity[row])
         explanation = Explanation(contributions=contributions, baseline=baseline,
-                                  concepts=self.segment_concepts(row), fidelity=fidelity,
-                                  low_fidelity=fidelity < LOW_FIDELITY, shared=shared)
+                                  concepts=self.segment_concepts(row),
+                                  fidelity=float(self.fidelity[row]),
+                                  low_fidelity=concept_fidelity < LOW_FIDELITY, shared=shared,
+                                  concept_fidelity=concept_fidelity)
         return SearchResult(rank=rank, path=self.file_paths[int(self.file_index[row])],
                             file_id=int(self.file_ids[int(self.file_index[row])]),
                             segment_id=int(self.segment_ids[row]), start=float(self.starts[row]),

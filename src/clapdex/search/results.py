@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Below this fidelity the concept reconstruction is flagged as a poor description of the clip.
-# At fidelity f the residual ‖â − r‖ = sqrt(2 − 2f); at f = 0.5 the residual is as long as the
-# (unit) reconstruction itself, i.e. the named concepts miss as much of the clip as they capture.
+# Below this concept fidelity (cos(Cw, z) on the centred window) the concepts are flagged as a poor
+# description of the clip: at f = 0.5 the part of z the concepts miss, sqrt(1 − f²) = 0.87, is
+# longer than the part they capture. (Reconstruction fidelity cos(r, â) cannot flag this: μ_A
+# alone gives it about ‖μ_A‖, see docs/method.md.)
 LOW_FIDELITY = 0.5
 LOW_FIDELITY_NOTE = "concepts explain this clip poorly"
 
@@ -50,9 +51,10 @@ class Explanation:
     contributions: list[ConceptTerm]     # by |contribution|, largest first
     baseline: float
     concepts: list[ConceptWeight]        # the segment's own concepts, by weight, largest first
-    fidelity: float
-    low_fidelity: bool
+    fidelity: float                      # reconstruction fidelity cos(r, â)
+    low_fidelity: bool                   # concept_fidelity < LOW_FIDELITY
     shared: list[SharedConcept] | None = None  # audio queries only
+    concept_fidelity: float = 0.0        # cos(Cw, z): how much of the clip the concepts explain
 
     @property
     def note(self) -> str | None:

@@ -139,7 +139,7 @@ class IndexStore:
         url = read_only_sqlite_url(root) if read_only else index_url(root)
         store = cls(root, make_engine(url, root, read_only), read_only)
         try:
-            version = store._settings_row().schema_version
+            version = store._schema_version()
         except DatabaseError as error:
             store.close()
             raise open_error(root, error) from None
@@ -147,11 +147,33 @@ class IndexStore:
             store.close()
             raise
         if version != SCHEMA_VERSION:
-            store.close()
+            store._upgrade(version)
+        return store
+
+    def _upgrade(self, version: int) -> None:
+        """An older index is upgraded in place when it can be written (storage/migrate.py); a
+        newer one, one too old to upgrade, or a read-only one is refused with what to do."""
+        from clapdex.notices import notify
+        from clapdex.storage import migrate
+
+        root = self.root
+        if not (migrate.UPGRADABLE_FROM <= version < SCHEMA_VERSION):
+            self.close()
             raise IndexMismatchError(
                 f"index {root} has schema version {version}, this clapdex needs {SCHEMA_VERSION}; "
                 f"rebuild it with: clapdex index --rebuild --index {root} FOLDER")
-        return store
+        if self.read_only:
+            self.close()
+            raise ReadOnlyIndexError(migrate.read_only_message(root, version))
+        try:
+            upgraded = migrate.upgrade(self.engine)
+        except BaseException:
+            self.close()
+            raise
+        self._settings = None
+        if upgraded is not None:
+            notify(f"upgraded index {root} from schema version {upgraded} to {SCHEMA_VERSION} "
+                   f"in place (new columns filled from the stored data; nothing was re-encoded)")
 
     @classmethod
     def destroy(cls, root: str | Path) -> None:
@@ -242,6 +264,15 @@ class IndexStore:
 
     # ---- settings --------------------------------------------------------------------------
 
+    def _schema_version(self) -> int:
+        """The stored schema version, read alone: an older index lacks newer settings columns."""
+        with self.session() as session:
+            version = session.scalar(select(IndexSettingsRow.schema_version)
+                                     .where(IndexSettingsRow.id == 1))
+        if version is None:
+            raise damaged(self.root, "no settings row")
+        return int(version)
+
     def _settings_row(self) -> IndexSettingsRow:
         with self.session() as session:
             row = session.get(IndexSettingsRow, 1)
@@ -320,7 +351,8 @@ class IndexStore:
                  embeddings: np.ndarray, decomposition) -> tuple[int, np.ndarray]:
         """Store one file with its segments and postings in one transaction.
 
-        `decomposition` has `weights` (csr, n x K), `fidelity`, `recon_norm`, `shift_norm` (n,).
+        `decomposition` has `weights` (csr, n x K), `fidelity`, `concept_fidelity`, `recon_norm`,
+        `shift_norm` (n,).
         An existing row for the same path (older version, or an error) is replaced.
         Returns (file id, segment ids in window order).
         """
@@ -368,6 +400,8 @@ class IndexStore:
         joined = _JoinedDecomposition(
             weights=weights,
             fidelity=np.concatenate([np.asarray(i.decomposition.fidelity) for i in files]),
+            concept_fidelity=np.concatenate([np.asarray(i.decomposition.concept_fidelity)
+                                             for i in files]),
             recon_norm=np.concatenate([np.asarray(i.decomposition.recon_norm) for i in files]),
             shift_norm=np.concatenate([np.asarray(i.decomposition.shift_norm) for i in files]))
         segment_ids = self._insert_segments(
@@ -393,10 +427,12 @@ class IndexStore:
         blobs = _blobs(embeddings)
         starts, ends = np.asarray(starts, np.float64).tolist(), np.asarray(ends, np.float64).tolist()
         fidelity = np.asarray(decomposition.fidelity, np.float64).tolist()
+        concept_fidelity = np.asarray(decomposition.concept_fidelity, np.float64).tolist()
         recon = np.asarray(decomposition.recon_norm, np.float64).tolist()
         shift = np.asarray(decomposition.shift_norm, np.float64).tolist()
         rows = [{"file_id": owners[i], "start": starts[i], "end": ends[i], "embedding": blobs[i],
-                 "fidelity": fidelity[i], "n_concepts": n_concepts[i], "recon_norm": recon[i],
+                 "fidelity": fidelity[i], "concept_fidelity": concept_fidelity[i],
+                 "n_concepts": n_concepts[i], "recon_norm": recon[i],
                  "shift_norm": shift[i]} for i in range(n)]
         table = SegmentRow.__table__  # Core insert: the ORM bulk path costs ~3x more per row
         result = session.execute(
@@ -459,7 +495,8 @@ class IndexStore:
                 raise ValueError(f"no indexed file at {source_path}")
             rows = session.execute(
                 select(SegmentRow.id, SegmentRow.start, SegmentRow.end, SegmentRow.embedding,
-                       SegmentRow.fidelity, SegmentRow.recon_norm, SegmentRow.shift_norm)
+                       SegmentRow.fidelity, SegmentRow.recon_norm, SegmentRow.shift_norm,
+                       SegmentRow.concept_fidelity)
                 .where(SegmentRow.file_id == source.id).order_by(SegmentRow.id)).all()
             old_ids = np.array([r[0] for r in rows], dtype=np.int64)
             postings = session.execute(
@@ -474,6 +511,7 @@ class IndexStore:
             item = NewFile(copied, np.array([r[1] for r in rows]), np.array([r[2] for r in rows]),
                            embeddings, _JoinedDecomposition(
                                weights=weights, fidelity=np.array([r[4] for r in rows]),
+                               concept_fidelity=np.array([r[7] for r in rows], np.float64),
                                recon_norm=np.array([r[5] for r in rows]),
                                shift_norm=np.array([r[6] for r in rows])))
             return self._add_files(session, [item])[0]
@@ -507,6 +545,7 @@ class IndexStore:
             session.execute(delete(PostingRow).where(PostingRow.segment_id.in_(chunk)))
         session.execute(update(SegmentRow), [
             {"id": int(segment_ids[i]), "fidelity": float(decomposition.fidelity[i]),
+             "concept_fidelity": float(decomposition.concept_fidelity[i]),
              "n_concepts": int(weights.indptr[i + 1] - weights.indptr[i]),
              "recon_norm": float(decomposition.recon_norm[i]),
              "shift_norm": float(decomposition.shift_norm[i])} for i in range(len(segment_ids))])
@@ -640,7 +679,7 @@ class NewFile:
     starts: np.ndarray
     ends: np.ndarray
     embeddings: np.ndarray
-    decomposition: object  # has weights (csr n x K), fidelity, recon_norm, shift_norm (n,)
+    decomposition: object  # weights (csr n x K), fidelity, concept_fidelity, recon_norm, shift_norm
 
 
 @dataclass
@@ -649,6 +688,7 @@ class _JoinedDecomposition:
 
     weights: sp.csr_matrix
     fidelity: np.ndarray
+    concept_fidelity: np.ndarray
     recon_norm: np.ndarray
     shift_norm: np.ndarray
 

@@ -21,6 +21,9 @@ SCHEMA_VERSION = 4  # 2: concept_stats / corpus_stats tables, segments.fidelity 
                     #    (concept_id, weight, segment_id) postings index (audit)
                     # 3: index_settings.projection / projection_hash (optional linear projection)
                     # 4: index_settings.generation (bumped by every write transaction)
+                    # 4: segments.concept_fidelity (indexed; filled from stored data on upgrade)
+# Version 4 and later upgrade older indexes in place (storage/migrate.py): a new column must be
+# nullable or have a server_default, and a computed one needs a filler there.
 
 
 def to_blob(vector: np.ndarray) -> bytes:
@@ -133,6 +136,10 @@ class SegmentRow(Base):
     # cos(recomposed, normalize(embedding)); indexed for the audit's low-fidelity listing (the
     # column lies after the embedding blob, so a table scan would read every embedding).
     fidelity: Mapped[float] = mapped_column(Float, index=True)
+    # cos(Cw, z) on the centred window, 0 without concepts: how much of what is distinctive about
+    # the window the concepts explain (the low-fidelity flag and audit use this). Indexed for the
+    # audit's listing. NULL only inside an upgrade, before storage/migrate.py fills it.
+    concept_fidelity: Mapped[float | None] = mapped_column(Float, index=True, nullable=True)
     n_concepts: Mapped[int] = mapped_column(Integer)
     # Exact explanations (design.md): u = C w, recon_norm = ||u||, shift_norm = ||u/||u|| + mu_A||.
     recon_norm: Mapped[float] = mapped_column(Float)
