@@ -2,8 +2,9 @@
 
 The schema-3 fixture is made the way the brief allows: index a folder with the current code
 (spectral TEST DOUBLE, not CLAP), then downgrade the database to what schema 3 had: no
-segments.concept_fidelity (nor its index), schema_version 3. files.channels is dropped as well, as
-a stand-in for any other nullable column a developer adds: the upgrade must add it generically.
+segments.concept_fidelity (nor its index), no index_settings.generation (the storage developer's
+column, with a server default), schema_version 3. files.channels is dropped as well, as a stand-in
+for any other nullable column: the upgrade must add each generically.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def downgrade_to_v3(root) -> None:
         connection.execute("DROP INDEX ix_segments_concept_fidelity")
         connection.execute("ALTER TABLE segments DROP COLUMN concept_fidelity")
         connection.execute("ALTER TABLE files DROP COLUMN channels")
+        connection.execute("ALTER TABLE index_settings DROP COLUMN generation")
         connection.execute("UPDATE index_settings SET schema_version = 3")
     connection.close()
 
@@ -86,6 +88,8 @@ def test_upgrade_fills_concept_fidelity_like_a_fresh_index(fresh, notes):
             assert session.scalar(select(IndexSettingsRow.schema_version)) == SCHEMA_VERSION
             # the generic part: a nullable column the database lacked is back, NULL
             assert set(session.scalars(select(FileRow.channels))) == {None}
+            assert session.scalar(select(IndexSettingsRow.generation)) == 1  # default 0, + upgrade
+        assert store.settings.lam is not None  # the settings read as a whole again
     assert len(notes) == 1 and "upgraded index" in notes[0] and "from schema version 3" in notes[0]
     with IndexStore.open(root):
         pass
@@ -132,7 +136,7 @@ def test_read_only_old_index_says_to_open_it_writable(fresh, monkeypatch):
 
     root, _ = fresh
     downgrade_to_v3(root)
-    monkeypatch.setattr(database, "_is_writable", lambda folder: False)  # as for a read-only folder
+    monkeypatch.setattr(database, "is_writable", lambda folder: False)  # as for a read-only folder
     with pytest.raises(ReadOnlyIndexError, match="open it once where it can be written"):
         IndexStore.open(root)
 
