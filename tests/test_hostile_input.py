@@ -306,3 +306,97 @@ def test_status_summary_and_doctor_escape_hostile_names(tmp_path, double):
         assert not any(line.startswith("INJECTED") for line in text.splitlines())
     assert "bad\\nINJECTED LINE" in out.stdout and "bad\\nINJECTED LINE" in status.stdout
     assert "x\\x1b[2J.wav" in doctor.stdout
+
+
+# ---- 12. one-line errors, not tracebacks ----
+
+@pytest.fixture(scope="module")
+def audit_index(tmp_path_factory):
+    from tests.audit_fixtures import build_index
+
+    store, truth = build_index(tmp_path_factory.mktemp("audit") / "index")
+    yield store, truth
+    store.close()
+
+
+@pytest.mark.parametrize("expression", ["(" * 300 + "dog" + ")" * 300, "NOT " * 200 + "dog",
+                                        "dog AND " * 600 + "cat"])
+def test_deep_or_long_expressions_are_one_line_errors(audit_index, expression):
+    from clapdex.audit.queries import audit
+    from clapdex.errors import QueryError
+
+    with pytest.raises(QueryError) as caught:
+        audit(audit_index[0], expression)
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 400
+
+
+def test_an_or_of_many_concepts_is_answered(audit_index):
+    from clapdex.audit.queries import audit
+
+    store, truth = audit_index
+    names = list(truth.names)
+    many = " OR ".join(f'"{names[i % len(names)]}"' + (":0.2" if i % 3 else "") for i in range(700))
+    result = audit(store, many, limit=None)
+    dog_or_cat = " OR ".join(f'"{n}"' + ":0.2" for n in names) + " OR " + " OR ".join(
+        f'"{n}"' for n in names[0::3])
+    assert result.n_segments == audit(store, dog_or_cat, limit=None).n_segments > 0
+    nested = " OR ".join(f'("{names[i % len(names)]}" AND NOT "{names[(i + 1) % len(names)]}")'
+                         for i in range(450))  # more groups than one UNION may hold
+    assert audit(store, nested, limit=5).n_segments > 0
+    assert audit(store, "(" * 60 + "dog" + ")" * 60).n_segments == audit(store, "dog").n_segments
+
+
+@pytest.fixture
+def small_index(tmp_path, double):
+    folder = tmp_path / "a"
+    folder.mkdir()
+    tone(folder / "one.wav")
+    tone(folder / "two.wav", freq=1000, seconds=9.0)
+    index(folder, tmp_path / "index", write_vocabulary(tmp_path))
+    return tmp_path / "index"
+
+
+def _sql(index_path, statement, *args):
+    import sqlite3
+
+    with sqlite3.connect(index_path / "clapdex.sqlite") as connection:
+        connection.execute(statement, args)
+
+
+@pytest.mark.parametrize("statement, args, reason", [
+    ("UPDATE index_settings SET audio_mean = ?", (b"\0" * 12,), "audio mean holds 3 values"),
+    ("UPDATE index_settings SET dimension = ?", (7,), "holds"),
+    ("UPDATE index_settings SET dimension = ?", (-1,), "implausible embedding dimension"),
+    ("UPDATE segments SET embedding = ? WHERE id = 2", (b"\0" * 10,), "segment 2 holds 2.5 values"),
+    ("UPDATE concepts SET embedding = ? WHERE id = 3", (b"\0" * 8,), "concept 3 holds 2 values"),
+    ("UPDATE index_settings SET created_at = ?", ("\0\0\0\0",), "settings row unreadable"),
+])
+def test_tampered_rows_are_one_line_errors(small_index, statement, args, reason):
+    _sql(small_index, statement, *args)
+    result = run("search", "--index", small_index, "a 400 hz tone")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "is damaged" in result.stderr and reason in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("nesting", [100_000])
+def test_deeply_nested_json_tags_are_a_one_line_error(tmp_path, nesting):
+    from clapdex.concepts.vocab_build import read_tag_file
+    from clapdex.errors import VocabularyError
+
+    path = tmp_path / "tags.json"
+    path.write_text('{"a": {"tags": ' + "[" * nesting + "]" * nesting + "}}")
+    with pytest.raises(VocabularyError, match="nested too deeply"):
+        read_tag_file(path)
+
+
+@pytest.mark.parametrize("url, reason", [
+    ("postgresql+pg8000://user@localhost/db", "is not installed"),
+    ("this is not a url", "index"),
+    ("nosuchdialect://x/y", "no SQLAlchemy dialect"),
+])
+def test_bad_database_urls_are_one_line_errors(small_index, url, reason):
+    (small_index / "database.url").write_text(url + "\n")
+    result = run("status", "--index", small_index)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert reason in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -11,6 +11,8 @@ Grammar (recursive descent, one function per rule; NOT binds tighter than AND, A
     name       := QUOTED | WORD+             "rain on roof", 'rain on roof' or rain on roof
 
 Keywords are case-insensitive; a concept whose name contains a keyword as a word must be quoted.
+Parentheses and NOTs nest at most MAX_DEPTH deep, and an expression names at most MAX_TERMS
+concepts (deeper or longer ones are refused with an ExpressionError, not a RecursionError).
 Adjacent bare words form one name ("dog bark" is the concept "dog bark"). Every error is an
 ExpressionError naming the bad token and its 1-based character position.
 """
@@ -24,6 +26,8 @@ from typing import Union
 from clapdex.errors import QueryError
 
 KEYWORDS = ("AND", "OR", "NOT")
+MAX_DEPTH = 64      # nested parentheses and NOTs (every level is a nested SELECT in SQL)
+MAX_TERMS = 5000    # concept terms in one expression
 
 
 class ExpressionError(QueryError):
@@ -32,7 +36,8 @@ class ExpressionError(QueryError):
     def __init__(self, message: str, text: str, position: int):
         self.text = text
         self.position = position
-        super().__init__(f"{message} at character {position + 1} of {text!r}")
+        shown = text if len(text) <= 200 else text[:200] + "..."
+        super().__init__(f"{message} at character {position + 1} of {shown!r}")
 
 
 # ---- syntax tree ---------------------------------------------------------------------------------
@@ -138,6 +143,7 @@ class _Parser:
         self.text = text
         self.tokens = tokenize(text)
         self.index = 0
+        self.depth = 0
 
     @property
     def current(self) -> Token:
@@ -157,7 +163,17 @@ class _Parser:
         node = self.or_expr()
         if self.current.kind != "END":
             raise self.fail("AND, OR or the end of the expression")
+        found = terms(node)
+        if len(found) > MAX_TERMS:
+            raise ExpressionError(f"too many concepts ({len(found)}; at most {MAX_TERMS})",
+                                  self.text, found[MAX_TERMS].position)
         return node
+
+    def deeper(self) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise ExpressionError(f"nested too deeply (more than {MAX_DEPTH} levels of "
+                                  "parentheses and NOTs)", self.text, self.current.position)
 
     def or_expr(self) -> Node:
         children = [self.and_expr()]
@@ -175,14 +191,19 @@ class _Parser:
 
     def not_expr(self) -> Node:
         if self.current.kind == "NOT":
+            self.deeper()
             self.advance()
-            return Not(self.not_expr())
+            node = Not(self.not_expr())
+            self.depth -= 1
+            return node
         return self.primary()
 
     def primary(self) -> Node:
         if self.current.kind == "LPAREN":
+            self.deeper()
             opening = self.advance()
             node = self.or_expr()
+            self.depth -= 1
             if self.current.kind != "RPAREN":
                 if self.current.kind == "END":
                     raise ExpressionError("unclosed '('", self.text, opening.position)

@@ -2,7 +2,8 @@
 
 All queries are SQLAlchemy Core (portable: SQLite and PostgreSQL). A concept expression compiles
 to set operations over per-concept posting lookups, each a range scan of the (concept_id, weight)
-index: `concept_id = k AND weight >= w`. AND is INTERSECT, OR is UNION, `A AND NOT B` is EXCEPT;
+index: `concept_id = k AND weight >= w`. AND is INTERSECT, OR is UNION (the concepts named
+directly under one OR share a single lookup, `concept_id IN (...)`), `A AND NOT B` is EXCEPT;
 only an expression without any positive term (e.g. `NOT music`) starts from all segments.
 Matches are evaluated per segment (docs/audit.md).
 """
@@ -11,16 +12,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import Select, desc, distinct, except_, func, intersect, literal, select, union
+from sqlalchemy import (Select, and_, desc, distinct, except_, func, intersect, literal, or_,
+                        select, union)
 from sqlalchemy.orm import Session
 
 from clapdex.audit.concepts import ConceptLookup
-from clapdex.audit.expression import Node, Not, Or, Term, parse, positive_terms, terms
+from clapdex.audit.expression import (Node, Not, Or, Term, parse, positive_terms, terms,
+                                      to_text)
 from clapdex.audit.files import find_indexed_file
 from clapdex.errors import QueryError
 from clapdex.storage.schema import FileRow, PostingRow, SegmentRow
 
 _IN_CHUNK = 5_000  # ids per IN (...) list: well under every backend's bound-parameter limit
+MAX_COMPOUND = 400  # members of one UNION / INTERSECT / EXCEPT (SQLite allows 500)
 
 
 @dataclass
@@ -86,14 +90,42 @@ def _all_segments() -> Select:
     return select(SegmentRow.id.label("segment_id"))
 
 
+def _any_term(terms: list[Term], lookup: ConceptLookup) -> Select:
+    """Segments with any of `terms`: one SELECT however many there are (a UNION per term would
+    hit SQLite's limit of 500 members per compound SELECT)."""
+    by_weight: dict[float | None, list[int]] = {}
+    for term in terms:
+        by_weight.setdefault(term.min_weight, []).append(lookup.id_of(term.name, term.position))
+    conditions = [PostingRow.concept_id.in_(ids) if weight is None else
+                  and_(PostingRow.concept_id.in_(ids), PostingRow.weight >= float(weight))
+                  for weight, ids in by_weight.items()]
+    return select(PostingRow.segment_id.label("segment_id")).where(or_(*conditions)).distinct()
+
+
+def _compound_members(members: list, node: Node) -> list:
+    if len(members) > MAX_COMPOUND:
+        raise QueryError(f"the expression {to_text(node)[:80]}... combines {len(members)} parts "
+                         f"with AND; at most {MAX_COMPOUND} (group them with OR or parentheses)")
+    return members
+
+
 def _segments(node: Node, lookup: ConceptLookup) -> Select:
     if isinstance(node, Term):
         return _term_select(node, lookup)
     if isinstance(node, Not):
         return _flat(except_(_all_segments(), _segments(node.child, lookup)))
     if isinstance(node, Or):
-        return _flat(union(*[_segments(child, lookup) for child in node.children]))
+        named = [child for child in node.children if isinstance(child, Term)]
+        parts = [_segments(child, lookup) for child in node.children
+                 if not isinstance(child, Term)] + ([_any_term(named, lookup)] if named else [])
+        if len(parts) == 1:
+            return parts[0]
+        if len(parts) > MAX_COMPOUND:  # OR of many groups: nest the UNIONs
+            parts = [_flat(union(*parts[i:i + MAX_COMPOUND]))
+                     for i in range(0, len(parts), MAX_COMPOUND)]
+        return _flat(union(*parts))
     # AND: intersect the positive children, then take away the negated ones.
+    _compound_members(node.children, node)
     positives = [c for c in node.children if not isinstance(c, Not)]
     negatives = [c.child for c in node.children if isinstance(c, Not)]
     parts = [_segments(child, lookup) for child in positives]

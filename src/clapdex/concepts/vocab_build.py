@@ -169,6 +169,8 @@ def _tags_from_json(path: Path, text: str) -> TagLists:
         document = json.loads(text)
     except json.JSONDecodeError as error:
         raise VocabularyError(f"{path}: invalid JSON ({error.msg} at line {error.lineno})") from None
+    except RecursionError:  # json's parser recurses once per level of nesting
+        raise VocabularyError(f"{path}: JSON nested too deeply for a tag file") from None
     if isinstance(document, dict):
         records: Iterable[Any] = document.values()
     elif isinstance(document, list):

@@ -35,7 +35,7 @@ from clapdex.storage.engine import (DB_FILE, LOCK_WAIT_SECONDS, URL_FILE, WRITE_
                                     open_error, read_only_sqlite_url, reason)
 from clapdex.storage.postings import postings_to_csr
 from clapdex.storage.schema import (SCHEMA_VERSION, Base, ConceptRow, FileRow, IndexSettingsRow,
-                                    PostingRow, SegmentRow, from_blob, to_blob, utcnow)
+                                    PostingRow, SegmentRow, to_blob, utcnow)
 from clapdex.storage.settings import IndexSettings, settings_from_row, settings_to_columns
 
 FAISS_FILE = "dense.faiss"
@@ -274,11 +274,34 @@ class IndexStore:
         return int(version)
 
     def _settings_row(self) -> IndexSettingsRow:
-        with self.session() as session:
-            row = session.get(IndexSettingsRow, 1)
+        try:
+            with self.session() as session:
+                row = session.get(IndexSettingsRow, 1)
+        except (ValueError, TypeError, OverflowError) as error:  # e.g. a zeroed date column
+            raise damaged(self.root, f"settings row unreadable: {reason(error)}") from None
         if row is None:
             raise damaged(self.root, "no settings row")
+        if not isinstance(row.dimension, int) or not 0 < row.dimension <= 1 << 16:
+            raise damaged(self.root, f"implausible embedding dimension {row.dimension!r}")
+        for blob, size, what in ((row.audio_mean, row.dimension, "audio mean"),
+                                 (row.projection, row.dimension ** 2, "projection")):
+            if blob is not None:
+                self._vectors([blob], size, what)
         return row
+
+    def _vectors(self, blobs: Sequence[bytes], size: int, what: str,
+                 ids: Sequence[int] | None = None) -> np.ndarray:
+        """Stacked float32 vectors of `size` values; a blob of another length (a tampered or
+        damaged row) is a one-line IndexDamagedError, not a numpy ValueError."""
+        blobs = [bytes(b) if isinstance(b, (bytearray, memoryview)) else b for b in blobs]
+        for position, blob in enumerate(blobs):
+            if not isinstance(blob, bytes) or len(blob) != 4 * size:
+                held = f"{len(blob) / 4:g} values" if isinstance(blob, bytes) else "no vector"
+                label = f"{what} {ids[position]}" if ids is not None else what
+                raise damaged(self.root, f"{label} holds {held}, expected {size}")
+        if not blobs:
+            return np.zeros((0, size), np.float32)
+        return np.frombuffer(b"".join(blobs), dtype="<f4").astype(np.float32).reshape(-1, size)
 
     @property
     def settings(self) -> IndexSettings:
@@ -320,7 +343,10 @@ class IndexStore:
     def concept_embeddings(self) -> np.ndarray:
         with self.session() as session:
             blobs = session.scalars(select(ConceptRow.embedding).order_by(ConceptRow.id)).all()
-        return np.stack([from_blob(b) for b in blobs]) if blobs else np.zeros((0, 0), np.float32)
+        if not blobs:
+            return np.zeros((0, 0), np.float32)
+        return self._vectors(blobs, len(blobs[0]) // 4 or 1, "embedding of concept",
+                             range(len(blobs)))
 
     def dictionary(self):
         """The stored concepts as a ConceptDictionary (no text encoding needed)."""
@@ -506,8 +532,8 @@ class IndexStore:
             copied = dataclasses.replace(meta, duration=meta.duration or source.duration,
                                          sample_rate=meta.sample_rate or source.sample_rate,
                                          channels=meta.channels or source.channels)
-            embeddings = (np.stack([from_blob(r[3]) for r in rows]) if rows
-                          else np.zeros((0, self.settings.dimension), np.float32))
+            embeddings = self._vectors([r[3] for r in rows], self.settings.dimension,
+                                       "embedding of segment", [r[0] for r in rows])
             item = NewFile(copied, np.array([r[1] for r in rows]), np.array([r[2] for r in rows]),
                            embeddings, _JoinedDecomposition(
                                weights=weights, fidelity=np.array([r[4] for r in rows]),
@@ -590,9 +616,8 @@ class IndexStore:
 
     def _embedding_rows(self, rows) -> tuple[np.ndarray, np.ndarray]:
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        dim = self.settings.dimension
-        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").astype(np.float32)
-        return ids, matrix.reshape(len(rows), dim)
+        return ids, self._vectors([r[1] for r in rows], self.settings.dimension,
+                                  "embedding of segment", ids.tolist())
 
     def concept_matrix(self) -> tuple[np.ndarray, sp.csr_matrix]:
         """All postings as (segment ids (n,), csr (n, K)); row i belongs to segment ids[i].
