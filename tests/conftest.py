@@ -19,7 +19,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HOME"] = str(_SANDBOX / "hf-home")
 os.environ["CLAPDEX_CACHE_DIR"] = str(_SANDBOX / "clapdex-cache")
 for _name in ("CLAPDEX_MODEL_VERSION", "CLAPDEX_CLAP_WEIGHTS", "CLAPDEX_TEXT_MODEL", "CLAPDEX_DEVICE",
-              "CLAPDEX_INDEX", "HF_HUB_CACHE"):
+              "CLAPDEX_ENCODER", "CLAPDEX_INDEX", "HF_HUB_CACHE"):
     os.environ.pop(_name, None)  # the developer's own settings must not leak into tests
 if str(_REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(_REPO_ROOT))  # so tests can `import tests.doubles`, `tests.clap_fixtures`

@@ -70,3 +70,12 @@ class SpectralTestEncoder:
 def sine(freq: float, seconds: float, sample_rate: int, amplitude: float = 0.5) -> np.ndarray:
     t = np.arange(int(round(seconds * sample_rate))) / sample_rate
     return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def use_encoder(monkeypatch, factory, name: str = "test-double") -> None:
+    """Make every model load in this test return `factory(**options)`, through the encoder seam
+    (clapdex.encoder_registry): `name` is registered for the test and $CLAPDEX_ENCODER names it."""
+    from clapdex import encoder_registry
+
+    monkeypatch.setitem(encoder_registry.FACTORIES, name, factory)
+    monkeypatch.setenv(encoder_registry.ENV, name)

@@ -9,10 +9,9 @@ import pytest
 import soundfile
 from click.testing import CliRunner
 
-import clapdex.cli.common
 from clapdex.cli import main
 from clapdex.concepts.reference import reference_audio_mean, reference_signals
-from tests.doubles import SpectralTestEncoder, sine
+from tests.doubles import SpectralTestEncoder, sine, use_encoder
 
 CONCEPTS = ["a 110 hz tone", "a 440 hz tone", "a 1760 hz tone", "a 3000 hz tone", "rain", "dog barking"]
 
@@ -20,7 +19,7 @@ CONCEPTS = ["a 110 hz tone", "a 440 hz tone", "a 1760 hz tone", "a 3000 hz tone"
 @pytest.fixture
 def double(monkeypatch):
     encoder = SpectralTestEncoder()
-    monkeypatch.setattr(clapdex.cli.common, "load_encoder", lambda **kwargs: encoder)
+    use_encoder(monkeypatch, lambda **kwargs: encoder)
     return encoder
 
 
@@ -154,7 +153,7 @@ def test_reference_signals_are_fixed_and_mean_is_cached(tmp_path):
 
 def test_with_real_msclap_code_and_random_weights(random_clap_encoder, monkeypatch, tmp_path, vocab_file):
     """Wiring only: random weights mean the concepts themselves are meaningless."""
-    monkeypatch.setattr(clapdex.cli.common, "load_encoder", lambda **kwargs: random_clap_encoder)
+    use_encoder(monkeypatch, lambda **kwargs: random_clap_encoder)
     # Keep the test fast on CPU: the reference mean from the first two reference signals only
     # (embedded by the real model), cached in this test's own folder.
     import clapdex.concepts.reference as reference
@@ -178,7 +177,7 @@ def test_with_real_msclap_code_and_random_weights(random_clap_encoder, monkeypat
 def test_error_naming_a_path_with_a_newline_stays_on_one_line(tmp_path, monkeypatch):
     from tests.doubles import SpectralTestEncoder
 
-    monkeypatch.setattr("clapdex.cli.common.load_encoder", lambda **_: SpectralTestEncoder())
+    use_encoder(monkeypatch, lambda **_: SpectralTestEncoder())
     bad = tmp_path / "bad\nname.wav"
     bad.write_text("not audio")
     result = CliRunner().invoke(main, ["explain", str(bad)])

@@ -1,5 +1,5 @@
 """`clapdex index / reindex / import-embeddings / status / doctor` through click, with the spectral
-TEST DOUBLE injected by monkeypatching clapdex.cli.common.load_encoder."""
+TEST DOUBLE injected by the encoder seam (tests.doubles.use_encoder)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import clapdex.cli.common as common
 from clapdex.cli import main
 from clapdex.storage.database import IndexStore
 from tests.audio_collection import make_collection, write_vocabulary
-from tests.doubles import SpectralTestEncoder
+from tests.doubles import SpectralTestEncoder, use_encoder
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def encoders(monkeypatch):
         made.append(SpectralTestEncoder())
         return made[-1]
 
-    monkeypatch.setattr(common, "load_encoder", load_encoder)
+    use_encoder(monkeypatch, load_encoder)
     return made
 
 

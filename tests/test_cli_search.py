@@ -1,5 +1,5 @@
 """`clapdex search` / `clapdex similar` through click, with the TEST DOUBLE encoder injected by
-monkeypatching clapdex.cli.common.load_encoder (as docs/architecture.md prescribes)."""
+the encoder seam (tests.doubles.use_encoder) (as docs/architecture.md prescribes)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 import clapdex.cli.common as common
 from clapdex.cli import main
-from tests.doubles import SpectralTestEncoder
+from tests.doubles import SpectralTestEncoder, use_encoder
 from tests.search_fixtures import build_index
 
 
@@ -28,7 +28,7 @@ def loads(monkeypatch):
         calls.append(settings)
         return SpectralTestEncoder()
 
-    monkeypatch.setattr(common, "load_encoder", load_encoder)
+    use_encoder(monkeypatch, load_encoder)
     return calls
 
 
@@ -132,7 +132,7 @@ def test_missing_index_exits_1_with_one_line(tmp_path, loads):
 
 
 def test_wrong_model_is_refused(fixture, monkeypatch):
-    monkeypatch.setattr(common, "load_encoder", lambda **_: SpectralTestEncoder(seed=7))
+    use_encoder(monkeypatch, lambda **_: SpectralTestEncoder(seed=7))
     result = run("search", "a 500 hz tone", "--index", fixture.root)
     assert result.exit_code == 1
     assert "not the one index" in result.output and "Traceback" not in result.output

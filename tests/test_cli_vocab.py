@@ -1,7 +1,7 @@
 """`clapdex vocab list | show | build` through click's CliRunner.
 
-pruned / clustered load the encoder through clapdex.cli.common.load_encoder, which these tests replace
-with tests.doubles.SpectralTestEncoder (a TEST DOUBLE, not CLAP).
+pruned / clustered load the encoder through the encoder seam (clapdex.encoder_registry), which these tests
+point at tests.doubles.SpectralTestEncoder (a TEST DOUBLE, not CLAP).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from clapdex.cli import main
 from clapdex.concepts.vocabulary import load_vocabulary
-from tests.doubles import SpectralTestEncoder
+from tests.doubles import SpectralTestEncoder, use_encoder
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def test_double_encoder(monkeypatch):
         calls.append(settings)
         return SpectralTestEncoder()
 
-    monkeypatch.setattr("clapdex.cli.common.load_encoder", fake_load_encoder)
+    use_encoder(monkeypatch, fake_load_encoder)
     return calls
 
 
@@ -76,7 +76,7 @@ def test_build_baseline_writes_a_loadable_file_without_a_model(runner, tag_file,
     def no_model(**settings):
         raise AssertionError("baseline must not load a model")
 
-    monkeypatch.setattr("clapdex.cli.common.load_encoder", no_model)
+    use_encoder(monkeypatch, no_model)
     out = tmp_path / "vocab.txt"
     result = runner.invoke(main, ["vocab", "build", str(tag_file), "--size", "3", "-o", str(out)])
     assert result.exit_code == 0, result.output
@@ -100,8 +100,7 @@ def test_build_pruned_uses_the_encoder(runner, tag_file, tmp_path, test_double_e
     assert load_vocabulary(str(out)).concepts == ("dog", "440 hz tone", "rain", "wind")
     summary = json.loads(result.stdout)
     assert summary["near_duplicates_dropped"] == 1 and summary["junk_tags_dropped"] == 2
-    assert test_double_encoder == [{"model_version": None, "weights": None, "text_model": None,
-                                    "device": "cpu", "batch_size": None}]
+    assert test_double_encoder == [{"device": "cpu"}]  # the seam passes the options given
     assert "only 4 concepts" in result.stderr
 
 

@@ -14,9 +14,8 @@ import pytest
 import soundfile
 from click.testing import CliRunner
 
-import clapdex.cli.common as common
 from clapdex.cli import main
-from tests.doubles import SpectralTestEncoder, sine
+from tests.doubles import SpectralTestEncoder, sine, use_encoder
 
 CLASSES = ("440 hz", "1000 hz", "3000 hz")
 VOCAB = ["200 hz", "440 hz", "700 hz", "1000 hz", "1500 hz", "2000 hz", "3000 hz", "3500 hz",
@@ -38,7 +37,7 @@ def _dataset(root, sample_rate=8000, per_class=3, seconds=1.0):
 @pytest.fixture
 def spectral(monkeypatch):
     encoder = SpectralTestEncoder(dimension=64, sample_rate=8000, window_seconds=0.5)
-    monkeypatch.setattr(common, "load_encoder", lambda **_: encoder)
+    use_encoder(monkeypatch, lambda **_: encoder)
     return encoder
 
 
@@ -158,7 +157,7 @@ def test_help_names_vocab_like_the_other_verbs_and_shows_the_default_lambda(task
 
 def test_zeroshot_with_random_weights_msclap(tmp_path, monkeypatch, random_clap_encoder):
     """Real msclap code, RANDOM weights: checks wiring and shapes, not accuracy."""
-    monkeypatch.setattr(common, "load_encoder", lambda **_: random_clap_encoder)
+    use_encoder(monkeypatch, lambda **_: random_clap_encoder)
     sample_rate = random_clap_encoder.sample_rate
     for label, freq in (("dog", 440.0), ("rain", 2000.0)):
         (tmp_path / "data" / label).mkdir(parents=True)

@@ -1,7 +1,7 @@
 """Every command survives bad index locations and damaged databases with one `error:` line (never a
 traceback): read-only folders, corrupt or empty databases, --index naming a file, unwritable
 parents; plus the indexer's count of copied segments, broken symlinks and doctor's FAISS lag.
-The spectral TEST DOUBLE replaces the model (monkeypatching clapdex.cli.common.load_encoder)."""
+The spectral TEST DOUBLE replaces the model through the encoder seam (tests.doubles.use_encoder)."""
 
 from __future__ import annotations
 
@@ -24,14 +24,14 @@ from clapdex.errors import IndexDamagedError, ReadOnlyIndexError
 from clapdex.storage.database import IndexStore
 from clapdex.storage.dense import DenseIndex
 from tests.audio_collection import tone_mix, write_audio, write_vocabulary
-from tests.doubles import SpectralTestEncoder
+from tests.doubles import SpectralTestEncoder, use_encoder
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 
 @pytest.fixture(autouse=True)
 def test_double(monkeypatch):
-    monkeypatch.setattr(common, "load_encoder", lambda **settings: SpectralTestEncoder())
+    use_encoder(monkeypatch, lambda **settings: SpectralTestEncoder())
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """An index built with `--projection` (the fine-tuned linear projection): it stores the matrix and
 projected embeddings, and search / explain / a later `index` apply it without the file. The model is
-the spectral TEST DOUBLE (monkeypatched clapdex.cli.common.load_encoder); the projection is a fixed
+the spectral TEST DOUBLE (through the encoder seam); the projection is a fixed
 random permutation, so projected and unprojected embeddings are far apart."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from clapdex.concepts.explain import explain_file
 from clapdex.evaluation.projection import ProjectedEncoder, Projection, apply_projection, save_projection
 from clapdex.storage.database import IndexStore
 from clapdex.storage.schema import SegmentRow
-from tests.doubles import SpectralTestEncoder
+from tests.doubles import SpectralTestEncoder, use_encoder
 from tests.search_fixtures import CONCEPTS, write_corpus
 
 
@@ -32,7 +32,7 @@ def permutation(seed: int, dimension: int = 64) -> Projection:
 
 @pytest.fixture
 def double(monkeypatch):
-    monkeypatch.setattr(common, "load_encoder", lambda **_: SpectralTestEncoder())
+    use_encoder(monkeypatch, lambda **_: SpectralTestEncoder())
 
 
 @pytest.fixture
@@ -176,7 +176,7 @@ def test_wrong_model_or_projection_for_another_model_is_refused(setup, monkeypat
     assert result.exit_code == 1 and "projection was trained for encoder" in result.output
 
     build(setup, "--projection", setup["projection_file"])
-    monkeypatch.setattr(common, "load_encoder", lambda **_: SpectralTestEncoder(seed=7))
+    use_encoder(monkeypatch, lambda **_: SpectralTestEncoder(seed=7))
     result = run("search", "a 500 hz tone", "--index", setup["index"])
     assert result.exit_code == 1 and "was built with model" in result.output
     assert len(result.output.strip().splitlines()) == 1

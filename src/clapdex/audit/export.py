@@ -1,4 +1,4 @@
-"""CSV export of audit rows. JSON output goes through clapdex.cli.common.
+"""CSV export of audit rows. JSON output goes through clapdex.to_jsonable.
 
 A list of concepts ({"concept", "weight"} dicts) becomes one cell, "dog=0.41; bark=0.2". Text cells
 that a spreadsheet would run as a formula get a leading ' (clapdex.printable.spreadsheet_safe).

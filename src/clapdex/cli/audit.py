@@ -1,13 +1,10 @@
-"""CLI verbs for auditing a collection: concepts, audit, show, report (thin layer over clapdex.audit).
+"""CLI verbs for auditing a collection: concepts, audit, show, report (thin layer over clapdex.Index).
 
 Human output shows times as mm:ss ranges, paths with non-printable characters escaped and numbers
 with 2 decimals; --json and --csv keep the raw values (absolute paths, float seconds).
 """
 
 from __future__ import annotations
-
-from contextlib import contextmanager
-from typing import Iterator
 
 import click
 
@@ -20,15 +17,10 @@ csv_option = click.option("--csv", "csv_path", metavar="PATH", type=click.Path(d
                           default=None, help="Write the rows to a CSV file instead of printing them.")
 
 
-@contextmanager
-def _open_store(index_path: str | None) -> Iterator:
-    from clapdex.storage.database import IndexStore
+def _open(index_path: str | None):
+    from clapdex import open_index
 
-    store = IndexStore.open(resolve_index_path(index_path))
-    try:
-        yield store
-    finally:
-        store.close()
+    return open_index(resolve_index_path(index_path))
 
 
 def _table(rows: list[dict], columns: list[tuple[str, str]]) -> None:
@@ -55,7 +47,7 @@ def _numeric(text: str) -> bool:
 def _output(rows: list[dict], as_json: bool, csv_path: str | None, columns) -> None:
     """Rows to a CSV file, as NDJSON, or as a table."""
     if csv_path:
-        from clapdex.audit.export import write_csv
+        from clapdex import write_csv
 
         count = write_csv(rows, csv_path)
         click.echo(f"wrote {plural(count, 'row')} to {display_path(csv_path)}", err=True)
@@ -91,10 +83,8 @@ def _ranges(segments) -> list[str]:
 @csv_option
 def concepts_command(top, sort, index_path, as_json, csv_path):
     """Prevalence of each concept: files, segments, share of audio time, mean and max weight."""
-    from clapdex.audit.stats import prevalence
-
-    with _open_store(index_path) as store:
-        rows = [r.to_row() for r in prevalence(store, top=top, sort=sort)]
+    with _open(index_path) as index:
+        rows = [r.to_row() for r in index.concepts(top=top, sort=sort)]
     for row in rows:
         row["time_pct"] = 100.0 * row["time_share"]
     if not rows and not as_json:
@@ -137,30 +127,28 @@ def audit_command(expression, count_only, limit, cooccur, min_count, poorly_expl
     """
     if cooccur and poorly_explained:
         raise QueryError("use --cooccur or --poorly-explained, not both")
-    with _open_store(index_path) as store:
+    with _open(index_path) as index:
         if cooccur:
-            _cooccur(store, expression, min_count, limit, as_json, csv_path)
+            _cooccur(index, expression, min_count, limit, as_json, csv_path)
         elif poorly_explained:
             if expression:
                 raise QueryError("--poorly-explained takes no expression")
-            _poorly_explained(store, below, count_only, limit, as_json, csv_path)
+            _poorly_explained(index, below, count_only, limit, as_json, csv_path)
         else:
             if not expression:
                 raise QueryError('give a concept expression, e.g. clapdex audit "siren AND NOT music"')
-            _matches(store, expression, count_only, limit, as_json, csv_path)
+            _matches(index, expression, count_only, limit, as_json, csv_path)
 
 
-def _matches(store, expression, count_only, limit, as_json, csv_path):
-    from clapdex.audit.queries import audit, count_matches
-
+def _matches(index, expression, count_only, limit, as_json, csv_path):
     if count_only:
-        n_segments, n_files = count_matches(store, expression)
+        count = index.count(expression)
         if as_json:
-            emit_json({"segments": n_segments, "files": n_files})
+            emit_json(count)
         else:
-            click.echo(_segments_in_files(n_segments, n_files))
+            click.echo(_segments_in_files(count.segments, count.files))
         return
-    result = audit(store, expression, limit=limit or None)
+    result = index.audit(expression, limit=limit or None)
     if as_json or csv_path:
         _output([m.to_row() for m in result.matches], as_json, csv_path, None)
         return
@@ -175,11 +163,8 @@ def _matches(store, expression, count_only, limit, as_json, csv_path):
                        f"{_concept_list(list(m.weights.items()))}".rstrip())
 
 
-def _cooccur(store, concept, min_count, limit, as_json, csv_path):
-    from clapdex.audit.cooccurrence import all_pairs, partners
-
-    pairs = (partners(store, _one_concept(store, concept), min_count=min_count, limit=limit or None)
-             if concept else all_pairs(store, min_count=min_count, limit=limit or None))
+def _cooccur(index, concept, min_count, limit, as_json, csv_path):
+    pairs = index.cooccurrence(concept or None, min_count=min_count, limit=limit or None)
     _output([p.to_row() for p in pairs], as_json, csv_path,
             [("concept_a", "concept"), ("concept_b", "with"), ("count", "together"),
              ("count_a", "n a"), ("count_b", "n b"), ("lift", "lift")])
@@ -189,28 +174,9 @@ def _cooccur(store, concept, min_count, limit, as_json, csv_path):
                    err=True)
 
 
-def _one_concept(store, text: str) -> str:
-    """The concept name given to --cooccur: one name, quoted or not; an expression is refused."""
-    from clapdex.audit.concepts import ConceptLookup, UnknownConceptError
-    from clapdex.audit.expression import ExpressionError, Term, parse
-
-    try:
-        node = parse(text)
-    except ExpressionError:
-        node = None
-    if isinstance(node, Term) and node.min_weight is None:
-        return node.name
-    try:  # a vocabulary name that reads as an expression, e.g. rock and roll
-        ConceptLookup.load(store).id_of(text)
-        return text
-    except UnknownConceptError:
-        raise QueryError(f"--cooccur takes one concept name, not {text!r}") from None
-
-
-def _poorly_explained(store, below, count_only, limit, as_json, csv_path):
-    from clapdex.audit.queries import poorly_explained
-
-    total, rows = poorly_explained(store, below=below, limit=1 if count_only else (limit or None))
+def _poorly_explained(index, below, count_only, limit, as_json, csv_path):
+    result = index.poorly_explained(below=below, limit=1 if count_only else (limit or None))
+    total, rows = result.total, result.segments
     if count_only:
         if as_json:
             emit_json({"segments": total})
@@ -238,10 +204,8 @@ def _poorly_explained(store, below, count_only, limit, as_json, csv_path):
 @csv_option
 def show_command(file, top, index_path, as_json, csv_path):
     """One file's concept profile: the top concepts of each segment, in time order."""
-    from clapdex.audit.queries import file_profile
-
-    with _open_store(index_path) as store:
-        profile = file_profile(store, file, top=top)
+    with _open(index_path) as index:
+        profile = index.file(file, top=top)
     rows = [{"path": profile.path, **s.to_row()} for s in profile.segments]
     if as_json or csv_path:
         _output(rows, as_json, csv_path, None)
@@ -267,10 +231,8 @@ def show_command(file, top, index_path, as_json, csv_path):
 @json_option
 def report_command(output, top, n_files, index_path, as_json):
     """A self-contained HTML report (charts and tables; opens offline)."""
-    from clapdex.audit.report import write_report
-
-    with _open_store(index_path) as store:
-        summary = write_report(store, output, top=top, n_files=n_files)
+    with _open(index_path) as index:
+        summary = index.report(output, top=top, n_files=n_files)
     if as_json:
         emit_json(summary)
     else:

@@ -11,6 +11,8 @@ from typing import Any, Iterable
 
 import click
 
+from clapdex import to_jsonable
+from clapdex.encoder_registry import OPTIONS as ENCODER_OPTIONS
 from clapdex.errors import ClapdexError
 from clapdex.printable import one_line
 
@@ -54,27 +56,6 @@ def _environment_error(error: Exception) -> str | None:
     if not isinstance(error, DBAPIError):
         return None
     return " ".join(f"database error ({error.orig or type(error).__name__})".split())
-
-
-def to_jsonable(value: Any) -> Any:
-    """Dataclasses, numpy scalars/arrays and paths -> plain JSON values."""
-    import dataclasses
-
-    import numpy as np
-
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {k: to_jsonable(v) for k, v in dataclasses.asdict(value).items()}
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def _json_line(obj: Any) -> str:
@@ -138,19 +119,9 @@ def encoder_options(func):
     return func
 
 
-def load_encoder(model_version=None, weights=None, text_model=None, device=None, batch_size=None):
-    """Build the CLAP encoder from CLI options. Tests replace this function to inject a test double."""
-    from clapdex.encoder import ClapEncoder
-
-    return ClapEncoder.from_settings(version=model_version, weights=weights, text_model=text_model,
-                                     device=device, batch_size=batch_size)
-
-
-def encoder_from_kwargs(kwargs: dict) -> Any:
-    """Pops the encoder options out of a command's kwargs and loads the encoder."""
-    keys = ("model_version", "weights", "text_model", "device", "batch_size")
-    settings = {k: kwargs.pop(k, None) for k in keys}
-    return load_encoder(**settings)
+def encoder_settings(kwargs: dict) -> dict:
+    """Pops the encoder options out of a command's kwargs (for the API's **encoder_options)."""
+    return {key: kwargs.pop(key, None) for key in ENCODER_OPTIONS}
 
 
 projection_option = click.option(
@@ -159,29 +130,8 @@ projection_option = click.option(
          "stores it: later commands on that index apply it without this option).")
 
 
-def index_encoder(kwargs: dict, projection_path: str | None = None, index_root: Path | None = None) -> Any:
-    """The encoder for an index: the model from the encoder options in `kwargs` (popped), projected
-    by `projection_path` if given, else by the projection the index at `index_root` stores (if the
-    index exists and has one). A projection that differs from the stored one is refused
-    (IndexMismatchError). Index, reindex and explain use this; search applies the stored one itself."""
-    from clapdex.evaluation.projection import encoder_for_index, load_projection
-    from clapdex.storage.database import IndexStore
+def progress():
+    """The progress callback the CLI gives the library: a bar on stderr when it is a terminal."""
+    from clapdex.progress import terminal_progress
 
-    encoder = encoder_from_kwargs(kwargs)
-    projection = load_projection(projection_path) if projection_path else None
-    settings = None
-    if index_root is not None and IndexStore.exists(index_root):
-        with IndexStore.open(index_root) as store:
-            settings = store.settings
-    return encoder_for_index(encoder, settings, projection, index_root)
-
-
-def progress(iterable=None, total=None, desc: str = "", unit: str = "it", show: bool | None = None):
-    """A progress bar on stderr. `show`: True or False forces it on or off; None (the default, and
-    what the API's `show_progress=None` passes on) shows it only when stderr is a terminal."""
-    from tqdm import tqdm
-
-    if show is None:
-        show = sys.stderr.isatty()
-    return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, disable=not show,
-                dynamic_ncols=True)
+    return terminal_progress()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from clapdex.cli.common import (emit_json, encoder_from_kwargs, encoder_options, json_option, progress,
+from clapdex.cli.common import (emit_json, encoder_options, encoder_settings, json_option, progress,
                                 SafeGroup)
 from clapdex.cli.format import display_path, plural
 from clapdex.cli.lambda_option import DefaultLambdaHelp
@@ -40,49 +40,27 @@ def _concept_options(func):
     return func
 
 
-def _embed(encoder, paths, cache_dir, no_cache):
-    from clapdex.evaluation.embeddings import embed_files
-    from clapdex.evaluation.datasets import DatasetError
-
-    embedded = embed_files(encoder, paths, cache_dir=cache_dir, use_cache=not no_cache,
-                           wrap=lambda it: progress(it, total=len(paths), desc="embedding", unit="file"))
-    for path, reason in embedded.skipped[:5]:
+def _print_skipped(skipped) -> None:
+    """Unreadable files of the dataset, on stderr (at most 5 named)."""
+    for path, reason in skipped[:5]:
         click.echo(f"skipped {display_path(path)}: {one_line(str(reason))}", err=True)
-    if len(embedded.skipped) > 5:
-        click.echo(f"... and {plural(len(embedded.skipped) - 5, 'more unreadable file')}", err=True)
-    if not embedded.kept:
-        raise DatasetError("no readable audio files in the dataset")
-    return embedded
+    if len(skipped) > 5:
+        click.echo(f"... and {plural(len(skipped) - 5, 'more unreadable file')}", err=True)
 
 
-def _prepare(encoder, embeddings, kw):
-    """Projection, settings, dictionary and μ_A shared by both evaluations."""
-    from clapdex.concepts.decompose import audio_mean
-    from clapdex.concepts.dictionary import build_dictionary
-    from clapdex.concepts.vocabulary import load_vocabulary
-    from clapdex.evaluation.projection import apply_projection, load_projection
-    from clapdex.evaluation.sweep import check_plot_path, parse_settings
-
-    settings = parse_settings(kw["lam"], kw["sweep"], kw["max_concepts"])
-    if kw["plot"]:
-        check_plot_path(kw["plot"])
-    if kw["projection_path"]:
-        embeddings = apply_projection(embeddings, load_projection(kw["projection_path"], encoder.fingerprint))
-    vocabulary = load_vocabulary(kw["vocab_spec"])
-    dictionary = build_dictionary(encoder, vocabulary)
-    return embeddings, settings, vocabulary, dictionary, audio_mean(embeddings)
+def _evaluation_options(kw) -> dict:
+    """The keyword arguments of clapdex.evaluate_* from the shared options (popped from `kw`)."""
+    return dict(vocabulary=kw.pop("vocab_spec"), lam=kw.pop("lam"), sweep=kw.pop("sweep"),
+                max_concepts=kw.pop("max_concepts"), plot=kw["plot"],
+                projection=kw.pop("projection_path"), cache_dir=kw.pop("cache_dir"),
+                use_cache=not kw.pop("no_cache"), csv=kw.pop("csv_path"), progress=progress(),
+                on_skipped=_print_skipped, **encoder_settings(kw))
 
 
-def _output(kw, header: dict, rows, columns, metric: str, title: str) -> None:
-    from clapdex.evaluation.report import format_table, write_csv
-    from clapdex.evaluation.sweep import plot_sweep
-
-    if kw["csv_path"]:
-        write_csv(rows, kw["csv_path"])
-    if kw["plot"]:
-        plot_sweep(rows, metric, kw["plot"], title)
+def _output(kw, evaluation) -> None:
+    header = evaluation.header
     if kw["as_json"]:
-        emit_json({**header, "rows": rows})
+        emit_json({**header, "rows": evaluation.rows})
         return
     for key, value in header.items():
         if key != "skipped":
@@ -91,7 +69,7 @@ def _output(kw, header: dict, rows, columns, metric: str, title: str) -> None:
     if header.get("skipped"):
         click.echo(f"skipped: {plural(len(header['skipped']), 'unreadable file')}")
     click.echo()
-    click.echo(format_table(rows, columns))
+    click.echo(evaluation.table())
     if kw["plot"]:
         click.echo(f"\nplot: {display_path(kw['plot'])}")
 
@@ -115,27 +93,10 @@ def zeroshot(data, prompt, metric, **kw):
     dataset's unit embeddings. Prints accuracy and macro-F1 for the dense embeddings and for the
     concept reconstruction at each sparsity setting.
     """
-    from clapdex.evaluation.datasets import load_labeled
-    from clapdex.evaluation.zeroshot import class_prompts, class_text_embeddings, evaluate_zeroshot
+    from clapdex import evaluate_zeroshot
 
-    encoder = encoder_from_kwargs(kw)
-    dataset = load_labeled(data)
-    class_prompts(dataset.classes, prompt)  # reject a bad template before any encoding
-    embedded = _embed(encoder, dataset.paths, kw["cache_dir"], kw["no_cache"])
-    dataset = dataset.subset(embedded.kept)
-    embeddings, settings, vocabulary, dictionary, mean = _prepare(encoder, embedded.embeddings, kw)
-    rows = evaluate_zeroshot(embeddings, dataset.targets, class_text_embeddings(encoder, dataset.classes, prompt),
-                             dictionary, mean, settings)
-    header = {"task": "zero-shot classification", "data": str(data), "files": len(dataset.paths),
-              "classes": list(dataset.classes), "prompt": prompt,
-              "vocabulary": f"{vocabulary.name} ({len(vocabulary.concepts)} concepts)",
-              "projection": kw["projection_path"] or "none",
-              "skipped": [{"path": p, "reason": r} for p, r in embedded.skipped]}
-    columns = [("representation", "repr", 0), ("setting", "setting", 0), ("mean_active", "active", 1),
-               ("median_active", "median", 1), ("mean_concept_fidelity", "c-fid", 3),
-               ("mean_fidelity", "r-fid", 3),
-               ("accuracy", "accuracy", 3), ("macro_f1", "macro-F1", 3)]
-    _output(kw, header, rows, columns, metric, f"zero-shot {metric} vs sparsity")
+    evaluation = evaluate_zeroshot(data, prompt=prompt, metric=metric, **_evaluation_options(kw))
+    _output(kw, evaluation)
 
 
 @eval_group.command("retrieval")
@@ -150,28 +111,10 @@ def retrieval(data, metric, **kw):
     Reports text-to-audio and audio-to-text R@1, R@10 and mAP@10 for the dense audio embeddings and
     for their concept reconstructions (captions stay dense text embeddings).
     """
-    from clapdex.evaluation.datasets import load_captions
-    from clapdex.evaluation.retrieval import evaluate_retrieval
+    from clapdex import evaluate_retrieval
 
-    encoder = encoder_from_kwargs(kw)
-    dataset = load_captions(data)
-    embedded = _embed(encoder, dataset.paths, kw["cache_dir"], kw["no_cache"])
-    new_index = {old: new for new, old in enumerate(embedded.kept)}
-    keep = [j for j, f in enumerate(dataset.caption_file) if f in new_index]
-    captions = [dataset.captions[j] for j in keep]
-    caption_file = [new_index[dataset.caption_file[j]] for j in keep]
-    embeddings, settings, vocabulary, dictionary, mean = _prepare(encoder, embedded.embeddings, kw)
-    text = encoder.embed_text(captions)
-    rows = evaluate_retrieval(embeddings, text, caption_file, dictionary, mean, settings)
-    header = {"task": "text-audio retrieval", "data": str(data), "files": len(embedded.kept),
-              "captions": len(captions),
-              "vocabulary": f"{vocabulary.name} ({len(vocabulary.concepts)} concepts)",
-              "projection": kw["projection_path"] or "none",
-              "skipped": [{"path": p, "reason": r} for p, r in embedded.skipped]}
-    columns = [("representation", "repr", 0), ("setting", "setting", 0), ("mean_active", "active", 1),
-               ("t2a_r1", "T→A R@1", 3), ("t2a_r10", "R@10", 3), ("t2a_map10", "mAP@10", 3),
-               ("a2t_r1", "A→T R@1", 3), ("a2t_r10", "R@10", 3), ("a2t_map10", "mAP@10", 3)]
-    _output(kw, header, rows, columns, metric, f"retrieval {metric} vs sparsity")
+    evaluation = evaluate_retrieval(data, metric=metric, **_evaluation_options(kw))
+    _output(kw, evaluation)
 
 
 @click.command("finetune")
@@ -201,39 +144,25 @@ def finetune(data, output, prompt, temperature, validation_fraction, epochs, pat
     class prompts, stops early on a held-out split and keeps the best matrix. Use the file with
     `--projection` in `clapdex eval`.
     """
-    from clapdex.evaluation.datasets import load_labeled
-    from clapdex.evaluation.projection import save_projection, train_projection
-    from clapdex.evaluation.zeroshot import class_prompts, class_text_embeddings
+    from clapdex import finetune as train
 
-    encoder = encoder_from_kwargs(kw)
-    dataset = load_labeled(data)
-    class_prompts(dataset.classes, prompt)
-    embedded = _embed(encoder, dataset.paths, cache_dir, no_cache)
-    dataset = dataset.subset(embedded.kept)
-    bar = progress(total=epochs, desc="training", unit="epoch")
-    result = train_projection(embedded.embeddings, dataset.targets,
-                              class_text_embeddings(encoder, dataset.classes, prompt), encoder.fingerprint,
-                              classes=dataset.classes, prompt=prompt, temperature=temperature,
-                              validation_fraction=validation_fraction, learning_rate=learning_rate,
-                              max_epochs=epochs, patience=patience, seed=seed,
-                              on_epoch=lambda *_: bar.update(1))
-    bar.close()
-    save_projection(result.projection, output)
-    summary = {"output": str(output), "files": len(dataset.paths), "classes": len(dataset.classes),
-               "train": result.train_size, "validation": result.validation_size, "epochs": result.epochs,
-               "best_epoch": result.best_epoch, "before_train_accuracy": result.before_train,
-               "before_validation_accuracy": result.before_validation,
-               "after_train_accuracy": result.after_train,
-               "after_validation_accuracy": result.after_validation}
+    summary = train(data, output, prompt=prompt, temperature=temperature,
+                    validation_fraction=validation_fraction, epochs=epochs, patience=patience,
+                    learning_rate=learning_rate, seed=seed, cache_dir=cache_dir,
+                    use_cache=not no_cache, progress=progress(), on_skipped=_print_skipped,
+                    **encoder_settings(kw))
     if as_json:
         emit_json(summary)
         return
-    click.echo(f"trained on {result.train_size} files, held out {result.validation_size}; "
-               f"{result.epochs} epochs, kept "
-               + (f"epoch {result.best_epoch}" if result.best_epoch else "the identity (no epoch did better)"))
+    click.echo(f"trained on {summary.train} files, held out {summary.validation}; "
+               f"{summary.epochs} epochs, kept "
+               + (f"epoch {summary.best_epoch}" if summary.best_epoch
+                  else "the identity (no epoch did better)"))
     click.echo(f"{'zero-shot accuracy':<20}{'before':>8}{'after':>8}")
-    click.echo(f"{'train':<20}{result.before_train:>8.3f}{result.after_train:>8.3f}")
-    click.echo(f"{'held-out':<20}{result.before_validation:>8.3f}{result.after_validation:>8.3f}")
+    click.echo(f"{'train':<20}{summary.before_train_accuracy:>8.3f}"
+               f"{summary.after_train_accuracy:>8.3f}")
+    click.echo(f"{'held-out':<20}{summary.before_validation_accuracy:>8.3f}"
+               f"{summary.after_validation_accuracy:>8.3f}")
     click.echo(f"projection written to {display_path(output)}")
 
 

@@ -3,30 +3,13 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import click
 
-from clapdex.cli.common import emit_ndjson, encoder_options, index_encoder, json_option, projection_option
+from clapdex.cli.common import (emit_ndjson, encoder_options, encoder_settings, json_option,
+                                projection_option)
 from clapdex.cli.format import display_path, format_time_range, plural
 from clapdex.cli.lambda_option import DefaultLambdaHelp
-from clapdex.errors import DecompositionError, IndexMismatchError
-
-
-def _from_index(index_path, encoder):
-    """Dictionary, μ_A, λ and max-concepts stored in an index (refusing another model's index;
-    `encoder` already carries the index's projection, if it has one)."""
-    from clapdex.storage.database import IndexStore
-
-    with IndexStore.open(index_path) as store:
-        settings = store.settings
-        if settings.encoder_fingerprint != encoder.fingerprint:
-            raise IndexMismatchError(
-                f"index {index_path} was built with model {settings.encoder_fingerprint}, not "
-                f"{encoder.fingerprint}; pass the same --weights/--model-version or drop --index")
-        if settings.audio_mean is None:
-            raise IndexMismatchError(f"index {index_path} has no audio mean yet; index some files first")
-        return store.dictionary(), settings.audio_mean, settings.lam, settings.max_concepts
 
 
 @click.command("explain")
@@ -53,25 +36,11 @@ def explain(file, lam, max_concepts, vocabulary, index_path, top, projection_pat
     the window the concepts explain) and number of concepts, and its top
     concepts by weight. --json prints one object per window, "file" being FILE's absolute path.
     """
-    from clapdex.concepts.dictionary import build_dictionary
-    from clapdex.concepts.explain import explain_file
-    from clapdex.concepts.reference import reference_audio_mean
-    from clapdex.concepts.vocabulary import load_vocabulary
+    from clapdex import explain_file
 
-    if lam is not None and max_concepts is not None:
-        raise DecompositionError("give --lambda or --max-concepts, not both")
-    encoder = index_encoder(kwargs, projection_path, Path(index_path) if index_path is not None else None)
-    if index_path is not None and vocabulary is None:
-        dictionary, mean, index_lam, index_max = _from_index(index_path, encoder)
-        if lam is None and max_concepts is None:
-            lam, max_concepts = index_lam, index_max
-    else:
-        if index_path is not None:
-            _, mean, _, _ = _from_index(index_path, encoder)
-        else:
-            mean = reference_audio_mean(encoder)
-        dictionary = build_dictionary(encoder, load_vocabulary(vocabulary or "default"))
-    windows = explain_file(file, encoder, dictionary, mean, lam=lam, max_concepts=max_concepts, top=top)
+    windows = explain_file(file, index=index_path, lam=lam, max_concepts=max_concepts,
+                           vocabulary=vocabulary, top=top, projection=projection_path,
+                           **encoder_settings(kwargs))
     path = os.path.abspath(file)
     if as_json:
         emit_ndjson({"file": path, **_row(w)} for w in windows)

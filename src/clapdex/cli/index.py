@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from clapdex.cli.common import (emit_json, encoder_from_kwargs, encoder_options, index_encoder,
-                                index_option, json_option, projection_option, resolve_index_path)
+from clapdex.cli.common import (emit_json, encoder_options, encoder_settings, index_option,
+                                json_option, progress, projection_option, resolve_index_path)
 from clapdex.cli.format import display_path, plural
 from clapdex.printable import one_line
 from clapdex.cli.lambda_option import DefaultLambdaHelp
@@ -69,15 +69,14 @@ def index_command(paths, index_path, vocabulary, lam, max_concepts, hop_seconds,
                   rebuild, faiss_factory, workers, projection_path, as_json, **kwargs):
     """Index the audio files in PATHS (files or folders, recursive); only new or changed files
     are decoded and embedded."""
-    from clapdex.indexer import index_paths
+    from clapdex import Index
 
-    root = resolve_index_path(index_path)
     # --rebuild starts from the options given (the stored projection is not kept).
-    encoder = index_encoder(kwargs, projection_path, None if rebuild else root)
-    summary = index_paths(paths, encoder, root, vocabulary=vocabulary,
-                          lam=lam, max_concepts=max_concepts, hop_seconds=hop_seconds,
-                          prune=prune, rebuild=rebuild, faiss_factory=faiss_factory,
-                          workers=workers)
+    index = Index(resolve_index_path(index_path), **encoder_settings(kwargs))
+    summary = index.add(paths, vocabulary=vocabulary, lam=lam, max_concepts=max_concepts,
+                        hop_seconds=hop_seconds, projection=projection_path, prune=prune,
+                        rebuild=rebuild, faiss_factory=faiss_factory, workers=workers,
+                        progress=progress())
     if as_json:
         emit_json(summary)
     else:
@@ -101,12 +100,11 @@ def index_command(paths, index_path, vocabulary, lam, max_concepts, hop_seconds,
 def reindex_command(index_path, vocabulary, lam, max_concepts, recompute_mean, as_json, **kwargs):
     """Re-decompose the stored embeddings with a new λ, max-concepts or vocabulary (no audio is
     decoded or embedded; a new vocabulary loads the model's text side)."""
-    from clapdex.indexer import reindex
+    from clapdex import Index
 
-    root = resolve_index_path(index_path)
-    encoder = index_encoder(kwargs, index_root=root) if vocabulary is not None else None
-    summary = reindex(root, lam=lam, max_concepts=max_concepts,
-                      vocabulary=vocabulary, encoder=encoder, recompute_mean=recompute_mean)
+    index = Index(resolve_index_path(index_path), **encoder_settings(kwargs))
+    summary = index.reindex(lam=lam, max_concepts=max_concepts, vocabulary=vocabulary,
+                            recompute_mean=recompute_mean, progress=progress())
     if as_json:
         emit_json(summary)
     else:
@@ -137,23 +135,12 @@ def reindex_command(index_path, vocabulary, lam, max_concepts, recompute_mean, a
 def import_embeddings_command(embeddings_file, manifest_file, fingerprint, index_path, vocabulary,
                               lam, max_concepts, faiss_factory, as_json, **kwargs):
     """Index precomputed window embeddings (e.g. made on a GPU cluster)."""
-    import numpy as np
+    from clapdex import Index
 
-    from clapdex.indexer import import_embeddings, read_manifest
-    from clapdex.storage.database import IndexStore
-
-    root = resolve_index_path(index_path)
-    try:
-        matrix = np.load(embeddings_file, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise ClapdexError(f"{embeddings_file}: not a readable .npy array ({error})") from None
-    manifest = read_manifest(manifest_file)
-    # The model is loaded only where it is needed: to create an index, or to learn the fingerprint.
-    needs_model = fingerprint is None or not IndexStore.exists(root)
-    encoder = encoder_from_kwargs(kwargs) if needs_model else None
-    summary = import_embeddings(root, matrix, manifest, fingerprint=fingerprint, encoder=encoder,
-                                vocabulary=vocabulary, lam=lam, max_concepts=max_concepts,
-                                faiss_factory=faiss_factory)
+    index = Index(resolve_index_path(index_path), **encoder_settings(kwargs))
+    summary = index.import_embeddings(embeddings_file, manifest_file, fingerprint=fingerprint,
+                                      vocabulary=vocabulary, lam=lam, max_concepts=max_concepts,
+                                      faiss_factory=faiss_factory, progress=progress())
     if as_json:
         emit_json(summary)
     else:
@@ -167,9 +154,9 @@ def import_embeddings_command(embeddings_file, manifest_file, fingerprint, index
 @json_option
 def status_command(index_path, as_json):
     """Show an index: settings, counts, files that could not be indexed, sizes on disk."""
-    from clapdex.storage.health import index_status
+    from clapdex import Index
 
-    status = index_status(resolve_index_path(index_path))
+    status = Index(resolve_index_path(index_path)).status()
     if as_json:
         emit_json(status)
         return
@@ -200,9 +187,9 @@ def status_command(index_path, as_json):
 def doctor_command(index_path, repair, as_json):
     """Check an index: database and FAISS agree, indexed files still exist, no orphan rows.
     Exits 1 if a problem remains."""
-    from clapdex.storage.health import doctor
+    from clapdex import Index
 
-    report = doctor(resolve_index_path(index_path), repair=repair)
+    report = Index(resolve_index_path(index_path)).doctor(repair=repair)
     if as_json:
         emit_json(report)
     else:

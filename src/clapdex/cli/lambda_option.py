@@ -15,7 +15,7 @@ class DefaultLambdaHelp(click.Option):
 
     def get_help_record(self, ctx: click.Context):
         if self.help and "{default_lambda}" in self.help:
-            from clapdex.concepts.decompose import DEFAULT_LAMBDA
+            from clapdex import DEFAULT_LAMBDA
 
             self.help = self.help.replace("{default_lambda}", f"{DEFAULT_LAMBDA:g}")
         return super().get_help_record(ctx)

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 import click
 
-from clapdex.cli.common import emit_json, encoder_from_kwargs, encoder_options, json_option
-from clapdex.errors import ModelError
-
-TEST_TEXT = "a dog barking"
+from clapdex.cli.common import emit_json, encoder_options, encoder_settings, json_option
 
 _WEIGHTS_SOURCES = {
     "file": "local file",
@@ -32,29 +27,9 @@ def check(as_json: bool, **kwargs) -> None:
     Offline, the weights must be a local file (--weights or $CLAPDEX_CLAP_WEIGHTS) and the text
     model a local folder or already in the Hugging Face cache (--text-model or $CLAPDEX_TEXT_MODEL).
     """
-    import numpy as np
+    from clapdex import check_model
 
-    encoder = encoder_from_kwargs(kwargs)  # raises ModelError (one line, with the fix) on bad setup
-    started = time.perf_counter()
-    if hasattr(encoder, "load"):
-        encoder.load()
-    load_seconds = time.perf_counter() - started
-
-    window = _test_window(encoder.sample_rate, encoder.window_seconds)
-    started = time.perf_counter()
-    audio = encoder.embed_audio(window[None, :])
-    audio_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    text = encoder.embed_text([TEST_TEXT])
-    text_seconds = time.perf_counter() - started
-    if not (np.isfinite(audio).all() and np.isfinite(text).all()):
-        raise ModelError("the model produced NaN or infinite embeddings; the weights file may be damaged")
-
-    info = dict(encoder.describe()) if hasattr(encoder, "describe") else {}
-    info.update(fingerprint=encoder.fingerprint, load_seconds=round(load_seconds, 3),
-                audio_embedding_shape=list(audio.shape), audio_seconds=round(audio_seconds, 3),
-                text_embedding_shape=list(text.shape), text_seconds=round(text_seconds, 3),
-                audio_norm=float(np.linalg.norm(audio[0])), ok=True)
+    info = check_model(**encoder_settings(kwargs))  # ModelError (one line, with the fix) on bad setup
     if as_json:
         emit_json(info)
         return
@@ -62,15 +37,9 @@ def check(as_json: bool, **kwargs) -> None:
         click.echo(line)
 
 
-def _test_window(sample_rate: int, window_seconds: float):
-    """A 440 Hz tone of one window: deterministic, so timings and outputs compare across runs."""
-    import numpy as np
-
-    t = np.arange(int(round(sample_rate * window_seconds))) / sample_rate
-    return (0.3 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32)
-
-
 def _plain_report(info: dict) -> list[str]:
+    from clapdex import TEST_TEXT
+
     lines = []
     if "version" in info:
         lines.append(f"Model:       MS-CLAP {info['version']} ({info['audio_encoder']} audio encoder), "

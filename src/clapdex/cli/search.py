@@ -1,6 +1,6 @@
 """CLI verbs: `clapdex search` (text, audio, concepts) and `clapdex similar FILE`.
 
-A thin layer over clapdex.api: parse options, call ClapdexIndex.search, print. The model is loaded
+A thin layer over clapdex.api: parse options, call Index.search, print. The model is loaded
 only when the query needs it (text, or audio that is not in the index).
 """
 
@@ -10,11 +10,10 @@ import os
 
 import click
 
-from clapdex.cli.common import (emit_ndjson, encoder_from_kwargs, encoder_options, index_option,
-                                json_option, resolve_index_path, to_jsonable)
+from clapdex import DEFAULT_ALPHA, MODES, to_jsonable
+from clapdex.cli.common import (emit_ndjson, encoder_options, encoder_settings, index_option,
+                                json_option, resolve_index_path)
 from clapdex.cli.format import display_path, format_time_range
-from clapdex.search.engine import DEFAULT_ALPHA, MODES
-from clapdex.search.results import LOW_FIDELITY_NOTE, SearchResult, SearchResults
 
 WIDTH = 80
 INDENT = "    "
@@ -79,16 +78,15 @@ def similar_command(file, **kwargs) -> None:
 
 
 def _run(kwargs: dict, text: str | None, audio: str | None) -> None:
-    from clapdex.api import open_index
+    from clapdex import open_index
 
     as_json = kwargs.pop("as_json")
     index_path = resolve_index_path(kwargs.pop("index_path"))
     search_options = {name: kwargs.pop(name) for name in
                       ("concepts", "mode", "k", "offset", "min_score", "segments", "alpha")}
     search_options["path"] = kwargs.pop("path_glob")
-    encoder_settings = dict(kwargs)  # what remains are the encoder options
 
-    with open_index(index_path, encoder=lambda: encoder_from_kwargs(dict(encoder_settings))) as index:
+    with open_index(index_path, **encoder_settings(kwargs)) as index:  # loads the model if needed
         results = index.search(text=text, audio=audio, **search_options)
     if as_json:
         emit_ndjson(_json_rows(results))
@@ -97,7 +95,7 @@ def _run(kwargs: dict, text: str | None, audio: str | None) -> None:
             click.echo(line)
 
 
-def _json_rows(results: SearchResults):
+def _json_rows(results):
     query = to_jsonable(results.query)
     for result in results:
         row = to_jsonable(result)
@@ -109,7 +107,7 @@ def _json_rows(results: SearchResults):
 
 # ---- human output (fits in 80 columns) ---------------------------------------------------------
 
-def format_results(results: SearchResults) -> list[str]:
+def format_results(results) -> list[str]:
     if not results.results:
         return ["no results"]
     lines = []
@@ -121,7 +119,7 @@ def format_results(results: SearchResults) -> list[str]:
     return lines
 
 
-def format_result(result: SearchResult) -> list[str]:
+def format_result(result) -> list[str]:
     explanation = result.explanation
     lines = [_headline(result)]
     lines.append(_contribution_line(result))
@@ -132,12 +130,14 @@ def format_result(result: SearchResult) -> list[str]:
         shared = [c.concept for c in explanation.shared]
         lines += _fit_list(f"{INDENT}shared with query: ", shared, "none")
     if explanation.low_fidelity:
+        from clapdex import LOW_FIDELITY_NOTE
+
         lines.append(f"{INDENT}! {LOW_FIDELITY_NOTE} "
                      f"(concept fidelity {explanation.concept_fidelity:.2f})")
     return lines
 
 
-def _headline(result: SearchResult) -> str:
+def _headline(result) -> str:
     span = format_time_range(result.start, result.end)
     scores = f"score {result.score:.2f} (dense {result.dense:.2f}, concept {result.concept:.2f})"
     number = f"{result.rank}."
@@ -145,7 +145,7 @@ def _headline(result: SearchResult) -> str:
     return f"{number} {_shorten_path(result.path, max(room, 12))}  {span}  {scores}"
 
 
-def _contribution_line(result: SearchResult) -> str:
+def _contribution_line(result) -> str:
     """'= 0.42 dog + 0.31 bark + 0.02 (3 more) − 0.19 baseline': terms that add up to the concept
     score, as many as fit; the rest summed."""
     explanation = result.explanation

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from clapdex.cli.common import (emit_json, emit_ndjson, encoder_from_kwargs, encoder_options, json_option,
+from clapdex import (VOCAB_DEFAULT_CANDIDATES_PER_CONCEPT, VOCAB_DEFAULT_DUPLICATE_THRESHOLD,
+                     VOCAB_DEFAULT_SIZE, VOCAB_METHODS)
+from clapdex.cli.common import (emit_json, emit_ndjson, encoder_options, encoder_settings, json_option,
                                 progress)
-from clapdex.concepts import vocab_build
-from clapdex.concepts.vocabulary import builtin_vocabularies, load_vocabulary, write_vocabulary
 
 
 @click.group("vocab")
@@ -19,6 +19,8 @@ def vocab_group() -> None:
 @json_option
 def list_vocabularies(as_json: bool) -> None:
     """List the built-in vocabularies with their sizes."""
+    from clapdex import builtin_vocabularies, load_vocabulary
+
     rows = []
     for name in builtin_vocabularies():
         vocabulary = load_vocabulary(name)
@@ -35,6 +37,8 @@ def list_vocabularies(as_json: bool) -> None:
 @json_option
 def show(name: str, as_json: bool) -> None:
     """Print the concepts of a vocabulary (a built-in NAME or a text file), one per line."""
+    from clapdex import load_vocabulary
+
     vocabulary = load_vocabulary(name)
     if as_json:
         emit_json({"name": vocabulary.name, "size": len(vocabulary), "content_hash": vocabulary.content_hash,
@@ -46,17 +50,17 @@ def show(name: str, as_json: bool) -> None:
 
 @vocab_group.command("build")
 @click.argument("tags_file", type=click.Path(dir_okay=False))
-@click.option("--size", type=click.IntRange(min=1), default=vocab_build.DEFAULT_SIZE, show_default=True,
+@click.option("--size", type=click.IntRange(min=1), default=VOCAB_DEFAULT_SIZE, show_default=True,
               help="Number of concepts to build (fewer if the tags run out).")
-@click.option("--method", type=click.Choice(vocab_build.METHODS), default="baseline", show_default=True,
+@click.option("--method", type=click.Choice(VOCAB_METHODS), default="baseline", show_default=True,
               help="baseline: most frequent tags; pruned: without junk tags and near-duplicates; "
                    "clustered: k-means of tag embeddings, each group named by its most frequent tag.")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0, min_open=True),
-              default=vocab_build.DEFAULT_DUPLICATE_THRESHOLD, show_default=True,
+              default=VOCAB_DEFAULT_DUPLICATE_THRESHOLD, show_default=True,
               help="pruned: cosine at or above which two tags count as near-duplicates.")
 @click.option("--candidates", type=click.IntRange(min=1), default=None,
               help=f"clustered: how many of the most frequent tags to cluster "
-                   f"(default {vocab_build.DEFAULT_CANDIDATES_PER_CONCEPT} x size).")
+                   f"(default {VOCAB_DEFAULT_CANDIDATES_PER_CONCEPT} x size).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Write the vocabulary here (default: print the concepts on stdout).")
 @encoder_options
@@ -67,11 +71,14 @@ def build(tags_file: str, size: int, method: str, threshold: float, candidates: 
 
     baseline needs no model; pruned and clustered embed the tags with the CLAP text encoder.
     """
-    tag_lists = vocab_build.read_tag_file(tags_file)
-    encoder = None if method == "baseline" else encoder_from_kwargs(kwargs)
-    with progress(desc="embedding tags", unit="tag") as bar:
-        result = vocab_build.build_vocabulary(tag_lists, size=size, method=method, encoder=encoder,
-                                              threshold=threshold, candidates=candidates, progress=bar.update)
+    from clapdex import build_vocabulary, encoder_registry, read_tag_file, write_vocabulary
+    from clapdex.progress import Progress
+
+    tag_lists = read_tag_file(tags_file)
+    encoder = None if method == "baseline" else encoder_registry.load(**encoder_settings(kwargs))
+    with Progress(progress(), desc="embedding tags", unit="tag") as bar:
+        result = build_vocabulary(tag_lists, size=size, method=method, encoder=encoder,
+                                  threshold=threshold, candidates=candidates, progress=bar.update)
     if len(result.concepts) < size:
         click.echo(f"note: only {len(result.concepts)} concepts could be built (asked for {size})", err=True)
 

@@ -40,15 +40,14 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from clapdex.defaults import (VOCAB_DEFAULT_CANDIDATES_PER_CONCEPT, VOCAB_DEFAULT_DUPLICATE_THRESHOLD,
+                              VOCAB_DEFAULT_SIZE, VOCAB_METHODS)
 from clapdex.errors import VocabularyError
 
-METHODS = ("baseline", "pruned", "clustered")
-DEFAULT_SIZE = 2000
-# Near-duplicate cutoff for `pruned`, on the cosine of raw (uncentred) text embeddings. Chosen, not
-# measured: high enough that only rewordings of one concept ("dog bark" / "dog barking") merge.
-DEFAULT_DUPLICATE_THRESHOLD = 0.9
-# `clustered` clusters at most this many candidate tags per requested concept (most frequent first).
-DEFAULT_CANDIDATES_PER_CONCEPT = 5
+METHODS = VOCAB_METHODS
+DEFAULT_SIZE = VOCAB_DEFAULT_SIZE
+DEFAULT_DUPLICATE_THRESHOLD = VOCAB_DEFAULT_DUPLICATE_THRESHOLD  # see clapdex/defaults.py
+DEFAULT_CANDIDATES_PER_CONCEPT = VOCAB_DEFAULT_CANDIDATES_PER_CONCEPT
 DEFAULT_BATCH_SIZE = 256
 DEFAULT_KMEANS_ITERATIONS = 30
 

@@ -16,13 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (all-zero rows stay zero), float64."""
-    x = np.asarray(x, dtype=np.float64)
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1.0)
-
-
 @dataclass(frozen=True)
 class ConceptSetting:
     """One sparsity setting: λ, or at most `max_concepts` concepts per vector."""

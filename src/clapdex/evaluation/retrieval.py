@@ -18,7 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
-from clapdex.evaluation.representations import ConceptSetting, concept_view, unit_rows
+from clapdex.evaluation.representations import ConceptSetting, concept_view
+from clapdex.vectors import unit_rows
 
 
 def _ranked_relevance(scores: np.ndarray, relevant: np.ndarray, depth: int) -> np.ndarray:

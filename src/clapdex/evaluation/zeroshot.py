@@ -13,7 +13,8 @@ from typing import Sequence
 import numpy as np
 
 from clapdex.errors import ClapdexError
-from clapdex.evaluation.representations import ConceptSetting, concept_view, unit_rows
+from clapdex.evaluation.representations import ConceptSetting, concept_view
+from clapdex.vectors import unit_rows
 
 DEFAULT_PROMPT = "this is the sound of {}"
 

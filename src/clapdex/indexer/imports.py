@@ -14,6 +14,7 @@ import numpy as np
 from clapdex.errors import ClapdexError, IndexMismatchError
 from clapdex.indexer.opening import decomposition_mode, open_existing, open_index
 from clapdex.indexer.storing import IndexSummary, Work, Writer, save_dense
+from clapdex.progress import Progress, ProgressCallback, reporter
 from clapdex.storage.database import FileMeta, IndexStore
 from clapdex.storage.dense import DenseIndex, validate_factory
 
@@ -82,7 +83,8 @@ def import_embeddings(index_path: str | os.PathLike, embeddings: np.ndarray,
                       encoder=None, vocabulary: str | None = None, lam: float | None = None,
                       max_concepts: int | None = None, hop_seconds: float | None = None,
                       faiss_factory: str | None = None,
-                      show_progress: bool | None = None) -> IndexSummary:
+                      show_progress: bool | None = None,
+                      progress: ProgressCallback | None = None) -> IndexSummary:
     """Index precomputed window embeddings (row i of `embeddings` is `manifest[i]`).
 
     The embeddings must come from the index's model: `fingerprint` (what that model reports) must
@@ -91,7 +93,6 @@ def import_embeddings(index_path: str | os.PathLike, embeddings: np.ndarray,
     the index's dimension, finite, no all-zero rows. Each file replaces any indexed file with the
     same path; files are decomposed and stored in batches, each batch in one transaction.
     """
-    from clapdex.cli.common import progress
 
     began = time.perf_counter()
     summary = IndexSummary(index=str(index_path))
@@ -132,7 +133,8 @@ def import_embeddings(index_path: str | os.PathLike, embeddings: np.ndarray,
             groups.setdefault(row.path, []).append(i)
         summary.files_seen = len(groups)
         dense = DenseIndex.open(store)
-        bar = progress(total=len(groups), desc="importing", unit="file", show=show_progress)
+        bar = Progress(reporter(progress, show_progress), total=len(groups),
+                       desc="importing", unit="file")
         writer = Writer(store, dense, summary, bar, "importing", batch_windows=IMPORT_WINDOWS)
         try:
             for path, rows in groups.items():

@@ -34,13 +34,13 @@ def open_index(index_path: str | os.PathLike, encoder, *, vocabulary: str | None
     index must match the encoder and every option given explicitly, else IndexMismatchError names
     the differences and the rebuild command. `rebuild` deletes the index's data first. A changed
     --faiss only rebuilds the FAISS file (it is derived data). An `encoder` that is a
-    ProjectedEncoder makes a new index store its projection (see cli.common.index_encoder, which
+    ProjectedEncoder makes a new index store its projection (see clapdex.api.Index, which
     gives an existing index's stored projection back).
     """
     from clapdex.concepts.decompose import DEFAULT_LAMBDA
     from clapdex.concepts.dictionary import build_dictionary
     from clapdex.concepts.vocabulary import load_vocabulary
-    from clapdex.evaluation.projection import ProjectedEncoder
+    from clapdex.projection import ProjectedEncoder
 
     root = Path(index_path)
     projection = encoder.projection if isinstance(encoder, ProjectedEncoder) else None

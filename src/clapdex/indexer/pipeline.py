@@ -47,8 +47,9 @@ from clapdex.errors import AudioError
 from clapdex.indexer.incremental import plan, record, reuse
 from clapdex.indexer.opening import open_index
 from clapdex.indexer.storing import IndexSummary, Work, Writer, save_dense
-from clapdex.printable import one_line
 from clapdex.indexer.walk import UNLISTED, find_audio_files
+from clapdex.printable import one_line
+from clapdex.progress import Progress, ProgressCallback, reporter
 from clapdex.storage.database import FileMeta, IndexSettings
 from clapdex.storage.dense import DenseIndex
 
@@ -229,13 +230,13 @@ def index_paths(paths: Sequence[str | os.PathLike], encoder, index_path: str | o
                 vocabulary: str | None = None, lam: float | None = None,
                 max_concepts: int | None = None, hop_seconds: float | None = None,
                 prune: bool = False, rebuild: bool = False, faiss_factory: str | None = None,
-                workers: int = DECODE_WORKERS, show_progress: bool | None = None) -> IndexSummary:
+                workers: int = DECODE_WORKERS, show_progress: bool | None = None,
+                progress: ProgressCallback | None = None) -> IndexSummary:
     """Index (or update the index of) the audio files under `paths`. See the module docstring.
 
     Raises PathNotFoundError for a missing path and IndexMismatchError for an index built with
     other settings; bad files are not errors (they are in `summary.skipped`).
     """
-    from clapdex.cli.common import progress
 
     began = time.perf_counter()
     summary = IndexSummary(index=str(index_path))
@@ -248,7 +249,8 @@ def index_paths(paths: Sequence[str | os.PathLike], encoder, index_path: str | o
                        max_concepts=max_concepts, hop_seconds=hop_seconds,
                        faiss_factory=faiss_factory, rebuild=rebuild)
     dense = None
-    bar = progress(total=len(files), desc="indexing", unit="file", show=show_progress)
+    bar = Progress(reporter(progress, show_progress), total=len(files), desc="indexing",
+                   unit="file")
     try:
         dense = DenseIndex.open(store)
         _forget_stale_errors(store, files, walk_errors, roots, unlisted)

@@ -11,6 +11,7 @@ import numpy as np
 from clapdex.errors import ClapdexError, IndexMismatchError
 from clapdex.indexer.opening import decomposition_mode
 from clapdex.indexer.storing import DECOMPOSE_WINDOWS
+from clapdex.progress import Progress, ProgressCallback, reporter
 from clapdex.storage.database import IndexStore
 
 
@@ -30,14 +31,14 @@ class ReindexSummary:
 
 def reindex(index_path: str | os.PathLike, *, lam: float | None = None,
             max_concepts: int | None = None, vocabulary: str | None = None, encoder=None,
-            recompute_mean: bool = False, show_progress: bool | None = None) -> ReindexSummary:
+            recompute_mean: bool = False, show_progress: bool | None = None,
+            progress: ProgressCallback | None = None) -> ReindexSummary:
     """Re-decompose every stored segment from its stored embedding (no audio is decoded or encoded).
 
     New λ / max-concepts / vocabulary replace the stored ones; without any, the stored settings are
     applied again. A new vocabulary needs `encoder` (the index's model) for the concept text
     embeddings. Everything happens in one transaction: an interrupted reindex changes nothing.
     """
-    from clapdex.cli.common import progress
     from clapdex.concepts.decompose import audio_mean, decompose
     from clapdex.concepts.dictionary import build_dictionary
     from clapdex.concepts.vocabulary import load_vocabulary
@@ -67,8 +68,8 @@ def reindex(index_path: str | os.PathLike, *, lam: float | None = None,
         if recompute_mean or mean is None:
             mean = _corpus_mean(store)
         before = store.counts()
-        bar = progress(total=before["segments"], desc="reindexing", unit="segment",
-                       show=show_progress)
+        bar = Progress(reporter(progress, show_progress), total=before["segments"],
+                       desc="reindexing", unit="segment")
         try:
             with store.write() as session:
                 if vocab is not None:

@@ -85,7 +85,7 @@ class Writer:
 
     def __init__(self, store: IndexStore, dense: DenseIndex, summary: IndexSummary, bar,
                  label: str, batch_windows: int | None = None):
-        """`bar` (a cli.common.progress bar) counts stored files under `label`, or under
+        """`bar` (a clapdex.progress.Progress) counts stored files under `label`, or under
         MEAN_LABEL while the first windows wait for μ_A (nothing is stored meanwhile)."""
         self.store = store
         self.dense = dense

@@ -25,18 +25,13 @@ import numpy as np
 import scipy.sparse as sp
 from sqlalchemy import select
 
+from clapdex.defaults import DEFAULT_ALPHA, MODES  # noqa: F401  (re-exported)
 from clapdex.errors import IndexMismatchError
 from clapdex.search.query import ConceptTermSpec, unit
 from clapdex.search.results import (LOW_FIDELITY, ConceptTerm, ConceptWeight, Explanation,
                                     SearchResult, SharedConcept)
 from clapdex.storage.schema import FileRow, SegmentRow
 
-MODES = ("hybrid", "dense", "concept")
-# Weight of the dense score in hybrid mode. Both scores are cosines with the same unit query (dense:
-# cos(a, q); concept: cos(r, q), r the concept reconstruction of a), so they share one scale and a
-# plain average needs no calibration. No labelled data with real CLAP weights was available to tune
-# it here; evaluation can, and callers may pass alpha.
-DEFAULT_ALPHA = 0.5
 # Float32 embeddings and the stored fidelity agree to ~1e-7; the dense-score bound keeps a margin.
 _DENSE_BOUND_SLACK = 1e-5
 # Hybrid evaluates dense scores by bound for at most 1/_PRUNE_FRACTION of the segments before it

@@ -6,7 +6,7 @@ Query vectors (all unit vectors in the index's CLAP space):
   indexer cuts them). One vector per file keeps dense and concept scoring, and their exact
   explanations, the same as for text; a per-window max would need one search per window and could
   not be explained as one sum. An indexed file, named as for `clapdex show`
-  (audit.resolve_indexed_file), uses its stored embeddings (nothing is decoded or encoded); a
+  (storage.naming.resolve_indexed_file), uses its stored embeddings (nothing is decoded or encoded); a
   name that is a file on disk means that file. An index built with a projection stores projected embeddings,
   and a non-indexed file is projected with the index's stored matrix.
 - concept steering: q = normalize(q̂ + Σ β_j c_j) with the centred concept atoms c_j (query.steer).
@@ -17,15 +17,16 @@ returning exactly the segments that hold a positive named concept, ranked by Σ 
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from clapdex.errors import IndexMismatchError, QueryError
-from clapdex.evaluation.projection import encoder_for_index
-from clapdex.search.engine import DEFAULT_ALPHA, MODES, SearchEngine, concept_text_direction
 from clapdex.printable import one_line
+from clapdex.projection import encoder_for_index
+from clapdex.search.engine import DEFAULT_ALPHA, MODES, SearchEngine, concept_text_direction
 from clapdex.search.query import (ConceptTermSpec, check_path_glob, mean_direction,
                                   resolve_concepts, steer, unit)
 from clapdex.search.results import ConceptWeight, QueryInfo, SearchResults
@@ -42,33 +43,41 @@ class Searcher:
         self._encoder_source = encoder
         self._encoder = None
         self._engine: SearchEngine | None = None
+        self._lock = threading.RLock()  # threads share a Searcher: build each lazy part once
 
     @property
     def engine(self) -> SearchEngine:
         if self._engine is None:
-            self._engine = SearchEngine(self.store)
+            with self._lock:
+                if self._engine is None:
+                    self._engine = SearchEngine(self.store)
         return self._engine
 
     # ---- the encoder -----------------------------------------------------------------------
 
     def encoder(self):
         if self._encoder is None:
-            source = self._encoder_source
-            if source is None:
-                from clapdex.encoder import ClapEncoder
-                source = ClapEncoder.from_settings
-            encoder = source() if callable(source) and not hasattr(source, "embed_text") else source
-            settings = self.store.settings
-            # An index built with a projection holds projected audio embeddings: project audio
-            # queries with its stored matrix too (text queries are never projected).
-            encoder = encoder_for_index(encoder, settings, index_path=self.store.root)
-            if encoder.fingerprint != settings.encoder_fingerprint:
-                raise IndexMismatchError(
-                    f"the model ({encoder.fingerprint}) is not the one index {self.store.root} was "
-                    f"built with ({settings.encoder_fingerprint}); pass the same model options, "
-                    f"or rebuild with: clapdex index --rebuild")
-            self._encoder = encoder
+            with self._lock:
+                if self._encoder is None:
+                    self._encoder = self._checked_encoder()
         return self._encoder
+
+    def _checked_encoder(self):
+        source = self._encoder_source
+        if source is None:
+            from clapdex import encoder_registry
+            source = encoder_registry.load
+        encoder = source() if callable(source) and not hasattr(source, "embed_text") else source
+        settings = self.store.settings
+        # An index built with a projection holds projected audio embeddings: project audio
+        # queries with its stored matrix too (text queries are never projected).
+        encoder = encoder_for_index(encoder, settings, index_path=self.store.root)
+        if encoder.fingerprint != settings.encoder_fingerprint:
+            raise IndexMismatchError(
+                f"the model ({encoder.fingerprint}) is not the one index {self.store.root} was "
+                f"built with ({settings.encoder_fingerprint}); pass the same model options, "
+                f"or rebuild with: clapdex index --rebuild")
+        return encoder
 
     # ---- query vectors ---------------------------------------------------------------------
 
@@ -102,14 +111,14 @@ class Searcher:
         """(path, segment rows) of the indexed file that `audio` names, or None to decode it from
         disk.
 
-        Names resolve as for `clapdex show` (audit.resolve_indexed_file: a path, or the end of one
+        Names resolve as for `clapdex show` (storage.naming.resolve_indexed_file: a path, or the end of one
         indexed path). But a name that is a file on disk means that file: it is looked up in the
         index only as itself, never as the end of another indexed path, and is decoded when the
         index does not hold it. A name matching several indexed files, or a file whose indexing
         failed, is a QueryError (AmbiguousFileError, FileNotIndexedError).
         """
-        from clapdex.audit.files import (AmbiguousFileError, FileNotIndexedError,
-                                         FileNotInIndexError, resolve_indexed_file)
+        from clapdex.storage.naming import (AmbiguousFileError, FileNotIndexedError,
+                                            FileNotInIndexError, resolve_indexed_file)
 
         name = os.fsdecode(audio)
         on_disk = os.path.isfile(os.path.expanduser(name))

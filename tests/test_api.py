@@ -1,0 +1,122 @@
+"""The public Python API (clapdex.Index and the module-level verbs), the encoder seam and progress
+events, on a small generated collection with the spectral TEST DOUBLE (not CLAP)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import clapdex
+from clapdex import encoder_registry
+from clapdex.errors import IndexMismatchError, IndexNotFoundError, ModelError
+from tests.audio_collection import make_collection, write_vocabulary
+from tests.doubles import SpectralTestEncoder, use_encoder
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("api")
+    make_collection(root / "audio")
+    vocab = write_vocabulary(root / "vocab")
+    events = []
+    index = clapdex.Index(root / "index", encoder=SpectralTestEncoder())
+    summary = index.add([root / "audio"], vocabulary=str(vocab), progress=events.append)
+    yield {"root": root, "index": index, "summary": summary, "events": events, "vocab": vocab}
+    index.close()
+
+
+def test_add_creates_the_index_and_reports_progress(built):
+    summary, events = built["summary"], built["events"]
+    assert summary.added == 5 and len(summary.skipped) == 3
+    assert events[0].done == 0 and events[-1].finished
+    assert events[-1].done == summary.files_seen
+    assert {e.task for e in events} <= {"indexing", "estimating audio mean"}
+
+
+def test_every_read_verb_answers_on_the_index(built):
+    index = built["index"]
+    hits = index.search(text="a 400 hz tone", k=2)
+    assert hits.results[0].path.endswith("b400.flac")
+    assert index.similar(hits.results[0].path, k=1).results[0].path == hits.results[0].path
+    assert index.concepts(top=3)[0].files >= 1
+    name = index.concepts(top=1)[0].concept
+    assert index.count(name).segments >= 1
+    assert index.audit(name).n_segments == index.count(name).segments
+    assert isinstance(index.cooccurrence(min_count=1), list)
+    low = index.poorly_explained(below=1.0, limit=2)
+    assert low.total >= len(low.segments) == 2
+    assert index.file("a200.wav").path.endswith("a200.wav")
+    assert index.status()["counts"]["files"] == 5
+    assert index.doctor()["ok"]
+
+
+def test_explain_uses_the_index_settings(built):
+    index = built["index"]
+    path = built["root"] / "audio" / "tones" / "a200.wav"
+    windows = index.explain(path, top=2)
+    assert windows and all(w.lam == pytest.approx(index.settings.lam) for w in windows)
+    assert windows[0].concepts[0].concept == "a 200 hz tone"
+    same = clapdex.explain_file(path, SpectralTestEncoder(), index=index.path, top=2)
+    assert clapdex.to_jsonable(same) == clapdex.to_jsonable(windows)
+
+
+def test_open_index_refuses_a_missing_index(tmp_path):
+    with pytest.raises(IndexNotFoundError):
+        clapdex.open_index(tmp_path / "nothing")
+
+
+def test_create_index_then_reindex(tmp_path, built):
+    index = clapdex.create_index(tmp_path / "ix", SpectralTestEncoder(), vocabulary=str(built["vocab"]),
+                                 lam=0.1)
+    assert index.counts()["files"] == 0 and index.settings.lam == 0.1
+    with pytest.raises(IndexMismatchError):
+        clapdex.create_index(tmp_path / "ix", SpectralTestEncoder(), lam=0.2)
+    index.add([built["root"] / "audio" / "tones"])
+    assert index.reindex(lam=0.2).lam == 0.2 and index.settings.lam == 0.2  # state refreshed
+    index.close()
+
+
+def test_json_conversion_is_the_clis(built):
+    row = clapdex.to_jsonable(built["index"].concepts(top=1)[0])
+    assert set(row) >= {"concept", "files", "segments"}
+    json.dumps(clapdex.to_jsonable(built["summary"]))
+
+
+# ---- the encoder seam ------------------------------------------------------------------------------
+
+def test_registry_loads_by_name_spec_and_environment(monkeypatch):
+    made = encoder_registry.load("tests.doubles:SpectralTestEncoder")
+    assert isinstance(made, SpectralTestEncoder)
+    use_encoder(monkeypatch, lambda **options: SpectralTestEncoder(seed=options.get("batch_size", 0)))
+    assert encoder_registry.load(batch_size=3).fingerprint.endswith(":s3")  # $CLAPDEX_ENCODER
+    with pytest.raises(ModelError, match="unknown encoder"):
+        encoder_registry.load("no-such-encoder")
+    with pytest.raises(ModelError, match="cannot be loaded"):
+        encoder_registry.load("tests.doubles:NoSuchThing")
+
+
+def test_a_subprocess_cli_uses_the_encoder_named_in_the_environment(built):
+    env = {**os.environ, "CLAPDEX_ENCODER": "tests.doubles:SpectralTestEncoder",
+           "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+    result = subprocess.run([sys.executable, "-c", "from clapdex.cli import main; main()", "search",
+                             "a 700 hz tone", "--index", str(built["index"].path), "-k", "1",
+                             "--json"], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["path"].endswith("c700.ogg")
+
+
+def test_library_modules_never_import_the_cli():
+    import re
+
+    importing = re.compile(r"^\s*(from|import) clapdex\.cli\b", re.M)
+    for path in (REPO / "src" / "clapdex").rglob("*.py"):
+        if "cli" in path.relative_to(REPO / "src" / "clapdex").parts:
+            continue
+        assert not importing.search(path.read_text(encoding="utf-8")), path
