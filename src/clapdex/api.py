@@ -94,7 +94,7 @@ class Index:
         self._encoder_options = encoder_options
         self._lock = threading.RLock()
         self._store: IndexStore | None = None
-        self._searcher = None
+        self._searcher_state = None
         self._model = None
 
     # ---- lazy parts (built once, under the lock) ----
@@ -116,19 +116,20 @@ class Index:
                     self._model = _make_encoder(self._encoder_source, self._encoder_options)
         return self._model
 
-    def _search(self):
-        if self._searcher is None:
+    @property
+    def _searcher(self):
+        if self._searcher_state is None:
             with self._lock:
-                if self._searcher is None:
+                if self._searcher_state is None:
                     from clapdex.search import Searcher
 
-                    self._searcher = Searcher(self.store, self.model)
-        return self._searcher
+                    self._searcher_state = Searcher(self.store, self.model)
+        return self._searcher_state
 
     def refresh(self) -> None:
         """Forget the cached database handle and search state (they are reopened on next use)."""
         with self._lock:
-            store, self._store, self._searcher = self._store, None, None
+            store, self._store, self._searcher_state = self._store, None, None
             if store is not None:
                 store.close()
 
@@ -275,7 +276,7 @@ class Index:
         that opens no set is a QueryError); `segments=True` ranks segments
         instead of files; `alpha` is the dense weight of the hybrid score. Returns SearchResults.
         """
-        return self._search().search(text=text, audio=audio, concepts=concepts, mode=mode, k=k,
+        return self._searcher.search(text=text, audio=audio, concepts=concepts, mode=mode, k=k,
                                      offset=offset, min_score=min_score, path=path,
                                      segments=segments, alpha=alpha, vector=vector)
 
