@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import clapdex.cli.common as common
 from clapdex.cli import main
 from clapdex.storage.database import IndexStore
 from tests.audio_collection import make_collection, write_vocabulary

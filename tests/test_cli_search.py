@@ -8,7 +8,6 @@ import json
 import pytest
 from click.testing import CliRunner
 
-import clapdex.cli.common as common
 from clapdex.cli import main
 from tests.doubles import SpectralTestEncoder, use_encoder
 from tests.search_fixtures import build_index

@@ -18,14 +18,13 @@ import pytest
 import soundfile
 from click.testing import CliRunner
 
-import clapdex.cli.common as common
 from clapdex import audio, indexer
 from clapdex.cli import main
 from clapdex.errors import AudioError
 from clapdex.storage.database import IndexStore
 from clapdex.storage.schema import os_text_from_db, os_text_to_db
 from tests.audio_collection import tone_mix, write_vocabulary
-from tests.doubles import SpectralTestEncoder
+from tests.doubles import SpectralTestEncoder, use_encoder
 
 ROOT = Path(__file__).resolve().parent.parent
 needs_root_bypass = pytest.mark.skipif(os.geteuid() == 0, reason="root reads any folder")
@@ -33,7 +32,7 @@ needs_root_bypass = pytest.mark.skipif(os.geteuid() == 0, reason="root reads any
 
 @pytest.fixture
 def double(monkeypatch):
-    monkeypatch.setattr(common, "load_encoder", lambda **_: SpectralTestEncoder())
+    use_encoder(monkeypatch, lambda **_: SpectralTestEncoder())
 
 
 def run(*args):
@@ -167,11 +166,11 @@ def test_explain_on_a_fifo_is_a_one_line_error(tmp_path):
         audio.load_audio(fifo, 16000)
     vocab = write_vocabulary(tmp_path)
     code = ("import sys; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/src']\n"
-            "import clapdex.cli.common as c; from tests.doubles import SpectralTestEncoder\n"
-            "c.load_encoder = lambda **_: SpectralTestEncoder()\n"
             "from clapdex.cli import main; main(sys.argv[2:])")
+    env = {**os.environ, "CLAPDEX_ENCODER": "tests.doubles:SpectralTestEncoder"}  # the seam
     done = subprocess.run([sys.executable, "-c", code, str(ROOT), "explain", str(fifo),
-                           "--vocab", str(vocab)], capture_output=True, text=True, timeout=120)
+                           "--vocab", str(vocab)], capture_output=True, text=True, timeout=120,
+                          env=env)
     assert done.returncode == 1 and "not a regular file" in done.stderr
     assert "Traceback" not in done.stderr
 

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import clapdex.cli.common as common
 from clapdex.cli import main
 from clapdex.cli.common import SafeGroup
 from clapdex.errors import IndexDamagedError, ReadOnlyIndexError

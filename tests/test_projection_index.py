@@ -13,7 +13,6 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-import clapdex.cli.common as common
 from clapdex.api import open_index
 from clapdex.audio import cut_windows, load_audio
 from clapdex.cli import main
