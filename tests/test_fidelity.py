@@ -12,11 +12,10 @@ import pytest
 import soundfile
 from click.testing import CliRunner
 
-import clapdex.cli.common as common
 from clapdex.cli import main
 from clapdex.concepts.decompose import audio_mean, concept_fidelity, decompose
 from clapdex.concepts.dictionary import ConceptDictionary
-from tests.doubles import SpectralTestEncoder, sine
+from tests.doubles import SpectralTestEncoder, sine, use_encoder
 
 
 def unit(x):
@@ -95,7 +94,7 @@ VOCAB = [f"a {f} hz tone" for f in (200, 300, 440, 660, 1000, 1500, 2000, 3000)]
 
 @pytest.fixture
 def folder(tmp_path, monkeypatch):
-    monkeypatch.setattr(common, "load_encoder", lambda **settings: SpectralTestEncoder())
+    use_encoder(monkeypatch, lambda **settings: SpectralTestEncoder())
     audio = tmp_path / "audio"
     audio.mkdir()
     sr = 8000
