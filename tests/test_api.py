@@ -120,3 +120,19 @@ def test_library_modules_never_import_the_cli():
         if "cli" in path.relative_to(REPO / "src" / "clapdex").parts:
             continue
         assert not importing.search(path.read_text(encoding="utf-8")), path
+
+
+def test_files_and_segments_by_id(built):
+    from clapdex.errors import QueryError
+
+    index = built["index"]
+    failed = index.files(status="error")
+    assert len(failed) == 3 and all(f.error for f in failed)
+    first = index.files(status="indexed", limit=1)[0]
+    assert index.file_info(first.id) == first and first.segments >= 1
+    hit = index.search(text="a 400 hz tone", k=1, segments=True).results[0]
+    segment = index.segment(hit.segment_id)
+    assert segment.path == hit.path and (segment.start, segment.end) == (hit.start, hit.end)
+    assert "a 400 hz tone" in index.concept_names()
+    with pytest.raises(QueryError):
+        index.file_info(10**9)

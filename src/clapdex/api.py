@@ -357,6 +357,31 @@ class Index:
 
         return file_profile(self.store, name, top=top)
 
+    # ---- records by id (what the web app links to) ----
+
+    def concept_names(self) -> list[str]:
+        """The vocabulary, in concept-id order."""
+        return self.store.concept_names()
+
+    def file_info(self, file_id: int):
+        """One file by id: path, status, error, duration, sample rate, channels, size, segments
+        (storage.records.FileRecord; QueryError when there is none)."""
+        from clapdex.storage.records import file_record
+
+        return file_record(self.store, file_id)
+
+    def files(self, status: str | None = None, offset: int = 0, limit: int | None = None) -> list:
+        """Files in id order (only those with `status`, "indexed" or "error", if given)."""
+        from clapdex.storage.records import file_records
+
+        return file_records(self.store, status=status, offset=offset, limit=limit)
+
+    def segment(self, segment_id: int):
+        """One segment by id: its file (id and path), start and end (storage.records.SegmentRecord)."""
+        from clapdex.storage.records import segment_record
+
+        return segment_record(self.store, segment_id)
+
     def report(self, output: str | os.PathLike, top: int = 20, n_files: int = 3) -> dict:
         """Write a self-contained HTML report to `output`; returns its summary (files, segments)."""
         from clapdex.audit.report import write_report

@@ -12,7 +12,8 @@ def to_jsonable(value: Any) -> Any:
     import numpy as np
 
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {k: to_jsonable(v) for k, v in dataclasses.asdict(value).items()}
+        # not dataclasses.asdict: it deep-copies first (most of the cost for a page of results)
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
