@@ -96,6 +96,65 @@ def test_retrieval_end_to_end(tmp_path, spectral):
     assert [r["setting"] for r in report["rows"][1:]] == ["N=2", "N=4"]
 
 
+def test_retrieval_hybrid_rows(tmp_path, spectral):
+    freqs = (440, 700, 1000, 1500, 2000, 3000)
+    for freq in freqs:
+        soundfile.write(tmp_path / f"{freq}.wav", sine(freq, 1.0, 8000) + sine(1.5 * freq, 1.0, 8000, 0.2),
+                        8000)
+    lines = ["path,caption"] + [f"{f}.wav,a {f} hz tone" for f in freqs] + ["440.wav,dog"]
+    (tmp_path / "captions.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+    base = ["eval", "retrieval", str(tmp_path / "captions.csv"), "--vocab", str(tmp_path / "vocab.txt"),
+            "--sweep", "0.05,0.2", "--no-cache", "--json"]
+    result = CliRunner().invoke(main, base + ["--alpha", "0.2,0.5,0.8"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)["rows"]
+    assert [(r["representation"], r["setting"]) for r in rows] == [("dense", "")] + [
+        (kind, f"λ={lam}" + (f" α={a}" if a else "")) for lam in ("0.05", "0.2")
+        for kind, a in [("concepts", None), ("hybrid", "0.2"), ("hybrid", "0.5"), ("hybrid", "0.8")]]
+    swept = json.loads(CliRunner().invoke(main, base + ["--alpha-sweep"]).output)["rows"]
+    metrics = ("t2a_r1", "t2a_r10", "t2a_map10", "a2t_r1", "a2t_r10", "a2t_map10")
+    concept = {r["lam"]: r for r in swept if r["representation"] == "concepts"}
+    for row in swept:
+        if row["alpha"] == 1.0:    # all dense
+            assert [row[m] for m in metrics] == [swept[0][m] for m in metrics]
+        if row["alpha"] == 0.0:    # all concept
+            assert [row[m] for m in metrics] == [concept[row["lam"]][m] for m in metrics]
+    assert len(swept) == 1 + 2 * 12
+    error = CliRunner().invoke(main, base + ["--alpha", "2"])
+    assert error.exit_code == 1 and "between 0 and 1" in error.output
+
+
+def test_audio_mean_per_dataset_reference_or_file(tmp_path, spectral):
+    """--audio-mean dataset | reference | FILE.npy: a file holding the dataset's own mean gives the
+    dataset rows exactly; the reference mean is another μ_A and gives other concept rows."""
+    from clapdex.concepts.decompose import audio_mean
+    from clapdex.evaluation.embeddings import embed_files
+
+    data = _dataset(tmp_path / "data")
+    (tmp_path / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+    base = ["eval", "zeroshot", str(data), "--prompt", "{}", "--vocab", str(tmp_path / "vocab.txt"),
+            "--lambda", "0.02", "--cache-dir", str(tmp_path / "cache"), "--json"]
+    runs = {}
+    paths = sorted(str(p) for p in data.rglob("*.wav"))
+    own = audio_mean(embed_files(spectral, paths, use_cache=False).embeddings)
+    np.save(tmp_path / "mean.npy", own)
+    for source in ("dataset", "reference", str(tmp_path / "mean.npy")):
+        result = CliRunner().invoke(main, base + ["--audio-mean", source])
+        assert result.exit_code == 0, result.output
+        runs[source] = json.loads(result.output)
+        assert runs[source]["audio mean"] == source
+    concept = {k: v["rows"][1] for k, v in runs.items()}
+    assert concept["dataset"]["mean_fidelity"] == pytest.approx(
+        concept[str(tmp_path / "mean.npy")]["mean_fidelity"], abs=1e-6)
+    assert concept["reference"]["mean_fidelity"] != pytest.approx(concept["dataset"]["mean_fidelity"])
+    np.save(tmp_path / "short.npy", own[:3])
+    bad = CliRunner().invoke(main, base + ["--audio-mean", str(tmp_path / "short.npy")])
+    assert bad.exit_code == 1 and "expected a finite array of shape (64,)" in bad.output
+    bad = CliRunner().invoke(main, base + ["--audio-mean", "nonsense"])
+    assert bad.exit_code == 1 and "not dataset, reference or a readable .npy" in bad.output
+
+
 def test_finetune_and_projection_end_to_end(tmp_path, spectral, one_torch_thread):
     _dataset(tmp_path / "data", per_class=4)
     # Misaligned on purpose: each pitch is labeled with the next class's name, so zero-shot with the
@@ -111,6 +170,8 @@ def test_finetune_and_projection_end_to_end(tmp_path, spectral, one_torch_thread
     summary = json.loads(result.output)
     assert summary["before_train_accuracy"] == 0.0 and summary["before_validation_accuracy"] == 0.0
     assert summary["after_train_accuracy"] == 1.0 and summary["after_validation_accuracy"] == 1.0
+    assert (summary["train"], summary["validation"], summary["test"]) == (6, 3, 3)  # 2/1/1 per class
+    assert summary["before_test_accuracy"] == 0.0 and summary["after_test_accuracy"] == 1.0
     (tmp_path / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
     args = ["eval", "zeroshot", str(tmp_path / "labels.csv"), "--vocab", str(tmp_path / "vocab.txt"), *common_args]
     before = json.loads(CliRunner().invoke(main, args).output)["rows"][0]["accuracy"]

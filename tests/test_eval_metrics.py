@@ -132,3 +132,76 @@ def test_table_fits_80_columns():
                                ("mean_active", "active", 1), ("accuracy", "accuracy", 3)])
     assert max(len(line) for line in text.splitlines()) <= 80
     assert "0.828" in text and "27.2" in text and "-" in text.splitlines()[2]
+
+
+def _brute_force_retrieval(scores, caption_file):
+    """Direct per-query loops: t2a R@1, R@10, mAP@10 (one relevant file); a2t R@1, R@10, mAP@10."""
+    n_captions, n_files = scores.shape
+    t2a = {"r1": [], "r10": [], "map10": []}
+    for j in range(n_captions):
+        order = sorted(range(n_files), key=lambda f: (-scores[j, f], f))
+        rank = order.index(caption_file[j]) + 1
+        t2a["r1"].append(rank <= 1)
+        t2a["r10"].append(rank <= 10)
+        t2a["map10"].append(1 / rank if rank <= 10 else 0.0)
+    a2t = {"r1": [], "r10": [], "map10": []}
+    for f in range(n_files):
+        mine = [j for j in range(n_captions) if caption_file[j] == f]
+        if not mine:
+            continue
+        order = sorted(range(n_captions), key=lambda j: (-scores[j, f], j))[:10]
+        hits = [caption_file[j] == f for j in order]
+        a2t["r1"].append(hits[0])
+        a2t["r10"].append(any(hits))
+        precision = [sum(hits[:i + 1]) / (i + 1) for i in range(len(hits))]
+        a2t["map10"].append(sum(p for p, h in zip(precision, hits) if h) / min(len(mine), 10))
+    return {f"{side}_{k}": float(np.mean(v)) for side, d in (("t2a", t2a), ("a2t", a2t))
+            for k, v in d.items()}
+
+
+def test_hybrid_retrieval_rows_equal_a_direct_computation():
+    from clapdex.concepts.decompose import audio_mean, decompose, recompose
+    from clapdex.concepts.dictionary import ConceptDictionary
+    from clapdex.evaluation.representations import ConceptSetting
+    from clapdex.evaluation.retrieval import evaluate_retrieval
+
+    rng = np.random.default_rng(3)
+    d, k, n_files = 32, 20, 25
+    dictionary = ConceptDictionary.from_text_embeddings([f"c{i}" for i in range(k)],
+                                                        rng.standard_normal((k, d)))
+    audio = rng.standard_normal((n_files, d)) + 2.0 * rng.standard_normal(d)  # a shared part
+    caption_file = [f for f in range(n_files) for _ in range(1 + f % 3)][:-4] + [0, 0, 0, 0]
+    text = audio[caption_file] + 1.5 * rng.standard_normal((len(caption_file), d))
+    mean = audio_mean(audio)
+    settings = [ConceptSetting(lam=0.05), ConceptSetting(max_concepts=3)]
+    rows = evaluate_retrieval(audio, text, caption_file, dictionary, mean, settings, [0.2, 0.5, 0.8])
+    assert [(r.representation, r.alpha) for r in rows] == [("dense", None)] + [
+        (kind, a) for _ in settings for kind, a in
+        [("concepts", None), ("hybrid", 0.2), ("hybrid", 0.5), ("hybrid", 0.8)]]
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    dense = unit(text) @ unit(audio).T
+    for row in rows[1:]:
+        setting = settings[0] if row.lam is not None else settings[1]
+        weights = decompose(audio, dictionary, mean, lam=setting.lam,
+                            max_concepts=setting.max_concepts).weights
+        concept = unit(text) @ recompose(weights, dictionary, mean).T
+        alpha = 0.0 if row.alpha is None else row.alpha
+        expected = _brute_force_retrieval(alpha * dense + (1 - alpha) * concept, caption_file)
+        for metric, value in expected.items():
+            assert getattr(row, metric) == pytest.approx(value), (row.setting, metric)
+    # the α = 0.5 hybrid is not just one of its parts on this data
+    hybrid = [r for r in rows if r.alpha == 0.5][0]
+    assert (hybrid.t2a_map10, hybrid.a2t_map10) != (rows[0].t2a_map10, rows[0].a2t_map10)
+
+
+def test_alpha_options():
+    from clapdex.evaluation.sweep import ALPHA_SWEEP, SweepError, parse_alphas
+
+    assert parse_alphas("0.8,0.2,0.5,0.2") == [0.2, 0.5, 0.8]
+    assert parse_alphas(None, sweep=True) == list(ALPHA_SWEEP) and len(ALPHA_SWEEP) == 11
+    assert parse_alphas(None) == []
+    for bad in ("1.5", "x", ""):
+        with pytest.raises(SweepError):
+            parse_alphas(bad)
+    with pytest.raises(SweepError, match="only one"):
+        parse_alphas("0.5", sweep=True)

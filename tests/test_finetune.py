@@ -38,7 +38,8 @@ def test_fine_tuning_improves_a_misaligned_set():
     audio, targets, text = _misaligned_set()
     assert accuracy(targets, classify(audio, text)) < 0.6  # the rotation broke zero-shot
     result = train_projection(audio, targets, text, "enc", max_epochs=100, patience=10,
-                              learning_rate=3e-2, batch_size=64, seed=0)
+                              learning_rate=3e-2, batch_size=64, seed=0, test_fraction=0.0)
+    assert result.test_size == 0
     assert 0 < result.best_epoch < result.epochs <= 100  # it stopped early, on the held-out loss
     assert result.after_validation >= 0.9 > result.before_validation
     assert result.after_train > result.before_train
@@ -55,9 +56,35 @@ def test_training_is_reproducible_with_a_fixed_seed():
 
 def test_split_is_stratified_and_disjoint():
     targets = np.repeat([0, 1, 2], [10, 5, 2])
-    train, validation = stratified_split(targets, 0.2, seed=0)
+    train, validation, test = stratified_split(targets, 0.2, seed=0)
     assert set(train).isdisjoint(validation) and len(train) + len(validation) == 17
     assert sorted(np.bincount(targets[validation]).tolist()) == [1, 1, 2]
+    assert len(test) == 0  # no test split asked for
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_three_splits_are_disjoint_and_cover_every_file(seed):
+    targets = np.repeat([0, 1, 2, 3, 4], [20, 7, 3, 2, 1])
+    train, validation, test = stratified_split(targets, 0.2, seed=seed, test_fraction=0.2)
+    assert not (set(train) & set(validation) or set(train) & set(test) or set(validation) & set(test))
+    assert sorted([*train, *validation, *test]) == list(range(len(targets)))
+    assert np.bincount(targets[test], minlength=5).tolist() == [4, 1, 1, 0, 0]
+    assert np.bincount(targets[validation], minlength=5).tolist() == [4, 1, 1, 1, 0]
+    assert set(targets[train]) == {0, 1, 2, 3, 4}  # every class still trains
+
+
+def test_after_accuracy_is_reported_on_the_test_split():
+    audio, targets, text = _misaligned_set()
+    result = train_projection(audio, targets, text, "enc", max_epochs=100, patience=10,
+                              learning_rate=3e-2, batch_size=64, seed=0, test_fraction=0.25)
+    train, validation, test = stratified_split(targets, 0.2, 0, test_fraction=0.25)
+    assert (result.train_size, result.validation_size, result.test_size) == (
+        len(train), len(validation), len(test))
+    projected = apply_projection(audio[test], result.projection)
+    assert result.after_test == pytest.approx(accuracy(targets[test], classify(projected, text)))
+    assert result.before_test == pytest.approx(accuracy(targets[test], classify(audio[test], text)))
+    assert result.after_test > result.before_test
+    assert result.projection.metrics["after_test_accuracy"] == result.after_test
 
 
 def test_projection_round_trips_and_refuses_another_encoder(tmp_path):

@@ -37,6 +37,7 @@ def downgrade_to_v3(root) -> None:
         connection.execute("ALTER TABLE segments DROP COLUMN concept_fidelity")
         connection.execute("ALTER TABLE files DROP COLUMN channels")
         connection.execute("ALTER TABLE index_settings DROP COLUMN generation")
+        connection.execute("ALTER TABLE index_settings DROP COLUMN alpha")
         connection.execute("UPDATE index_settings SET schema_version = 3")
     connection.close()
 
@@ -89,6 +90,7 @@ def test_upgrade_fills_concept_fidelity_like_a_fresh_index(fresh, notes):
             # the generic part: a nullable column the database lacked is back, NULL
             assert set(session.scalars(select(FileRow.channels))) == {None}
             assert session.scalar(select(IndexSettingsRow.generation)) == 1  # default 0, + upgrade
+            assert session.scalar(select(IndexSettingsRow.alpha)) is None
         assert store.settings.lam is not None  # the settings read as a whole again
     assert len(notes) == 1 and "upgraded index" in notes[0] and "from schema version 3" in notes[0]
     with IndexStore.open(root):
@@ -187,7 +189,8 @@ def test_every_column_of_the_schema_could_be_added_by_an_upgrade():
     indexes older than UPGRADABLE_FROM are rebuilt, not upgraded)."""
     from clapdex.storage.schema import Base
 
-    added_since_3 = {("segments", "concept_fidelity")}
+    added_since_3 = {("segments", "concept_fidelity"), ("index_settings", "alpha"),
+                     ("index_settings", "generation")}
     for table in Base.metadata.sorted_tables:
         for column in table.columns:
             if (table.name, column.name) in added_since_3:

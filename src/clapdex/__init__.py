@@ -23,6 +23,7 @@ _EXPORTS = {
     "create_index": "clapdex.api", "explain_file": "clapdex.api",
     "evaluate_zeroshot": "clapdex.api", "evaluate_retrieval": "clapdex.api",
     "finetune": "clapdex.api", "check_model": "clapdex.api", "Evaluation": "clapdex.api",
+    "tune": "clapdex.api", "TuneOutcome": "clapdex.api",
     "FinetuneSummary": "clapdex.api", "MatchCount": "clapdex.api",
     "PoorlyExplainedResult": "clapdex.api", "TEST_TEXT": "clapdex.api",
     "to_jsonable": "clapdex.jsonable",

@@ -261,7 +261,7 @@ class Index:
     def search(self, text: str | None = None, audio: str | os.PathLike | None = None,
                concepts: Sequence[str | tuple[str, float]] = (), mode: str | None = None,
                k: int = 10, offset: int = 0, min_score: float | None = None,
-               path: str | None = None, segments: bool = False, alpha: float = DEFAULT_ALPHA,
+               path: str | None = None, segments: bool = False, alpha: float | None = None,
                vector: np.ndarray | None = None):
         """Search by one of `text`, `audio` (an audio file, or an indexed file named as
         `clapdex show` takes it, e.g. by the end of its path; an indexed file's stored embeddings
@@ -274,7 +274,8 @@ class Index:
         only choice for concept-only queries). k results after skipping `offset`; `min_score`
         drops weaker results; `path` is a glob on file paths ('[[]' matches a literal '['; a '['
         that opens no set is a QueryError); `segments=True` ranks segments
-        instead of files; `alpha` is the dense weight of the hybrid score. Returns SearchResults.
+        instead of files; `alpha` is the dense weight of the hybrid score (None: the index's
+        tuned α, stored by `tune(apply=...)`, else DEFAULT_ALPHA). Returns SearchResults.
         """
         return self._searcher.search(text=text, audio=audio, concepts=concepts, mode=mode, k=k,
                                      offset=offset, min_score=min_score, path=path,
@@ -520,9 +521,10 @@ def _embed_dataset(encoder, paths, cache_dir, use_cache, progress, on_skipped):
     return embedded
 
 
-def _prepare(encoder, embeddings, vocabulary, lam, sweep, max_concepts, plot, projection):
-    """Projection, settings, dictionary and μ_A shared by both evaluations."""
-    from clapdex.concepts.decompose import audio_mean
+def _prepare(encoder, embeddings, vocabulary, lam, sweep, max_concepts, plot, projection,
+             audio_mean="dataset", dictionary=None):
+    """Projection, settings, vocabulary label, dictionary (`dictionary`: e.g. an index's, instead
+    of `vocabulary`) and μ_A (see _audio_mean), shared by both evaluations."""
     from clapdex.concepts.dictionary import build_dictionary
     from clapdex.concepts.vocabulary import load_vocabulary
     from clapdex.evaluation.sweep import check_plot_path, parse_settings
@@ -533,9 +535,45 @@ def _prepare(encoder, embeddings, vocabulary, lam, sweep, max_concepts, plot, pr
         check_plot_path(plot)
     if projection is not None:
         embeddings = apply_projection(embeddings, load_projection(projection, encoder.fingerprint))
-    vocab = load_vocabulary(vocabulary)
-    dictionary = build_dictionary(encoder, vocab)
-    return embeddings, settings, vocab, dictionary, audio_mean(embeddings)
+    if dictionary is None:
+        vocab = load_vocabulary(vocabulary)
+        dictionary = build_dictionary(encoder, vocab)
+        label = f"{vocab.name} ({len(vocab.concepts)} concepts)"
+    else:
+        label = f"the index's ({dictionary.size} concepts)"
+    mean = _audio_mean(audio_mean, encoder, embeddings, projection)
+    return embeddings, settings, label, dictionary, mean
+
+
+def _audio_mean(source, encoder, embeddings, projection) -> np.ndarray:
+    """μ_A for an evaluation: "dataset" (the mean of its own unit embeddings), "reference" (the
+    model's fixed reference mean, one for every dataset, as SpLiCE's precomputed mean), or a
+    path to a saved (d,) array (docs/reproducing.md, "The audio mean")."""
+    from clapdex.concepts.decompose import audio_mean
+    from clapdex.evaluation.datasets import DatasetError
+    from clapdex.printable import one_line
+
+    if isinstance(source, np.ndarray):
+        mean = source
+    elif source == "dataset":
+        return audio_mean(embeddings)
+    elif source == "reference":
+        from clapdex.concepts.reference import reference_audio_mean
+        from clapdex.projection import ProjectedEncoder, load_projection
+
+        if projection is not None:  # the reference signals embedded as the evaluated files are
+            encoder = ProjectedEncoder(encoder, load_projection(projection, encoder.fingerprint))
+        return reference_audio_mean(encoder)
+    else:
+        try:
+            mean = np.load(source, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise DatasetError(f"--audio-mean {source}: not dataset, reference or a readable .npy "
+                               f"file ({one_line(str(error))})") from None
+    if mean.shape != (embeddings.shape[1],) or not np.all(np.isfinite(mean)):
+        raise DatasetError(f"--audio-mean {source}: expected a finite array of shape "
+                           f"({embeddings.shape[1]},), got {mean.shape}")
+    return np.asarray(mean, dtype=np.float64)
 
 
 def _write_outputs(rows, csv, plot, metric, title) -> None:
@@ -548,10 +586,73 @@ def _write_outputs(rows, csv, plot, metric, title) -> None:
         plot_sweep(rows, metric, plot, title)
 
 
+ZEROSHOT_COLUMNS = [("representation", "repr", 0), ("setting", "setting", 0),
+                    ("mean_active", "active", 1), ("median_active", "median", 1),
+                    ("mean_concept_fidelity", "c-fid", 3), ("mean_fidelity", "r-fid", 3),
+                    ("accuracy", "accuracy", 3), ("macro_f1", "macro-F1", 3)]
+RETRIEVAL_COLUMNS = [("representation", "repr", 0), ("setting", "setting", 0),
+                     ("mean_active", "active", 1), ("mean_concept_fidelity", "c-fid", 3),
+                     ("t2a_r1", "T→A R@1", 3), ("t2a_r10", "R@10", 3), ("t2a_map10", "mAP@10", 3),
+                     ("a2t_r1", "A→T R@1", 3), ("a2t_r10", "R@10", 3), ("a2t_map10", "mAP@10", 3)]
+
+
+def _zeroshot_task(data, encoder, prompt, vocabulary, lam, sweep, max_concepts, plot, projection,
+                   audio_mean, cache_dir, use_cache, progress, on_skipped, dictionary=None):
+    """(header, settings, evaluate(settings, alphas) -> rows) for zero-shot classification."""
+    from clapdex.evaluation.datasets import load_labeled
+    from clapdex.evaluation.zeroshot import class_prompts, class_text_embeddings, evaluate_zeroshot
+
+    dataset = load_labeled(data)
+    class_prompts(dataset.classes, prompt)  # reject a bad template before any encoding
+    embedded = _embed_dataset(encoder, dataset.paths, cache_dir, use_cache, progress, on_skipped)
+    dataset = dataset.subset(embedded.kept)
+    embeddings, settings, label, dictionary, mean = _prepare(
+        encoder, embedded.embeddings, vocabulary, lam, sweep, max_concepts, plot, projection,
+        audio_mean, dictionary)
+    classes = class_text_embeddings(encoder, dataset.classes, prompt)
+    header = {"task": "zero-shot classification", "data": str(data), "files": len(dataset.paths),
+              "classes": list(dataset.classes), "prompt": prompt, "vocabulary": label,
+              "projection": str(projection) if projection else "none",
+              "audio mean": _mean_label(audio_mean),
+              "skipped": [{"path": p, "reason": r} for p, r in embedded.skipped]}
+    return header, settings, lambda chosen, alphas: evaluate_zeroshot(
+        embeddings, dataset.targets, classes, dictionary, mean, chosen, alphas)
+
+
+def _retrieval_task(data, encoder, vocabulary, lam, sweep, max_concepts, plot, projection,
+                    audio_mean, cache_dir, use_cache, progress, on_skipped, dictionary=None):
+    """(header, settings, evaluate(settings, alphas) -> rows) for text-audio retrieval."""
+    from clapdex.evaluation.datasets import load_captions
+    from clapdex.evaluation.retrieval import evaluate_retrieval
+
+    dataset = load_captions(data)
+    embedded = _embed_dataset(encoder, dataset.paths, cache_dir, use_cache, progress, on_skipped)
+    new_index = {old: new for new, old in enumerate(embedded.kept)}
+    keep = [j for j, f in enumerate(dataset.caption_file) if f in new_index]
+    captions = [dataset.captions[j] for j in keep]
+    caption_file = [new_index[dataset.caption_file[j]] for j in keep]
+    embeddings, settings, label, dictionary, mean = _prepare(
+        encoder, embedded.embeddings, vocabulary, lam, sweep, max_concepts, plot, projection,
+        audio_mean, dictionary)
+    text = encoder.embed_text(captions)
+    header = {"task": "text-audio retrieval", "data": str(data), "files": len(embedded.kept),
+              "captions": len(captions), "vocabulary": label,
+              "projection": str(projection) if projection else "none",
+              "audio mean": _mean_label(audio_mean),
+              "skipped": [{"path": p, "reason": r} for p, r in embedded.skipped]}
+    return header, settings, lambda chosen, alphas: evaluate_retrieval(
+        embeddings, text, caption_file, dictionary, mean, chosen, alphas)
+
+
+def _mean_label(audio_mean) -> str:
+    return "given array" if isinstance(audio_mean, np.ndarray) else str(audio_mean)
+
+
 def evaluate_zeroshot(data: str | os.PathLike, encoder: EncoderSource = None, *,
                       prompt: str = "this is the sound of {}", vocabulary: str = "default",
                       lam: float | None = None, sweep: str | None = None,
                       max_concepts: str | None = None, projection: str | os.PathLike | None = None,
+                      alphas: Sequence[float] = (), audio_mean="dataset",
                       cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
                       csv: str | os.PathLike | None = None, plot: str | os.PathLike | None = None,
                       metric: str = "accuracy", progress: ProgressCallback | None = None,
@@ -559,71 +660,142 @@ def evaluate_zeroshot(data: str | os.PathLike, encoder: EncoderSource = None, *,
                       **encoder_options) -> Evaluation:
     """Zero-shot classification of `data` (class sub-folders, or a CSV with path,label) with the
     dense embeddings and their concept reconstructions at each sparsity setting (`lam`, a `sweep`
-    "λ1,λ2", or `max_concepts` "N1,N2"). Files are embedded once (cached under `cache_dir`);
-    `on_skipped` receives the unreadable files [(path, reason)]; `csv` / `plot` also write the
-    rows / the `metric` against sparsity."""
-    from clapdex.evaluation.datasets import load_labeled
-    from clapdex.evaluation.zeroshot import class_prompts, class_text_embeddings, evaluate_zeroshot
-
+    "λ1,λ2", or `max_concepts` "N1,N2"), and the hybrid α·dense + (1 − α)·concept at each of
+    `alphas`. μ_A: `audio_mean` "dataset", "reference", a .npy path or an array. Files are
+    embedded once (cached under `cache_dir`); `on_skipped` receives the unreadable files
+    [(path, reason)]; `csv` / `plot` also write the rows / the `metric` against sparsity."""
     encoder = _make_encoder(encoder, encoder_options)
-    dataset = load_labeled(data)
-    class_prompts(dataset.classes, prompt)  # reject a bad template before any encoding
-    embedded = _embed_dataset(encoder, dataset.paths, cache_dir, use_cache, progress, on_skipped)
-    dataset = dataset.subset(embedded.kept)
-    embeddings, settings, vocab, dictionary, mean = _prepare(
-        encoder, embedded.embeddings, vocabulary, lam, sweep, max_concepts, plot, projection)
-    rows = evaluate_zeroshot(embeddings, dataset.targets,
-                             class_text_embeddings(encoder, dataset.classes, prompt),
-                             dictionary, mean, settings)
-    header = {"task": "zero-shot classification", "data": str(data), "files": len(dataset.paths),
-              "classes": list(dataset.classes), "prompt": prompt,
-              "vocabulary": f"{vocab.name} ({len(vocab.concepts)} concepts)",
-              "projection": str(projection) if projection else "none",
-              "skipped": [{"path": p, "reason": r} for p, r in embedded.skipped]}
-    columns = [("representation", "repr", 0), ("setting", "setting", 0), ("mean_active", "active", 1),
-               ("median_active", "median", 1), ("mean_concept_fidelity", "c-fid", 3),
-               ("mean_fidelity", "r-fid", 3),
-               ("accuracy", "accuracy", 3), ("macro_f1", "macro-F1", 3)]
+    header, settings, evaluate = _zeroshot_task(
+        data, encoder, prompt, vocabulary, lam, sweep, max_concepts, plot, projection, audio_mean,
+        cache_dir, use_cache, progress, on_skipped)
+    rows = evaluate(settings, list(alphas))
     _write_outputs(rows, csv, plot, metric, f"zero-shot {metric} vs sparsity")
-    return Evaluation(header, rows, columns)
+    return Evaluation(header, rows, ZEROSHOT_COLUMNS)
 
 
 def evaluate_retrieval(data: str | os.PathLike, encoder: EncoderSource = None, *,
                        vocabulary: str = "default", lam: float | None = None,
                        sweep: str | None = None, max_concepts: str | None = None,
                        projection: str | os.PathLike | None = None,
+                       alphas: Sequence[float] = (), audio_mean="dataset",
                        cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
                        csv: str | os.PathLike | None = None, plot: str | os.PathLike | None = None,
                        metric: str = "t2a_r10", progress: ProgressCallback | None = None,
                        on_skipped: Callable[[list], None] | None = None,
                        **encoder_options) -> Evaluation:
     """Text-audio retrieval on `data`, a CSV with path,caption: R@1, R@10, mAP@10 both ways for
-    the dense audio embeddings and their concept reconstructions (captions stay dense). Options
-    as for evaluate_zeroshot."""
-    from clapdex.evaluation.datasets import load_captions
-    from clapdex.evaluation.retrieval import evaluate_retrieval
-
+    the dense audio embeddings, their concept reconstructions (captions stay dense) and the
+    hybrid score at each of `alphas`, as search scores it. Options as for evaluate_zeroshot."""
     encoder = _make_encoder(encoder, encoder_options)
-    dataset = load_captions(data)
-    embedded = _embed_dataset(encoder, dataset.paths, cache_dir, use_cache, progress, on_skipped)
-    new_index = {old: new for new, old in enumerate(embedded.kept)}
-    keep = [j for j, f in enumerate(dataset.caption_file) if f in new_index]
-    captions = [dataset.captions[j] for j in keep]
-    caption_file = [new_index[dataset.caption_file[j]] for j in keep]
-    embeddings, settings, vocab, dictionary, mean = _prepare(
-        encoder, embedded.embeddings, vocabulary, lam, sweep, max_concepts, plot, projection)
-    text = encoder.embed_text(captions)
-    rows = evaluate_retrieval(embeddings, text, caption_file, dictionary, mean, settings)
-    header = {"task": "text-audio retrieval", "data": str(data), "files": len(embedded.kept),
-              "captions": len(captions),
-              "vocabulary": f"{vocab.name} ({len(vocab.concepts)} concepts)",
-              "projection": str(projection) if projection else "none",
-              "skipped": [{"path": p, "reason": r} for p, r in embedded.skipped]}
-    columns = [("representation", "repr", 0), ("setting", "setting", 0), ("mean_active", "active", 1),
-               ("t2a_r1", "T→A R@1", 3), ("t2a_r10", "R@10", 3), ("t2a_map10", "mAP@10", 3),
-               ("a2t_r1", "A→T R@1", 3), ("a2t_r10", "R@10", 3), ("a2t_map10", "mAP@10", 3)]
+    header, settings, evaluate = _retrieval_task(
+        data, encoder, vocabulary, lam, sweep, max_concepts, plot, projection, audio_mean,
+        cache_dir, use_cache, progress, on_skipped)
+    rows = evaluate(settings, list(alphas))
     _write_outputs(rows, csv, plot, metric, f"retrieval {metric} vs sparsity")
-    return Evaluation(header, rows, columns)
+    return Evaluation(header, rows, RETRIEVAL_COLUMNS)
+
+
+TUNE_SWEEP = "0.02,0.03,0.05,0.07,0.1,0.15,0.2,0.3"  # λ grid when no sweep is given
+RETRIEVAL_METRICS = ("t2a_r1", "t2a_r10", "t2a_map10", "a2t_r1", "a2t_r10", "a2t_map10")
+
+
+@dataclass
+class TuneOutcome:
+    """What `tune` evaluated and chose: `rows` are the dense row, the concept rows (the curve, by
+    active concepts) and the hybrid rows at the chosen setting; `choice` is the TuneResult;
+    `applied` says what was changed in the index (None without `apply`)."""
+
+    header: dict
+    rows: list
+    columns: list
+    choice: Any
+    applied: dict | None = None
+
+    def table(self) -> str:
+        from clapdex.evaluation.report import format_table
+
+        return format_table(self.rows, self.columns)
+
+
+def tune(data: str | os.PathLike, encoder: EncoderSource = None, *, task: str = "auto",
+         prompt: str = "this is the sound of {}", vocabulary: str = "default",
+         lam: float | None = None, sweep: str | None = None, max_concepts: str | None = None,
+         alphas: Sequence[float] | None = None, metric: str | None = None,
+         apply: str | os.PathLike | None = None, projection: str | os.PathLike | None = None,
+         audio_mean="dataset", cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
+         csv: str | os.PathLike | None = None, plot: str | os.PathLike | None = None,
+         progress: ProgressCallback | None = None,
+         on_skipped: Callable[[list], None] | None = None, **encoder_options) -> TuneOutcome:
+    """Choose the sparsity and the hybrid α on labelled `data` (evaluation.tuning): the knee of
+    `metric` (default accuracy, or t2a_r10 for retrieval) against active concepts over the sweep
+    (default TUNE_SWEEP), then the best of `alphas` (default 0, 0.1, ..., 1) there. `task`:
+    "zeroshot", "retrieval" or "auto" (retrieval for a CSV with a caption column). `apply`: an
+    index path: tune with its concepts, then reindex it with the choice and store α as its
+    search default."""
+    from clapdex.evaluation.datasets import DatasetError
+    from clapdex.evaluation.sweep import ALPHA_SWEEP
+    from clapdex.evaluation.tuning import apply_to_index, choose
+
+    if task == "auto":
+        task = "retrieval" if _has_caption_column(data) else "zeroshot"
+    if task not in ("zeroshot", "retrieval"):
+        raise DatasetError(f"unknown task {task!r}; choose zeroshot or retrieval")
+    metric = metric or ("accuracy" if task == "zeroshot" else "t2a_r10")
+    if (metric in RETRIEVAL_METRICS) != (task == "retrieval"):
+        raise DatasetError(f"metric {metric} does not apply to {task}")
+    if lam is None and sweep is None and max_concepts is None:
+        sweep = TUNE_SWEEP
+    alphas = list(ALPHA_SWEEP if alphas is None else alphas)
+    encoder = _make_encoder(encoder, encoder_options)
+    dictionary = _index_dictionary(apply, encoder, projection) if apply is not None else None
+    common = (vocabulary, lam, sweep, max_concepts, plot, projection, audio_mean, cache_dir,
+              use_cache, progress, on_skipped, dictionary)
+    if task == "zeroshot":
+        header, settings, evaluate = _zeroshot_task(data, encoder, prompt, *common)
+        columns = ZEROSHOT_COLUMNS
+    else:
+        header, settings, evaluate = _retrieval_task(data, encoder, *common)
+        columns = RETRIEVAL_COLUMNS
+    result = choose(evaluate(settings, []), metric, lambda s, a: evaluate([s], a), alphas,
+                    DEFAULT_ALPHA, header["task"])
+    rows = [result.dense, *result.curve, *result.alphas]
+    _write_outputs(rows, csv, plot, metric, f"{metric} vs sparsity (knee: {result.setting.label})")
+    applied = None
+    if apply is not None:
+        with Index(apply, encoder) as index:
+            summary = apply_to_index(index, result, progress)
+        applied = {"index": str(apply), "segments": summary.segments, "lambda": summary.lam,
+                   "max_concepts": summary.max_concepts, "alpha": result.alpha}
+    return TuneOutcome(header, rows, columns, result, applied)
+
+
+def _has_caption_column(data) -> bool:
+    import csv as csv_module
+
+    path = Path(data)
+    if path.is_dir():
+        return False
+    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        header = next(csv_module.reader(handle), [])
+    return "caption" in [h.strip().lower() for h in header]
+
+
+def _index_dictionary(index_path, encoder, projection):
+    """The index's stored concepts, after checking that `data` is embedded as the index's was."""
+    from clapdex.projection import ProjectedEncoder, load_projection
+
+    IndexStore.require_writable(index_path)
+    with IndexStore.open(index_path, write=True) as store:
+        settings = store.settings
+        dictionary = store.dictionary()
+    if projection is not None:
+        encoder = ProjectedEncoder(encoder, load_projection(projection, encoder.fingerprint))
+    if encoder.fingerprint != settings.encoder_fingerprint:
+        raise IndexMismatchError(
+            f"index {index_path} was built with model {settings.encoder_fingerprint!r}, the data "
+            f"is embedded with {encoder.fingerprint!r}; pass the index's model options (and "
+            f"--projection if it has one)")
+    return dictionary
 
 
 @dataclass
@@ -640,19 +812,25 @@ class FinetuneSummary:
     before_train_accuracy: float
     before_validation_accuracy: float
     after_train_accuracy: float
-    after_validation_accuracy: float
+    after_validation_accuracy: float      # chosen by early stopping on this split: optimistic
+    test: int = 0                         # a third split, used for nothing else
+    before_test_accuracy: float | None = None
+    after_test_accuracy: float | None = None  # the honest figure
 
 
 def finetune(data: str | os.PathLike, output: str | os.PathLike, encoder: EncoderSource = None, *,
              prompt: str = "this is the sound of {}", temperature: float = 0.05,
-             validation_fraction: float = 0.2, epochs: int = 200, patience: int = 10,
+             validation_fraction: float = 0.2, test_fraction: float = 0.2,
+             epochs: int = 200, patience: int = 10,
              learning_rate: float = 1e-3, seed: int = 0,
              cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
              progress: ProgressCallback | None = None,
              on_skipped: Callable[[list], None] | None = None,
              **encoder_options) -> FinetuneSummary:
     """Train a linear projection of audio embeddings towards their class prompts (`data` as for
-    evaluate_zeroshot) and write it to `output` (use it with `projection=` elsewhere)."""
+    evaluate_zeroshot) and write it to `output` (use it with `projection=` elsewhere). Three
+    disjoint stratified splits: train, validation (early stopping) and test (`test_fraction`, 0
+    for none), on which the reported after-accuracy is measured."""
     from clapdex.evaluation.datasets import load_labeled
     from clapdex.evaluation.projection import train_projection
     from clapdex.evaluation.zeroshot import class_prompts, class_text_embeddings
@@ -669,14 +847,18 @@ def finetune(data: str | os.PathLike, output: str | os.PathLike, encoder: Encode
                                   encoder.fingerprint, classes=dataset.classes, prompt=prompt,
                                   temperature=temperature, validation_fraction=validation_fraction,
                                   learning_rate=learning_rate, max_epochs=epochs,
-                                  patience=patience, seed=seed, on_epoch=lambda *_: bar.update(1))
+                                  patience=patience, seed=seed, on_epoch=lambda *_: bar.update(1),
+                                  test_fraction=test_fraction)
     save_projection(result.projection, output)
     return FinetuneSummary(
         output=str(output), files=len(dataset.paths), classes=len(dataset.classes),
         train=result.train_size, validation=result.validation_size, epochs=result.epochs,
         best_epoch=result.best_epoch, before_train_accuracy=result.before_train,
         before_validation_accuracy=result.before_validation,
-        after_train_accuracy=result.after_train, after_validation_accuracy=result.after_validation)
+        after_train_accuracy=result.after_train, after_validation_accuracy=result.after_validation,
+        test=result.test_size,
+        before_test_accuracy=result.before_test if result.test_size else None,
+        after_test_accuracy=result.after_test if result.test_size else None)
 
 
 def check_model(encoder: EncoderSource = None, **encoder_options) -> dict:

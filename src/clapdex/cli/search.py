@@ -46,8 +46,9 @@ def _add_search_options(func, concept_help: str, mode_help: str):
         click.option("--min-score", type=float, default=None, help="Drop results scoring below this."),
         click.option("--path", "path_glob", metavar="GLOB", default=None, help=PATH_HELP),
         click.option("--segments", is_flag=True, help="List segments instead of files."),
-        click.option("--alpha", type=click.FloatRange(0.0, 1.0), default=DEFAULT_ALPHA,
-                     show_default=True, help="Hybrid: weight of the dense score (rest: concept)."),
+        click.option("--alpha", type=click.FloatRange(0.0, 1.0), default=None,
+                     help="Hybrid: weight of the dense score (rest: concept); default: the "
+                          f"index's tuned α (clapdex tune --apply), else {DEFAULT_ALPHA}."),
         json_option,
         index_option,
     ]

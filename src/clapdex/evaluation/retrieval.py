@@ -1,7 +1,8 @@
 """Text-audio retrieval: dense embeddings vs concept reconstructions of the audio.
 
 Only the audio side is decomposed; captions stay dense text embeddings (normalised, not centred),
-as in SpLiCE's retrieval experiments. Scores are cosines.
+as in SpLiCE's retrieval experiments. Scores are cosines. A hybrid row scores like `clapdex search`
+does: α·cos(a, t) + (1 − α)·cos(r, t) (α the dense weight, r the concept reconstruction).
 
 Metrics (each caption belongs to exactly one file; a file may have several captions):
 - text→audio, per caption: R@k = 1 if its file ranks in the top k; AP@10 = 1/rank if rank ≤ 10
@@ -41,9 +42,13 @@ def _metrics(scores: np.ndarray, relevant: np.ndarray, prefix: str) -> dict[str,
 
 def retrieval_metrics(audio: np.ndarray, text: np.ndarray, caption_file: Sequence[int]) -> dict[str, float]:
     """All six metrics for audio vectors (files) and caption embeddings (see module docstring)."""
+    return score_metrics(unit_rows(text) @ unit_rows(audio).T, caption_file)
+
+
+def score_metrics(scores: np.ndarray, caption_file: Sequence[int]) -> dict[str, float]:
+    """All six metrics for a (captions, files) score matrix."""
     caption_file = np.asarray(caption_file)
-    relevant = caption_file[:, None] == np.arange(len(audio))[None, :]  # (captions, files)
-    scores = unit_rows(text) @ unit_rows(audio).T
+    relevant = caption_file[:, None] == np.arange(scores.shape[1])[None, :]  # (captions, files)
     captioned = relevant.any(axis=0)  # audio→text averages over files that have a caption
     return {**_metrics(scores, relevant, "t2a"),
             **_metrics(scores.T[captioned], relevant.T[captioned], "a2t")}
@@ -51,7 +56,7 @@ def retrieval_metrics(audio: np.ndarray, text: np.ndarray, caption_file: Sequenc
 
 @dataclass
 class RetrievalRow:
-    representation: str
+    representation: str          # "dense" | "concepts" | "hybrid"
     setting: str
     lam: float | None
     max_concepts: int | None
@@ -65,19 +70,28 @@ class RetrievalRow:
     median_active: float | None = None
     mean_fidelity: float | None = None           # reconstruction fidelity cos(r, â)
     mean_concept_fidelity: float | None = None   # cos(Cw, z): how much the concepts explain
+    alpha: float | None = None                   # hybrid rows: the dense weight
 
 
 def evaluate_retrieval(audio_embeddings: np.ndarray, text_embeddings: np.ndarray,
                        caption_file: Sequence[int], dictionary=None, audio_mean: np.ndarray | None = None,
-                       settings: Sequence[ConceptSetting] = ()) -> list[RetrievalRow]:
-    """The dense row, then one concept row per setting."""
-    rows = [RetrievalRow("dense", "", None, None,
-                         **retrieval_metrics(audio_embeddings, text_embeddings, caption_file))]
+                       settings: Sequence[ConceptSetting] = (),
+                       alphas: Sequence[float] = ()) -> list[RetrievalRow]:
+    """The dense row, then per setting one concept row and one hybrid row per α in `alphas`."""
+    text = unit_rows(text_embeddings)
+    dense = text @ unit_rows(audio_embeddings).T
+    rows = [RetrievalRow("dense", "", None, None, **score_metrics(dense, caption_file))]
     for setting in settings:
         view = concept_view(audio_embeddings, dictionary, audio_mean, setting)
+        concept = text @ view.reconstructions.T
+        stats = dict(mean_active=view.mean_active, median_active=view.median_active,
+                     mean_fidelity=view.mean_fidelity,
+                     mean_concept_fidelity=view.mean_concept_fidelity)
         rows.append(RetrievalRow("concepts", setting.label, setting.lam, setting.max_concepts,
-                                 **retrieval_metrics(view.reconstructions, text_embeddings, caption_file),
-                                 mean_active=view.mean_active, median_active=view.median_active,
-                                 mean_fidelity=view.mean_fidelity,
-                                 mean_concept_fidelity=view.mean_concept_fidelity))
+                                 **score_metrics(concept, caption_file), **stats))
+        for alpha in alphas:
+            rows.append(RetrievalRow("hybrid", f"{setting.label} α={alpha:g}", setting.lam,
+                                     setting.max_concepts,
+                                     **score_metrics(alpha * dense + (1 - alpha) * concept,
+                                                     caption_file), **stats, alpha=float(alpha)))
     return rows

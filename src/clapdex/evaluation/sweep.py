@@ -53,6 +53,23 @@ def parse_settings(lam: float | None = None, sweep: str | None = None,
     return [default_setting()]
 
 
+ALPHA_SWEEP = tuple(round(0.1 * i, 1) for i in range(11))  # 0, 0.1, ..., 1
+
+
+def parse_alphas(alpha: str | None = None, sweep: bool = False) -> list[float]:
+    """--alpha a1,a2,... | --alpha-sweep -> hybrid dense weights α in [0, 1] (default: none)."""
+    if alpha is not None and sweep:
+        raise SweepError("use only one of --alpha and --alpha-sweep")
+    if sweep:
+        return list(ALPHA_SWEEP)
+    if alpha is None:
+        return []
+    values = _numbers(alpha, float, "--alpha")
+    if any(not 0 <= v <= 1 for v in values):
+        raise SweepError("--alpha values must be between 0 and 1")
+    return sorted(set(values))
+
+
 def check_plot_path(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.suffix.lower() not in PLOT_SUFFIXES:

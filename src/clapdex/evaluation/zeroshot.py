@@ -2,7 +2,8 @@
 
 Each class c gets the text embedding of its prompt (e.g. "this is the sound of dog"), normalised
 and *not* centred (design.md). A file is assigned the class whose text embedding has the highest
-cosine with its dense embedding a, or with its concept reconstruction r.
+cosine with its dense embedding a, or with its concept reconstruction r, or (hybrid, as search
+scores) the highest α·cos(a, t) + (1 − α)·cos(r, t).
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ def macro_f1(targets: Sequence[int], predictions: Sequence[int], n_classes: int)
 class ZeroShotRow:
     """One line of results: dense, or concepts under one sparsity setting."""
 
-    representation: str               # "dense" | "concepts"
-    setting: str                      # "" for dense, "λ=0.25" / "N=20" for concepts
+    representation: str               # "dense" | "concepts" | "hybrid"
+    setting: str                      # "" for dense, "λ=0.25" / "N=20" for concepts (+ " α=0.5")
     lam: float | None
     max_concepts: int | None
     accuracy: float
@@ -70,21 +71,33 @@ class ZeroShotRow:
     median_active: float | None = None
     mean_fidelity: float | None = None           # reconstruction fidelity cos(r, â)
     mean_concept_fidelity: float | None = None   # cos(Cw, z): how much the concepts explain
+    alpha: float | None = None                   # hybrid rows: the dense weight
 
 
 def evaluate_zeroshot(embeddings: np.ndarray, targets: Sequence[int], class_embeddings: np.ndarray,
                       dictionary=None, audio_mean: np.ndarray | None = None,
-                      settings: Sequence[ConceptSetting] = ()) -> list[ZeroShotRow]:
-    """The dense row, then one concept row per setting (needs dictionary and audio_mean)."""
+                      settings: Sequence[ConceptSetting] = (),
+                      alphas: Sequence[float] = ()) -> list[ZeroShotRow]:
+    """The dense row, then per setting one concept row and one hybrid row per α in `alphas`
+    (needs dictionary and audio_mean)."""
     n_classes = len(class_embeddings)
-    predictions = classify(embeddings, class_embeddings)
+    text = unit_rows(class_embeddings)
+    dense = unit_rows(embeddings) @ text.T
+    predictions = np.argmax(dense, axis=1)
     rows = [ZeroShotRow("dense", "", None, None, accuracy(targets, predictions),
                         macro_f1(targets, predictions, n_classes))]
     for setting in settings:
         view = concept_view(embeddings, dictionary, audio_mean, setting)
-        predictions = classify(view.reconstructions, class_embeddings)
-        rows.append(ZeroShotRow("concepts", setting.label, setting.lam, setting.max_concepts,
-                                accuracy(targets, predictions), macro_f1(targets, predictions, n_classes),
-                                view.mean_active, view.median_active, view.mean_fidelity,
-                                view.mean_concept_fidelity))
+        concept = unit_rows(view.reconstructions) @ text.T
+        stats = (view.mean_active, view.median_active, view.mean_fidelity,
+                 view.mean_concept_fidelity)
+        for alpha in [None, *alphas]:
+            scores = concept if alpha is None else alpha * dense + (1 - alpha) * concept
+            predictions = np.argmax(scores, axis=1)
+            rows.append(ZeroShotRow(
+                "concepts" if alpha is None else "hybrid",
+                setting.label if alpha is None else f"{setting.label} α={alpha:g}",
+                setting.lam, setting.max_concepts, accuracy(targets, predictions),
+                macro_f1(targets, predictions, n_classes), *stats,
+                alpha=None if alpha is None else float(alpha)))
     return rows

@@ -171,9 +171,13 @@ class Searcher:
     def search(self, text: str | None = None, audio: str | os.PathLike | None = None,
                concepts: Sequence[str | tuple[str, float]] = (), mode: str | None = None,
                k: int = 10, offset: int = 0, min_score: float | None = None,
-               path: str | None = None, segments: bool = False, alpha: float = DEFAULT_ALPHA,
+               path: str | None = None, segments: bool = False, alpha: float | None = None,
                vector: np.ndarray | None = None) -> SearchResults:
-        """Rank files (or segments) for one query. See the module docstring and docs/search.md."""
+        """Rank files (or segments) for one query. See the module docstring and docs/search.md.
+        `alpha` None: the index's tuned α (`clapdex tune --apply`), else DEFAULT_ALPHA."""
+        if alpha is None:
+            stored = self.store.settings.alpha
+            alpha = DEFAULT_ALPHA if stored is None else stored
         given = [name for name, value in (("text", text), ("audio", audio), ("vector", vector))
                  if value is not None]
         if len(given) > 1:

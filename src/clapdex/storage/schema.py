@@ -21,7 +21,8 @@ SCHEMA_VERSION = 4  # 2: concept_stats / corpus_stats tables, segments.fidelity 
                     #    (concept_id, weight, segment_id) postings index (audit)
                     # 3: index_settings.projection / projection_hash (optional linear projection)
                     # 4: index_settings.generation (bumped by every write transaction)
-                    # 4: segments.concept_fidelity (indexed; filled from stored data on upgrade)
+                    # 4: segments.concept_fidelity (indexed; filled from stored data on upgrade),
+                    #    index_settings.alpha (the hybrid α `clapdex tune --apply` chose)
 # Version 4 and later upgrade older indexes in place (storage/migrate.py): a new column must be
 # nullable or have a server_default, and a computed one needs a filler there.
 
@@ -100,6 +101,8 @@ class IndexSettingsRow(Base):
     # row-major, and its Projection.content_hash. NULL: embeddings are the model's own.
     projection: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     projection_hash: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # The hybrid search's dense weight α chosen by `clapdex tune --apply`; NULL: DEFAULT_ALPHA.
+    alpha: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # Moves on with every write transaction (IndexStore.write): files derived from the database

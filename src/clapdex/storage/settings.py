@@ -32,6 +32,9 @@ class IndexSettings:
     # its Projection.content_hash); the encoder fingerprint then carries "+projection:<hash16>".
     projection: np.ndarray | None = None
     projection_hash: str | None = None
+    # Search's default hybrid α (dense weight), when tuned (`clapdex tune --apply`); a preference,
+    # not a rebuild-relevant setting.
+    alpha: float | None = None
 
     # Settings whose change makes the stored data meaningless, with the command that rebuilds.
     _REBUILD = {
@@ -112,4 +115,4 @@ def settings_from_row(row: IndexSettingsRow) -> IndexSettings:
         hop_seconds=row.hop_seconds, vocabulary_name=row.vocabulary_name,
         vocabulary_hash=row.vocabulary_hash, lam=row.lam, max_concepts=row.max_concepts,
         audio_mean=mean, faiss_factory=row.faiss_factory, projection=projection,
-        projection_hash=row.projection_hash)
+        projection_hash=row.projection_hash, alpha=row.alpha)
