@@ -95,7 +95,7 @@ def test_show_exports(index, tmp_path):
     assert run(root, "show", path, "--top", "2", "--csv", str(csv_path)).exit_code == 0
     same_values(read_csv(csv_path), expected)
     text = run(root, "show", path).output
-    assert text.splitlines()[0].startswith(path) and len(text.splitlines()) == len(expected) + 1
+    assert text.splitlines()[0].startswith(path) and len(text.splitlines()) == len(expected) + 2
 
 
 def test_audit_prints_the_count_first_then_rows_by_weight(index):
@@ -202,11 +202,11 @@ def test_show_prints_clock_times_and_an_escaped_path(awkward):
     out = run(awkward / "index", "show", str(awkward / ODD))
     assert out.exit_code == 0, out.output
     assert out.output.splitlines() == [
-        str(awkward / "odd\\nname\\x1b[31m.wav") + " (00:00.3), 1 segment",
+        str(awkward / "odd\\nname\\x1b[31m.wav"), "  00:00.3, 1 segment",
         "  00:00.0–00:00.3  concept fidelity 0.30  dog 0.40"]
     out = run(awkward / "index", "show", "long.wav")
     assert out.output.splitlines() == [
-        str(awkward / "long.wav") + " (1:02:05), 2 segments",
+        str(awkward / "long.wav"), "  1:02:05, 2 segments",
         "  1:02:00–1:02:02  concept fidelity 0.45  cat 0.25",
         "  1:02:03–1:02:05  concept fidelity 0.90  cat 0.50"]
 
@@ -215,8 +215,10 @@ def test_poorly_explained_lines(awkward):
     out = run(awkward / "index", "audit", "--poorly-explained", "--below", "0.5")
     assert out.output.splitlines() == [
         "2 segments with concept fidelity below 0.5",
-        f"  concept fidelity 0.30  00:00.0–00:00.3  {awkward}/odd\\nname\\x1b[31m.wav  closest: dog 0.40",
-        f"  concept fidelity 0.45  1:02:00–1:02:02  {awkward}/long.wav  closest: cat 0.25"]
+        f"  {awkward}/odd\\nname\\x1b[31m.wav",
+        "    00:00.0–00:00.3  concept fidelity 0.30  closest: dog 0.40",
+        f"  {awkward}/long.wav",
+        "    1:02:00–1:02:02  concept fidelity 0.45  closest: cat 0.25"]
     out = run(awkward / "index", "audit", "--poorly-explained", "--below", "0.4", "--count")
     assert out.output == "1 segment with concept fidelity below 0.4\n"
 
@@ -260,3 +262,21 @@ def test_tables_show_two_decimals(index):
         assert len(lines) > 1
         last = lines[1].split()[-1]
         assert last.count(".") == 1 and len(last.split(".")[1]) == 2, lines[1]
+
+
+@pytest.mark.parametrize("columns", [60, 80, 200])
+def test_show_audit_and_poorly_explained_fit_the_terminal(index, monkeypatch, columns):
+    """Every line but a file's own (which is never cut) fits $COLUMNS."""
+    monkeypatch.setenv("COLUMNS", str(columns))
+    root = index[2]
+    expression = "siren OR traffic OR wind"
+    indexed = {row.path for row in index[0].files()}
+    path = sorted(r["path"] for r in ndjson(run(root, "audit", expression, "--json").output))[0]
+    for args in (("show", path, "--top", "5"), ("audit", expression),
+                 ("audit", "--poorly-explained", "--below", "0.9")):
+        out = run(root, *args)
+        assert out.exit_code == 0, out.output
+        lines = out.output.splitlines()
+        assert lines, args
+        assert all(len(line) <= columns for line in lines if line.strip() not in indexed), args
+        assert any(line.strip() in indexed for line in lines), args

@@ -199,3 +199,16 @@ def test_index_location_from_environment(setup, encoders, monkeypatch):
     assert result.exit_code == 0, result.output
     assert IndexStore.exists(setup["tmp"] / "env-index")
     assert run("status", "--json").exit_code == 0
+
+
+@pytest.mark.parametrize("columns", [60, 80, 200])
+def test_index_summary_and_status_fit_the_terminal(setup, encoders, monkeypatch, columns):
+    """Paths (never cut) have lines of their own; every other line fits $COLUMNS."""
+    monkeypatch.setenv("COLUMNS", str(columns))
+    paths = {str(setup["index"])} | {str(p) for p in setup["bad"]}
+    for result in (_index(setup), run("status", "--index", setup["index"])):
+        assert result.exit_code == 0, result.output
+        lines = result.stdout.splitlines()
+        long = [line for line in lines if len(line) > columns]
+        assert all(any(p in line for p in paths) for line in long), long
+    assert any("5 added" in line for line in _index(setup, "--rebuild").stdout.splitlines())

@@ -40,12 +40,13 @@ def test_text_search_prints_compact_explained_results(fixture, loads):
     result = run("search", "a", "500", "hz", "tone", "--index", fixture.root, "-k", "3")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].startswith("1. ") and "tone_500.wav" in lines[0]
-    assert "00:00–00:02" in lines[0] and "score " in lines[0] and "(dense " in lines[0]
-    assert lines[1].lstrip().startswith("= ") and "a 500 hz tone" in lines[1]
-    assert "fidelity" in lines[2]
+    # the file has a line of its own, whole; the rest of the result is indented below it
+    assert lines[0] == f"1. {fixture.paths['tone_500.wav']}"
+    assert "00:00–00:02" in lines[1] and "score " in lines[1] and "(dense " in lines[1]
+    assert lines[2].lstrip().startswith("= ") and "a 500 hz tone" in lines[2]
+    assert "fidelity" in lines[3]
     assert sum(line.startswith(("1. ", "2. ", "3. ")) for line in lines) == 3
-    assert all(len(line) <= 80 for line in lines)
+    assert all(len(line) <= 80 for line in lines if not line.startswith(("1. ", "2. ", "3. ")))
     assert len(loads) == 1
 
 
@@ -83,7 +84,7 @@ def test_similar_on_an_indexed_file_returns_it_first_without_the_model(fixture, 
     assert "tone_2000_then_250.wav" in first
     assert any("shared with query:" in line for line in lines)
     assert loads == []
-    assert all(len(line) <= 80 for line in lines)
+    assert all(len(line) <= 80 for line in lines if not line[:1].isdigit())
 
 
 def test_steering_and_options_reach_the_search(fixture, loads):
@@ -153,7 +154,7 @@ def test_index_a_folder_then_search_it(tmp_path, loads):
     assert found.exit_code == 0, found.output
     lines = found.output.splitlines()
     assert lines[0].startswith("1. ") and "tone_1000.wav" in lines[0]
-    assert "a 1000 hz tone" in lines[1]
+    assert "a 1000 hz tone" in lines[2]
     concept = run("search", "-c", "a 3000 hz tone", "--index", index, "--json", "-k", "1")
     assert json.loads(concept.output)["path"].endswith("sub/tone_3000.wav")
 
@@ -184,7 +185,8 @@ def test_a_newline_in_a_file_name_stays_on_one_line(named, loads):
 def test_time_ranges_cover_the_window_and_json_keeps_seconds(named, loads):
     result = run("search", "-c", "a 1500 hz tone", "--index", named.root, "-k", "1")
     assert result.exit_code == 0, result.output
-    assert "short.wav  00:00.0–00:00.5  score" in result.output.splitlines()[0]
+    lines = result.output.splitlines()
+    assert lines[0].endswith("/short.wav") and lines[1].startswith("    00:00.0–00:00.5  score")
     raw = json.loads(run("search", "-c", "a 1500 hz tone", "--index", named.root, "-k", "1",
                          "--json").output)
     assert (raw["start"], raw["end"]) == (0.0, 0.5)
@@ -244,10 +246,32 @@ def test_sum_line_writes_a_negative_first_term_as_a_signed_number():
                                   fidelity=0.8, low_fidelity=False, shared=None)
         result = SearchResult(rank=1, path="/x/a.wav", file_id=1, segment_id=1, start=0.0,
                               end=7.0, score=0.1, dense=0.1, concept=0.1, explanation=explanation)
-        return format_result(result)[1].strip()
+        return format_result(result, width=80)[2].strip()
 
     assert sum_line([("pinball", -0.02), ("drum", 0.02)]) == "= −0.02 pinball + 0.02 drum + 0.02 baseline"
     assert sum_line([("pinball", 0.03), ("drum", -0.01)]) == "= 0.03 pinball − 0.01 drum + 0.02 baseline"
     # nothing fits: the whole sum as one term, with the same minus sign as everywhere else
     long = [(f"concept number {i} with a very long name indeed", -0.001) for i in range(40)]
     assert sum_line(long).startswith("= −0.04 (40 concepts)")
+
+
+@pytest.mark.parametrize("columns", [60, 80, 200])
+def test_human_output_fits_the_terminal_width_and_never_cuts_the_file(fixture, loads, monkeypatch,
+                                                                       columns):
+    monkeypatch.setenv("COLUMNS", str(columns))
+    result = run("search", "a 500 hz tone", "--index", fixture.root, "-k", "5", "--segments")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    headlines = [line for line in lines if line[:1].isdigit()]
+    assert len(headlines) == 5
+    indexed = set(fixture.paths.values())
+    assert all(line.split(". ", 1)[1] in indexed for line in headlines)  # whole paths
+    assert all(len(line) <= columns for line in lines if line not in headlines)
+    assert any(len(line) > 60 for line in lines) or columns == 60  # the room is used
+
+
+def test_paths_under_the_current_folder_are_shown_relative(fixture, loads, monkeypatch):
+    monkeypatch.chdir(fixture.audio_dir)
+    result = run("search", "a 500 hz tone", "--index", fixture.root, "-k", "1")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == "1. tone_500.wav"

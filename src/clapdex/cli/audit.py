@@ -9,7 +9,8 @@ from __future__ import annotations
 import click
 
 from clapdex.cli.common import emit_json, emit_ndjson, index_option, json_option, resolve_index_path
-from clapdex.cli.format import display_path, format_time, format_time_range, plural
+from clapdex.cli.format import (fit, fit_list, format_time, format_time_range,
+                                output_width, plural, shown_path)
 from clapdex.errors import QueryError
 from clapdex.printable import one_line
 
@@ -50,15 +51,15 @@ def _output(rows: list[dict], as_json: bool, csv_path: str | None, columns) -> N
         from clapdex import write_csv
 
         count = write_csv(rows, csv_path)
-        click.echo(f"wrote {plural(count, 'row')} to {display_path(csv_path)}", err=True)
+        click.echo(f"wrote {plural(count, 'row')} to {shown_path(csv_path)}", err=True)
     elif as_json:
         emit_ndjson(rows)
     elif rows:
         _table(rows, columns)
 
 
-def _concept_list(pairs: list[tuple[str, float]]) -> str:
-    return ", ".join(f"{one_line(name)} {weight:.2f}" for name, weight in pairs)
+def _concept_items(pairs: list[tuple[str, float]]) -> list[str]:
+    return [f"{one_line(name)} {weight:.2f}" for name, weight in pairs]
 
 
 def _segments_in_files(n_segments: int, n_files: int) -> str:
@@ -154,13 +155,14 @@ def _matches(index, expression, count_only, limit, as_json, csv_path):
         return
     shown = "" if len(result.matches) == result.n_segments else f" (showing the best {len(result.matches)})"
     verb = "matches" if result.n_segments == 1 else "match"
-    click.echo(f"{_segments_in_files(result.n_segments, result.n_files)} {verb} "
-               f"{one_line(expression)}{shown}")
+    width = output_width()
+    click.echo(fit(f"{_segments_in_files(result.n_segments, result.n_files)} {verb} "
+                   f"{one_line(expression)}{shown}", width))
     for path, segments in result.by_file():
-        click.echo(display_path(path))
+        click.echo(shown_path(path))
         for m, span in zip(segments, _ranges(segments)):
-            click.echo(f"  {span}  score {m.score:.2f}  "
-                       f"{_concept_list(list(m.weights.items()))}".rstrip())
+            click.echo(fit_list(f"  {span}  score {m.score:.2f}  ",
+                                _concept_items(list(m.weights.items())), width).rstrip())
 
 
 def _cooccur(index, concept, min_count, limit, as_json, csv_path):
@@ -185,10 +187,16 @@ def _poorly_explained(index, below, count_only, limit, as_json, csv_path):
         return
     if not (as_json or csv_path):
         shown = "" if len(rows) == total else f" (showing the lowest {len(rows)})"
-        click.echo(f"{plural(total, 'segment')} with concept fidelity below {below:g}{shown}")
+        width = output_width()
+        click.echo(fit(f"{plural(total, 'segment')} with concept fidelity below {below:g}{shown}",
+                       width))
+        previous = None
         for r, span in zip(rows, _ranges(rows)):
-            click.echo(f"  concept fidelity {r.concept_fidelity:.2f}  {span}  {display_path(r.path)}  closest: "
-                       f"{_concept_list(r.concepts) or '(none)'}")
+            if r.path != previous:  # the file on its own line; consecutive rows share it
+                click.echo(f"  {shown_path(r.path)}")
+                previous = r.path
+            click.echo(fit_list(f"    {span}  concept fidelity {r.concept_fidelity:.2f}  closest: ",
+                                _concept_items(r.concepts), width, "(none)"))
         return
     _output([r.to_row() for r in rows], as_json, csv_path, None)
 
@@ -210,12 +218,15 @@ def show_command(file, top, index_path, as_json, csv_path):
     if as_json or csv_path:
         _output(rows, as_json, csv_path, None)
         return
-    duration = ("" if profile.duration is None
-                else f" ({format_time(profile.duration, tenths=None, nearest=True)})")
-    click.echo(f"{display_path(profile.path)}{duration}, {plural(len(profile.segments), 'segment')}")
+    about = [plural(len(profile.segments), "segment")]
+    if profile.duration is not None:
+        about.insert(0, format_time(profile.duration, tenths=None, nearest=True))
+    width = output_width()
+    click.echo(shown_path(profile.path))
+    click.echo(fit(f"  {', '.join(about)}", width))
     for s, span in zip(profile.segments, _ranges(profile.segments)):
-        click.echo(f"  {span}  concept fidelity {s.concept_fidelity:.2f}  "
-                   f"{_concept_list(s.concepts) or '(no concept)'}")
+        click.echo(fit_list(f"  {span}  concept fidelity {s.concept_fidelity:.2f}  ",
+                            _concept_items(s.concepts), width, "(no concept)"))
 
 
 # ---- report --------------------------------------------------------------------------------------
@@ -236,7 +247,7 @@ def report_command(output, top, n_files, index_path, as_json):
     if as_json:
         emit_json(summary)
     else:
-        click.echo(f"wrote {display_path(output)} "
+        click.echo(f"wrote {shown_path(output)} "
                    f"({plural(summary['files'], 'file')}, {plural(summary['segments'], 'segment')})")
 
 

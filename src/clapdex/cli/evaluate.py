@@ -6,7 +6,7 @@ import click
 
 from clapdex.cli.common import (emit_json, encoder_options, encoder_settings, json_option, progress,
                                 SafeGroup)
-from clapdex.cli.format import display_path, plural
+from clapdex.cli.format import shown_path, plural
 from clapdex.cli.lambda_option import DefaultLambdaHelp
 from clapdex.printable import one_line
 
@@ -47,7 +47,7 @@ def _concept_options(func):
 def _print_skipped(skipped) -> None:
     """Unreadable files of the dataset, on stderr (at most 5 named)."""
     for path, reason in skipped[:5]:
-        click.echo(f"skipped {display_path(path)}: {one_line(str(reason))}", err=True)
+        click.echo(f"skipped {shown_path(path)}: {one_line(str(reason))}", err=True)
     if len(skipped) > 5:
         click.echo(f"... and {plural(len(skipped) - 5, 'more unreadable file')}", err=True)
 
@@ -76,7 +76,7 @@ def _output(kw, evaluation) -> None:
     click.echo()
     click.echo(evaluation.table())
     if kw["plot"]:
-        click.echo(f"\nplot: {display_path(kw['plot'])}")
+        click.echo(f"\nplot: {shown_path(kw['plot'])}")
 
 
 def _alpha_options(func):
@@ -248,7 +248,7 @@ def finetune(data, output, prompt, temperature, validation_fraction, test_fracti
                    f"{summary.after_test_accuracy:>8.3f}")
     else:
         click.echo("no test split: the validation accuracy was chosen by early stopping")
-    click.echo(f"projection written to {display_path(output)}")
+    click.echo(f"projection written to {shown_path(output)}")
 
 
 COMMANDS = [eval_group, finetune, tune]

@@ -8,7 +8,7 @@ import click
 
 from clapdex.cli.common import (emit_ndjson, encoder_options, encoder_settings, json_option,
                                 projection_option)
-from clapdex.cli.format import display_path, format_time_range, plural
+from clapdex.cli.format import shown_path, format_time_range, plural
 from clapdex.cli.lambda_option import DefaultLambdaHelp
 
 
@@ -45,7 +45,7 @@ def explain(file, lam, max_concepts, vocabulary, index_path, top, projection_pat
     if as_json:
         emit_ndjson({"file": path, **_row(w)} for w in windows)
         return
-    click.echo(f"{display_path(path)}, {plural(len(windows), 'window')}")
+    click.echo(f"{shown_path(path)}, {plural(len(windows), 'window')}")
     ranges = [format_time_range(w.start, w.end) for w in windows]
     width = max(map(len, ranges), default=0)  # pad so the columns after the range line up
     for w, span in zip(windows, ranges):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 
 from clapdex.printable import one_line
 
@@ -51,6 +52,59 @@ def display_path(path: str | bytes | os.PathLike) -> str:
     as \\t, ESC as \\x1b, other control characters as \\xNN; see clapdex.printable.one_line), so
     a file name cannot break a result over two lines or send terminal escape sequences."""
     return one_line(os.fsdecode(path))
+
+
+def shown_path(path: str | bytes | os.PathLike) -> str:
+    """A path as every human output shows it: relative to the current folder when it lies under
+    it, else as indexed; escaped for one line (display_path)."""
+    text = os.fsdecode(path)
+    try:
+        relative = os.path.relpath(text)
+        if not relative.startswith(".."):
+            text = relative
+    except ValueError:  # another drive (Windows), or no current folder
+        pass
+    return display_path(text)
+
+
+MIN_WIDTH = 40  # below this, lines stop being readable anyway
+
+
+def output_width() -> int:
+    """Columns that human output may use: $COLUMNS, else the terminal's width, else 80."""
+    return max(shutil.get_terminal_size((80, 24)).columns, MIN_WIDTH)
+
+
+def fit(line: str, width: int) -> str:
+    """`line` cut to `width` characters, ending in '…' when cut."""
+    return line if len(line) <= width else line[:width - 1] + "…"
+
+
+def fit_list(prefix: str, items: list[str], width: int, empty: str = "") -> str:
+    """prefix + comma-separated items, as many as fit in `width`, then ', +N more'."""
+    if not items:
+        return fit(prefix + empty, width)
+    for shown in range(len(items), 0, -1):
+        more = f", +{len(items) - shown} more" if shown < len(items) else ""
+        line = prefix + ", ".join(items[:shown]) + more
+        if len(line) <= width:
+            return line
+    return fit(prefix + items[0] + (f", +{len(items) - 1} more" if len(items) > 1 else ""), width)
+
+
+def wrap_parts(prefix: str, parts: list[str], width: int, indent: str = "  ") -> list[str]:
+    """`prefix` then the parts joined by ', ', broken between parts into lines of at most `width`
+    characters; later lines start with `indent` (a part longer than a line is cut)."""
+    lines, line, fresh = [], prefix, True
+    for i, part in enumerate(parts):
+        piece = part + ("," if i < len(parts) - 1 else "")
+        if not fresh and len(line) + 1 + len(piece) > width:
+            lines.append(line)
+            line, fresh = indent, True
+        line = line + piece if fresh else f"{line} {piece}"
+        fresh = False
+    lines.append(line)
+    return [fit(text, width) for text in lines]
 
 
 def plural(count: int, noun: str, plural_noun: str | None = None) -> str:

@@ -6,7 +6,7 @@ import click
 
 from clapdex.cli.common import (emit_json, encoder_options, encoder_settings, index_option,
                                 json_option, progress, projection_option, resolve_index_path)
-from clapdex.cli.format import display_path, plural
+from clapdex.cli.format import fit, output_width, plural, shown_path, wrap_parts
 from clapdex.printable import one_line
 from clapdex.cli.lambda_option import DefaultLambdaHelp
 from clapdex.errors import ClapdexError
@@ -41,11 +41,14 @@ def _decomposition_options(reindex: bool = False):
     return decorate
 
 
-def _print_skipped(skipped: list[dict]) -> None:
-    if skipped:
-        click.echo(f"skipped {plural(len(skipped), 'file')}:")
-        for item in skipped:
-            click.echo(f"  {display_path(item['path'])}: {one_line(item['error'])}")
+def _print_failures(title: str, failures: list[dict]) -> None:
+    """Each failed file on a line of its own (never cut), its reason indented below it."""
+    if failures:
+        width = output_width()
+        click.echo(title)
+        for item in failures:
+            click.echo(f"  {shown_path(item['path'])}")
+            click.echo(fit(f"    {one_line(item['error'])}", width))
 
 
 @click.command("index")
@@ -80,12 +83,17 @@ def index_command(paths, index_path, vocabulary, lam, max_concepts, hop_seconds,
     if as_json:
         emit_json(summary)
     else:
-        click.echo(
-            f"{display_path(summary.index)}: {summary.added} added, {summary.updated} updated, "
-            f"{summary.unchanged} unchanged, {summary.touched} touched, {summary.moved} moved, "
-            f"{summary.copied} copied, {summary.removed} removed, {len(summary.skipped)} skipped; "
-            f"{summary.segments_added} segments added in {summary.seconds:.1f} s")
-        _print_skipped(summary.skipped)
+        click.echo(f"index {shown_path(summary.index)}")
+        counts = [(summary.added, "added"), (summary.updated, "updated"),
+                  (summary.unchanged, "unchanged"), (summary.touched, "touched"),
+                  (summary.moved, "moved"), (summary.copied, "copied"),
+                  (summary.removed, "removed"), (len(summary.skipped), "skipped")]
+        parts = [f"{n} {what}" for n, what in counts if n or what == "added"]
+        parts.append(f"{plural(summary.segments_added, 'segment')} added in {summary.seconds:.1f} s")
+        for line in wrap_parts(f"  {plural(summary.files_seen, 'file')}: ", parts, output_width(),
+                               indent="    "):
+            click.echo(line)
+        _print_failures(f"skipped {plural(len(summary.skipped), 'file')}:", summary.skipped)
     if strict and summary.skipped:
         raise ClapdexError(f"{plural(len(summary.skipped), 'file')} skipped (--strict)")
 
@@ -110,10 +118,13 @@ def reindex_command(index_path, vocabulary, lam, max_concepts, recompute_mean, a
     else:
         mode = (f"at most {summary.max_concepts} concepts" if summary.max_concepts is not None
                 else f"lambda {summary.lam:g}")
-        click.echo(f"{display_path(summary.index)}: re-decomposed {summary.segments} segments with {mode}, "
-                   f"vocabulary {summary.vocabulary} ({summary.concepts} concepts); postings "
-                   f"{summary.postings_before} -> {summary.postings_after} "
-                   f"in {summary.seconds:.1f} s")
+        click.echo(f"index {shown_path(summary.index)}")
+        for line in wrap_parts("  ", [f"re-decomposed {plural(summary.segments, 'segment')} with {mode}",
+                                      f"vocabulary {one_line(summary.vocabulary)} "
+                                      f"({plural(summary.concepts, 'concept')})",
+                                      f"postings {summary.postings_before} -> {summary.postings_after}",
+                                      f"in {summary.seconds:.1f} s"], output_width(), "    "):
+            click.echo(line)
 
 
 @click.command("import-embeddings")
@@ -144,9 +155,11 @@ def import_embeddings_command(embeddings_file, manifest_file, fingerprint, index
     if as_json:
         emit_json(summary)
     else:
-        click.echo(f"{display_path(summary.index)}: imported {summary.added + summary.updated} files "
-                   f"({summary.updated} replaced), {summary.segments_added} segments "
-                   f"in {summary.seconds:.1f} s")
+        click.echo(f"index {shown_path(summary.index)}")
+        click.echo(fit(f"  imported {plural(summary.added + summary.updated, 'file')} "
+                       f"({summary.updated} replaced), "
+                       f"{plural(summary.segments_added, 'segment')} in {summary.seconds:.1f} s",
+                       output_width()))
 
 
 @click.command("status")
@@ -163,20 +176,23 @@ def status_command(index_path, as_json):
     settings, counts, disk = status["settings"], status["counts"], status["disk"]
     mode = (f"at most {settings['max_concepts']} concepts" if settings["max_concepts"] is not None
             else f"lambda {settings['lam']:g}")
-    click.echo(f"index:      {display_path(status['index'])}")
-    click.echo(f"model:      {one_line(settings['encoder_fingerprint'])} (d={settings['dimension']}, "
-               f"{settings['sample_rate']} Hz, window {settings['window_seconds']:g} s, "
-               f"hop {settings['hop_seconds']:g} s)")
-    click.echo(f"concepts:   {one_line(settings['vocabulary_name'])} ({counts['concepts']}), {mode}, "
-               f"audio mean {'set' if settings['audio_mean_set'] else 'not set yet'}")
-    click.echo(f"contents:   {counts['files']} files, {counts['segments']} segments, "
-               f"{counts['postings']} postings, {counts['errors']} files with errors")
-    click.echo(f"disk:       database {_size(disk['database_bytes'])}, FAISS "
-               f"{settings['faiss_factory']} {_size(disk['faiss_bytes'])}")
-    if status["errors"]:
-        click.echo("errors:")
-        for item in status["errors"]:
-            click.echo(f"  {display_path(item['path'])}: {one_line(item['error'])}")
+    width = output_width()
+
+    def field(label: str, *parts: str) -> None:  # "label:     part, part" wrapped to the width
+        for line in wrap_parts(f"{label + ':':<12}", list(parts), width, indent=" " * 12):
+            click.echo(line)
+
+    click.echo(f"index:      {shown_path(status['index'])}")
+    field("model", one_line(settings["encoder_fingerprint"]))
+    field("audio", f"d={settings['dimension']}", f"{settings['sample_rate']} Hz",
+          f"window {settings['window_seconds']:g} s", f"hop {settings['hop_seconds']:g} s")
+    field("concepts", f"{one_line(settings['vocabulary_name'])} ({counts['concepts']})", mode,
+          f"audio mean {'set' if settings['audio_mean_set'] else 'not set yet'}")
+    field("contents", plural(counts["files"], "file"), plural(counts["segments"], "segment"),
+          plural(counts["postings"], "posting"), f"{plural(counts['errors'], 'file')} with errors")
+    field("disk", f"database {_size(disk['database_bytes'])}",
+          f"FAISS {settings['faiss_factory']} {_size(disk['faiss_bytes'])}")
+    _print_failures("errors:", status["errors"])
 
 
 @click.command("doctor")

@@ -13,9 +13,8 @@ import click
 from clapdex import DEFAULT_ALPHA, MODES, to_jsonable
 from clapdex.cli.common import (emit_ndjson, encoder_options, encoder_settings, index_option,
                                 json_option, resolve_index_path)
-from clapdex.cli.format import display_path, format_time_range
+from clapdex.cli.format import fit, fit_list, format_time_range, output_width, shown_path
 
-WIDTH = 80
 INDENT = "    "
 
 
@@ -106,47 +105,44 @@ def _json_rows(results):
         yield row
 
 
-# ---- human output (fits in 80 columns) ---------------------------------------------------------
+# ---- human output (the file on a line of its own, never cut; other lines fit the terminal) ----
 
-def format_results(results) -> list[str]:
+def format_results(results, width: int | None = None) -> list[str]:
     if not results.results:
         return ["no results"]
+    width = width or output_width()
     lines = []
     if results.query.query_concepts:
-        lines += _fit_list("query concepts: ", [f"{c.concept} {c.weight:.2f}"
-                                                for c in results.query.query_concepts], "")
+        lines.append(fit_list("query concepts: ", [f"{c.concept} {c.weight:.2f}"
+                                                    for c in results.query.query_concepts], width))
     for result in results:
-        lines += format_result(result)
+        lines += format_result(result, width)
     return lines
 
 
-def format_result(result) -> list[str]:
+def format_result(result, width: int | None = None) -> list[str]:
+    width = width or output_width()
     explanation = result.explanation
-    lines = [_headline(result)]
-    lines.append(_contribution_line(result))
+    span = format_time_range(result.start, result.end)
+    lines = [f"{result.rank}. {shown_path(result.path)}",
+             fit(f"{INDENT}{span}  score {result.score:.2f} (dense {result.dense:.2f}, "
+                 f"concept {result.concept:.2f})", width),
+             _contribution_line(result, width)]
     own = [f"{c.concept} {c.weight:.2f}" for c in explanation.concepts]
-    lines += _fit_list(f"{INDENT}concept fidelity {explanation.concept_fidelity:.2f} · ", own,
-                       "no concepts")
+    lines.append(fit_list(f"{INDENT}concept fidelity {explanation.concept_fidelity:.2f} · ", own,
+                          width, "no concepts"))
     if explanation.shared is not None:
         shared = [c.concept for c in explanation.shared]
-        lines += _fit_list(f"{INDENT}shared with query: ", shared, "none")
+        lines.append(fit_list(f"{INDENT}shared with query: ", shared, width, "none"))
     if explanation.low_fidelity:
         from clapdex import LOW_FIDELITY_NOTE
 
-        lines.append(f"{INDENT}! {LOW_FIDELITY_NOTE} "
-                     f"(concept fidelity {explanation.concept_fidelity:.2f})")
+        lines.append(fit(f"{INDENT}! {LOW_FIDELITY_NOTE} "
+                         f"(concept fidelity {explanation.concept_fidelity:.2f})", width))
     return lines
 
 
-def _headline(result) -> str:
-    span = format_time_range(result.start, result.end)
-    scores = f"score {result.score:.2f} (dense {result.dense:.2f}, concept {result.concept:.2f})"
-    number = f"{result.rank}."
-    room = WIDTH - len(number) - len(span) - len(scores) - 5
-    return f"{number} {_shorten_path(result.path, max(room, 12))}  {span}  {scores}"
-
-
-def _contribution_line(result) -> str:
+def _contribution_line(result, width: int) -> str:
     """'= 0.42 dog + 0.31 bark + 0.02 (3 more) − 0.19 baseline': terms that add up to the concept
     score, as many as fit; the rest summed."""
     explanation = result.explanation
@@ -161,8 +157,8 @@ def _contribution_line(result) -> str:
             more = f"({len(rest)} more)" if shown else f"({len(rest)} concepts)"
             parts.append(f"{_signed(total)} {more}" if parts else f"{_leading(total)} {more}")
         line = f"{INDENT}= " + (" ".join(parts) or "0.00") + tail
-        if len(line) <= WIDTH or shown == 0:
-            return line if len(line) <= WIDTH else line[:WIDTH - 1] + "…"
+        if len(line) <= width or shown == 0:
+            return fit(line, width)
     return f"{INDENT}="  # unreachable
 
 
@@ -173,32 +169,6 @@ def _signed(value: float) -> str:
 def _leading(value: float) -> str:
     """The first term of a sum: '0.42' or '−0.42' (no operator to set apart from it)."""
     return f"{value:.2f}" if value >= 0 else f"−{-value:.2f}"
-
-
-def _fit_list(prefix: str, items: list[str], empty: str) -> list[str]:
-    """prefix + comma-separated items, as many as fit in one line, then '+N more'."""
-    if not items:
-        return [prefix + empty]
-    for shown in range(len(items), 0, -1):
-        more = f", +{len(items) - shown} more" if shown < len(items) else ""
-        line = prefix + ", ".join(items[:shown]) + more
-        if len(line) <= WIDTH:
-            return [line]
-    line = prefix + items[0]
-    return [line[:WIDTH - 1] + "…"]
-
-
-def _shorten_path(path: str, room: int) -> str:
-    """The path relative to the current folder when inside it, escaped for one line (see
-    display_path), its start cut off to fit `room` characters."""
-    try:
-        relative = os.path.relpath(path)
-        if not relative.startswith(".."):
-            path = relative
-    except ValueError:  # another drive on Windows
-        pass
-    path = display_path(path)
-    return path if len(path) <= room else "…" + path[-(room - 1):]
 
 
 COMMANDS = [search_command, similar_command]
