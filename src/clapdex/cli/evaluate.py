@@ -183,7 +183,7 @@ def tune(data, task, prompt, metric, alphas, apply_index, **kw):
                f"{choice['concepts']:.3f} at {result.chosen_row.mean_active:.1f} concepts; "
                f"dense {choice['dense']:.3f}), α={result.alpha:g} (hybrid {choice['hybrid']:.3f})")
     if outcome.applied:
-        click.echo(f"applied to {display_path(str(apply_index))}: reindexed "
+        click.echo(f"applied to {shown_path(str(apply_index))}: reindexed "
                    f"{plural(outcome.applied['segments'], 'segment')}, search α={result.alpha:g}")
     else:
         option = (f"--max-concepts {result.setting.max_concepts}"
