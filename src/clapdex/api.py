@@ -351,6 +351,15 @@ class Index:
         total, rows = poorly_explained(self.store, below=below, limit=limit)
         return PoorlyExplainedResult(total=total, below=below, segments=rows)
 
+    def duplicates(self, threshold: float | None = None, near: bool = True) -> list:
+        """Exact copies (same content) and, with `near`, near-duplicates (the same audio in another
+        format, level or trim: file-vector cosine ≥ `threshold`, default
+        audit.duplicates.DEFAULT_THRESHOLD). Returns audit.duplicates.Duplicate pairs."""
+        from clapdex.audit.duplicates import DEFAULT_THRESHOLD, find_duplicates
+
+        return find_duplicates(self.store, DEFAULT_THRESHOLD if threshold is None else threshold,
+                               near=near)
+
     def file(self, name: str, top: int = 5):
         """One file's concept profile over time (`clapdex show`): `name` is a path or the end of
         one indexed path. Returns audit.queries.FileProfile."""

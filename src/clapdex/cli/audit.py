@@ -229,6 +229,37 @@ def show_command(file, top, index_path, as_json, csv_path):
                             _concept_items(s.concepts), width, "(no concept)"))
 
 
+# ---- duplicates ----------------------------------------------------------------------------------
+
+@click.command("duplicates")
+@click.option("--threshold", type=click.FloatRange(-1.0, 1.0), default=None,
+              help="Near-duplicates: least cosine of two files' mean embeddings (default 0.98).")
+@click.option("--exact", "exact_only", is_flag=True, help="Only exact copies (same content).")
+@index_option
+@json_option
+@csv_option
+def duplicates_command(threshold, exact_only, index_path, as_json, csv_path):
+    """Exact copies and near-duplicates (the same audio in another format, level or trim)."""
+    with _open(index_path) as index:
+        pairs = index.duplicates(threshold=threshold, near=not exact_only)
+    if as_json or csv_path:
+        from clapdex import to_jsonable
+
+        _output([to_jsonable(p) for p in pairs], as_json, csv_path, None)
+        return
+    if not pairs:
+        click.echo("no duplicates" + (" (exact copies only)" if exact_only else ""))
+        return
+    for kind, title in (("exact", "exact copies"), ("near", "near-duplicates")):
+        rows = [p for p in pairs if p.kind == kind]
+        if rows:
+            click.echo(f"{title}: {plural(len(rows), 'file')}")
+        for p in rows:
+            how = "same content as" if kind == "exact" else f"{p.similarity:.3f} similar to"
+            click.echo(f"  {shown_path(p.path)}")
+            click.echo(f"    {how} {shown_path(p.duplicate_of)}")
+
+
 # ---- report --------------------------------------------------------------------------------------
 
 @click.command("report")
@@ -251,4 +282,4 @@ def report_command(output, top, n_files, index_path, as_json):
                    f"({plural(summary['files'], 'file')}, {plural(summary['segments'], 'segment')})")
 
 
-COMMANDS = [concepts_command, audit_command, show_command, report_command]
+COMMANDS = [concepts_command, audit_command, show_command, duplicates_command, report_command]
