@@ -97,3 +97,15 @@ def test_one_line_escapes_error_texts_too():
 def test_plural():
     assert plural(1, "file") == "1 file" and plural(0, "file") == "0 files"
     assert plural(60, "segment") == "60 segments" and plural(2, "match", "matches") == "2 matches"
+
+
+def test_command_list_does_not_cut_a_summary_after_eg(monkeypatch):
+    from click.testing import CliRunner
+
+    from clapdex.cli import main
+
+    monkeypatch.setenv("COLUMNS", "80")
+    lines = CliRunner().invoke(main, ["--help"]).output.splitlines()
+    audit = next(line for line in lines if line.strip().startswith("audit "))
+    assert audit.rstrip().endswith("concept expression.")
+    assert not any(line.rstrip().endswith("e.g.") for line in lines)

@@ -16,9 +16,9 @@ from sqlalchemy import (Select, and_, desc, distinct, except_, func, intersect, 
                         select, union)
 from sqlalchemy.orm import Session
 
-from clapdex.audit.concepts import ConceptLookup
-from clapdex.audit.expression import (Node, Not, Or, Term, parse, positive_terms, terms,
-                                      to_text)
+from clapdex.audit.concepts import ConceptLookup, UnknownConceptError
+from clapdex.audit.expression import (ExpressionError, Node, Not, Or, Term, parse,
+                                      positive_terms, terms, to_text)
 from clapdex.audit.files import find_indexed_file
 from clapdex.errors import QueryError
 from clapdex.storage.schema import FileRow, PostingRow, SegmentRow
@@ -152,6 +152,25 @@ class AuditPlan:
 
 
 def plan_audit(lookup: ConceptLookup, expression: str, limit: int | None = 100) -> AuditPlan:
+    try:
+        return _plan_audit(lookup, expression, limit)
+    except QueryError as error:  # e.g. `rock and roll`, read as rock AND roll
+        name = expression.strip()
+        if isinstance(error, (ExpressionError, UnknownConceptError)) and _is_concept(lookup, name):
+            raise QueryError(f"{error}; the whole expression is the concept {name!r}: put it in "
+                             f"quotes to search for it (\"{name}\")") from None
+        raise
+
+
+def _is_concept(lookup: ConceptLookup, name: str) -> bool:
+    try:
+        lookup.id_of(name)
+    except UnknownConceptError:
+        return False
+    return True
+
+
+def _plan_audit(lookup: ConceptLookup, expression: str, limit: int | None) -> AuditPlan:
     node = parse(expression)
     lookup.prefetch([t.name for t in terms(node)])
     matched = compile_expression(node, lookup).cte("matched")

@@ -13,7 +13,8 @@ from clapdex.cli import audit, evaluate, explain, index, model, search, vocab
 from clapdex.cli.common import SafeGroup
 
 
-@click.group(cls=SafeGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=SafeGroup, context_settings={"help_option_names": ["-h", "--help"],
+                                       "max_content_width": 120})
 @click.version_option(__version__, prog_name="clapdex")
 def main() -> None:
     """Search and audit audio collections through named sound concepts."""

@@ -101,7 +101,7 @@ def concepts_command(top, sort, index_path, as_json, csv_path):
 
 # ---- audit ---------------------------------------------------------------------------------------
 
-@click.command("audit")
+@click.command("audit", short_help="Files and segments that match a concept expression.")
 @click.argument("expression", required=False)
 @click.option("--count", "count_only", is_flag=True, help="Print only the number of matches.")
 @click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True,
