@@ -1,0 +1,287 @@
+"""What the HTTP layer of `clapdex serve` costs, against the in-process Python API in the same run.
+
+    .venv/bin/python benchmarks/bench_serve.py [--segments 100000] [--concepts 2000] [--queries 100]
+
+(1) Builds the synthetic index of benchmarks/bench_search.py (random atoms and sparse weights,
+    d = 1024; no model involved), or reuses it with --keep DIR.
+(2) Baseline: opens it with clapdex.open_index in this process and, warm, times
+    index.search(...) for a concept-only query (two named concepts, one pushed away) and a hybrid
+    query with a given query vector, k = 10 (and the same plus the JSON encoding of the results).
+(3) Starts `clapdex serve` on that index in another process (real uvicorn, loopback) and times
+    the same queries as HTTP requests, keep-alive connections, with 1 and with 8 concurrent
+    clients (threads here, each with its own connection); counts errors.
+(4) A warm text query through the server with the random-weights msclap model (tests/
+    clap_fixtures.py: real msclap code, random weights) on a small index built by `clapdex index`,
+    against the CLI's cold start for the same query (a new process: imports, open, model, query).
+Targets (issue 10): HTTP adds <= 5 ms at p50; 8 concurrent clients without errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "src"))
+
+from clapdex.api import open_index  # noqa: E402
+from clapdex.storage.database import IndexStore  # noqa: E402
+from tests.search_fixtures import build_synthetic_index  # noqa: E402
+from tests.serve_fixtures import free_port  # noqa: E402
+
+CLI = [sys.executable, "-c", "from clapdex.cli import main; main()"]
+ENV = dict(os.environ, PYTHONPATH=str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def percentiles(times: list[float]) -> tuple[float, float]:
+    ms = np.array(times) * 1e3
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 95))
+
+
+def make_queries(root: Path, n: int, seed: int = 1):
+    """Query vectors near stored segments (plus noise), and concept pairs for concept-only queries."""
+    rng = np.random.default_rng(seed)
+    with IndexStore.open(root) as store:
+        ids = store.segment_ids()
+        _, embeddings = store.segment_embeddings(np.sort(rng.choice(ids, n, replace=False)))
+        names = store.concept_names()
+    vectors = embeddings.astype(np.float64)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors += 0.5 * rng.standard_normal(vectors.shape) / np.sqrt(vectors.shape[1])
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    pairs = rng.choice(len(names), (n, 2), replace=len(names) < 2 * n)
+    concepts = [[names[a], f"-{names[b]}:0.5"] for a, b in pairs]
+    return vectors, concepts
+
+
+def bench_in_process(root: Path, vectors, concepts) -> dict:
+    from clapdex.server.app import to_jsonable
+
+    stats = {}
+    with open_index(root) as index:
+        index.search(vector=vectors[0], mode="hybrid")  # warm: loads the search state
+        index.search(concepts=concepts[0])
+        for label, call in (("concept-only", lambda i: index.search(concepts=concepts[i], k=10)),
+                            ("hybrid", lambda i: index.search(vector=vectors[i], mode="hybrid",
+                                                              k=10))):
+            for encode in (False, True):
+                times = []
+                for i in range(len(vectors)):
+                    t = time.perf_counter()
+                    result = call(i)
+                    if encode:
+                        json.dumps(to_jsonable(result))
+                    times.append(time.perf_counter() - t)
+                stats[(label, encode)] = percentiles(times)
+    return stats
+
+
+class Server:
+    """`clapdex serve` in its own process."""
+
+    def __init__(self, index: Path, env: dict | None = None):
+        self.port = free_port()
+        self.process = subprocess.Popen(CLI + ["serve", "--index", str(index), "--port",
+                                               str(self.port)],
+                                        env=env or ENV, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline()
+        if "http://" not in line:
+            raise SystemExit(f"clapdex serve did not start: {line}{self.process.stderr.read()}")
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.request("GET", "/api/status")
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def connection(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+
+    def request(self, method, path, body=None, connection=None):
+        conn = connection or self.connection()
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+        if connection is None:
+            conn.close()
+        return response.status, data
+
+    def stop(self):
+        self.process.send_signal(2)  # Ctrl-C
+        self.process.communicate(timeout=60)
+
+
+def http_requests(vectors, concepts):
+    """(label, method, path, body) per query, for both query kinds."""
+    out = {"concept-only": [], "hybrid": []}
+    for i in range(len(vectors)):
+        query = urllib.parse.urlencode([("concept", c) for c in concepts[i]] + [("k", 10)])
+        out["concept-only"].append(("GET", f"/api/search?{query}", None))
+        body = json.dumps({"vector": vectors[i].tolist(), "mode": "hybrid", "k": 10})
+        out["hybrid"].append(("POST", "/api/search", body))
+    return out
+
+
+def bench_http(server: Server, requests: list, clients: int) -> tuple[tuple[float, float], int, int]:
+    """Latency percentiles, requests answered and errors, with `clients` concurrent clients that
+    each send every request once (keep-alive connection per client)."""
+    times, errors = [], []
+    lock = threading.Lock()
+
+    def client(offset: int):
+        conn = server.connection()
+        mine, bad = [], 0
+        for j in range(len(requests)):
+            method, path, body = requests[(j + offset) % len(requests)]
+            t = time.perf_counter()
+            try:
+                status, _ = server.request(method, path, body, connection=conn)
+                bad += status != 200
+            except (OSError, http.client.HTTPException):
+                bad += 1
+                conn.close()
+                conn = server.connection()
+            mine.append(time.perf_counter() - t)
+        conn.close()
+        with lock:
+            times.extend(mine)
+            errors.append(bad)
+
+    threads = [threading.Thread(target=client, args=(c * 7,)) for c in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return percentiles(times), len(times), sum(errors)
+
+
+def bench_synthetic(args, root: Path) -> None:
+    vectors, concepts = make_queries(root, args.queries)
+    base = bench_in_process(root, vectors, concepts)
+    server = Server(root)
+    try:
+        requests = http_requests(vectors, concepts)
+        for kind in requests.values():  # warm the server's search state
+            server.request(*kind[0])
+        rows = []
+        for label in ("concept-only", "hybrid"):
+            for clients in (1, 8):
+                (p50, p95), n, errors = bench_http(server, requests[label], clients)
+                rows.append((label, clients, p50, p95, n, errors))
+    finally:
+        server.stop()
+    print(f"\n  {'query':14s} {'where':28s} {'p50 ms':>8s} {'p95 ms':>8s} {'HTTP adds (p50)':>16s}")
+    for label in ("concept-only", "hybrid"):
+        api50, api95 = base[(label, False)]
+        json50, json95 = base[(label, True)]
+        print(f"  {label:14s} {'in-process API (baseline)':28s} {api50:8.2f} {api95:8.2f} {'':>16s}")
+        print(f"  {label:14s} {'in-process API + JSON':28s} {json50:8.2f} {json95:8.2f} "
+              f"{json50 - api50:+14.2f} ms")
+        for name, clients, p50, p95, n, errors in rows:
+            if name == label:
+                where = f"HTTP, {clients} client{'s' if clients > 1 else ''}"
+                print(f"  {label:14s} {where:28s} {p50:8.2f} {p95:8.2f} {p50 - api50:+14.2f} ms"
+                      f"   ({n} requests, {errors} errors)")
+    print("  (8 clients: latency per request while 8 are in flight; the server answers one index"
+          " call at a time, so it includes queueing)")
+
+
+def bench_text(workdir: Path, n: int = 20) -> None:
+    """A warm text query through the server vs the CLI's cold start, random-weights msclap."""
+    import soundfile
+
+    from tests.clap_fixtures import make_random_clap_files
+    from tests.doubles import sine
+
+    files = make_random_clap_files(workdir / "clap-random")
+    audio = workdir / "audio"
+    audio.mkdir()
+    for freq in (220, 440, 880, 1760):
+        soundfile.write(audio / f"tone_{freq}.wav", np.tile(sine(freq, 1.0, 16000), 9), 16000)
+    vocab = workdir / "vocab.txt"
+    vocab.write_text("\n".join(["dog", "rain", "speech", "siren", "engine", "birdsong", "music",
+                                "glass breaking", "traffic", "water"]) + "\n")
+    env = dict(ENV, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               CLAPDEX_CLAP_WEIGHTS=str(files.weights), CLAPDEX_TEXT_MODEL=str(files.text_model),
+               CLAPDEX_DEVICE="cpu", CLAPDEX_CACHE_DIR=str(workdir / "cache"))
+    index = workdir / "text-index"
+    built = subprocess.run(CLI + ["index", str(audio), "--index", str(index), "--vocab", str(vocab)],
+                           env=env, capture_output=True, text=True)
+    if built.returncode:
+        raise SystemExit(f"clapdex index failed: {built.stderr.strip()[-500:]}")
+    cold = []
+    for _ in range(3):
+        t = time.perf_counter()
+        subprocess.run(CLI + ["search", "a dog barking", "--index", str(index)], env=env,
+                       check=True, capture_output=True)
+        cold.append(time.perf_counter() - t)
+    server = Server(index, env)
+    try:
+        t = time.perf_counter()
+        status, body = server.request("GET", "/api/search?text=a+dog+barking")
+        first = time.perf_counter() - t
+        if status != 200:
+            raise SystemExit(f"text query failed: {body[:300]}")
+        texts = [f"a dog barking number {i}" for i in range(n)]  # distinct texts: no caching
+        times = []
+        conn = server.connection()
+        for text in texts:
+            t = time.perf_counter()
+            status, _ = server.request("GET", "/api/search?" + urllib.parse.urlencode({"text": text}),
+                                       connection=conn)
+            times.append(time.perf_counter() - t)
+            assert status == 200
+        conn.close()
+    finally:
+        server.stop()
+    p50, p95 = percentiles(times)
+    print(f"\n  text query, random-weights msclap (CPU), small index built by `clapdex index`:")
+    print(f"  {'CLI cold start (baseline), median of 3':44s} {np.median(cold) * 1e3:9.0f} ms")
+    print(f"  {'server, first text query (loads the model)':44s} {first * 1e3:9.0f} ms")
+    print(f"  {'server, warm text query p50 / p95':44s} {p50:9.1f} / {p95:.1f} ms"
+          f"   ({np.median(cold) * 1e3 / p50:.0f}x faster than the cold start)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--segments", type=int, default=100_000)
+    parser.add_argument("--concepts", type=int, default=2_000)
+    parser.add_argument("--dimension", type=int, default=1024)
+    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--skip-text", action="store_true")
+    parser.add_argument("--keep", metavar="DIR", default=None,
+                        help="Build the synthetic index in DIR and reuse it on later runs.")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+        tmp = Path(tmp)
+        index = Path(args.keep) if args.keep else tmp / "index"
+        print(f"synthetic index: {args.segments:,} segments, K = {args.concepts:,}, "
+              f"d = {args.dimension}, 20 concepts per segment; {args.queries} queries per row")
+        if not IndexStore.exists(index):
+            t0 = time.perf_counter()
+            build_synthetic_index(index, args.segments, args.concepts, args.dimension)
+            print(f"  built in {time.perf_counter() - t0:.1f} s")
+        bench_synthetic(args, index)
+        if not args.skip_text:
+            bench_text(tmp)
+
+
+if __name__ == "__main__":
+    main()
