@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from clapdex.errors import AudioError, ClapdexError, ModelError, QueryError
-from clapdex.search.results import SearchResults
+from clapdex.search.results import LOW_FIDELITY, SearchResults
 from clapdex.server import media
 from clapdex.server.guard import Guard
 
@@ -251,7 +251,7 @@ def create_app(index, *, token: str | None = None, allowed_hosts: list[str] | No
             profile = call("file", record["path"], top=top)
             ids = call("segment_ids", file_id)
             segments = [{"segment_id": i, **s.to_row()} for i, s in zip(ids, profile.segments)]
-        return json_response({**record, "profile": segments})
+        return json_response({**record, "profile": segments, "low_fidelity_below": LOW_FIDELITY})
 
     @app.get("/api/files/{file_id}/audio", tags=["files"],
              responses={206: {"description": "a byte range"},

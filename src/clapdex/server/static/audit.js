@@ -112,9 +112,9 @@
       const data = await api("/api/poorly-explained", {below: $("poor-below").value, offset, limit: PAGE});
       const holder = el("div", {class: "audio"});
       clear($("poor-result"),
-        el("p", {class: "count"}, `${data.total} segment${data.total === 1 ? "" : "s"} with fidelity below ${data.below}`),
-        table(["file", "time", "", "fidelity", "closest concepts"], data.rows.map((r) => [
-          ...segmentCells(r, holder), num(r.fidelity), r.concepts.map((c) => `${c.concept} ${num(c.weight)}`).join(", ") || "(none)"])),
+        el("p", {class: "count"}, `${data.total} segment${data.total === 1 ? "" : "s"} with concept fidelity below ${data.below}`),
+        table(["file", "time", "", "concept fidelity", "closest concepts"], data.rows.map((r) => [
+          ...segmentCells(r, holder), num(r.concept_fidelity), r.concepts.map((c) => `${c.concept} ${num(c.weight)}`).join(", ") || "(none)"])),
         holder, el("div", {class: "pager"}));
       pager($("poor-result").lastChild, offset, data.rows.length, data.total, poorly);
     } catch (error) { clear($("poor-result")); showError($("poor-error"), error); }

@@ -38,6 +38,7 @@
 
   function timeline(file, focusSegment) {
     $("timeline-panel").hidden = false;
+    const low = file.low_fidelity_below;
     const segments = file.profile;
     const totals = new Map();
     for (const s of segments) for (const c of s.concepts) totals.set(c.concept, (totals.get(c.concept) || 0) + c.weight);
@@ -72,7 +73,8 @@
       const {clip: player, buttons} = CX.player(audioHolder, clip);
       const row = el("tr", {"data-start": s.start},
         el("td", {}, range(s.start, s.end)),
-        el("td", {class: s.fidelity < 0.5 ? "lowcell" : null}, num(s.fidelity), s.fidelity < 0.5 ? " (concepts explain it poorly)" : ""),
+        el("td", {class: s.concept_fidelity < low ? "lowcell" : null, title: `reconstruction fidelity ${num(s.fidelity)}`},
+           num(s.concept_fidelity), s.concept_fidelity < low ? " (concepts explain it poorly)" : ""),
         el("td", {}, s.concepts.map((c) => `${c.concept} ${num(c.weight)}`).join(", ") || "(no concept)"),
         el("td", {}, file.on_disk ? buttons : null));
       if (focusSegment && String(s.segment_id) === focusSegment) row.classList.add("selected");

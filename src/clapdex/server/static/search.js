@@ -61,10 +61,16 @@
   // Parts (top contributions, the rest summed, the baseline) drawn to scale: positive parts
   // from 0 to the right, negative parts back from there; the bar ends at the concept score.
   const SHOWN = 5;
+  const PALETTE = 8;
+  const colors = new Map();  // one colour per concept on the page, so the same concept matches
+  const colorOf = (name) => {
+    if (!colors.has(name)) colors.set(name, colors.size % PALETTE);
+    return colors.get(name);
+  };
 
   function parts(explanation) {
     const terms = explanation.contributions;
-    const out = terms.slice(0, SHOWN).map((t, i) => ({label: t.concept, value: t.contribution, color: i}));
+    const out = terms.slice(0, SHOWN).map((t) => ({label: t.concept, value: t.contribution, color: colorOf(t.concept)}));
     const rest = terms.slice(SHOWN);
     const restSum = rest.reduce((s, t) => s + t.contribution, 0);
     if (rest.length) out.push({label: `${rest.length} more`, value: restSum, color: "rest"});
@@ -128,9 +134,10 @@
         el("span", {}, `concept ${num(result.concept)}`)),
       bar(result, scale),
       equation(result),
-      el("div", {class: "own"}, `fidelity ${num(x.fidelity)} \u00B7 `, own || "no concepts", more),
+      el("div", {class: "own"}, el("span", {title: `reconstruction fidelity ${num(x.fidelity)}`},
+        `concept fidelity ${num(x.concept_fidelity)} \u00B7 `), own || "no concepts", more),
       x.low_fidelity ? el("p", {class: "low"},
-        `\u26A0 Low fidelity (${num(x.fidelity)}): the concepts explain this clip poorly, so read the explanation with care.`) : null,
+        `\u26A0 Low fidelity (concept fidelity ${num(x.concept_fidelity)}): the concepts explain this clip poorly, so read the explanation with care.`) : null,
       x.shared ? el("div", {class: "shared"}, "shared with the query: ",
         x.shared.map((s) => s.concept).join(", ") || "none") : null,
       el("div", {class: "actions"}, buttons,
