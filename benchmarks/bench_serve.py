@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "src"))
 
-from clapdex.api import open_index  # noqa: E402
+from clapdex import open_index, to_jsonable  # noqa: E402
 from clapdex.storage.database import IndexStore  # noqa: E402
 from tests.search_fixtures import build_synthetic_index  # noqa: E402
 from tests.serve_fixtures import free_port  # noqa: E402
@@ -67,8 +67,6 @@ def make_queries(root: Path, n: int, seed: int = 1):
 
 
 def bench_in_process(root: Path, vectors, concepts) -> dict:
-    from clapdex.server.app import to_jsonable
-
     stats = {}
     with open_index(root) as index:
         index.search(vector=vectors[0], mode="hybrid")  # warm: loads the search state

@@ -39,7 +39,7 @@ def test_serve_runs_answers_and_stops_on_ctrl_c(tmp_path):
                 break
             except OSError:
                 time.sleep(0.1)
-        assert status["segments"] > 0
+        assert status["counts"]["segments"] > 0
         url = f"http://127.0.0.1:{port}/api/search?concept=speech&k=2"
         with urllib.request.urlopen(url, timeout=10) as r:
             assert len(json.load(r)["results"]) == 2

@@ -68,7 +68,7 @@ def test_text_search_returns_the_python_api_results(client, index, fixture):
 
 
 def _jsonable(value):
-    from clapdex.server.app import to_jsonable
+    from clapdex import to_jsonable
 
     return to_jsonable(value)
 
@@ -170,9 +170,6 @@ def test_vocabulary_autocomplete(client):
 # ---- audit -------------------------------------------------------------------------------------
 
 def test_concepts_prevalence_sorts_and_pages(client, index):
-    from clapdex.server._compat import IndexFacade
-
-    index = IndexFacade(index)
     everything = client.get("/api/concepts", params={"limit": 100}).json()
     assert everything["total"] == len(index.concepts())
     assert [r["concept"] for r in everything["rows"]] == [r.concept for r in index.concepts()]
@@ -299,10 +296,11 @@ def test_hostile_names_are_data_and_pages_forbid_inline_script(client, fixture):
 
 def test_status_and_pages(client, fixture):
     status = client.get("/api/status").json()
-    assert status["files"] == len(fixture.paths)  # the vanished one too; not the failed one
-    assert status["errors"] == 1
-    assert ".wav" in status["playable_extensions"] and ".aiff" not in status["playable_extensions"]
-    assert status["token_required"] is False
+    assert status["counts"]["files"] == len(fixture.paths)  # the vanished one too, not the failed
+    assert status["counts"]["errors"] == 1 and status["errors"][0]["path"] == fixture.failed_path
+    server = status["server"]
+    assert ".wav" in server["playable_extensions"] and ".aiff" not in server["playable_extensions"]
+    assert server["token_required"] is False
     for page in ("/", "/file", "/audit"):
         assert client.get(page).status_code == 200
     assert_refused(client.get("/api/nothing-here"), 404)
@@ -324,7 +322,7 @@ def test_token_is_needed_on_every_request(index):
         assert_refused(guarded.get(url), 401, "token")
     assert_refused(guarded.get("/api/status", headers={"Authorization": "Bearer wrong"}), 401)
     assert guarded.get("/api/status", headers={"Authorization": "Bearer s3cret"}).status_code == 200
-    assert guarded.get("/api/status", params={"token": "s3cret"}).json()["token_required"] is True
+    assert guarded.get("/api/status", params={"token": "s3cret"}).json()["server"]["token_required"]
     assert guarded.get("/", params={"token": "s3cret"}).status_code == 200
 
 

@@ -7,7 +7,7 @@ import socket
 
 import click
 
-from clapdex.cli.common import encoder_from_kwargs, encoder_options, index_option, resolve_index_path
+from clapdex.cli.common import encoder_options, encoder_settings, index_option, resolve_index_path
 from clapdex.errors import ClapdexError
 
 LOOPBACK_NAMES = ["127.0.0.1", "localhost", "[::1]", "::1"]
@@ -40,7 +40,7 @@ def serve_command(index_path, host, port, token, open_browser, max_upload_mb, **
     API under /api (OpenAPI schema at /openapi.json). Stop it with Ctrl-C."""
     import uvicorn
 
-    from clapdex.api import open_index
+    from clapdex import open_index
     from clapdex.server import create_app
 
     if not is_loopback(host) and not token:
@@ -48,8 +48,7 @@ def serve_command(index_path, host, port, token, open_browser, max_upload_mb, **
                            "give an access token with --token TOKEN (or $CLAPDEX_TOKEN)")
     listener = _bind(host, port)
     port = listener.getsockname()[1]
-    index = open_index(resolve_index_path(index_path),
-                       encoder=lambda: encoder_from_kwargs(dict(kwargs)))
+    index = open_index(resolve_index_path(index_path), **encoder_settings(kwargs))
     app = create_app(index, token=token, max_upload_bytes=max_upload_mb * 1024 * 1024,
                      allowed_hosts=None if token else LOOPBACK_NAMES)
     shown_host = f"[{host}]" if ":" in host and not host.startswith("[") else host

@@ -1,6 +1,5 @@
-"""TEMPORARY: the operations the app needs, over today's internals, until `clapdex.Index` (issue 16)
-lands on main with a method per verb. The app calls only these names; when the Index lands this
-module goes and the app is given the Index itself."""
+"""TEMPORARY: records by id and the vocabulary, which clapdex.Index does not offer yet (the api
+developer adds file_info / files / segment / concept_names); then this module goes."""
 
 from __future__ import annotations
 
@@ -8,7 +7,6 @@ import os
 
 from sqlalchemy import func, select
 
-from clapdex.api import ClapdexIndex
 from clapdex.errors import QueryError
 from clapdex.storage.schema import FileRow, SegmentRow
 
@@ -17,58 +15,20 @@ class FileNotFound(QueryError):
     """No file (or segment) with that id in the index."""
 
 
-class IndexFacade:
-    def __init__(self, index: ClapdexIndex):
-        self._index = index
-        self.store = index.store
+class Records:
+    def __init__(self, index):
+        self.index = index
 
     @property
-    def path(self):
-        return self._index.path
-
-    def search(self, **options):
-        return self._index.search(**options)
-
-    def similar(self, audio, **options):
-        return self._index.similar(audio, **options)
+    def store(self):
+        return self.index.store
 
     def concept_names(self) -> list[str]:
         return self.store.concept_names()
 
-    def concepts(self, top=None, sort="files"):
-        from clapdex.audit.stats import prevalence
-        return prevalence(self.store, top=top, sort=sort)
-
-    def audit(self, expression, limit=100):
-        from clapdex.audit.queries import audit
-        return audit(self.store, expression, limit=limit)
-
-    def cooccurrence(self, concept=None, min_count=3, limit=50):
-        from clapdex.audit.cooccurrence import all_pairs, partners
-        if concept:
-            return partners(self.store, concept, min_count=min_count, limit=limit)
-        return all_pairs(self.store, min_count=min_count, limit=limit)
-
-    def poorly_explained(self, below=0.5, limit=50):
-        from clapdex.audit.queries import poorly_explained
-        return poorly_explained(self.store, below=below, limit=limit)
-
-    def file(self, name, top=5):
-        from clapdex.audit.queries import file_profile
-        return file_profile(self.store, name, top=top)
-
-    def report(self, **options) -> str:
+    def report_html(self, top=20, n_files=3) -> str:
         from clapdex.audit.report import build_report
-        return build_report(self.store, **options)[0]
-
-    def status(self) -> dict:
-        settings = self.store.settings
-        return {"path": str(self.path), **self.store.counts(),
-                "vocabulary": settings.vocabulary_name, "model": settings.encoder_fingerprint,
-                "window_seconds": settings.window_seconds, "hop_seconds": settings.hop_seconds,
-                "lambda": settings.lam, "max_concepts": settings.max_concepts}
-
-    # ---- records by id (for audio serving and the file page) ------------------------------
+        return build_report(self.store, top=top, n_files=n_files)[0]
 
     def file_record(self, file_id: int) -> dict:
         with self.store.session() as session:
@@ -103,9 +63,6 @@ class IndexFacade:
             return [int(i) for i in session.scalars(
                 select(SegmentRow.id).where(SegmentRow.file_id == int(file_id))
                 .order_by(SegmentRow.start, SegmentRow.id))]
-
-    def close(self):
-        self._index.close()
 
 
 def _file_dict(row, n_segments) -> dict:

@@ -21,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from clapdex.jsonable import to_jsonable
 from clapdex.errors import AudioError, ClapdexError, ModelError, QueryError
 from clapdex.search.results import LOW_FIDELITY, SearchResults
 from clapdex.server import media
@@ -63,12 +64,6 @@ class SearchRequest(BaseModel):
     min_score: float | None = None
 
 
-def to_jsonable(value: Any) -> Any:
-    from clapdex.cli.common import to_jsonable as convert  # TEMPORARY: moves into the library
-
-    return convert(value)
-
-
 def json_response(value: Any, status: int = 200) -> Response:
     body = json.dumps(to_jsonable(value), ensure_ascii=False, allow_nan=False)
     return Response(body, status_code=status, media_type="application/json")
@@ -82,20 +77,20 @@ def create_app(index, *, token: str | None = None, allowed_hosts: list[str] | No
     `?token=TOKEN`). allowed_hosts: Host header values accepted (None: any); the CLI passes the
     loopback names when it serves 127.0.0.1 without a token, against DNS rebinding.
     """
-    from clapdex.server._compat import IndexFacade
+    from clapdex.server._compat import Records
 
-    facade = index if isinstance(index, IndexFacade) else IndexFacade(index)
+    records = Records(index)
     lock = threading.Lock()  # one index call at a time: the search state is built lazily
 
-    def call(method: str, *args, **kwargs):
+    def call(method, *args, **kwargs):
         with lock:
-            return getattr(facade, method)(*args, **kwargs)
+            return method(*args, **kwargs)
 
     app = FastAPI(title="clapdex", version=_version(),
                   description="Search, listen to and audit an audio collection through named "
                               "sound concepts. Read-only. See docs/http-api.md.",
                   docs_url=None, redoc_url=None)
-    app.state.index = facade
+    app.state.index = index
     _error_handlers(app)
 
     # ---- search ---------------------------------------------------------------------------
@@ -103,7 +98,7 @@ def create_app(index, *, token: str | None = None, allowed_hosts: list[str] | No
     def search(**options) -> Response:
         file_id = options.pop("file_id", None)
         if file_id is not None:
-            options["audio"] = call("file_record", file_id)["path"]
+            options["audio"] = call(records.file_record, file_id)["path"]
         if options.get("mode") is not None and options["mode"] not in MODES:
             raise ApiError(400, f"unknown mode {options['mode']!r}; choose one of "
                                 f"{', '.join(MODES)}")
@@ -111,7 +106,7 @@ def create_app(index, *, token: str | None = None, allowed_hosts: list[str] | No
             if not options.get("concepts") and options.get("audio") is None:
                 raise ApiError(400, "empty query: type some text, or add a concept")
             options["text"] = None
-        return json_response(call("search", **options))
+        return json_response(call(index.search, **options))
 
     @app.get("/api/search", response_model=SearchResults, tags=["search"])
     def search_get(text: str | None = Query(None, description="text-to-audio query"),
@@ -180,7 +175,7 @@ def create_app(index, *, token: str | None = None, allowed_hosts: list[str] | No
     def vocabulary(q: str = Query("", description="part of a concept name"),
                    limit: int = Query(20, ge=1, le=1000)):
         """Concept names for autocomplete: names starting with q first, then containing it."""
-        names = call("concept_names")
+        names = call(records.concept_names)
         needle = q.strip().lower()
         starts = [n for n in names if n.lower().startswith(needle)]
         contains = [n for n in names if needle in n.lower() and not n.lower().startswith(needle)]
@@ -194,7 +189,7 @@ def create_app(index, *, token: str | None = None, allowed_hosts: list[str] | No
         """Concept prevalence (as `clapdex concepts --json`), one page of it."""
         if sort not in ("files", "segments", "time", "weight"):
             raise ApiError(400, f"unknown sort {sort!r}; choose files, segments, time or weight")
-        rows = call("concepts", sort=sort)
+        rows = call(index.concepts, sort=sort)
         return json_response({"total": len(rows), "offset": offset, "sort": sort,
                               "rows": rows[offset:offset + limit]})
 
@@ -204,7 +199,7 @@ def create_app(index, *, token: str | None = None, allowed_hosts: list[str] | No
         """Segments matching a concept expression (the language of `clapdex audit`)."""
         if not expression.strip():
             raise ApiError(400, 'empty expression: write one, e.g. siren AND NOT music')
-        result = call("audit", expression, limit=offset + limit)
+        result = call(index.audit, expression, limit=offset + limit)
         return json_response({"expression": result.expression, "segments": result.n_segments,
                               "files": result.n_files, "offset": offset,
                               "matches": result.matches[offset:]})
@@ -213,7 +208,7 @@ def create_app(index, *, token: str | None = None, allowed_hosts: list[str] | No
     def cooccurrence(concept: str | None = Query(None, description="one concept, or none: all pairs"),
                      min_count: int = Query(3, ge=1), limit: int = Query(50, ge=1, le=5000)):
         """Concept pairs found in the same segments more often than chance (lift)."""
-        pairs = call("cooccurrence", concept=(concept or "").strip() or None, min_count=min_count,
+        pairs = call(index.cooccurrence, concept=(concept or "").strip() or None, min_count=min_count,
                      limit=limit)
         return json_response({"concept": concept, "min_count": min_count, "pairs": pairs})
 
@@ -221,14 +216,14 @@ def create_app(index, *, token: str | None = None, allowed_hosts: list[str] | No
     def poorly_explained(below: float = Query(0.5, ge=-1.0, le=1.0),
                          offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=5000)):
         """Segments whose fidelity is below a threshold, lowest first."""
-        total, rows = call("poorly_explained", below=below, limit=offset + limit)
-        return json_response({"below": below, "total": total, "offset": offset,
-                              "rows": [r.to_row() for r in rows[offset:]]})
+        result = call(index.poorly_explained, below=below, limit=offset + limit)
+        return json_response({"below": below, "total": result.total, "offset": offset,
+                              "rows": [r.to_row() for r in result.segments[offset:]]})
 
     @app.get("/api/report", response_class=HTMLResponse, tags=["audit"])
     def report(top: int = Query(20, ge=2, le=200), files: int = Query(3, ge=0, le=50)):
         """The self-contained HTML audit report (as `clapdex report`), built for this request."""
-        page = call("report", top=top, n_files=files)
+        page = call(records.report_html, top=top, n_files=files)
         return HTMLResponse(page, headers={"Content-Security-Policy": REPORT_POLICY})
 
     # ---- files and audio ------------------------------------------------------------------
@@ -237,19 +232,19 @@ def create_app(index, *, token: str | None = None, allowed_hosts: list[str] | No
     def files(status: str | None = Query(None, description="indexed | error"),
               offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=5000)):
         """Files in the index (e.g. status=error: the ones that could not be indexed, with why)."""
-        total, rows = call("files", status=status, offset=offset, limit=limit)
+        total, rows = call(records.files, status=status, offset=offset, limit=limit)
         return json_response({"total": total, "offset": offset, "files": rows})
 
     @app.get("/api/files/{file_id}", tags=["files"])
     def file(file_id: int, top: int = Query(5, ge=1, le=100)):
         """One file: its record (status, error, on_disk) and, if indexed, its concepts over time
         (as `clapdex show --json`)."""
-        record = call("file_record", file_id)
+        record = call(records.file_record, file_id)
         record["playable"] = media.playable(record["path"])
         segments = []
         if record["status"] == "indexed":
-            profile = call("file", record["path"], top=top)
-            ids = call("segment_ids", file_id)
+            profile = call(index.file, record["path"], top=top)
+            ids = call(records.segment_ids, file_id)
             segments = [{"segment_id": i, **s.to_row()} for i, s in zip(ids, profile.segments)]
         return json_response({**record, "profile": segments, "low_fidelity_below": LOW_FIDELITY})
 
@@ -259,27 +254,28 @@ def create_app(index, *, token: str | None = None, allowed_hosts: list[str] | No
     def file_audio(file_id: int):
         """The indexed file's bytes, untranscoded, with HTTP range requests (WAV, FLAC, OGG,
         MP3; other formats: use a segment's audio)."""
-        record = call("file_record", file_id)
+        record = call(records.file_record, file_id)
         return media.file_response(record)
 
     @app.get("/api/segments/{segment_id}", tags=["files"])
     def segment(segment_id: int):
         """A segment's file id and time range."""
-        return json_response(call("segment_record", segment_id))
+        return json_response(call(records.segment_record, segment_id))
 
     @app.get("/api/segments/{segment_id}/audio", tags=["files"])
     def segment_audio(segment_id: int):
         """One segment decoded to WAV (for formats browsers do not play)."""
-        seg = call("segment_record", segment_id)
-        record = call("file_record", seg["file_id"])
+        seg = call(records.segment_record, segment_id)
+        record = call(records.file_record, seg["file_id"])
         return media.segment_wav(record, seg["start"], seg["end"])
 
     @app.get("/api/status", tags=["status"])
     def status():
-        """The index: counts, settings, and what the pages need (playable extensions)."""
-        return json_response({**call("status"), "playable_extensions": sorted(media.PLAYABLE),
-                              "max_upload_bytes": max_upload_bytes,
-                              "token_required": token is not None})
+        """The index as `clapdex status --json` (settings, counts, files that could not be
+        indexed, sizes), and `server`: what the pages need (playable extensions, upload limit)."""
+        return json_response({**call(index.status), "server": {
+            "playable_extensions": sorted(media.PLAYABLE), "max_upload_bytes": max_upload_bytes,
+            "token_required": token is not None}})
 
     # ---- pages ----------------------------------------------------------------------------
 

@@ -79,7 +79,7 @@ const CX = (() => {
 
   function playable(path, info) {
     const dot = path.lastIndexOf(".");
-    return dot >= 0 && info.playable_extensions.includes(path.slice(dot).toLowerCase());
+    return dot >= 0 && info.server.playable_extensions.includes(path.slice(dot).toLowerCase());
   }
 
   function showError(box, error) {
@@ -200,7 +200,7 @@ const CX = (() => {
     try {
       const info = await status();
       clear(document.getElementById("index-status"),
-            `${info.files} files \u00B7 ${info.segments} segments \u00B7 ${info.concepts} concepts`);
+            `${info.counts.files} files \u00B7 ${info.counts.segments} segments \u00B7 ${info.counts.concepts} concepts`);
     } catch (error) {
       clear(document.getElementById("index-status"), error.message);
     }
