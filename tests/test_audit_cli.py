@@ -225,7 +225,7 @@ def test_poorly_explained_lines(awkward):
 
 def test_json_keeps_raw_absolute_paths_and_float_seconds(awkward):
     rows = ndjson(run(awkward / "index", "show", str(awkward / ODD), "--json").output)
-    assert rows == [{"path": str(awkward / ODD), "start": 0.0, "end": 0.3,
+    assert rows == [{"path": str(awkward / ODD), "segment_id": 1, "start": 0.0, "end": 0.3,
                      "concept_fidelity": pytest.approx(0.3), "fidelity": pytest.approx(0.65),
                      "concepts": [{"concept": "dog", "weight": pytest.approx(0.4)}]}]
     for args in (["audit", "dog"], ["audit", "--poorly-explained"]):

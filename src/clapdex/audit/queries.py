@@ -38,10 +38,11 @@ class SegmentMatch:
     end: float
     score: float
     weights: dict[str, float] = field(default_factory=dict)
+    file_id: int | None = None  # the file's id in the index (what the web app links to)
 
     def to_row(self) -> dict:
-        row = {"path": self.path, "segment_id": self.segment_id, "start": self.start,
-               "end": self.end, "score": self.score}
+        row = {"path": self.path, "file_id": self.file_id, "segment_id": self.segment_id,
+               "start": self.start, "end": self.end, "score": self.score}
         row.update({f"weight:{name}": w for name, w in self.weights.items()})
         return row
 
@@ -227,7 +228,7 @@ def audit(store, expression: str, limit: int | None = 100) -> AuditResult:
             rest = plan.unscored if missing is None else plan.unscored.limit(missing)
             rows += session.execute(_with_location(rest.subquery("ranked"))).all()
         weights = _weights_of(session, [r.segment_id for r in rows], plan.positive_ids)
-    matches = [SegmentMatch(path=r.path, segment_id=int(r.segment_id), start=float(r.start),
+    matches = [SegmentMatch(path=r.path, file_id=int(r.file_id), segment_id=int(r.segment_id), start=float(r.start),
                             end=float(r.end), score=float(r.score),
                             weights={lookup.name_of(c): w
                                      for c, w in weights.get(int(r.segment_id), [])})
@@ -237,8 +238,8 @@ def audit(store, expression: str, limit: int | None = 100) -> AuditResult:
 
 def _with_location(ranked) -> Select:
     """Add each ranked segment's file and time range (joins for the returned rows only)."""
-    return (select(ranked.c.segment_id, FileRow.path, SegmentRow.start, SegmentRow.end,
-                   ranked.c.score)
+    return (select(ranked.c.segment_id, FileRow.path, SegmentRow.file_id, SegmentRow.start,
+                   SegmentRow.end, ranked.c.score)
             .select_from(ranked)
             .join(SegmentRow, SegmentRow.id == ranked.c.segment_id)
             .join(FileRow, FileRow.id == SegmentRow.file_id)
@@ -290,9 +291,11 @@ class PoorlyExplained:
     concept_fidelity: float   # cos(Cw, z): what the listing is sorted and filtered by
     fidelity: float           # reconstruction fidelity cos(r, â), for reference
     concepts: list[tuple[str, float]]
+    file_id: int | None = None
 
     def to_row(self) -> dict:
-        return {"path": self.path, "segment_id": self.segment_id, "start": self.start,
+        return {"path": self.path, "file_id": self.file_id, "segment_id": self.segment_id,
+                "start": self.start,
                 "end": self.end, "concept_fidelity": self.concept_fidelity,
                 "fidelity": self.fidelity,
                 "concepts": [{"concept": n, "weight": w} for n, w in self.concepts]}
@@ -307,8 +310,8 @@ def poorly_explained(store, below: float = 0.5, limit: int | None = 50,
     with store.session() as session:
         total = session.scalar(select(func.count()).select_from(SegmentRow)
                                .where(SegmentRow.concept_fidelity < below))
-        statement = (select(SegmentRow.id, FileRow.path, SegmentRow.start, SegmentRow.end,
-                            SegmentRow.concept_fidelity, SegmentRow.fidelity)
+        statement = (select(SegmentRow.id, FileRow.path, SegmentRow.file_id, SegmentRow.start,
+                            SegmentRow.end, SegmentRow.concept_fidelity, SegmentRow.fidelity)
                      .join(FileRow, FileRow.id == SegmentRow.file_id)
                      .where(SegmentRow.concept_fidelity < below)
                      .order_by(SegmentRow.concept_fidelity, SegmentRow.id))
@@ -318,7 +321,8 @@ def poorly_explained(store, below: float = 0.5, limit: int | None = 50,
     return int(total or 0), [
         PoorlyExplained(r.path, int(r.id), float(r.start), float(r.end),
                         float(r.concept_fidelity), float(r.fidelity),
-                        [(lookup.name_of(c), w) for c, w in weights.get(int(r.id), [])[:n_concepts]])
+                        [(lookup.name_of(c), w) for c, w in weights.get(int(r.id), [])[:n_concepts]],
+                        int(r.file_id))
         for r in rows]
 
 
@@ -331,9 +335,11 @@ class SegmentProfile:
     fidelity: float
     concepts: list[tuple[str, float]]  # strongest first
     concept_fidelity: float = 0.0
+    segment_id: int | None = None
 
     def to_row(self) -> dict:
-        return {"start": self.start, "end": self.end, "concept_fidelity": self.concept_fidelity,
+        return {"segment_id": self.segment_id, "start": self.start, "end": self.end,
+                "concept_fidelity": self.concept_fidelity,
                 "fidelity": self.fidelity,
                 "concepts": [{"concept": n, "weight": w} for n, w in self.concepts]}
 
@@ -359,6 +365,6 @@ def file_profile(store, name: str, top: int = 5) -> FileProfile:
     return FileProfile(indexed.path, indexed.duration, [
         SegmentProfile(float(s.start), float(s.end), float(s.fidelity),
                        [(lookup.name_of(c), w) for c, w in weights.get(int(s.id), [])[:top]],
-                       float(s.concept_fidelity))
+                       float(s.concept_fidelity), int(s.id))
         for s in segments])
 
