@@ -40,7 +40,7 @@ def client(index):
 def file_id(client, fixture, name):
     path = fixture.paths[name] if name != FAILED else fixture.failed_path
     found = client.get("/api/files", params={"limit": 100}).json()["files"]
-    return next(f["file_id"] for f in found if f["path"] == path)
+    return next(f["id"] for f in found if f["path"] == path)
 
 
 def assert_refused(response, status, *words):
@@ -183,7 +183,8 @@ def test_audit_expression_pages_and_positions_errors(client):
     body = client.get("/api/audit", params={"expression": "speech AND NOT \"a 500 hz tone\"",
                                             "limit": 3}).json()
     assert body["segments"] > 3 and len(body["matches"]) == 3
-    assert set(body["matches"][0]) >= {"path", "segment_id", "start", "end", "score", "weights"}
+    assert set(body["matches"][0]) >= {"path", "file_id", "segment_id", "start", "end", "score",
+                                       "weights"}
     rest = client.get("/api/audit", params={"expression": "speech AND NOT \"a 500 hz tone\"",
                                             "limit": 3, "offset": 3}).json()
     assert not {m["segment_id"] for m in body["matches"]} & {m["segment_id"] for m in rest["matches"]}
@@ -228,7 +229,7 @@ def test_file_page_data_failures_and_missing(client, fixture):
     assert body["profile"][1]["concepts"][0]["concept"] == "a 250 hz tone"
     failed = client.get("/api/files", params={"status": "error"}).json()
     assert failed["total"] == 1 and "not a readable audio file" in failed["files"][0]["error"]
-    broken = client.get(f"/api/files/{failed['files'][0]['file_id']}").json()
+    broken = client.get(f"/api/files/{failed['files'][0]['id']}").json()
     assert broken["status"] == "error" and broken["profile"] == []
     gone = client.get(f"/api/files/{file_id(client, fixture, VANISHED)}").json()
     assert gone["on_disk"] is False and gone["profile"]
@@ -272,7 +273,8 @@ def test_segment_audio_is_that_segment_decoded_to_wav(client, fixture):
     profile = client.get(f"/api/files/{fid}").json()["profile"]
     second = profile[1]
     seg = client.get(f"/api/segments/{second['segment_id']}").json()
-    assert seg == {"segment_id": second["segment_id"], "file_id": fid, "start": 2.0, "end": 4.0}
+    assert seg == {"segment_id": second["segment_id"], "file_id": fid, "path": fixture.paths[AIFF],
+                   "start": 2.0, "end": 4.0}
     got = client.get(f"/api/segments/{second['segment_id']}/audio")
     assert got.status_code == 200 and got.headers["content-type"] == "audio/wav"
     samples, rate = soundfile.read(io.BytesIO(got.content))

@@ -375,7 +375,7 @@ class Index:
 
     def file_info(self, file_id: int):
         """One file by id: path, status, error, duration, sample rate, channels, size, segments
-        (storage.records.FileRecord; QueryError when there is none)."""
+        (storage.records.FileRecord; NotFoundError when there is none)."""
         from clapdex.storage.records import file_record
 
         return file_record(self.store, file_id)
@@ -397,6 +397,12 @@ class Index:
         from clapdex.audit.report import write_report
 
         return write_report(self.store, output, top=top, n_files=n_files)
+
+    def report_html(self, top: int = 20, n_files: int = 3) -> str:
+        """The same report as an HTML string, written nowhere (the web app serves it)."""
+        from clapdex.audit.report import build_report
+
+        return build_report(self.store, top=top, n_files=n_files)[0]
 
 
 ClapdexIndex = Index  # the name of this class before it had a method per verb

@@ -46,6 +46,10 @@ class QueryError(ClapdexError):
     """A search or audit query that cannot be answered as written."""
 
 
+class NotFoundError(QueryError):
+    """A file or segment id that the index does not hold."""
+
+
 class IndexDamagedError(ClapdexError):
     """The index's database cannot be read as a clapdex index (corrupt, empty, not a database)."""
 

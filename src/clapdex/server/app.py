@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from clapdex.jsonable import to_jsonable
-from clapdex.errors import AudioError, ClapdexError, ModelError, QueryError
+from clapdex.errors import AudioError, ClapdexError, ModelError, NotFoundError, QueryError
 from clapdex.search.results import LOW_FIDELITY, SearchResults
 from clapdex.server import media
 from clapdex.server.guard import Guard
@@ -77,14 +77,17 @@ def create_app(index, *, token: str | None = None, allowed_hosts: list[str] | No
     `?token=TOKEN`). allowed_hosts: Host header values accepted (None: any); the CLI passes the
     loopback names when it serves 127.0.0.1 without a token, against DNS rebinding.
     """
-    from clapdex.server._compat import Records
-
-    records = Records(index)
     lock = threading.Lock()  # one index call at a time: the search state is built lazily
 
     def call(method, *args, **kwargs):
         with lock:
             return method(*args, **kwargs)
+
+    def file_info(file_id: int) -> dict:
+        """The file's record as JSON, with whether it is still on disk and browser-playable."""
+        record = to_jsonable(call(index.file_info, file_id))
+        return {**record, "on_disk": os.path.isfile(record["path"]),
+                "playable": media.playable(record["path"])}
 
     app = FastAPI(title="clapdex", version=_version(),
                   description="Search, listen to and audit an audio collection through named "
@@ -98,7 +101,7 @@ def create_app(index, *, token: str | None = None, allowed_hosts: list[str] | No
     def search(**options) -> Response:
         file_id = options.pop("file_id", None)
         if file_id is not None:
-            options["audio"] = call(records.file_record, file_id)["path"]
+            options["audio"] = call(index.file_info, file_id).path
         if options.get("mode") is not None and options["mode"] not in MODES:
             raise ApiError(400, f"unknown mode {options['mode']!r}; choose one of "
                                 f"{', '.join(MODES)}")
@@ -175,7 +178,7 @@ def create_app(index, *, token: str | None = None, allowed_hosts: list[str] | No
     def vocabulary(q: str = Query("", description="part of a concept name"),
                    limit: int = Query(20, ge=1, le=1000)):
         """Concept names for autocomplete: names starting with q first, then containing it."""
-        names = call(records.concept_names)
+        names = call(index.concept_names)
         needle = q.strip().lower()
         starts = [n for n in names if n.lower().startswith(needle)]
         contains = [n for n in names if needle in n.lower() and not n.lower().startswith(needle)]
@@ -223,7 +226,7 @@ def create_app(index, *, token: str | None = None, allowed_hosts: list[str] | No
     @app.get("/api/report", response_class=HTMLResponse, tags=["audit"])
     def report(top: int = Query(20, ge=2, le=200), files: int = Query(3, ge=0, le=50)):
         """The self-contained HTML audit report (as `clapdex report`), built for this request."""
-        page = call(records.report_html, top=top, n_files=files)
+        page = call(index.report_html, top=top, n_files=files)
         return HTMLResponse(page, headers={"Content-Security-Policy": REPORT_POLICY})
 
     # ---- files and audio ------------------------------------------------------------------
@@ -232,20 +235,22 @@ def create_app(index, *, token: str | None = None, allowed_hosts: list[str] | No
     def files(status: str | None = Query(None, description="indexed | error"),
               offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=5000)):
         """Files in the index (e.g. status=error: the ones that could not be indexed, with why)."""
-        total, rows = call(records.files, status=status, offset=offset, limit=limit)
+        if status not in (None, "indexed", "error"):
+            raise ApiError(400, f"unknown status {status!r}; choose indexed or error")
+        rows = call(index.files, status=status, offset=offset, limit=limit)
+        counts = call(index.counts)
+        total = {None: counts["files"] + counts["errors"], "indexed": counts["files"],
+                 "error": counts["errors"]}[status]
         return json_response({"total": total, "offset": offset, "files": rows})
 
     @app.get("/api/files/{file_id}", tags=["files"])
     def file(file_id: int, top: int = Query(5, ge=1, le=100)):
         """One file: its record (status, error, on_disk) and, if indexed, its concepts over time
         (as `clapdex show --json`)."""
-        record = call(records.file_record, file_id)
-        record["playable"] = media.playable(record["path"])
+        record = file_info(file_id)
         segments = []
         if record["status"] == "indexed":
-            profile = call(index.file, record["path"], top=top)
-            ids = call(records.segment_ids, file_id)
-            segments = [{"segment_id": i, **s.to_row()} for i, s in zip(ids, profile.segments)]
+            segments = [s.to_row() for s in call(index.file, record["path"], top=top).segments]
         return json_response({**record, "profile": segments, "low_fidelity_below": LOW_FIDELITY})
 
     @app.get("/api/files/{file_id}/audio", tags=["files"],
@@ -254,20 +259,18 @@ def create_app(index, *, token: str | None = None, allowed_hosts: list[str] | No
     def file_audio(file_id: int):
         """The indexed file's bytes, untranscoded, with HTTP range requests (WAV, FLAC, OGG,
         MP3; other formats: use a segment's audio)."""
-        record = call(records.file_record, file_id)
-        return media.file_response(record)
+        return media.file_response(file_info(file_id))
 
     @app.get("/api/segments/{segment_id}", tags=["files"])
     def segment(segment_id: int):
         """A segment's file id and time range."""
-        return json_response(call(records.segment_record, segment_id))
+        return json_response(call(index.segment, segment_id))
 
     @app.get("/api/segments/{segment_id}/audio", tags=["files"])
     def segment_audio(segment_id: int):
         """One segment decoded to WAV (for formats browsers do not play)."""
-        seg = call(records.segment_record, segment_id)
-        record = call(records.file_record, seg["file_id"])
-        return media.segment_wav(record, seg["start"], seg["end"])
+        seg = call(index.segment, segment_id)
+        return media.segment_wav(file_info(seg.file_id), seg.start, seg.end)
 
     @app.get("/api/status", tags=["status"])
     def status():
@@ -318,7 +321,7 @@ def _error_handlers(app: FastAPI) -> None:
         if isinstance(exc, ExpressionError):
             extra.update(position=exc.position, text=exc.text)
         status = 400
-        if type(exc).__name__ in ("FileNotFound", "FileNotInIndexError"):
+        if isinstance(exc, NotFoundError):
             status = 404
         elif isinstance(exc, ModelError):
             status = 503  # the server was started without a usable model for text queries

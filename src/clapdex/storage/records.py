@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
-from clapdex.errors import QueryError
+from clapdex.errors import NotFoundError
 from clapdex.storage.schema import FileRow, SegmentRow
 
 
@@ -40,11 +40,11 @@ def _file_columns():
 
 
 def file_record(store, file_id: int) -> FileRecord:
-    """The file with this id (QueryError when there is none)."""
+    """The file with this id (NotFoundError when there is none)."""
     with store.session() as session:
         row = session.execute(select(*_file_columns()).where(FileRow.id == int(file_id))).first()
     if row is None:
-        raise QueryError(f"no file with id {file_id} in this index")
+        raise NotFoundError(f"no file with id {file_id} in this index")
     return FileRecord(*row)
 
 
@@ -61,7 +61,7 @@ def file_records(store, status: str | None = None, offset: int = 0,
 
 
 def segment_record(store, segment_id: int) -> SegmentRecord:
-    """The segment with this id (QueryError when there is none)."""
+    """The segment with this id (NotFoundError when there is none)."""
     statement = (select(SegmentRow.id, SegmentRow.file_id, FileRow.path, SegmentRow.start,
                         SegmentRow.end)
                  .join(FileRow, FileRow.id == SegmentRow.file_id)
@@ -69,5 +69,5 @@ def segment_record(store, segment_id: int) -> SegmentRecord:
     with store.session() as session:
         row = session.execute(statement).first()
     if row is None:
-        raise QueryError(f"no segment with id {segment_id} in this index")
+        raise NotFoundError(f"no segment with id {segment_id} in this index")
     return SegmentRecord(*row)

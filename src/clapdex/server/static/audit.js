@@ -22,19 +22,12 @@
       el("tbody", {}, rows.map((cells) => el("tr", {}, cells.map((c) => el("td", {}, c))))));
   }
 
-  // A segment row's file link and player: the segment's file id comes from /api/segments/ID.
+  // A segment row's file link and player.
   function segmentCells(row, holder) {
-    const link = el("a", {class: "path", href: CX.url("/file", {segment: row.segment_id})}, row.path);
-    const play = el("button", {type: "button", class: "play", onclick: async () => {
-      try {
-        const seg = await api(`/api/segments/${row.segment_id}`);
-        if (!play.clip) {
-          play.clip = CX.player(holder, {...seg, path: row.path}).clip;
-        }
-        play.clip.play(false);
-      } catch (error) { showError(holder, error); }
-    }}, "\u25B6");
-    return [link, range(row.start, row.end), play];
+    const link = fileLink(row.file_id, row.path, {segment: row.segment_id});
+    const {buttons} = CX.player(holder, row);
+    buttons.lastChild.remove();  // "play the rest" lives on the file page
+    return [link, range(row.start, row.end), buttons];
   }
 
   // ---- expression ----------------------------------------------------------------------
@@ -126,7 +119,7 @@
     try {
       const data = await api("/api/files", {status: "error", offset, limit: PAGE});
       clear($("failed"), data.total
-        ? [table(["file", "why"], data.files.map((f) => [fileLink(f.file_id, f.path), f.error || "(no reason recorded)"])), el("div", {class: "pager"})]
+        ? [table(["file", "why"], data.files.map((f) => [fileLink(f.id, f.path), f.error || "(no reason recorded)"])), el("div", {class: "pager"})]
         : [el("p", {class: "muted"}, "None: every file was indexed.")]);
       if (data.total) pager($("failed").lastChild, offset, data.files.length, data.total, failed);
     } catch (error) { showError($("failed"), error); }

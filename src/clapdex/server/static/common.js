@@ -166,12 +166,17 @@ const CX = (() => {
 
   function player(holder, clip) {
     const c = new Clip(holder, clip);
+    const rest = el("button", {type: "button", class: "rest", onclick: () => c.play(true),
+                               title: "Keep playing past the segment"}, "Play the rest");
     const buttons = el("span", {class: "buttons"},
       el("button", {type: "button", class: "play", onclick: () => c.play(false),
-                    title: "Play the matched segment (space)"}, "\u25B6 Play segment"),
-      el("button", {type: "button", class: "rest", onclick: () => c.play(true),
-                    title: "Keep playing past the segment"}, "Play the rest"));
-    status().then((info) => { if (!playable(clip.path, info)) buttons.lastChild.disabled = true; });
+                    title: "Play the matched segment (space)"}, "\u25B6 Play segment"), rest);
+    status().then((info) => {
+      if (!playable(clip.path, info)) {
+        rest.disabled = true;
+        rest.title = "This format is played one segment at a time (decoded on the server)";
+      }
+    });
     return {clip: c, buttons};
   }
 

@@ -69,7 +69,7 @@
     const audioHolder = el("div", {class: "audio"});
     $("timeline").after(audioHolder);
     clear(body, segments.map((s, i) => {
-      const clip = {file_id: file.file_id, segment_id: s.segment_id, start: s.start, end: s.end, path: file.path};
+      const clip = {file_id: file.id, segment_id: s.segment_id, start: s.start, end: s.end, path: file.path};
       const {clip: player, buttons} = CX.player(audioHolder, clip);
       const row = el("tr", {"data-start": s.start},
         el("td", {}, range(s.start, s.end)),
@@ -84,8 +84,8 @@
 
   async function similar(file) {
     try {
-      const data = await api("/api/similar", {file_id: file.file_id, k: 9});
-      const others = data.results.filter((r) => r.file_id !== file.file_id).slice(0, 8);
+      const data = await api("/api/similar", {file_id: file.id, k: 9});
+      const others = data.results.filter((r) => r.file_id !== file.id).slice(0, 8);
       $("similar-panel").hidden = false;
       clear($("similar"), others.length ? others.map((r) => el("li", {},
         fileLink(r.file_id, r.path, {segment: r.segment_id}), " ",
