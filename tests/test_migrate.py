@@ -195,3 +195,70 @@ def test_every_column_of_the_schema_could_be_added_by_an_upgrade():
         for column in table.columns:
             if (table.name, column.name) in added_since_3:
                 assert column.nullable or column.server_default is not None
+
+
+# ---- PostgreSQL ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def postgres():
+    import os
+
+    from tests.postgres import REQUIRE_ENV, PostgresServer, PostgresUnavailable
+
+    try:
+        server = PostgresServer()
+    except (PostgresUnavailable, OSError) as error:
+        if os.environ.get(REQUIRE_ENV) == "1":
+            raise
+        pytest.skip(f"no PostgreSQL here: {error}")
+    yield server
+    server.stop()
+
+
+def test_upgrade_on_postgresql(tmp_path, postgres, notes):
+    """The same upgrade on a PostgreSQL index: columns added, concept fidelity filled, generation
+    defaulted, version bumped, all in one transaction."""
+    from sqlalchemy import create_engine, text
+
+    from clapdex.concepts.decompose import audio_mean, decompose
+    from clapdex.concepts.dictionary import ConceptDictionary
+    from clapdex.storage.database import FileMeta, IndexSettings
+
+    encoder = SpectralTestEncoder()
+    names = [f"a {f} hz tone" for f in (200, 440, 1000, 3000)]
+    text_embeddings = encoder.embed_text(names)
+    dictionary = ConceptDictionary.from_text_embeddings(names, text_embeddings)
+    windows = {"tone": np.stack([sine(440, 2.0, 8000)] * 2),
+               "chord": (sine(200, 2.0, 8000) + sine(1000, 2.0, 8000, 0.3))[None, :],
+               "silence": np.zeros((2, 16000), np.float32)}
+    embeddings = {k: encoder.embed_audio(v) for k, v in windows.items()}
+    mean = audio_mean(np.concatenate(list(embeddings.values()))).astype(np.float32)
+    settings = IndexSettings(encoder_fingerprint=encoder.fingerprint, dimension=64,
+                             sample_rate=8000, window_seconds=2.0, hop_seconds=2.0,
+                             vocabulary_name="tones", vocabulary_hash="tones", lam=0.05,
+                             audio_mean=mean)
+    url = postgres.new_database_url()
+    root = tmp_path / "pg-index"
+    with IndexStore.create(root, settings, names, text_embeddings, database_url=url) as store:
+        for name, emb in embeddings.items():
+            starts = np.arange(len(emb)) * 2.0
+            store.add_file(FileMeta(f"/audio/{name}.wav", size=1, mtime_ns=1), starts, starts + 2,
+                           emb, decompose(emb, dictionary, mean.astype(np.float64), lam=0.05))
+        expected = _concept_fidelity(store)
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("ALTER TABLE segments DROP COLUMN concept_fidelity"))
+        connection.execute(text("ALTER TABLE index_settings DROP COLUMN generation"))
+        connection.execute(text("ALTER TABLE index_settings DROP COLUMN alpha"))
+        connection.execute(text("UPDATE index_settings SET schema_version = 3"))
+    engine.dispose()
+    with IndexStore.open(root) as store:
+        upgraded = _concept_fidelity(store)
+        assert upgraded.keys() == expected.keys()
+        for segment, value in expected.items():
+            assert upgraded[segment] == pytest.approx(value, abs=1e-9)
+        assert min(upgraded.values()) < 0.5 < max(upgraded.values())  # silence vs the tone
+        assert store.generation() == 1
+        indexes = {i["name"] for i in inspect(store.engine).get_indexes("segments")}
+        assert "ix_segments_concept_fidelity" in indexes
+    assert len(notes) == 1 and "from schema version 3" in notes[0]
