@@ -88,7 +88,8 @@ def test_show_exports(index, tmp_path):
     store, truth, root = index
     path = truth.paths[int(np.argmax(np.bincount(truth.file_of)))]
     profile = file_profile(store, path, top=2)
-    expected = [{"path": profile.path, **s.to_row()} for s in profile.segments]
+    expected = [{"path": profile.path, "file_id": profile.file_id, **s.to_row()}
+                for s in profile.segments]
     out = run(root, "show", path, "--top", "2", "--json")
     assert out.exit_code == 0 and ndjson(out.output) == expected
     csv_path = tmp_path / "show.csv"
@@ -225,7 +226,8 @@ def test_poorly_explained_lines(awkward):
 
 def test_json_keeps_raw_absolute_paths_and_float_seconds(awkward):
     rows = ndjson(run(awkward / "index", "show", str(awkward / ODD), "--json").output)
-    assert rows == [{"path": str(awkward / ODD), "segment_id": 1, "start": 0.0, "end": 0.3,
+    assert rows == [{"path": str(awkward / ODD), "file_id": 1, "segment_id": 1, "start": 0.0,
+                     "end": 0.3,
                      "concept_fidelity": pytest.approx(0.3), "fidelity": pytest.approx(0.65),
                      "concepts": [{"concept": "dog", "weight": pytest.approx(0.4)}]}]
     for args in (["audit", "dog"], ["audit", "--poorly-explained"]):

@@ -53,7 +53,7 @@ def test_json_windows_and_top_concepts(double, vocab_file, tone_file):
     assert rows[0]["concepts"][0]["concept"] == "a 440 hz tone"
     assert rows[2]["concepts"][0]["concept"] == "a 1760 hz tone"
     for r in rows:
-        assert r["file"] == str(tone_file)
+        assert r["path"] == str(tone_file)
         weights = [c["weight"] for c in r["concepts"]]
         assert weights == sorted(weights, reverse=True) and all(w > 0 for w in weights)
         assert len(r["concepts"]) == min(3, r["n_concepts"])
@@ -82,7 +82,7 @@ def test_json_file_is_absolute_and_text_names_it_on_one_line(double, vocab_file,
     monkeypatch.chdir(tmp_path)
     rows = [json.loads(line) for line in run(["odd\nname.wav", "--vocab", vocab_file, "--json"])
             .stdout.splitlines()]
-    assert rows and all(r["file"] == str(odd) for r in rows)
+    assert rows and all(r["path"] == str(odd) for r in rows)
     text = run(["odd\nname.wav", "--vocab", vocab_file]).stdout.splitlines()
     assert text[0] == "odd\\nname.wav, 1 window"  # relative: it lies under the current folder
     assert text[1].startswith("00:00–00:02  concept fidelity ")

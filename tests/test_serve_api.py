@@ -184,7 +184,7 @@ def test_audit_expression_pages_and_positions_errors(client):
                                             "limit": 3}).json()
     assert body["segments"] > 3 and len(body["matches"]) == 3
     assert set(body["matches"][0]) >= {"path", "file_id", "segment_id", "start", "end", "score",
-                                       "weights"}
+                                       "concepts"}
     rest = client.get("/api/audit", params={"expression": "speech AND NOT \"a 500 hz tone\"",
                                             "limit": 3, "offset": 3}).json()
     assert not {m["segment_id"] for m in body["matches"]} & {m["segment_id"] for m in rest["matches"]}

@@ -41,10 +41,9 @@ class SegmentMatch:
     file_id: int | None = None  # the file's id in the index (what the web app links to)
 
     def to_row(self) -> dict:
-        row = {"path": self.path, "file_id": self.file_id, "segment_id": self.segment_id,
-               "start": self.start, "end": self.end, "score": self.score}
-        row.update({f"weight:{name}": w for name, w in self.weights.items()})
-        return row
+        return {"path": self.path, "file_id": self.file_id, "segment_id": self.segment_id,
+                "start": self.start, "end": self.end, "score": self.score,
+                "concepts": [{"concept": n, "weight": w} for n, w in self.weights.items()]}
 
 
 @dataclass
@@ -349,6 +348,11 @@ class FileProfile:
     path: str
     duration: float | None
     segments: list[SegmentProfile]
+    file_id: int | None = None
+
+    def rows(self) -> list[dict]:
+        """One segment record per segment (docs/output.md), in time order."""
+        return [{"path": self.path, "file_id": self.file_id, **s.to_row()} for s in self.segments]
 
 
 def file_profile(store, name: str, top: int = 5) -> FileProfile:
@@ -366,5 +370,5 @@ def file_profile(store, name: str, top: int = 5) -> FileProfile:
         SegmentProfile(float(s.start), float(s.end), float(s.fidelity),
                        [(lookup.name_of(c), w) for c, w in weights.get(int(s.id), [])[:top]],
                        float(s.concept_fidelity), int(s.id))
-        for s in segments])
+        for s in segments], int(indexed.id))
 

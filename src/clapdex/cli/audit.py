@@ -214,7 +214,7 @@ def show_command(file, top, index_path, as_json, csv_path):
     """One file's concept profile: the top concepts of each segment, in time order."""
     with _open(index_path) as index:
         profile = index.file(file, top=top)
-    rows = [{"path": profile.path, **s.to_row()} for s in profile.segments]
+    rows = profile.rows()
     if as_json or csv_path:
         _output(rows, as_json, csv_path, None)
         return

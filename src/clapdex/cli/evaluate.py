@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import click
 
-from clapdex.cli.common import (emit_json, encoder_options, encoder_settings, json_option, progress,
+from clapdex.cli.common import (emit_json, encoder_options, encoder_settings, progress,
                                 SafeGroup)
 from clapdex.cli.format import shown_path, plural
 from clapdex.cli.lambda_option import DefaultLambdaHelp
 from clapdex.printable import one_line
+
+# An evaluation is one report (its settings and a table), not a list: one JSON document.
+report_json_option = click.option("--json", "as_json", is_flag=True,
+                                  help="Machine-readable output: one JSON document, the settings "
+                                       "and the rows (docs/output.md).")
 
 
 def _concept_options(func):
@@ -36,7 +41,7 @@ def _concept_options(func):
         click.option("--no-cache", is_flag=True, help="Neither read nor write the embedding cache."),
         click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None,
                      help="Also write the result rows to this CSV file."),
-        json_option,
+        report_json_option,
     ]
     func = encoder_options(func)
     for option in reversed(options):
@@ -211,7 +216,7 @@ def tune(data, task, prompt, metric, alphas, apply_index, **kw):
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the split and the batch order.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Embedding cache folder.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the embedding cache.")
-@json_option
+@report_json_option
 @encoder_options
 def finetune(data, output, prompt, temperature, validation_fraction, test_fraction, epochs, patience,
              learning_rate, seed, cache_dir, no_cache, as_json, **kw):

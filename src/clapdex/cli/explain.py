@@ -34,7 +34,7 @@ def explain(file, lam, max_concepts, vocabulary, index_path, top, projection_pat
     The first line names FILE (escaped to stay on one line) and its number of windows; each window
     then shows its time range (covering the window), its concept fidelity (cos(Cw, z): how much of
     the window the concepts explain) and number of concepts, and its top
-    concepts by weight. --json prints one object per window, "file" being FILE's absolute path.
+    concepts by weight. --json prints one object per window, "path" being FILE's absolute path.
     """
     from clapdex import explain_file
 
@@ -43,7 +43,7 @@ def explain(file, lam, max_concepts, vocabulary, index_path, top, projection_pat
                            **encoder_settings(kwargs))
     path = os.path.abspath(file)
     if as_json:
-        emit_ndjson({"file": path, **_row(w)} for w in windows)
+        emit_ndjson({"path": path, **_row(w)} for w in windows)
         return
     click.echo(f"{shown_path(path)}, {plural(len(windows), 'window')}")
     ranges = [format_time_range(w.start, w.end) for w in windows]

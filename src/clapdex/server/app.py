@@ -205,7 +205,7 @@ def create_app(index, *, token: str | None = None, allowed_hosts: list[str] | No
         result = call(index.audit, expression, limit=offset + limit)
         return json_response({"expression": result.expression, "segments": result.n_segments,
                               "files": result.n_files, "offset": offset,
-                              "matches": result.matches[offset:]})
+                              "matches": [m.to_row() for m in result.matches[offset:]]})
 
     @app.get("/api/cooccurrence", tags=["audit"])
     def cooccurrence(concept: str | None = Query(None, description="one concept, or none: all pairs"),

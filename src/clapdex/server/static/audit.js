@@ -44,7 +44,7 @@
         el("p", {class: "count"}, `${data.segments} segment${data.segments === 1 ? "" : "s"} in ${data.files} file${data.files === 1 ? "" : "s"} match`),
         table(["file", "time", "", "score", "concepts"], data.matches.map((m) => [
           ...segmentCells(m, holder), num(m.score),
-          Object.entries(m.weights).map(([name, w]) => `${name} ${num(w)}`).join(", ")])),
+          m.concepts.map((c) => `${c.concept} ${num(c.weight)}`).join(", ")])),
         holder, el("div", {class: "pager"}));
       pager($("expr-result").lastChild, offset, data.matches.length, data.segments, runExpression);
     } catch (error) {
