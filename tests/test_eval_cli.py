@@ -109,9 +109,11 @@ def test_retrieval_hybrid_rows(tmp_path, spectral):
     result = CliRunner().invoke(main, base + ["--alpha", "0.2,0.5,0.8"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)["rows"]
-    assert [(r["representation"], r["setting"]) for r in rows] == [("dense", "")] + [
-        (kind, f"λ={lam}" + (f" α={a}" if a else "")) for lam in ("0.05", "0.2")
-        for kind, a in [("concepts", None), ("hybrid", "0.2"), ("hybrid", "0.5"), ("hybrid", "0.8")]]
+    assert [(r["representation"], r["setting"], r["alpha"]) for r in rows] == [("dense", "", None)] + [
+        (kind, f"λ={lam}", a) for lam in ("0.05", "0.2")
+        for kind, a in [("concepts", None), ("hybrid", 0.2), ("hybrid", 0.5), ("hybrid", 0.8)]]
+    text = CliRunner().invoke(main, base[:-1] + ["--alpha-sweep"]).output
+    assert max(len(line) for line in text.splitlines()) <= 80, text
     swept = json.loads(CliRunner().invoke(main, base + ["--alpha-sweep"]).output)["rows"]
     metrics = ("t2a_r1", "t2a_r10", "t2a_map10", "a2t_r1", "a2t_r10", "a2t_map10")
     concept = {r["lam"]: r for r in swept if r["representation"] == "concepts"}

@@ -90,7 +90,7 @@ def evaluate_retrieval(audio_embeddings: np.ndarray, text_embeddings: np.ndarray
         rows.append(RetrievalRow("concepts", setting.label, setting.lam, setting.max_concepts,
                                  **score_metrics(concept, caption_file), **stats))
         for alpha in alphas:
-            rows.append(RetrievalRow("hybrid", f"{setting.label} α={alpha:g}", setting.lam,
+            rows.append(RetrievalRow("hybrid", setting.label, setting.lam,
                                      setting.max_concepts,
                                      **score_metrics(alpha * dense + (1 - alpha) * concept,
                                                      caption_file), **stats, alpha=float(alpha)))

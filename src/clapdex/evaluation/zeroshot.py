@@ -62,7 +62,7 @@ class ZeroShotRow:
     """One line of results: dense, or concepts under one sparsity setting."""
 
     representation: str               # "dense" | "concepts" | "hybrid"
-    setting: str                      # "" for dense, "λ=0.25" / "N=20" for concepts (+ " α=0.5")
+    setting: str                      # "" for dense, "λ=0.25" / "N=20" for concepts and hybrid
     lam: float | None
     max_concepts: int | None
     accuracy: float
@@ -96,7 +96,7 @@ def evaluate_zeroshot(embeddings: np.ndarray, targets: Sequence[int], class_embe
             predictions = np.argmax(scores, axis=1)
             rows.append(ZeroShotRow(
                 "concepts" if alpha is None else "hybrid",
-                setting.label if alpha is None else f"{setting.label} α={alpha:g}",
+                setting.label,
                 setting.lam, setting.max_concepts, accuracy(targets, predictions),
                 macro_f1(targets, predictions, n_classes), *stats,
                 alpha=None if alpha is None else float(alpha)))
