@@ -8,23 +8,14 @@ later ones. A file that changes gets a new size or mtime and is hashed again.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
+from clapdex.fileio import atomic_path, cache_dir, sha256_file
+
 _CACHE_FILE_NAME = "file-hashes.json"
 _memory: dict[tuple[str, int, int], str] = {}
-
-
-def cache_dir() -> Path:
-    """Where clapdex keeps small caches: $CLAPDEX_CACHE_DIR, else the user cache directory."""
-    env = os.environ.get("CLAPDEX_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("clapdex"))
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -38,19 +29,11 @@ def file_sha256(path: str | os.PathLike) -> str:
     stored = _read_disk_cache()
     digest = stored.get(disk_key)
     if digest is None:
-        digest = _hash_content(resolved)
+        digest = sha256_file(resolved)
         stored[disk_key] = digest
         _write_disk_cache(stored)
     _memory[key] = digest
     return digest
-
-
-def _hash_content(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _read_disk_cache() -> dict[str, str]:
@@ -68,8 +51,7 @@ def _write_disk_cache(entries: dict[str, str]) -> None:
     target = cache_dir() / _CACHE_FILE_NAME
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(kept, indent=0, sort_keys=True))
-        os.replace(temporary, target)
+        with atomic_path(target) as temporary:
+            temporary.write_text(json.dumps(kept, indent=0, sort_keys=True))
     except OSError:
         pass

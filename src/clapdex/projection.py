@@ -26,6 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from clapdex.errors import ClapdexError, IndexMismatchError
+from clapdex.fileio import atomic_path
 from clapdex.vectors import unit_rows
 
 FORMAT = "clapdex-projection"
@@ -82,11 +83,10 @@ def save_projection(projection: Projection, path: str | os.PathLike) -> Path:
                "classes": list(projection.classes), "prompt": projection.prompt,
                "temperature": float(projection.temperature),
                "metrics": {k: float(v) for k, v in projection.metrics.items()}}
-    partial = path.with_name(path.name + ".partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(payload, partial)
-        os.replace(partial, path)
+        with atomic_path(path) as partial:
+            torch.save(payload, partial)
     except OSError as error:
         raise ProjectionError(f"{path}: cannot write projection ({error.strerror or error})") from None
     return path

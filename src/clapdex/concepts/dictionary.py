@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from clapdex.errors import DecompositionError
+from clapdex.fileio import atomic_path, cache_dir
 
 CACHE_FORMAT = 1
 
@@ -91,10 +91,7 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
 
 def default_cache_dir() -> Path:
     """$CLAPDEX_CACHE_DIR/concepts, else the user cache directory's clapdex/concepts."""
-    import platformdirs
-
-    root = os.environ.get("CLAPDEX_CACHE_DIR") or platformdirs.user_cache_dir("clapdex")
-    return Path(root) / "concepts"
+    return cache_dir("concepts")
 
 
 def text_fingerprint(encoder) -> str:
@@ -146,14 +143,8 @@ def _read_cache(path: Path, fingerprint: str, vocab_hash: str, k: int, d: int) -
 def _write_cache(path: Path, embeddings: np.ndarray, fingerprint: str, vocab_hash: str) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.stem, suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, embeddings=embeddings, fingerprint=np.array(fingerprint),
-                         vocabulary_hash=np.array(vocab_hash))
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, embeddings=embeddings, fingerprint=np.array(fingerprint),
+                     vocabulary_hash=np.array(vocab_hash))
     except OSError:
         pass  # a read-only cache location only costs re-embedding next time

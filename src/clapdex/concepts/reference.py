@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from clapdex.concepts.decompose import audio_mean
+from clapdex.fileio import atomic_path
 
 REFERENCE_VERSION = 1  # bump when the signal set changes (it is part of the cache key)
 _SEED = 20240601
@@ -91,14 +91,8 @@ def reference_audio_mean(encoder, cache_dir: str | os.PathLike | None = None) ->
     mean = audio_mean(np.asarray(encoder.embed_audio(signals)))
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=key, suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, mean)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.save(f, mean)
     except OSError:
         pass  # an unwritable cache only costs recomputing next time
     return mean

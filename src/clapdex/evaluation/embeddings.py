@@ -24,27 +24,21 @@ import numpy as np
 
 from clapdex.encoder import mean_window_embedding
 from clapdex.errors import AudioError
+from clapdex.fileio import atomic_path, cache_dir, sha256_file
 
 POOLING = "mean-of-unit-windows-v1"
 
 
 def default_cache_dir() -> Path:
     """$CLAPDEX_CACHE_DIR/embeddings, else the user cache directory's clapdex/embeddings."""
-    import platformdirs
-
-    root = os.environ.get("CLAPDEX_CACHE_DIR") or platformdirs.user_cache_dir("clapdex")
-    return Path(root).expanduser() / "embeddings"
+    return cache_dir("embeddings")
 
 
 def file_content_hash(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        return sha256_file(path)
     except OSError as error:
         raise AudioError(path, error.strerror or str(error)) from None
-    return digest.hexdigest()
 
 
 class EmbeddingCache:
@@ -66,9 +60,8 @@ class EmbeddingCache:
     def put(self, content_hash: str, embedding: np.ndarray) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         final = self._file(content_hash)
-        partial = final.with_name(f"{final.stem}.{os.getpid()}.tmp.npy")
-        np.save(partial, np.asarray(embedding, dtype=np.float32))
-        os.replace(partial, final)  # atomic: readers never see half a file
+        with atomic_path(final) as partial:  # readers never see half a file
+            np.save(partial, np.asarray(embedding, dtype=np.float32))
 
 
 def embed_file(encoder, path: str | os.PathLike) -> np.ndarray:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from stat import S_ISREG
 from typing import Callable, Iterable
 
 from clapdex.errors import ClapdexError
+from clapdex.fileio import sha256_file
 
 HASH_BLOCK = 1 << 20
 UNLISTED = "cannot list folder"   # how a folder the walk could not read is reported
@@ -94,11 +94,7 @@ def find_audio_files(paths: Iterable[str | os.PathLike],
 
 def content_hash(path: str | os.PathLike) -> str:
     """sha256 hex digest of a file's bytes (what the manifest's content_hash column holds)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(HASH_BLOCK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(path, HASH_BLOCK)
 
 
 def hash_or_error(path: str) -> tuple[str | None, str | None]:
