@@ -136,3 +136,19 @@ def test_files_and_segments_by_id(built):
     assert "a 400 hz tone" in index.concept_names()
     with pytest.raises(QueryError):
         index.file_info(10**9)
+
+
+def test_every_error_class_lives_in_errors_py_and_its_docstring():
+    import re
+
+    import clapdex.errors as errors
+
+    src = REPO / "src" / "clapdex"
+    ours = {name for name, value in vars(errors).items()
+            if isinstance(value, type) and issubclass(value, errors.ClapdexError)}
+    for path in src.rglob("*.py"):
+        if path.name != "errors.py":
+            bases = re.findall(r"^class \w+\((\w+)\)", path.read_text(encoding="utf-8"), re.M)
+            assert not ours & set(bases), path  # a ClapdexError defined outside errors.py
+    for name in re.findall(r"^class (\w+)\(", (src / "errors.py").read_text(encoding="utf-8"), re.M):
+        assert name in errors.__doc__, name

@@ -32,8 +32,9 @@ import numpy as np
 
 from clapdex import encoder_registry
 from clapdex.defaults import DEFAULT_ALPHA
-from clapdex.errors import ClapdexError, DecompositionError, IndexMismatchError, QueryError
+from clapdex.errors import ClapdexError, IndexMismatchError, QueryError
 from clapdex.progress import Progress, ProgressCallback
+from clapdex.sparsity import Sparsity
 from clapdex.storage.database import IndexSettings, IndexStore
 
 EncoderSource = Any  # an Encoder, a zero-argument callable returning one, or None
@@ -455,8 +456,7 @@ def explain_file(file: str | os.PathLike, encoder: EncoderSource = None, *,
     from clapdex.concepts.explain import explain_file as explain_windows
     from clapdex.concepts.vocabulary import load_vocabulary
 
-    if lam is not None and max_concepts is not None:
-        raise DecompositionError("give --lambda or --max-concepts, not both")
+    Sparsity(lam, max_concepts)  # refuse both before the model loads
     if index is not None and not isinstance(index, Index):
         with Index(index, encoder, **encoder_options) as opened:
             return explain_file(file, index=opened, lam=lam, max_concepts=max_concepts,

@@ -457,12 +457,12 @@ def mean_window_embedding(encoder: Encoder, path, hop_seconds: float | None = No
     embedding adds nothing to the sum. Raises AudioError for a file that cannot be decoded.
     """
     from clapdex.audio import iter_windows
+    from clapdex.vectors import unit_rows
 
     total = np.zeros(encoder.dimension, dtype=np.float64)
     count = 0
     for windows, _times in iter_windows(path, encoder.sample_rate, encoder.window_seconds, hop_seconds):
         embedded = np.asarray(encoder.embed_audio(windows), dtype=np.float64)
-        norms = np.linalg.norm(embedded, axis=1, keepdims=True)
-        total += (embedded / np.where(norms > 0, norms, 1.0)).sum(axis=0)
+        total += unit_rows(embedded).sum(axis=0)
         count += len(embedded)
     return (total / count if count else total), count

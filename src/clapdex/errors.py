@@ -1,12 +1,39 @@
-"""Errors that users see.
+"""Errors that users see, all of them (one module, so a caller can catch by kind).
 
-Every user-facing failure is a ClapdexError: its message is one line that says what went wrong and,
-where there is one, the fix. The CLI prints it without a traceback and exits non-zero.
+Every user-facing failure is a ClapdexError: its message is one line that says what went wrong
+(the library does not name CLI commands; where a fix needs one, the CLI adds it). The CLI prints
+it as `error: <message>` without a traceback and exits 1.
+
+    ClapdexError
+    ├── AudioError            a file that cannot be used as audio (.path, .reason)
+    ├── ModelError            the model cannot be loaded or used; an unknown encoder name
+    ├── VocabularyError       a vocabulary or tag file that cannot be used
+    ├── DecompositionError    input or settings the decomposition refuses (λ and max-concepts)
+    ├── PathNotFoundError     a file or folder to index does not exist
+    ├── IndexNotFoundError    no index at the given location
+    ├── IndexDamagedError     the database cannot be read as a clapdex index
+    ├── ReadOnlyIndexError    a write to an index (or a place for one) that cannot be written
+    ├── IndexMismatchError    the index was built with other settings (model, vocabulary, ...)
+    ├── DenseIndexError       a FAISS factory string or FAISS file that cannot be used
+    ├── ProjectionError       a projection file that cannot be used
+    ├── QueryError            a search or audit query that cannot be answered as written
+    │   ├── ExpressionError       an audit expression that does not parse (.text, .position)
+    │   ├── UnknownConceptError   a concept name not in the vocabulary
+    │   ├── FileNotInIndexError   no indexed path matches a file name
+    │   ├── AmbiguousFileError    a file name that is the end of several indexed paths
+    │   └── FileNotIndexedError   a file recorded but not indexed (.path, .status, .error)
+    ├── DatasetError          an evaluation dataset that cannot be used
+    ├── SweepError            sweep settings or a plot request that cannot be used
+    └── PromptError           a class-prompt template that cannot be filled
+
+The modules that raise them re-export them (e.g. clapdex.storage.naming.AmbiguousFileError).
 """
 
 from __future__ import annotations
 
 import os
+
+from clapdex.printable import one_line
 
 
 class ClapdexError(Exception):
@@ -56,3 +83,62 @@ class IndexDamagedError(ClapdexError):
 
 class ReadOnlyIndexError(ClapdexError):
     """A command that writes was given an index (or a place for one) that cannot be written."""
+
+
+class DatasetError(ClapdexError):
+    """An evaluation dataset (folder or CSV) that cannot be used as written."""
+
+
+class SweepError(ClapdexError):
+    """Sweep settings or a plot request that cannot be used."""
+
+
+class PromptError(ClapdexError):
+    """A class-prompt template that cannot be filled."""
+
+
+class PathNotFoundError(ClapdexError):
+    """A file or folder given on the command line does not exist."""
+
+
+class ExpressionError(QueryError):
+    """A concept expression that cannot be parsed; `position` is 0-based in the text."""
+
+    def __init__(self, message: str, text: str, position: int):
+        self.text = text
+        self.position = position
+        shown = text if len(text) <= 200 else text[:200] + "..."
+        super().__init__(f"{message} at character {position + 1} of {shown!r}")
+
+
+class UnknownConceptError(QueryError):
+    """A concept name that is not in the index's vocabulary."""
+
+
+class ProjectionError(ClapdexError):
+    """A projection file that cannot be used (unreadable, wrong encoder, wrong dimension)."""
+
+
+class DenseIndexError(ClapdexError):
+    """A FAISS factory string or a dense index file that cannot be used."""
+
+
+class FileNotInIndexError(QueryError):
+    """No indexed path matches the name."""
+
+
+class AmbiguousFileError(QueryError):
+    """The name is the end of several indexed paths."""
+
+
+class FileNotIndexedError(QueryError):
+    """The file is in the index's file table, but has no segments (its indexing failed)."""
+
+    def __init__(self, path: str, status: str, error: str | None):
+        self.path, self.status, self.error = path, status, error
+        if status == "error":
+            reason = one_line(error or "no reason recorded")
+            message = f"{one_line(path)} could not be indexed: {reason}"
+        else:
+            message = f"{one_line(path)} is not indexed (status {status!r})"
+        super().__init__(message)

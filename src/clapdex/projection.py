@@ -25,16 +25,12 @@ from typing import Sequence
 
 import numpy as np
 
-from clapdex.errors import ClapdexError, IndexMismatchError
+from clapdex.errors import IndexMismatchError, ProjectionError
 from clapdex.fileio import atomic_path
 from clapdex.vectors import unit_rows
 
 FORMAT = "clapdex-projection"
 FORMAT_VERSION = 1
-
-
-class ProjectionError(ClapdexError):
-    """A projection file that cannot be used (unreadable, wrong encoder, wrong dimension)."""
 
 
 @dataclass

@@ -6,12 +6,8 @@ import difflib
 
 from sqlalchemy import select
 
-from clapdex.errors import QueryError
+from clapdex.errors import UnknownConceptError
 from clapdex.storage.schema import ConceptRow
-
-
-class UnknownConceptError(QueryError):
-    """A concept name that is not in the index's vocabulary."""
 
 
 class ConceptLookup:

@@ -23,21 +23,11 @@ import re
 from dataclasses import dataclass
 from typing import Union
 
-from clapdex.errors import QueryError
+from clapdex.errors import ExpressionError
 
 KEYWORDS = ("AND", "OR", "NOT")
 MAX_DEPTH = 64      # nested parentheses and NOTs (every level is a nested SELECT in SQL)
 MAX_TERMS = 5000    # concept terms in one expression
-
-
-class ExpressionError(QueryError):
-    """A concept expression that cannot be parsed; `position` is 0-based in the text."""
-
-    def __init__(self, message: str, text: str, position: int):
-        self.text = text
-        self.position = position
-        shown = text if len(text) <= 200 else text[:200] + "..."
-        super().__init__(f"{message} at character {position + 1} of {shown!r}")
 
 
 # ---- syntax tree ---------------------------------------------------------------------------------

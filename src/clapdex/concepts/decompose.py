@@ -33,6 +33,8 @@ import scipy.sparse as sp
 from clapdex.concepts.dictionary import ConceptDictionary, normalize_rows
 from clapdex.concepts.solver import nonneg_lasso, nonneg_lasso_max_concepts
 from clapdex.errors import DecompositionError
+from clapdex.sparsity import Sparsity
+from clapdex.vectors import mean_of_unit_rows
 
 # In our convention (½‖Cw − z‖² + lam‖w‖₁; SpLiCE's λ = 2·lam). A concept can only get weight if
 # its atom correlates with the centred window by more than lam, so lam is a threshold on cosines.
@@ -79,7 +81,7 @@ def audio_mean(embeddings) -> np.ndarray:
     arr = _as_embeddings(embeddings, "audio embeddings")
     if arr.shape[0] == 0:
         raise DecompositionError("cannot compute an audio mean from zero embeddings")
-    return normalize_rows(arr).mean(axis=0)
+    return mean_of_unit_rows(arr)
 
 
 def _check_mean(mean, d: int) -> np.ndarray:
@@ -98,12 +100,9 @@ def decompose(embeddings, dictionary: ConceptDictionary, audio_mean, lam: float 
     Give `lam` (default DEFAULT_LAMBDA) or `max_concepts` (the least-regularised solution with at
     most that many concepts per row; see solver.nonneg_lasso_max_concepts), not both.
     """
-    if lam is not None and max_concepts is not None:
-        raise DecompositionError("give either lam or max_concepts, not both")
+    Sparsity(lam, max_concepts)  # the one check of the pair
     if max_concepts is None:
         lam = DEFAULT_LAMBDA if lam is None else lam
-        if not np.isfinite(lam) or lam < 0:
-            raise DecompositionError(f"lambda must be a finite number >= 0, got {lam!r}")
     a = _as_embeddings(embeddings)
     d = dictionary.dimension
     if a.shape[1] != d:

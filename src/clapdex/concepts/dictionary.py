@@ -27,6 +27,7 @@ import numpy as np
 
 from clapdex.errors import DecompositionError
 from clapdex.fileio import atomic_path, cache_dir
+from clapdex.vectors import unit_rows as normalize_rows  # the name decompose.py uses
 
 CACHE_FORMAT = 1
 
@@ -80,13 +81,6 @@ class ConceptDictionary:
     def correlations(self, z: np.ndarray) -> np.ndarray:
         """b = Z Cᵀ for rows z (n, d) -> (n, K)."""
         return np.asarray(z, dtype=np.float64) @ self.atoms.T
-
-
-def normalize_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm; all-zero rows stay zero."""
-    x = np.asarray(x, dtype=np.float64)
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
 
 
 def default_cache_dir() -> Path:

@@ -15,12 +15,7 @@ import numpy as np
 from clapdex.audio import iter_windows
 from clapdex.concepts.decompose import decompose
 from clapdex.concepts.dictionary import ConceptDictionary
-
-
-@dataclass
-class ConceptWeight:
-    concept: str
-    weight: float
+from clapdex.concepts.vocabulary import ConceptWeight
 
 
 @dataclass

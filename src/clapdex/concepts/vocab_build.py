@@ -43,6 +43,7 @@ import numpy as np
 from clapdex.defaults import (VOCAB_DEFAULT_CANDIDATES_PER_CONCEPT, VOCAB_DEFAULT_DUPLICATE_THRESHOLD,
                               VOCAB_DEFAULT_SIZE, VOCAB_METHODS)
 from clapdex.errors import VocabularyError
+from clapdex.vectors import unit_rows
 
 METHODS = VOCAB_METHODS
 DEFAULT_SIZE = VOCAB_DEFAULT_SIZE
@@ -279,8 +280,7 @@ def _embed_unit(encoder: Any, texts: Sequence[str]) -> np.ndarray:
     if embeddings.ndim != 2 or embeddings.shape[0] != len(texts):
         raise VocabularyError(f"the encoder returned text embeddings of shape {embeddings.shape} "
                               f"for {len(texts)} texts")
-    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
-    return embeddings / np.where(norms > 0, norms, 1.0)
+    return unit_rows(embeddings, np.float32)
 
 
 def _build_pruned(counts: Counter, size: int, encoder: Any, threshold: float, batch_size: int,

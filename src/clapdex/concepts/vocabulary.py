@@ -25,6 +25,16 @@ from typing import Iterable
 from clapdex.errors import VocabularyError
 
 DEFAULT_VOCABULARY = "default"
+
+
+@dataclass(frozen=True)
+class ConceptWeight:
+    """A named concept with a weight (a segment's or a window's own concept, or a query's)."""
+
+    concept: str
+    weight: float
+
+
 _BUILTIN_PREFIX = "vocab_"
 _BUILTIN_SUFFIX = ".txt"
 _WHITESPACE = re.compile(r"\s+")

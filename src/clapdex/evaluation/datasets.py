@@ -17,11 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clapdex.audio import AUDIO_EXTENSIONS
-from clapdex.errors import ClapdexError
-
-
-class DatasetError(ClapdexError):
-    """An evaluation dataset (folder or CSV) that cannot be used as written."""
+from clapdex.errors import DatasetError
 
 
 PATH_COLUMNS = ("path", "file", "filename", "file_name")

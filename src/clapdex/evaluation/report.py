@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import os
 from typing import Sequence
 
-from clapdex.errors import ClapdexError
-from clapdex.printable import spreadsheet_safe
+from clapdex import fileio
 
 
 def _cell(value, digits: int) -> str:
@@ -33,17 +31,6 @@ def format_table(rows: Sequence, columns: Sequence[tuple[str, str, int]]) -> str
     return "\n".join(lines)
 
 
-def write_csv(rows: Sequence, path: str | os.PathLike) -> None:
-    """All fields of the result rows, one row each."""
-    if not rows:
-        return
-    fields = [f.name for f in dataclasses.fields(rows[0])]
-    try:
-        with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
-            writer = csv.DictWriter(handle, fieldnames=fields)
-            writer.writeheader()
-            for row in rows:  # labels come from user files: no cell may run as a formula
-                writer.writerow({k: ("" if v is None else spreadsheet_safe(v))
-                                 for k, v in dataclasses.asdict(row).items()})
-    except OSError as error:
-        raise ClapdexError(f"{path}: cannot write CSV ({error.strerror or error})") from None
+def write_csv(rows: Sequence, path: str | os.PathLike) -> int:
+    """All fields of the result rows (dataclasses), one row each (clapdex.fileio.write_csv)."""
+    return fileio.write_csv([dataclasses.asdict(row) for row in rows], path)

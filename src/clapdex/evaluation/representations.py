@@ -15,19 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from clapdex.sparsity import Sparsity
 
-@dataclass(frozen=True)
-class ConceptSetting:
-    """One sparsity setting: λ, or at most `max_concepts` concepts per vector."""
 
-    lam: float | None = None
-    max_concepts: int | None = None
-
-    @property
-    def label(self) -> str:
-        if self.max_concepts is not None:
-            return f"N={self.max_concepts}"
-        return f"λ={self.lam:g}"
+ConceptSetting = Sparsity  # one sparsity setting of a sweep (the name evaluation uses)
 
 
 def default_setting() -> ConceptSetting:

@@ -10,12 +10,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from clapdex.errors import ClapdexError
+from clapdex.errors import SweepError
 from clapdex.evaluation.representations import ConceptSetting, default_setting
-
-
-class SweepError(ClapdexError):
-    """Sweep settings or a plot request that cannot be used."""
 
 
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")

@@ -13,15 +13,11 @@ from typing import Sequence
 
 import numpy as np
 
-from clapdex.errors import ClapdexError
+from clapdex.errors import PromptError
 from clapdex.evaluation.representations import ConceptSetting, concept_view
 from clapdex.vectors import unit_rows
 
 DEFAULT_PROMPT = "this is the sound of {}"
-
-
-class PromptError(ClapdexError):
-    """A class-prompt template that cannot be filled."""
 
 
 def class_prompts(classes: Sequence[str], template: str = DEFAULT_PROMPT) -> list[str]:

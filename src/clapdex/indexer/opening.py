@@ -6,21 +6,16 @@ import dataclasses
 import os
 from pathlib import Path
 
-import numpy as np
-
 from clapdex.errors import ClapdexError
+from clapdex.sparsity import Sparsity
 from clapdex.storage.database import IndexSettings, IndexStore
 from clapdex.storage.dense import DEFAULT_FACTORY, validate_factory
 
 
 def decomposition_mode(lam: float | None, max_concepts: int | None) -> tuple[float | None, int | None]:
-    if lam is not None and max_concepts is not None:
-        raise ClapdexError("give either --lambda or --max-concepts, not both")
-    if lam is not None and not (np.isfinite(lam) and lam >= 0):
-        raise ClapdexError(f"--lambda must be a finite number >= 0, got {lam}")
-    if max_concepts is not None and max_concepts < 1:
-        raise ClapdexError(f"--max-concepts must be at least 1, got {max_concepts}")
-    return lam, max_concepts
+    """(lam, max_concepts), checked (clapdex.sparsity.Sparsity)."""
+    checked = Sparsity(lam, max_concepts)
+    return checked.lam, checked.max_concepts
 
 
 def open_index(index_path: str | os.PathLike, encoder, *, vocabulary: str | None = None,

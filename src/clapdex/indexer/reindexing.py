@@ -13,6 +13,7 @@ from clapdex.indexer.opening import decomposition_mode
 from clapdex.indexer.storing import DECOMPOSE_WINDOWS
 from clapdex.progress import Progress, ProgressCallback, reporter
 from clapdex.storage.database import IndexStore
+from clapdex.vectors import unit_rows
 
 
 @dataclass
@@ -102,8 +103,7 @@ def _corpus_mean(store: IndexStore) -> np.ndarray | None:
     """Mean of the L2-normalised embeddings of every stored segment (streamed in chunks)."""
     total, count = None, 0
     for _, embeddings in store.iter_segment_embeddings():
-        rows = embeddings.astype(np.float64)
-        rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-30)
+        rows = unit_rows(embeddings)
         total = rows.sum(axis=0) if total is None else total + rows.sum(axis=0)
         count += len(rows)
     return None if count == 0 else total / count

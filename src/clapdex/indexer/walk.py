@@ -6,16 +6,11 @@ import os
 from stat import S_ISREG
 from typing import Callable, Iterable
 
-from clapdex.errors import ClapdexError
+from clapdex.errors import PathNotFoundError
 from clapdex.fileio import sha256_file
 
 HASH_BLOCK = 1 << 20
 UNLISTED = "cannot list folder"   # how a folder the walk could not read is reported
-
-
-class PathNotFoundError(ClapdexError):
-    """A file or folder given on the command line does not exist."""
-
 
 
 def find_audio_files(paths: Iterable[str | os.PathLike],

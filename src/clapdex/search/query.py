@@ -12,6 +12,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from clapdex.errors import QueryError
+from clapdex.vectors import mean_of_unit_rows
 
 
 @dataclass(frozen=True)
@@ -107,10 +108,10 @@ def unit(vector: np.ndarray, what: str = "query") -> np.ndarray:
 def mean_direction(embeddings: np.ndarray, what: str = "audio query") -> np.ndarray:
     """Unit mean of the L2-normalised rows: one direction for a multi-window audio query."""
     embeddings = np.asarray(embeddings, dtype=np.float64)
-    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+    norms = np.linalg.norm(embeddings, axis=1)
     if not np.all(np.isfinite(norms)) or np.any(norms == 0):
         raise QueryError(f"the {what} has a zero or non-finite embedding")
-    return unit((embeddings / norms).mean(axis=0), what)
+    return unit(mean_of_unit_rows(embeddings), what)
 
 
 def steer(base: np.ndarray, atoms: np.ndarray, terms: Sequence[ConceptTermSpec]) -> np.ndarray:

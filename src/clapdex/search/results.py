@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from clapdex.concepts.vocabulary import ConceptWeight  # noqa: F401  (part of the results)
+
 # Below this concept fidelity (cos(Cw, z) on the centred window) the concepts are flagged as a poor
 # description of the clip: at f = 0.5 the part of z the concepts miss, sqrt(1 − f²) = 0.87, is
 # longer than the part they capture. (Reconstruction fidelity cos(r, â) cannot flag this: μ_A
@@ -19,14 +21,6 @@ class ConceptTerm:
     concept: str
     weight: float
     contribution: float
-
-
-@dataclass(frozen=True)
-class ConceptWeight:
-    """A named concept with a weight (a segment's own concept, or a query's concept)."""
-
-    concept: str
-    weight: float
 
 
 @dataclass(frozen=True)

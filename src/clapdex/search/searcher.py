@@ -30,6 +30,7 @@ from clapdex.search.engine import DEFAULT_ALPHA, MODES, SearchEngine, concept_te
 from clapdex.search.query import (ConceptTermSpec, check_path_glob, mean_direction,
                                   resolve_concepts, steer, unit)
 from clapdex.search.results import ConceptWeight, QueryInfo, SearchResults
+from clapdex.vectors import unit_rows
 
 EncoderSource = Callable[[], object]
 
@@ -152,8 +153,7 @@ class Searcher:
             return engine.embeddings[rows].astype(np.float64)
         ids, matrix = self.store.segment_embeddings(engine.segment_ids[rows])
         order = np.searchsorted(ids, engine.segment_ids[rows])
-        matrix = matrix[order].astype(np.float64)
-        return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-30)
+        return unit_rows(matrix[order])
 
     def query_concepts(self, query: np.ndarray) -> dict[int, float]:
         """Decompose a query vector with the index's dictionary, μ_A and λ (or max-concepts)."""

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING
 import faiss
 import numpy as np
 
-from clapdex.errors import ClapdexError
+from clapdex.errors import DenseIndexError
+from clapdex.vectors import unit_rows as vectors_unit_rows
 
 if TYPE_CHECKING:  # pragma: no cover
     from clapdex.storage.database import IndexStore
@@ -38,15 +39,9 @@ HNSW_EF_SEARCH = 128   # candidate list size per query for HNSW types (FAISS's d
 _REBUILD_CHUNK = 20_000  # segments read from the database at a time while rebuilding
 
 
-class DenseIndexError(ClapdexError):
-    """A FAISS factory string or a dense index file that cannot be used."""
-
-
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length, float32 (zero rows stay zero)."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.ascontiguousarray(vectors / np.where(norms > 0, norms, 1.0), dtype=np.float32)
+    return np.ascontiguousarray(vectors_unit_rows(vectors, np.float32))
 
 
 def _faiss_reason(error: RuntimeError) -> str:

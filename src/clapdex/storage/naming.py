@@ -18,32 +18,11 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from clapdex.errors import QueryError
+from clapdex.errors import AmbiguousFileError, FileNotInIndexError, FileNotIndexedError
 from clapdex.printable import one_line
 from clapdex.storage.schema import FileRow
 
 _SHOWN_CANDIDATES = 3
-
-
-class FileNotInIndexError(QueryError):
-    """No indexed path matches the name."""
-
-
-class AmbiguousFileError(QueryError):
-    """The name is the end of several indexed paths."""
-
-
-class FileNotIndexedError(QueryError):
-    """The file is in the index's file table, but has no segments (its indexing failed)."""
-
-    def __init__(self, path: str, status: str, error: str | None):
-        self.path, self.status, self.error = path, status, error
-        if status == "error":
-            reason = one_line(error or "no reason recorded")
-            message = f"{one_line(path)} could not be indexed: {reason}"
-        else:
-            message = f"{one_line(path)} is not indexed (status {status!r})"
-        super().__init__(message)
 
 
 @dataclass(frozen=True)
