@@ -42,6 +42,7 @@ _EXPORTS = {
     "SearchResults": "clapdex.search.results", "SearchResult": "clapdex.search.results",
     "IndexSummary": "clapdex.indexer.storing", "ReindexSummary": "clapdex.indexer.reindexing",
     "load_projection": "clapdex.projection",
+    "parse_alphas": "clapdex.evaluation.sweep",
     "write_csv": "clapdex.audit.export",
 }
 

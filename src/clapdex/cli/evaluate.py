@@ -92,7 +92,7 @@ def _alpha_options(func):
 
 
 def _alphas(kw) -> list[float]:
-    from clapdex.evaluation.sweep import parse_alphas
+    from clapdex import parse_alphas
 
     return parse_alphas(kw.pop("alphas"), kw.pop("alpha_sweep"))
 
@@ -171,8 +171,7 @@ def tune(data, task, prompt, metric, alphas, apply_index, **kw):
     the knee of the metric-vs-active-concepts curve, then the α that scores best there. Prints the
     curve, the α rows and the choice; --apply INDEX puts the choice into an index.
     """
-    from clapdex import tune as choose
-    from clapdex.evaluation.sweep import parse_alphas
+    from clapdex import parse_alphas, tune as choose
 
     alpha_values = None if alphas is None else parse_alphas(alphas)
     outcome = choose(data, task=task, prompt=prompt, metric=metric, alphas=alpha_values,
