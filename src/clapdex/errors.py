@@ -19,6 +19,7 @@ it as `error: <message>` without a traceback and exits 1.
     ├── QueryError            a search or audit query that cannot be answered as written
     │   ├── ExpressionError       an audit expression that does not parse (.text, .position)
     │   ├── UnknownConceptError   a concept name not in the vocabulary
+    │   ├── NotFoundError         no file or segment with the given id (the web app's 404)
     │   ├── FileNotInIndexError   no indexed path matches a file name
     │   ├── AmbiguousFileError    a file name that is the end of several indexed paths
     │   └── FileNotIndexedError   a file recorded but not indexed (.path, .status, .error)
