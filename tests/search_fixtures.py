@@ -115,7 +115,7 @@ class _Decomposition:
 
 def build_synthetic_index(root: Path, n_segments: int, n_concepts: int, dimension: int,
                           per_segment: int = 20, per_file: int = 100, seed: int = 0,
-                          noise: float = 0.6) -> None:
+                          noise: float = 0.6, database_url: str | None = None) -> None:
     """A large random index written in bulk (benchmarks/bench_search.py and the pruning tests):
     random atoms, random sparse non-negative weights, and embeddings a = r + noise, so the stored
     fidelity, recon_norm and shift_norm are exactly those of the stored weights. No model or
@@ -136,7 +136,7 @@ def build_synthetic_index(root: Path, n_segments: int, n_concepts: int, dimensio
                              vocabulary_name="synthetic", vocabulary_hash="synthetic", lam=0.05,
                              audio_mean=mean)
     mean = mean.astype(np.float64)
-    with IndexStore.create(root, settings, names, text) as store:
+    with IndexStore.create(root, settings, names, text, database_url=database_url) as store:
         batch = []
         for first in range(0, n_segments, per_file):
             n = min(per_file, n_segments - first)

@@ -6,8 +6,10 @@ two were independent. Pairs are listed when lift > 1 and n_ab >= min_count (rare
 unstable lifts), highest lift first.
 
 For one concept the counts come from SQL (the concept's segments via the (concept_id, weight)
-index, their other postings via the segment_id index). Over all pairs, the segment × concept
-incidence matrix X is loaded once and XᵀX gives every n_ab.
+index, their other postings via the segment_id index). Over all pairs (and for the report's
+heatmap), XᵀX of the segment × concept incidence matrix X gives every n_ab; X is read from the
+memory-mapped concept matrix of the derived search files (storage/derived.py), a block of rows at
+a time, so memory stays bounded at any size.
 """
 
 from __future__ import annotations
@@ -71,42 +73,76 @@ def partners(store, concept: str, min_count: int = 3, limit: int | None = 50) ->
     return _rank(pairs, limit)
 
 
-def incidence(store, concept_ids: np.ndarray | None = None,
-              n_concepts: int | None = None) -> sp.csr_matrix:
-    """Binary (segments × K) matrix of active concepts (rows: segments with any posting)."""
-    with store.session() as session:
-        statement = select(PostingRow.segment_id, PostingRow.concept_id).where(PostingRow.weight > 0)
-        if concept_ids is not None:
-            statement = statement.where(PostingRow.concept_id.in_([int(c) for c in concept_ids]))
-        rows = session.execute(statement).all()
-    if n_concepts is None:
-        n_concepts = max(ConceptLookup.load(store).names, default=-1) + 1
-    if not rows:
-        return sp.csr_matrix((0, n_concepts), dtype=np.float64)
-    seg, con = (np.array(c, dtype=np.int64) for c in zip(*rows))
-    _, row = np.unique(seg, return_inverse=True)
-    return sp.csr_matrix((np.ones(len(seg)), (row, con)), shape=(int(row.max()) + 1, n_concepts))
+_BLOCK_ROWS = 50_000  # segments per block (~30 M pair codes at 25 concepts a segment)
+
+
+def _gram(store, concept_ids=None) -> np.ndarray:
+    """XᵀX (m × m, int64) over the given concepts (all when None).
+
+    Block by block over the mapped CSR: within a row the concept ids are sorted, so the pairs
+    (a < b) of a row are (idx[p], idx[p + d]) for every offset d that stays inside the row; each
+    pair becomes one code a·m + b and one bincount counts them all (Σ pairs of work, no sparse
+    product and no per-pair Python)."""
+    from clapdex.storage.derived import open_state
+
+    state = open_state(store)
+    indptr, indices, data = (state.array(name) for name in ("csr_indptr", "csr_indices", "csr_data"))
+    k = int(state.manifest["k"])
+    ids = np.arange(k) if concept_ids is None else np.asarray(concept_ids, dtype=np.int64)
+    column = np.full(k, -1, dtype=np.int64)
+    column[ids] = np.arange(len(ids))
+    m = len(ids)
+    counts = np.zeros(m * m, dtype=np.int64)
+    n = state.n_segments
+    for lo in range(0, n, _BLOCK_ROWS):
+        hi = min(n, lo + _BLOCK_ROWS)
+        a, b = int(indptr[lo]), int(indptr[hi])
+        cols = column[np.asarray(indices[a:b])]
+        rows = np.repeat(np.arange(hi - lo), np.diff(np.asarray(indptr[lo:hi + 1])))
+        keep = (cols >= 0) & (np.asarray(data[a:b]) > 0)
+        cols, rows = cols[keep], rows[keep]
+        if concept_ids is not None:  # the mapped columns need not be ascending within a row
+            order = np.lexsort((cols, rows))
+            cols, rows = cols[order], rows[order]
+        per_row = np.bincount(rows, minlength=hi - lo)
+        ends = np.repeat(np.cumsum(per_row), per_row)  # where each entry's row ends
+        cols = cols.astype(np.int32 if m * m < 2**31 else np.int64)
+        codes = [cols * (m + 1)]  # the diagonal: segments holding each concept
+        position = np.flatnonzero(ends > np.arange(len(cols)) + 1)
+        d = 1
+        while len(position):
+            codes.append(cols[position] * m + cols[position + d])
+            d += 1
+            position = position[ends[position] > position + d]
+        counts += np.bincount(np.concatenate(codes), minlength=m * m)
+    total = counts.reshape(m, m)
+    return total + np.triu(total, k=1).T  # symmetric, as XᵀX
 
 
 def cooccurrence_counts(store, concept_ids) -> np.ndarray:
     """(m, m) matrix of segments where concepts i and j are both active (diagonal: n_i)."""
-    ids = np.asarray(concept_ids, dtype=np.int64)
-    x = incidence(store, ids)[:, ids]
-    return np.asarray((x.T @ x).todense(), dtype=np.int64)
+    return _gram(store, concept_ids)
 
 
 def all_pairs(store, min_count: int = 3, limit: int | None = 50) -> list[Pair]:
     """Every concept pair that co-occurs more than chance, over the whole index."""
     lookup = ConceptLookup.load(store)
     n_total = corpus_totals(store).segments
-    x = incidence(store, n_concepts=max(lookup.names, default=-1) + 1)
-    together = sp.triu(x.T @ x, k=1).tocoo()
-    sizes = np.asarray(x.sum(axis=0)).ravel()
-    keep = together.data >= min_count
-    a, b, n = together.row[keep], together.col[keep], together.data[keep]
+    gram = _gram(store)
+    sizes = np.diag(gram).copy()
+    a, b = np.nonzero(np.triu(gram >= min_count, k=1))
+    n = gram[a, b]
     lift = n * n_total / (sizes[a] * sizes[b])
+    chosen = np.flatnonzero(lift > 1)
+    if limit is not None and len(chosen) > limit:
+        # only the pairs that can make the first `limit` (ties on lift and count included): a
+        # million Pair objects would cost more than the counting
+        order = chosen[np.lexsort((-n[chosen], -lift[chosen]))]
+        cut = order[limit - 1]
+        chosen = chosen[(lift[chosen] > lift[cut]) |
+                        ((lift[chosen] == lift[cut]) & (n[chosen] >= n[cut]))]
     pairs = [Pair(lookup.name_of(a[i]), lookup.name_of(b[i]), int(n[i]), int(sizes[a[i]]),
-                  int(sizes[b[i]]), float(lift[i])) for i in np.flatnonzero(lift > 1)]
+                  int(sizes[b[i]]), float(lift[i])) for i in chosen]
     return _rank(pairs, limit)
 
 

@@ -192,6 +192,13 @@ def status_command(index_path, as_json):
           plural(counts["postings"], "posting"), f"{plural(counts['errors'], 'file')} with errors")
     field("disk", f"database {_size(disk['database_bytes'])}",
           f"FAISS {settings['faiss_factory']} {_size(disk['faiss_bytes'])}")
+    ann = status.get("ann")
+    if ann:  # the type search built and its recall@10 against exact search
+        recall = ann.get("recall_at_10")
+        field("dense ANN", f"{ann.get('kind')} over {plural(ann.get('segments') or 0, 'segment')}",
+              f"recall@10 {recall:.3f}" + ("" if ann.get("kind") == "Flat" else
+                                            f" ({ann.get('recall_queries')} queries near stored "
+                                            "segments)"))
     _print_failures("errors:", status["errors"])
 
 

@@ -1,139 +1,130 @@
 """Scoring and ranking over one index: dense, concept and hybrid scores, with exact explanations.
 
-The engine loads, once, what scoring needs into memory and keeps it for its lifetime:
-- W, the segments' concept weights (csr, n × K), and per segment the two scalars of the exact
-  identity (design.md, "Exact explanations"): row_scale = 1/(n·m) and base_scale = 1/m, where
-  n = ‖C w‖ and m = ‖Cw/‖Cw‖ + μ_A‖ are stored with each segment;
+The engine reads one version of the derived search files (storage/derived.py), memory-mapped:
+nothing is loaded when it is made, and a query reads the pages it touches.
+- W, the segments' concept weights (CSR by segment, CSC by concept), and per segment the two
+  scalars of the exact identity (design.md, "Exact explanations"): row_scale = 1/(n·m) and
+  base_scale = 1/m, where n = ‖C w‖ and m = ‖Cw/‖Cw‖ + μ_A‖ are stored with each segment;
 - the concept atoms C (K × d) and μ_A;
-- (lazily, for hybrid and for reporting dense scores) the unit segment embeddings E (n × d).
+- the unit segment embeddings E (n × d, float32).
 
-For a unit query q: s = C q (one K × d product), then for all segments at once
+For a unit query q: s = C q (one K × d product), then
     concept = row_scale ⊙ (W s) + base_scale · ⟨μ_A, q⟩       (= ⟨r, q⟩ exactly)
     dense   = E q                                               (= cos(a, q))
     hybrid  = α · dense + (1 − α) · concept
-Dense mode ranks through the FAISS index (storage/dense.py). Hybrid is exact over all segments
-(not a re-ranking of one list's top hits), but computes dense scores only for the segments whose
-bound (rank_hybrid) says they can still make the top results.
+Dense mode ranks through the FAISS index (storage/dense.py) and re-scores its hits exactly.
+Concept-only queries read only their concepts' columns. Hybrid is exact over all segments up to
+EXACT_HYBRID_MAX segments (rank_hybrid); beyond, it re-scores a bounded candidate set exactly
+(rank_hybrid_candidates: the ANN's and the concept postings' best), see docs/search.md for the
+recall it keeps.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import threading
 from contextlib import contextmanager
 
 import numpy as np
 import scipy.sparse as sp
-from sqlalchemy import select
 
 from clapdex.defaults import DEFAULT_ALPHA, MODES  # noqa: F401  (re-exported)
 from clapdex.errors import IndexMismatchError
 from clapdex.search.query import ConceptTermSpec, unit
 from clapdex.search.results import (LOW_FIDELITY, ConceptTerm, ConceptWeight, Explanation,
                                     SearchResult, SharedConcept)
-from clapdex.storage.schema import FileRow, SegmentRow
 
 # Float32 embeddings and the stored fidelity agree to ~1e-7; the dense-score bound keeps a margin.
 _DENSE_BOUND_SLACK = 1e-5
 # Hybrid evaluates dense scores by bound for at most 1/_PRUNE_FRACTION of the segments before it
 # computes all of them in one matrix-vector product.
 _PRUNE_FRACTION = 16
-
-
-class _ChangedWhileReading(Exception):
-    """Two reads of the database saw different segments (a writer committed in between)."""
+# Above this many segments hybrid re-scores candidates instead of scoring every segment: a full
+# pass over W and E costs ~10 ms per 20k segments on a busy 2-core machine (bench_scale.py).
+EXACT_HYBRID_MAX = 20_000
+HYBRID_CANDIDATES = 1000   # segments taken from each source (ANN hits, concept postings)
+HYBRID_CONCEPTS = 32       # the query's strongest concepts whose postings give candidates
+_MATVEC_ROWS = 200_000     # rows of W per sparse product (int32 offsets, no copy of the map)
 
 
 class SearchEngine:
-    """In-memory scoring state for one open IndexStore. Reopen the index to see later changes."""
+    """Scoring state over one version of the derived files; immutable, so threads may share it.
+    Searcher makes a new one when the database's generation moves on."""
 
-    def __init__(self, store, dense_index=None):
+    def __init__(self, store, state):
         self.store = store
-        self._dense_index = dense_index   # a storage.dense index, opened lazily when None
-        self._embeddings: np.ndarray | None = None
-        self._weights_csc: sp.csc_matrix | None = None
-        for attempt in range(3):  # an indexer writing meanwhile can make two reads disagree
-            try:
-                self._load()
-                break
-            except _ChangedWhileReading:
-                if attempt == 2:
-                    raise IndexMismatchError(
-                        f"index {store.root} kept changing while it was being read; retry") from None
-
-    # ---- loading ---------------------------------------------------------------------------
-
-    def _load(self) -> None:
-        store = self.store
-        settings = store.settings
-        with store.session() as session:
-            files = session.execute(select(FileRow.id, FileRow.path)
-                                    .where(FileRow.status == "indexed").order_by(FileRow.id)).all()
-            segments = session.execute(
-                select(SegmentRow.id, SegmentRow.file_id, SegmentRow.start, SegmentRow.end,
-                       SegmentRow.fidelity, SegmentRow.recon_norm, SegmentRow.shift_norm,
-                       SegmentRow.concept_fidelity)
-                .order_by(SegmentRow.id)).all()
-        self.file_ids = np.array([f[0] for f in files], dtype=np.int64)
-        self.file_paths = [f[1] for f in files]
-        self.file_position = {path: i for i, path in enumerate(self.file_paths)}
-        columns = list(zip(*segments)) if segments else [()] * 8
-        self.segment_ids = np.asarray(columns[0], dtype=np.int64)
-        self.file_index = np.searchsorted(self.file_ids, np.asarray(columns[1], dtype=np.int64))
-        self.starts = np.asarray(columns[2], dtype=np.float64)
-        self.ends = np.asarray(columns[3], dtype=np.float64)
-        self.fidelity = np.asarray(columns[4], dtype=np.float64)
-        recon_norm = np.asarray(columns[5], dtype=np.float64)
-        shift_norm = np.asarray(columns[6], dtype=np.float64)
-        self.concept_fidelity = np.asarray(columns[7], dtype=np.float64)
-
-        ids, weights = store.concept_matrix()
-        if not np.array_equal(ids, self.segment_ids):
-            raise _ChangedWhileReading()
-        self.weights = sp.csr_matrix(weights, dtype=np.float64)
-        self.weights.sort_indices()
-        self.dictionary = store.dictionary()
-        self.concept_names = list(self.dictionary.names)
-        self.atoms = np.asarray(self.dictionary.atoms, dtype=np.float64)
-        text = self.dictionary.text_embeddings.astype(np.float64)
-        self.text_units = text / np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-30)
-
-        self.audio_mean = None if settings.audio_mean is None else \
-            np.asarray(settings.audio_mean, dtype=np.float64)
+        self.state = state
+        self._dense_index = None
+        self._dense_lock = threading.Lock()
+        self._files = None
+        a = state.array
+        self.segment_ids = a("segment_ids")
+        self.starts, self.ends = a("starts"), a("ends")
+        self.fidelity = a("fidelity")
+        self.concept_fidelity = a("concept_fidelity")
+        self.row_scale, self.base_scale = a("row_scale"), a("base_scale")
+        self.file_index = a("file_index")
+        self.embeddings = a("embeddings")      # unit rows, float32
+        self.atoms = a("atoms")
+        self.text_units = a("text_units")
+        self._indptr, self._indices, self._data = a("csr_indptr"), a("csr_indices"), a("csr_data")
+        self._csc = (a("csc_indptr"), a("csc_indices"), a("csc_data"))
+        self.concept_names = state.json("concepts")["names"]
+        mean = np.asarray(a("audio_mean"))
+        self.audio_mean = mean if len(mean) else None
         if self.n_segments and self.audio_mean is None:
             raise IndexMismatchError(f"index {store.root} has segments but no audio mean; "
                                      f"rebuild it with: clapdex index --rebuild")
-        # Exact-identity scalars. decompose stores n = 1 for a segment without concepts (r is then
-        # normalize(μ_A) and its concept sum is empty); guard against zeros all the same.
-        n = np.where(recon_norm > 0, recon_norm, 1.0)
-        m = np.where(shift_norm > 0, shift_norm, 1.0)
-        self.row_scale = 1.0 / (n * m)
-        self.base_scale = 1.0 / m
+
+    @property
+    def generation(self):
+        return self.state.generation
 
     @property
     def n_segments(self) -> int:
         return len(self.segment_ids)
 
+    def _file_table(self):
+        if self._files is None:
+            table = self.state.json("files")
+            paths = table["paths"]
+            self._files = (np.asarray(table["ids"], dtype=np.int64), paths,
+                           {path: i for i, path in enumerate(paths)})
+        return self._files
+
     @property
-    def embeddings(self) -> np.ndarray:
-        """Unit segment embeddings (n × d, float32), loaded from the database on first use."""
-        if self._embeddings is None:
-            ids, matrix = self.store.segment_embeddings()
-            if not np.array_equal(ids, self.segment_ids):
-                raise IndexMismatchError(f"index {self.store.root} changed while it was being read; retry")
-            norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-            matrix /= np.where(norms > 0, norms, 1.0)
-            self._embeddings = matrix
-        return self._embeddings
+    def file_ids(self) -> np.ndarray:
+        return self._file_table()[0]
+
+    @property
+    def file_paths(self) -> list[str]:
+        return self._file_table()[1]
+
+    @property
+    def file_position(self) -> dict[str, int]:
+        return self._file_table()[2]
+
+    @property
+    def weights(self) -> sp.csr_matrix:
+        """The whole concept matrix (n × K) in memory: for tests and small indexes only."""
+        return sp.csr_matrix((np.asarray(self._data), np.asarray(self._indices, dtype=np.int64),
+                              np.asarray(self._indptr)), shape=(self.n_segments, len(self.concept_names)))
+
+    @property
+    def dictionary(self):
+        from clapdex.concepts.dictionary import ConceptDictionary
+
+        return ConceptDictionary(names=tuple(self.concept_names),
+                                 text_embeddings=np.asarray(self.state.array("text_embeddings")),
+                                 atoms=np.asarray(self.atoms))
 
     def dense_index(self):
-        """The FAISS index (storage/dense.py), brought in line with the database on first use."""
-        if self._dense_index is None:
-            from clapdex.storage.dense import DenseIndex
-            try:
-                self._dense_index = DenseIndex.open(self.store)
-            except OSError:  # a read-only index folder: sync in memory only
-                self._dense_index = DenseIndex.open(self.store, save=False)
-        return self._dense_index
+        """The FAISS index (storage/dense.py) for this version of the state, opened on first use."""
+        with self._dense_lock:
+            if self._dense_index is None:
+                from clapdex.storage.dense import for_search
+                self._dense_index = for_search(self.store, self.state)
+            return self._dense_index
 
     # ---- scores ----------------------------------------------------------------------------
 
@@ -146,26 +137,75 @@ class SearchEngine:
         """Exact ⟨r_i, q⟩ for all segments (or the given rows), from concept_projection(q)."""
         s, mean_dot = projection
         if rows is None:
-            return self.row_scale * (self.weights @ s) + self.base_scale * mean_dot
-        return self.row_scale[rows] * (self.weights[rows] @ s) + self.base_scale[rows] * mean_dot
+            return self.row_scale * self._weights_times(s) + self.base_scale * mean_dot
+        rows = np.asarray(rows, dtype=np.int64)
+        return self.row_scale[rows] * self._rows_times(rows, s) + self.base_scale[rows] * mean_dot
+
+    def _weights_times(self, s: np.ndarray) -> np.ndarray:
+        """W s over every row, a block of rows at a time (scipy over views of the mapped files)."""
+        n, k = self.n_segments, len(s)
+        out = np.empty(n)
+        for lo in range(0, n, _MATVEC_ROWS):
+            hi = min(n, lo + _MATVEC_ROWS)
+            a, b = int(self._indptr[lo]), int(self._indptr[hi])
+            indptr = (np.asarray(self._indptr[lo:hi + 1]) - a).astype(np.int32)
+            block = sp.csr_matrix((self._data[a:b], self._indices[a:b], indptr),
+                                  shape=(hi - lo, k), copy=False)
+            out[lo:hi] = block @ s
+        return out
+
+    def _rows_times(self, rows: np.ndarray, s: np.ndarray) -> np.ndarray:
+        """(W s)[rows], reading only those rows."""
+        if len(rows) == 0:
+            return np.zeros(0)
+        lo = np.asarray(self._indptr[rows])
+        counts = np.asarray(self._indptr[rows + 1]) - lo
+        total = int(counts.sum())
+        if total == 0:
+            return np.zeros(len(rows))
+        starts = np.repeat(lo - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+        positions = starts + np.arange(total)
+        products = self._data[positions] * s[self._indices[positions]]
+        sums = np.add.reduceat(products, np.concatenate([[0], np.cumsum(counts)[:-1]]))
+        return np.where(counts > 0, sums, 0.0)
 
     def dense_scores(self, query: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         """cos(a_i, q) for all segments (or the given rows)."""
         q32 = query.astype(np.float32)
-        matrix = self.embeddings if rows is None else self.embeddings[rows]
-        return (matrix @ q32).astype(np.float64)
+        if rows is None:
+            n = self.n_segments
+            out = np.empty(n)
+            for lo in range(0, n, _MATVEC_ROWS):
+                out[lo:lo + _MATVEC_ROWS] = self.embeddings[lo:lo + _MATVEC_ROWS] @ q32
+            return out
+        rows = np.asarray(rows, dtype=np.int64)
+        order = np.argsort(rows)  # ascending reads of the mapped file
+        out = np.empty(len(rows))
+        out[order] = self.embeddings[rows[order]] @ q32
+        return out
+
+    def concept_columns(self, concept_ids: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(rows, weights) of each concept: the inverted index, read column by column."""
+        indptr, indices, data = self._csc
+        out = []
+        for c in concept_ids:
+            lo, hi = int(indptr[c]), int(indptr[c + 1])
+            out.append((np.asarray(indices[lo:hi], dtype=np.int64), np.asarray(data[lo:hi])))
+        return out
 
     def concept_weight_scores(self, terms: list[ConceptTermSpec]) -> tuple[np.ndarray, np.ndarray]:
-        """Concept-only queries: Σ β_j w_ij for every segment, and which segments hold a positive term."""
-        if self._weights_csc is None:  # column access: the inverted index, built once
-            self._weights_csc = self.weights.tocsc()
-        ids = [t.concept_id for t in terms]
-        betas = np.array([t.weight for t in terms])
-        columns = self._weights_csc[:, ids]
-        scores = np.asarray(columns @ betas).ravel()
-        positive = [j for j, t in enumerate(terms) if t.weight > 0]
-        holds = np.asarray((columns[:, positive] > 0).sum(axis=1)).ravel() > 0
-        return scores, holds
+        """Concept-only queries: the segments that hold a positive term (rows, ascending) and
+        Σ β_j w_ij for each of them. Reads the named concepts' columns only."""
+        columns = self.concept_columns([t.concept_id for t in terms])
+        positive = [rows for (rows, _), t in zip(columns, terms) if t.weight > 0]
+        holders = np.unique(np.concatenate(positive)) if positive else np.zeros(0, np.int64)
+        scores = np.zeros(len(holders))
+        for (rows, weights), t in zip(columns, terms):
+            where = np.searchsorted(holders, rows)
+            where = np.minimum(where, max(len(holders) - 1, 0))
+            hit = holders[where] == rows if len(holders) else np.zeros(len(rows), bool)
+            np.add.at(scores, where[hit], t.weight * weights[hit])
+        return holders, scores
 
     # ---- ranking ---------------------------------------------------------------------------
 
@@ -201,6 +241,43 @@ class SearchEngine:
             if len(picked) >= need or exhausted or size >= n:
                 return picked
             size = min(n, size * 4)
+
+    def rank_rows(self, rows: np.ndarray, scores: np.ndarray, need: int, per_file: bool,
+                  allowed: np.ndarray | None, min_score: float | None) -> np.ndarray:
+        """rank_array over some rows only (`scores` are theirs): the top `need`, best first."""
+        if allowed is not None:
+            keep = allowed[rows]
+            rows, scores = rows[keep], scores[keep]
+        order = np.lexsort((self.segment_ids[rows], -scores))
+        picked, _ = self._walk(rows[order], scores[order], need, per_file, min_score)
+        return picked
+
+    def rank_hybrid_candidates(self, query: np.ndarray, projection: tuple[np.ndarray, float],
+                               alpha: float, need: int, per_file: bool,
+                               allowed: np.ndarray | None, min_score: float | None,
+                               budget: int | None = None
+                               ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Top rows by the fused score among a bounded candidate set, scored exactly: the ANN's
+        `budget` best dense hits, and the `budget` best segments by the part of the concept score
+        that the query's HYBRID_CONCEPTS strongest concepts give (read from their postings).
+        Returns (rows, dense, concept) of the picked rows, or None when the candidates hold fewer
+        than `need` results (the caller then scores every segment). Not exact in general: a segment
+        outside both lists can be missed (docs/search.md gives the recall measured)."""
+        budget = budget or HYBRID_CANDIDATES
+        dense_rows = self._ann_rows(query, budget)
+        held = self._posting_candidates(projection, budget)
+        rows = np.union1d(dense_rows, held)
+        if allowed is not None:
+            rows = rows[allowed[rows]]
+        dense = self.dense_scores(query, rows)
+        concept = self.concept_scores(projection, rows)
+        fused = alpha * dense + (1.0 - alpha) * concept
+        order = np.lexsort((self.segment_ids[rows], -fused))
+        picked, exhausted = self._walk(rows[order], fused[order], need, per_file, min_score)
+        if len(picked) < need and not exhausted:
+            return None
+        where = np.searchsorted(rows, picked)
+        return picked, dense[where], concept[where]
 
     def rank_hybrid(self, query: np.ndarray, concept: np.ndarray, alpha: float, need: int,
                     per_file: bool, allowed: np.ndarray | None, min_score: float | None
@@ -275,31 +352,58 @@ class SearchEngine:
         return np.array(picked, dtype=np.int64), False
 
     def rank_dense(self, query: np.ndarray, need: int, per_file: bool,
-                   allowed: np.ndarray | None, min_score: float | None) -> tuple[np.ndarray, np.ndarray]:
-        """Top rows by dense score through the FAISS index, with FAISS's scores, asking for more hits until enough
-        distinct files (that pass the filters) are found."""
+                   allowed: np.ndarray | None, min_score: float | None,
+                   projection: tuple[np.ndarray, float] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """Top rows by dense score through the FAISS index, re-scored exactly, asking for more hits
+        until enough distinct files (that pass the filters) are found. With an approximate index
+        (IVF), the concept postings' best segments (given the query's `projection`) join the
+        candidates: an IVF list missed by the probe often holds segments that share its concepts."""
         index = self.dense_index()
         n = self.n_segments
+        extra = np.zeros(0, np.int64)
+        if projection is not None and index.kind() != "Flat":
+            extra = self._posting_candidates(projection, HYBRID_CANDIDATES)
         size = min(n, max(64, 8 * need))
         while True:
-            with _faiss_single_thread():
-                scores, ids = index.search(query.astype(np.float32)[None, :], size)
-            ids, scores = ids[0], scores[0].astype(np.float64)
-            keep = ids >= 0
-            ids, scores = ids[keep], scores[keep]
-            rows = np.searchsorted(self.segment_ids, ids)
-            rows = np.minimum(rows, max(n - 1, 0))
-            known = self.segment_ids[rows] == ids if n else np.zeros(0, dtype=bool)
-            rows, scores = rows[known], scores[known]
+            rows = np.union1d(self._ann_rows(query, size), extra)
             if allowed is not None:
-                ok = allowed[rows]
-                rows, scores = rows[ok], scores[ok]
+                rows = rows[allowed[rows]]
+            # FAISS's scores are approximate for IVF types (and quantised for SQ8): re-score the
+            # hits exactly from the unit embeddings
+            scores = self.dense_scores(query, rows)
             order = np.lexsort((self.segment_ids[rows], -scores))
             picked, exhausted = self._walk(rows[order], scores[order], need, per_file, min_score)
             if len(picked) >= need or exhausted or size >= n:
-                score_of = dict(zip(rows.tolist(), scores.tolist()))
-                return picked, np.array([score_of[r] for r in picked.tolist()], dtype=np.float64)
+                return picked, scores[np.searchsorted(rows, picked)]
             size = min(n, size * 4)
+
+    def _ann_rows(self, query: np.ndarray, k: int) -> np.ndarray:
+        """Rows of the FAISS index's k best hits (ascending)."""
+        with _faiss_single_thread():
+            _scores, ids = self.dense_index().search(query.astype(np.float32)[None, :], k)
+        ids = ids[0][ids[0] >= 0]
+        n = self.n_segments
+        rows = np.minimum(np.searchsorted(self.segment_ids, ids), max(n - 1, 0))
+        return np.unique(rows[self.segment_ids[rows] == ids]) if n else np.zeros(0, np.int64)
+
+    def _posting_candidates(self, projection: tuple[np.ndarray, float], budget: int) -> np.ndarray:
+        """The `budget` best segments by the part of the concept score that the query's
+        HYBRID_CONCEPTS strongest concepts give, read from their postings (columns) only."""
+        s, mean_dot = projection
+        strongest = np.argsort(-s)[:HYBRID_CONCEPTS]
+        strongest = strongest[s[strongest] > 0]
+        columns = self.concept_columns(strongest.tolist())
+        if not columns:
+            return np.zeros(0, np.int64)
+        col_rows = np.concatenate([r for r, _ in columns])
+        col_vals = np.concatenate([w * s[c] for (_, w), c in zip(columns, strongest)])
+        held, where = np.unique(col_rows, return_inverse=True)
+        partial = np.bincount(where, weights=col_vals, minlength=len(held))
+        partial = self.row_scale[held] * partial + self.base_scale[held] * mean_dot
+        if len(held) > budget:
+            held = np.sort(held[np.argpartition(-partial, budget - 1)[:budget]])
+        return held
 
     # ---- explanations ----------------------------------------------------------------------
 
@@ -309,8 +413,8 @@ class SearchEngine:
         return [ConceptWeight(self.concept_names[cols[j]], float(vals[j])) for j in order]
 
     def _row(self, row: int) -> tuple[np.ndarray, np.ndarray]:
-        lo, hi = self.weights.indptr[row], self.weights.indptr[row + 1]
-        return self.weights.indices[lo:hi], self.weights.data[lo:hi]
+        lo, hi = int(self._indptr[row]), int(self._indptr[row + 1])
+        return np.asarray(self._indices[lo:hi], dtype=np.int64), np.asarray(self._data[lo:hi])
 
     def explain_vector(self, row: int, s: np.ndarray, mean_dot: float) -> tuple[list[ConceptTerm], float]:
         """Per-concept contributions w_k s_k/(n·m) and the baseline ⟨μ_A, q⟩/m of one segment."""

@@ -26,18 +26,24 @@ import numpy as np
 from clapdex.errors import IndexMismatchError, QueryError
 from clapdex.printable import one_line
 from clapdex.projection import encoder_for_index
-from clapdex.search.engine import DEFAULT_ALPHA, MODES, SearchEngine, concept_text_direction
+from clapdex.search.engine import (DEFAULT_ALPHA, EXACT_HYBRID_MAX, MODES, SearchEngine,
+                                   concept_text_direction)
 from clapdex.search.query import (ConceptTermSpec, check_path_glob, mean_direction,
                                   resolve_concepts, steer, unit)
 from clapdex.search.results import ConceptWeight, QueryInfo, SearchResults
-from clapdex.vectors import unit_rows
+from clapdex.storage.derived import open_state
 
 EncoderSource = Callable[[], object]
 
 
 class Searcher:
     """Searches one open IndexStore. The encoder is obtained (and checked) only when a text or
-    non-indexed audio query needs it, so concept-only and indexed-audio queries need no model."""
+    non-indexed audio query needs it, so concept-only and indexed-audio queries need no model.
+
+    Each search starts by checking the database's generation (one small query) and moves to the
+    new version of the derived search files when it changed, so a long-lived Searcher sees later
+    writes. A search uses one SearchEngine (immutable) throughout, so threads may share a Searcher.
+    """
 
     def __init__(self, store, encoder: object | EncoderSource | None = None):
         self.store = store
@@ -48,11 +54,15 @@ class Searcher:
 
     @property
     def engine(self) -> SearchEngine:
-        if self._engine is None:
-            with self._lock:
-                if self._engine is None:
-                    self._engine = SearchEngine(self.store)
-        return self._engine
+        """The engine over the current generation (refreshing the derived files if needed)."""
+        with self._lock:
+            known = self._engine.state if self._engine is not None else None
+            state = open_state(self.store, known)
+            if state is not known:
+                if known is not None and hasattr(self.store, "_settings"):
+                    self.store._settings = None  # λ or μ_A may have changed with the data
+                self._engine = SearchEngine(self.store, state)
+            return self._engine
 
     # ---- the encoder -----------------------------------------------------------------------
 
@@ -87,13 +97,16 @@ class Searcher:
             raise QueryError("empty text query")
         return unit(self.encoder().embed_text([text.strip()])[0], "text query")
 
-    def audio_vector(self, audio: str | os.PathLike) -> tuple[np.ndarray, str | None]:
+    def audio_vector(self, audio: str | os.PathLike, engine: SearchEngine | None = None
+                     ) -> tuple[np.ndarray, str | None]:
         """(unit query vector, the indexed file whose stored embeddings were used, or None when
         the file was decoded and encoded)."""
-        indexed = self._indexed_rows(audio)
+        engine = engine or self.engine
+        indexed = self._indexed_rows(audio, engine)
         if indexed is not None:
             indexed_path, rows = indexed
-            vector = mean_direction(self._unit_embeddings(rows), f"audio query {_shown(audio)}")
+            vector = mean_direction(engine.embeddings[rows].astype(np.float64),
+                                    f"audio query {_shown(audio)}")
             return vector, indexed_path
         path = Path(audio).expanduser()
         if not path.exists():
@@ -108,7 +121,8 @@ class Searcher:
             raise QueryError(f"no audio windows in {_shown(audio)}")
         return unit(mean, f"audio query {_shown(audio)}"), None
 
-    def _indexed_rows(self, audio: str | os.PathLike) -> tuple[str, np.ndarray] | None:
+    def _indexed_rows(self, audio: str | os.PathLike, engine: SearchEngine
+                      ) -> tuple[str, np.ndarray] | None:
         """(path, segment rows) of the indexed file that `audio` names, or None to decode it from
         disk.
 
@@ -137,29 +151,21 @@ class Searcher:
             raise
         if on_disk and not _same_file(indexed_path, name):
             return None  # a file on disk that merely ends like an indexed path
-        file_position = self.engine.file_position.get(indexed_path)
-        if file_position is None:  # indexed after this index was opened for searching
+        file_position = engine.file_position.get(indexed_path)
+        if file_position is None:  # indexed after this search's generation was read
             if on_disk:
                 return None
-            raise QueryError(f"{one_line(indexed_path)} was indexed after this index was opened; "
-                             "reopen the index to search by it")
-        rows = np.flatnonzero(self.engine.file_index == file_position)
+            raise QueryError(f"{one_line(indexed_path)} was indexed while this search ran; "
+                             "search again to search by it")
+        rows = np.flatnonzero(engine.file_index == file_position)
         return (indexed_path, rows) if len(rows) else None
 
-    def _unit_embeddings(self, rows: np.ndarray) -> np.ndarray:
-        """Unit embeddings of some segments: from memory if loaded, else read just those rows."""
-        engine = self.engine
-        if engine._embeddings is not None:
-            return engine.embeddings[rows].astype(np.float64)
-        ids, matrix = self.store.segment_embeddings(engine.segment_ids[rows])
-        order = np.searchsorted(ids, engine.segment_ids[rows])
-        return unit_rows(matrix[order])
-
-    def query_concepts(self, query: np.ndarray) -> dict[int, float]:
+    def query_concepts(self, query: np.ndarray, engine: SearchEngine | None = None
+                       ) -> dict[int, float]:
         """Decompose a query vector with the index's dictionary, μ_A and λ (or max-concepts)."""
         from clapdex.concepts.decompose import decompose
 
-        engine = self.engine
+        engine = engine or self.engine
         settings = self.store.settings
         result = decompose(query[None, :], engine.dictionary, engine.audio_mean, lam=settings.lam,
                            max_concepts=settings.max_concepts)
@@ -209,7 +215,7 @@ class Searcher:
             if text is not None:
                 base = self.text_vector(text)
             elif audio is not None:
-                base, info.audio_file = self.audio_vector(audio)
+                base, info.audio_file = self.audio_vector(audio, engine)
                 info.audio_indexed = info.audio_file is not None
             else:
                 base = unit(np.asarray(vector, dtype=np.float64).ravel(), "query vector")
@@ -218,14 +224,14 @@ class Searcher:
                                      f"{engine.atoms.shape[1]}")
             query_weights = None
             if audio is not None and engine.n_segments:
-                query_weights = self.query_concepts(base)
+                query_weights = self.query_concepts(base, engine)
                 info.query_concepts = sorted(
                     (ConceptWeight(engine.concept_names[c], w) for c, w in query_weights.items()),
                     key=lambda c: -c.weight)
             query = steer(base, engine.atoms, terms) if terms else base
             mode = mode or "hybrid"
-            results = self._vector_search(query, mode, need, offset, min_score, path, segments,
-                                          alpha, query_weights)
+            results = self._vector_search(engine, query, mode, need, offset, min_score, path,
+                                          segments, alpha, query_weights)
         else:
             mode = mode or "concept"
             if mode != "concept":
@@ -233,20 +239,19 @@ class Searcher:
                                  f"'concept', or add a text or audio query for {mode} search")
             if not any(t.weight > 0 for t in terms):
                 raise QueryError("a concept-only query needs at least one positive concept")
-            results = self._concept_search(terms, need, offset, min_score, path, segments)
+            results = self._concept_search(engine, terms, need, offset, min_score, path, segments)
         return SearchResults(query=info, mode=mode, alpha=float(alpha) if mode == "hybrid" else None,
                              segments=bool(segments), offset=int(offset), results=results)
 
-    def _vector_search(self, query, mode, need, offset, min_score, path, per_segment, alpha,
-                       query_weights):
-        engine = self.engine
+    def _vector_search(self, engine, query, mode, need, offset, min_score, path, per_segment,
+                       alpha, query_weights):
         if not engine.n_segments:
             return []
         allowed = engine.allowed_rows(path)
         per_file = not per_segment
         projection = engine.concept_projection(query)
         if mode == "dense":
-            rows, dense = engine.rank_dense(query, need, per_file, allowed, min_score)
+            rows, dense = engine.rank_dense(query, need, per_file, allowed, min_score, projection)
             rows, dense = rows[offset:], dense[offset:]
             concept = engine.concept_scores(projection, rows)
             fused = dense
@@ -254,14 +259,21 @@ class Searcher:
             concept_all = engine.concept_scores(projection)
             rows = engine.rank_array(concept_all, need, per_file, allowed, min_score)[offset:]
             concept = concept_all[rows]
-            dense = self._dense_for(query, rows)
+            dense = engine.dense_scores(query, rows)
             fused = concept
         else:
-            concept_all = engine.concept_scores(projection)
-            rows, dense = engine.rank_hybrid(query, concept_all, alpha, need, per_file, allowed,
-                                             min_score)
-            rows, dense = rows[offset:], dense[offset:]
-            concept = concept_all[rows]
+            found = None
+            if engine.n_segments > EXACT_HYBRID_MAX:
+                found = engine.rank_hybrid_candidates(query, projection, alpha, need, per_file,
+                                                      allowed, min_score)
+            if found is not None:
+                rows, dense, concept = (x[offset:] for x in found)
+            else:
+                concept_all = engine.concept_scores(projection)
+                rows, dense = engine.rank_hybrid(query, concept_all, alpha, need, per_file,
+                                                 allowed, min_score)
+                rows, dense = rows[offset:], dense[offset:]
+                concept = concept_all[rows]
             fused = alpha * dense + (1.0 - alpha) * concept
         s, mean_dot = projection
         out = []
@@ -272,22 +284,16 @@ class Searcher:
                                      contributions, baseline, shared))
         return out
 
-    def _dense_for(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        if len(rows) == 0:
-            return np.zeros(0)
-        return self._unit_embeddings(rows) @ query
-
-    def _concept_search(self, terms: list[ConceptTermSpec], need, offset, min_score, path,
-                        per_segment):
-        engine = self.engine
+    def _concept_search(self, engine, terms: list[ConceptTermSpec], need, offset, min_score,
+                        path, per_segment):
         if not engine.n_segments:
             return []
-        scores, holds = engine.concept_weight_scores(terms)
+        holders, scores = engine.concept_weight_scores(terms)
         allowed = engine.allowed_rows(path)
-        allowed = holds if allowed is None else (holds & allowed)
-        rows = engine.rank_array(scores, need, not per_segment, allowed, min_score)[offset:]
-        dense = self._dense_for(concept_text_direction(engine, terms), rows)
-        return [engine.result(offset + i + 1, row, scores[row], dense[i], scores[row],
+        rows = engine.rank_rows(holders, scores, need, not per_segment, allowed, min_score)[offset:]
+        score_of = scores[np.searchsorted(holders, rows)]
+        dense = engine.dense_scores(concept_text_direction(engine, terms), rows)
+        return [engine.result(offset + i + 1, row, score_of[i], dense[i], score_of[i],
                               engine.explain_terms(row, terms), 0.0, None)
                 for i, row in enumerate(rows.tolist())]
 

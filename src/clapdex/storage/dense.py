@@ -4,7 +4,12 @@ Vectors are the L2-normalised segment embeddings, ids are segment ids, and the m
 product, so a search with unit query vectors returns cosine similarities.
 
 Index types (a FAISS factory string, stored in the index settings):
-- "Flat" (default): `IndexIDMap2(IndexFlatIP)`. Exact; add and remove are cheap; a search scans
+- "auto" (the default of new indexes): chosen by size (choose_factory): "Flat" below FLAT_MAX
+  segments, "IVF<nlist>,SQ8" beyond (nlist ≈ 2·sqrt(n), a power of two), trained on a sample of
+  40·nlist unit embeddings; search re-scores the ANN's hits exactly from the unit embeddings. The
+  type chosen and its recall@10 measured against exact search are kept in dense.json and shown by
+  `clapdex status`.
+- "Flat": `IndexIDMap2(IndexFlatIP)`. Exact; add and remove are cheap; a search scans
   every vector (about 4 KB per 1024-d segment in memory).
 - Anything else FAISS's `index_factory` accepts, e.g. "HNSW32" or "IVF4096,Flat", wrapped in
   IDMap2. Approximate (results can miss true neighbours), faster for large collections. IVF
@@ -19,6 +24,7 @@ database's segment ids and brings it back in line (adding, removing or rebuildin
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -33,7 +39,12 @@ from clapdex.vectors import unit_rows as vectors_unit_rows
 if TYPE_CHECKING:  # pragma: no cover
     from clapdex.storage.database import IndexStore
 
-DEFAULT_FACTORY = "Flat"
+DEFAULT_FACTORY = "auto"
+AUTO = "auto"
+FLAT_MAX = 50_000        # Flat scans 4 KB per segment per query: ~15 ms at 50k here
+META_FILE = "dense.json"  # what search built (type, generation, measured recall)
+RECALL_QUERIES = 100
+RESCORE_FACTOR = 8        # search asks the ANN for 8·k hits and re-scores them exactly
 IVF_NPROBE = 32        # lists searched per query for IVF types (FAISS's default of 1 misses a lot)
 HNSW_EF_SEARCH = 128   # candidate list size per query for HNSW types (FAISS's default is 16)
 _REBUILD_CHUNK = 20_000  # segments read from the database at a time while rebuilding
@@ -54,8 +65,21 @@ def _faiss_reason(error: RuntimeError) -> str:
     return text or type(error).__name__
 
 
-def _make_faiss(dimension: int, factory: str) -> faiss.Index:
-    description = "IDMap2,Flat" if factory == DEFAULT_FACTORY else f"IDMap2,{factory}"
+def choose_factory(n_segments: int) -> str:
+    """The FAISS type "auto" means for an index of n segments."""
+    if n_segments < FLAT_MAX:
+        return "Flat"
+    nlist = int(2 ** round(np.log2(2 * np.sqrt(n_segments))))
+    return f"IVF{nlist},SQ8"
+
+
+def resolve_factory(factory: str, n_segments: int) -> str:
+    return choose_factory(n_segments) if factory == AUTO else factory
+
+
+def _make_faiss(dimension: int, factory: str, n_segments: int = 0) -> faiss.Index:
+    factory = resolve_factory(factory, n_segments)
+    description = "IDMap2,Flat" if factory == "Flat" else f"IDMap2,{factory}"
     try:
         index = faiss.index_factory(int(dimension), description, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as error:
@@ -86,27 +110,61 @@ class DenseIndex:
     def __init__(self, index: faiss.Index, dimension: int, factory: str):
         self._index = index
         self.dimension = dimension
-        self.factory = factory
+        self.factory = factory   # as requested (settings), "auto" included
 
     # ---- building --------------------------------------------------------------------------
 
     @classmethod
-    def empty(cls, dimension: int, factory: str = DEFAULT_FACTORY) -> "DenseIndex":
-        return cls(_make_faiss(dimension, factory), dimension, factory)
+    def empty(cls, dimension: int, factory: str = DEFAULT_FACTORY,
+              n_segments: int = 0) -> "DenseIndex":
+        return cls(_make_faiss(dimension, factory, n_segments), dimension, factory)
 
     @classmethod
     def rebuild_from(cls, store: "IndexStore") -> "DenseIndex":
-        """A fresh index holding every segment of the database (trained first where needed)."""
+        """A fresh index holding every segment of the database (trained first where needed, on
+        a sample: never every embedding at once)."""
         settings = store.settings
-        dense = cls.empty(settings.dimension, settings.faiss_factory)
+        db_ids = store.segment_ids()
+        dense = cls.empty(settings.dimension, settings.faiss_factory, len(db_ids))
         if not dense._index.is_trained:
-            ids, embeddings = store.segment_embeddings()
-            dense._train(embeddings)
-            dense._add(ids, embeddings)
-            return dense
+            rng = np.random.default_rng(0)
+            size = min(len(db_ids), _sample_size(dense._index))
+            sample = np.sort(rng.choice(db_ids, size, replace=False)) if size else db_ids[:0]
+            dense._train(store.segment_embeddings(sample)[1])
         for ids, embeddings in store.iter_segment_embeddings(_REBUILD_CHUNK):
             dense._add(ids, embeddings)
         return dense
+
+    @classmethod
+    def build_from_state(cls, state, factory: str) -> "DenseIndex":
+        """A fresh index over the derived search files' unit embeddings (storage/derived.py),
+        trained on a sample and filled chunk by chunk from the mapped file."""
+        ids, embeddings = state.array("segment_ids"), state.array("embeddings")
+        n, dimension = len(ids), int(state.manifest["d"])
+        dense = cls.empty(dimension, factory, n)
+        if not dense._index.is_trained and n:
+            rng = np.random.default_rng(0)
+            rows = np.sort(rng.choice(n, min(n, _sample_size(dense._index)), replace=False))
+            dense._train(np.asarray(embeddings[rows]))
+        for lo in range(0, n, _REBUILD_CHUNK):
+            dense._add(np.asarray(ids[lo:lo + _REBUILD_CHUNK]),
+                       np.asarray(embeddings[lo:lo + _REBUILD_CHUNK]))
+        return dense
+
+    def kind(self) -> str:
+        """The FAISS type actually built ("Flat", "IVF2048,SQ8", "HNSW32", ...)."""
+        inner = faiss.downcast_index(self._index.index)
+        if isinstance(inner, faiss.IndexFlat):
+            return "Flat"
+        if isinstance(inner, faiss.IndexIVFScalarQuantizer):
+            return f"IVF{inner.nlist},SQ8"
+        if isinstance(inner, faiss.IndexIVFFlat):
+            return f"IVF{inner.nlist},Flat"
+        if isinstance(inner, faiss.IndexIVFPQ):
+            return f"IVF{inner.nlist},PQ{inner.pq.M}"
+        if isinstance(inner, faiss.IndexHNSW):
+            return f"HNSW{inner.hnsw.nb_neighbors(0) // 2}"
+        return type(inner).__name__
 
     def _train(self, embeddings: np.ndarray) -> None:
         if len(embeddings) == 0:
@@ -216,9 +274,20 @@ class DenseIndex:
                 temporary.unlink()
 
     @classmethod
-    def load(cls, path: str | Path, dimension: int, factory: str) -> "DenseIndex":
+    def load(cls, path: str | Path, dimension: int, factory: str, mmap: bool = False
+             ) -> "DenseIndex":
+        """Read a FAISS file. mmap: map it instead of reading it (IVF lists and flat codes are
+        then paged in as searched; such an index cannot be changed)."""
         try:
-            index = faiss.read_index(str(path))
+            if not mmap:
+                index = faiss.read_index(str(path))
+            else:
+                # IVF lists are mapped with IO_FLAG_MMAP (which refuses IO_FLAG_MMAP_IFC), flat
+                # codes with IO_FLAG_MMAP_IFC (a Flat index is small: FLAT_MAX)
+                index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP)
+                inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
+                if isinstance(inner, faiss.IndexFlat):
+                    index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)
         except RuntimeError as error:
             raise DenseIndexError(f"cannot read FAISS index {path} ({str(error).strip()[:120]})"
                                   ) from None
@@ -249,6 +318,149 @@ class DenseIndex:
         if changed and save:
             dense.save(path)
         return dense
+
+
+def _wanted(factory: str, n_segments: int, current: str | None) -> str:
+    """The type search should have. "auto" keeps a built IVF until the index grows or shrinks
+    16-fold past its list count (retraining costs minutes), and switches Flat <-> IVF at FLAT_MAX."""
+    if factory != AUTO:
+        return factory
+    wanted = choose_factory(n_segments)
+    if current is not None and current.startswith("IVF") and wanted.startswith("IVF"):
+        have = int(re.match(r"IVF(\d+)", current).group(1))
+        need = int(re.match(r"IVF(\d+)", wanted).group(1))
+        if need // 4 <= have <= need * 4:
+            return current
+    return wanted
+
+
+def for_search(store: "IndexStore", state) -> DenseIndex:
+    """The FAISS index matching one version of the derived search files, memory-mapped.
+
+    dense.json records the generation the file was last brought in line with; when it is the
+    state's, the file is mapped as it is (O(1)). Otherwise, under the derived files' lock, the file
+    is read, compared with the state's segment ids and extended (added from the mapped unit
+    embeddings), or rebuilt when it cannot remove, is unreadable or is not the wanted type, then
+    saved with its new dense.json (and its recall@10 measured, for approximate types)."""
+    from clapdex.storage.derived import locked
+
+    settings = store.settings
+    path = store.faiss_path
+    dimension = int(state.manifest["d"])
+
+    def current(meta):
+        if meta and meta.get("generation") == state.generation and \
+                meta.get("factory") == settings.faiss_factory and path.exists():
+            try:
+                dense = DenseIndex.load(path, dimension, settings.faiss_factory, mmap=True)
+            except DenseIndexError:
+                return None
+            if dense.ntotal == state.n_segments:
+                return dense
+        return None
+
+    dense = current(read_meta(store))
+    if dense is not None:
+        return dense
+    with locked(state.folder):
+        meta = read_meta(store)
+        dense = current(meta)
+        if dense is not None:
+            return dense
+        dense = None
+        if path.exists():
+            try:
+                dense = DenseIndex.load(path, dimension, settings.faiss_factory)
+            except DenseIndexError:
+                dense = None
+        ids = np.asarray(state.array("segment_ids"))
+        wanted = _wanted(settings.faiss_factory, len(ids), dense.kind() if dense else None)
+        recall = meta.get("recall_at_10") if meta and dense is not None else None
+        changed = True
+        if dense is not None and resolve_factory(wanted, len(ids)) == dense.kind():
+            held = dense.ids()
+            extra = np.setdiff1d(held, ids, assume_unique=True)
+            missing = np.setdiff1d(ids, held, assume_unique=True)
+            changed = bool(len(extra) or len(missing))
+            if (len(extra) and not dense.remove(extra)) or not dense._index.is_trained:
+                dense = None
+            elif len(missing):
+                rows = np.searchsorted(ids, missing)
+                for lo in range(0, len(rows), _REBUILD_CHUNK):
+                    part = rows[lo:lo + _REBUILD_CHUNK]
+                    dense._add(ids[part], np.asarray(state.array("embeddings")[part]))
+        else:
+            dense = None
+        if dense is None:
+            dense = DenseIndex.build_from_state(state, wanted)
+            recall = None
+        if recall is None:
+            recall = 1.0 if dense.kind() == "Flat" else measure_recall(dense, state)
+        dense.factory = settings.faiss_factory
+        meta = {"generation": state.generation, "factory": settings.faiss_factory,
+                "kind": dense.kind(), "segments": dense.ntotal, "recall_at_10": recall,
+                "recall_queries": RECALL_QUERIES}
+        try:
+            if changed:  # (the indexer may already have saved exactly these segments)
+                dense.save(path)
+            temporary = path.with_name(f".{META_FILE}.{os.getpid()}.tmp")
+            temporary.write_text(json.dumps(meta))
+            os.replace(temporary, path.with_name(META_FILE))
+        except OSError:
+            return dense  # a read-only index folder: this process keeps it in memory
+        return DenseIndex.load(path, dimension, settings.faiss_factory, mmap=True)
+
+
+def _sample_size(index: faiss.Index) -> int:
+    """Training vectors for an untrained (IVF) index: 40 per list (FAISS warns below 39, and
+    k-means on 2 cores costs about a minute at 2,048 lists and 80k vectors)."""
+    inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
+    return 40 * int(getattr(inner, "nlist", 1024)) if isinstance(inner, faiss.IndexIVF) else 65536
+
+
+def read_meta(store: "IndexStore") -> dict | None:
+    """dense.json: what search last built or checked (None: not yet)."""
+    try:
+        with open(Path(store.faiss_path).with_name(META_FILE), encoding="utf-8") as handle:
+            meta = json.load(handle)
+        return meta if isinstance(meta, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def measure_recall(dense: DenseIndex, state, queries: int = RECALL_QUERIES, k: int = 10) -> float:
+    """Mean recall@k of dense search through `dense` (RESCORE_FACTOR·k hits re-scored exactly)
+    against exact search over the unit embeddings, for queries near stored segments (a stored
+    embedding plus noise of norm 0.5, as a query lands near a clip)."""
+    embeddings = state.array("embeddings")
+    ids = state.array("segment_ids")
+    n = len(ids)
+    if n == 0:
+        return 1.0
+    rng = np.random.default_rng(1)
+    picks = np.sort(rng.choice(n, min(queries, n), replace=False))
+    q = np.asarray(embeddings[picks], dtype=np.float32)
+    q = unit_rows(q + 0.5 * rng.standard_normal(q.shape).astype(np.float32) / np.sqrt(q.shape[1]))
+    k = min(k, n)
+    best = np.full((len(q), k), -np.inf, dtype=np.float32)
+    best_rows = np.zeros((len(q), k), dtype=np.int64)
+    for lo in range(0, n, _REBUILD_CHUNK * 5):
+        scores = q @ np.asarray(embeddings[lo:lo + _REBUILD_CHUNK * 5]).T
+        rows = np.arange(lo, lo + scores.shape[1])[None, :].repeat(len(q), 0)
+        scores = np.concatenate([best, scores], axis=1)
+        rows = np.concatenate([best_rows, rows], axis=1)
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        best = np.take_along_axis(scores, top, 1)
+        best_rows = np.take_along_axis(rows, top, 1)
+    # as search uses it: RESCORE_FACTOR·k hits, re-scored exactly from the unit embeddings
+    _scores, found = dense.search(q, RESCORE_FACTOR * k)
+    hits = []
+    for i in range(len(q)):
+        rows = np.searchsorted(ids, found[i][found[i] >= 0])
+        exact = np.asarray(embeddings[np.sort(rows)]) @ q[i]
+        top = ids[np.sort(rows)][np.argsort(-exact)[:k]]
+        hits.append(len(set(ids[best_rows[i]].tolist()) & set(top.tolist())))
+    return float(np.mean(hits) / k)
 
 
 def agreement(store: "IndexStore") -> dict:

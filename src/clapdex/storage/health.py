@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from clapdex.storage.database import IndexStore
-from clapdex.storage.dense import DenseIndex, agreement
+from clapdex.storage.dense import DenseIndex, agreement, read_meta
 
 
 def index_status(index_path: str | Path) -> dict:
@@ -31,6 +31,9 @@ def index_status(index_path: str | Path) -> dict:
             "counts": store.counts(),
             "errors": [{"path": row.path, "error": row.error} for row in store.files("error")],
             "disk": store.disk_usage(),
+            # the FAISS type search built ("auto" picks it by size) and its recall@10 against
+            # exact search, as measured when it was built (None: no dense search yet)
+            "ann": read_meta(store),
         }
 
 
