@@ -236,3 +236,19 @@ def test_phone_width_has_no_horizontal_scroll(browser, site, tmp_path):
     page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
     context.close()
     assert width <= 390
+
+
+def test_search_by_example_upload_and_more_like_this(page, site):
+    base, fixture = site
+    page.goto(base + "/")
+    page.set_input_files("#upload", fixture.paths["tone_500_2500.wav"])
+    page.wait_for_selector(".result")
+    assert "sounds like" in page.inner_text("#query-info")
+    assert result_paths(page)[0] == fixture.paths["tone_500_2500.wav"]
+    # More like this on the third result: its file becomes the query (stored embeddings).
+    third = page.locator(".result").nth(2)
+    wanted = third.locator("a.path").inner_text()
+    third.locator("button.similar").click()
+    page.wait_for_function(f"() => document.querySelector('#query-info').textContent.includes({wanted!r})")
+    assert result_paths(page)[0] == wanted
+    assert "similar=" in page.url
