@@ -59,6 +59,9 @@ def page(browser, tmp_path):
     page = context.new_page()
     page.errors = []
     page.on("pageerror", lambda error: page.errors.append(str(error)))
+    # The pages must work under their own Content-Security-Policy (no inline script or style).
+    page.on("console", lambda message: page.errors.append(message.text)
+            if "Content Security Policy" in message.text else None)
     yield page
     page.screenshot(path=str(tmp_path / "last.png"), full_page=True)
     context.close()
