@@ -6,7 +6,7 @@
     d = 1024; no model involved), or reuses it with --keep DIR.
 (2) Baseline: opens it with clapdex.open_index in this process and, warm, times
     index.search(...) for a concept-only query (two named concepts, one pushed away) and a hybrid
-    query with a given query vector, k = 10 (and the same plus the JSON encoding of the results).
+    query with a given query vector, k = 10 (and the same plus the JSON encoding the server does).
 (3) Starts `clapdex serve` on that index in another process (real uvicorn, loopback) and times
     the same queries as HTTP requests, keep-alive connections, with 1 and with 8 concurrent
     clients (threads here, each with its own connection); counts errors.
@@ -36,7 +36,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "src"))
 
-from clapdex import open_index, to_jsonable  # noqa: E402
+from clapdex import open_index  # noqa: E402
+from clapdex.jsonable import dumps  # noqa: E402
 from clapdex.storage.database import IndexStore  # noqa: E402
 from tests.search_fixtures import build_synthetic_index  # noqa: E402
 from tests.serve_fixtures import free_port  # noqa: E402
@@ -80,7 +81,7 @@ def bench_in_process(root: Path, vectors, concepts) -> dict:
                     t = time.perf_counter()
                     result = call(i)
                     if encode:
-                        json.dumps(to_jsonable(result))
+                        dumps(result)  # what the server sends
                     times.append(time.perf_counter() - t)
                 stats[(label, encode)] = percentiles(times)
     return stats
@@ -179,6 +180,8 @@ def bench_synthetic(args, root: Path) -> None:
         for kind in requests.values():  # warm the server's search state
             server.request(*kind[0])
         rows = []
+        # The floor on this machine: a round trip that does no index work (a JSON 404).
+        (floor50, floor95), _, _ = bench_http(server, [("GET", "/api/no-such-route", None)] * 100, 1)
         for label in ("concept-only", "hybrid"):
             for clients in (1, 8):
                 (p50, p95), n, errors = bench_http(server, requests[label], clients)
@@ -197,8 +200,11 @@ def bench_synthetic(args, root: Path) -> None:
                 where = f"HTTP, {clients} client{'s' if clients > 1 else ''}"
                 print(f"  {label:14s} {where:28s} {p50:8.2f} {p95:8.2f} {p50 - api50:+14.2f} ms"
                       f"   ({n} requests, {errors} errors)")
+    print(f"  {'(floor)':14s} {'HTTP round trip, no index work':28s} {floor50:8.2f} {floor95:8.2f}")
     print("  (8 clients: latency per request while 8 are in flight; the server answers one index"
           " call at a time, so it includes queueing)")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"  machine: {os.cpu_count()} CPUs, load average {load:.1f} during the run")
 
 
 def bench_text(workdir: Path, n: int = 20) -> None:

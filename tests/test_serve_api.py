@@ -354,3 +354,17 @@ def test_every_api_route_is_in_the_openapi_schema(client, index):
     assert routes and routes <= documented
     assert not {p for p, _ in documented} - {r.path for r in app.routes}
     assert "SearchResults" in json.dumps(schema["components"])
+
+
+def test_fast_json_is_the_same_text_as_to_jsonable(index):
+    from pathlib import Path
+
+    from clapdex import to_jsonable
+    from clapdex.jsonable import dumps
+
+    results = index.search(text="a 500 hz tone", k=3)
+    assert dumps(results) == json.dumps(to_jsonable(results))
+    mixed = {"a": np.float32(1.5), "b": np.arange(3), 3: (1, 2), "p": Path("/x"), "n": None}
+    assert dumps(mixed) == json.dumps(to_jsonable(mixed))
+    with pytest.raises(TypeError):
+        dumps({1, 2})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -25,3 +26,32 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+def dumps(value: Any, **options) -> str:
+    """json.dumps(to_jsonable(value)), the same text, faster: the C encoder walks the lists and
+    dicts and calls back only for dataclasses, numpy values and paths (the web app's responses)."""
+    import json
+
+    return json.dumps(value, default=_shallow, **options)
+
+
+def _shallow(value: Any) -> Any:
+    """One level of to_jsonable, for json.dumps(default=...)."""
+    import numpy as np
+
+    names = _field_names(type(value))
+    if names is not None:
+        return {name: getattr(value, name) for name in names}
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+@functools.lru_cache(maxsize=None)
+def _field_names(cls: type) -> tuple[str, ...] | None:
+    return tuple(f.name for f in dataclasses.fields(cls)) if dataclasses.is_dataclass(cls) else None

@@ -21,7 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from clapdex.jsonable import to_jsonable
+from clapdex.jsonable import dumps, to_jsonable
 from clapdex.errors import AudioError, ClapdexError, ModelError, NotFoundError, QueryError
 from clapdex.search.results import LOW_FIDELITY, SearchResults
 from clapdex.server import media
@@ -65,7 +65,7 @@ class SearchRequest(BaseModel):
 
 
 def json_response(value: Any, status: int = 200) -> Response:
-    body = json.dumps(to_jsonable(value), ensure_ascii=False, allow_nan=False)
+    body = dumps(value, ensure_ascii=False, allow_nan=False)
     return Response(body, status_code=status, media_type="application/json")
 
 
