@@ -297,3 +297,94 @@ def test_rejects_bad_shapes_and_settings():
         nonneg_lasso_max_concepts(np.eye(4), np.ones((2, 3)), 2)
     with pytest.raises(DecompositionError):
         nonneg_lasso_max_concepts(np.eye(3), np.ones((2, 3)), 2, walk_ratio=1.0)
+
+
+# --- large supports, degenerate dictionaries, lam -> 0, paths ---------------------------------------
+
+def centred_atoms(rng, k, d, coherence=0.65):
+    """Atoms made like ConceptDictionary's: raw vectors sharing a common part, centred, normalised."""
+    raw = coherence * rng.standard_normal(d) + rng.standard_normal((k, d))
+    t = unit_rows(raw)
+    return unit_rows(t - t.mean(axis=0))
+
+
+def test_large_support_matches_sklearn():
+    rng = np.random.default_rng(20)
+    d, k = 512, 1500
+    atoms = centred_atoms(rng, k, d)
+    z = unit_rows(rng.standard_normal((2, d)))
+    gram, b = problem(atoms, z)
+    lam = 0.012
+    w = nonneg_lasso(gram, b, lam)
+    counts = np.count_nonzero(w, axis=1)
+    assert counts.min() >= 300
+    assert kkt_violation(gram, b, w, lam).max() <= 1e-10
+    for i in range(2):
+        ref = sklearn_solution(atoms, z[i], lam)
+        ours, theirs = objective(gram, b[i:i + 1], w[i:i + 1], lam)[0], objective(gram, b[i:i + 1], ref[None], lam)[0]
+        assert abs(ours - theirs) / theirs <= 1e-9
+        assert ours <= theirs + 1e-15
+        assert np.array_equal(w[i] > 0, ref > 1e-9)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_duplicate_and_near_parallel_atoms_with_rank_deficient_supports():
+    rng = np.random.default_rng(21)
+    d = 24
+    base = random_atoms(rng, 60, d)
+    near = unit_rows(base[:10] + 1e-9 * rng.standard_normal((10, d)))   # cosines 1 − O(1e-18)
+    close = unit_rows(base[10:20] + 1e-4 * rng.standard_normal((10, d)))
+    mix = unit_rows(base[20:25] + base[25:30])                           # in the span of other atoms
+    atoms = np.concatenate([base, base[:5], near, close, mix])
+    z = unit_rows(rng.standard_normal((10, d)))
+    gram, b = problem(atoms, z)
+    for lam in (0.05, 1e-3, 1e-7):
+        w = nonneg_lasso(gram, b, lam)
+        assert np.all(w >= 0)
+        assert kkt_violation(gram, b, w, lam).max() <= 1e-10
+        # the optimum is not unique here; its value is, and equals the base dictionary's when lam ≈ 0
+        for i in range(3):
+            ref = sklearn_solution(atoms, z[i], lam)
+            theirs = objective(gram, b[i:i + 1], ref[None], lam)[0]
+            assert objective(gram, b[i:i + 1], w[i:i + 1], lam)[0] <= theirs * (1 + 1e-9) + 1e-15
+
+
+def test_lambda_to_zero_support_reaches_the_dimension():
+    from scipy.optimize import nnls
+
+    rng = np.random.default_rng(22)
+    d, k = 32, 300
+    atoms = centred_atoms(rng, k, d)
+    z = unit_rows(rng.standard_normal((6, d)))
+    gram, b = problem(atoms, z)
+    lam = 1e-9
+    w = nonneg_lasso(gram, b, lam)
+    assert kkt_violation(gram, b, w, lam).max() <= 1e-10
+    counts = np.count_nonzero(w, axis=1)
+    assert counts.max() <= d
+    assert np.all(counts == d)  # z lies inside the cone of the atoms: a basic solution uses d of them
+    for i in range(6):
+        ref, _ = nnls(atoms.T, z[i])
+        assert objective(gram, b[i:i + 1], w[i:i + 1], lam)[0] <= objective(gram, b[i:i + 1], ref[None], lam)[0]
+
+
+@pytest.mark.parametrize("kind", ["clustered", "centred"])
+def test_path_equals_independent_solves(kind):
+    from clapdex.concepts.solver import nonneg_lasso_path
+
+    rng = np.random.default_rng(23)
+    d, k = 96, 600
+    atoms = clustered_atoms(rng, k, d, clusters=40, spread=2.0) if kind == "clustered" else centred_atoms(rng, k, d)
+    z = unit_rows(rng.standard_normal((8, d)))
+    gram, b = problem(atoms, z)
+    lams = [0.05, 0.2, 0.01, 0.1, 0.003, 0.02]   # any order; solved from the largest down
+    path = nonneg_lasso_path(gram, b, lams)
+    assert path.shape == (6, 8, k)
+    for t, lam in enumerate(lams):
+        alone = nonneg_lasso(gram, b, lam)
+        np.testing.assert_array_equal(path[t] > 0, alone > 0)
+        np.testing.assert_allclose(path[t], alone, rtol=0, atol=1e-10)
+        assert kkt_violation(gram, b, path[t], lam).max() <= 1e-10
+    assert np.count_nonzero(path[4], axis=1).min() > np.count_nonzero(path[1], axis=1).max()
+    # rows are independent: one row alone gives the same path
+    np.testing.assert_array_equal(nonneg_lasso_path(gram, b[3:4], lams)[:, 0], path[:, 3])

@@ -11,13 +11,17 @@ Optimality (KKT), with the gradient g = G w − b + lam:
     w_k > 0  ⇒  g_k = 0        and        w_k = 0  ⇒  g_k >= 0.
 
 Method, per row (rows run in parallel; each row's result depends only on that row):
-  1. A small working set: the current support plus the concepts with the most negative gradient
-     (the worst KKT violators). At w = 0 these are the concepts with the largest b_k − lam.
-  2. On the working set, a Lawson–Hanson active-set method: add the worst violator, solve the
-     linear system on the support exactly (Cholesky), step back when a weight would go negative.
-     It ends after finitely many steps at the exact optimum of the working-set problem.
-  3. The gradient over all K concepts (K·|support| work with G) checks optimality; while there
-     are violators, the working set grows and step 2 runs again from the current weights.
+  1. Rounds: the gradient over all K concepts (K·|support| work with G) finds the KKT violators;
+     the worst of them (32 at w = 0, later as many as the support holds, at least 16) enter the
+     passive set P as one block.
+  2. Lawson–Hanson on P: solve the linear system on P exactly, and when a weight would turn
+     negative step back to the boundary and drop it. The Cholesky factor of G_PP is kept and
+     updated: an entering concept appends a row (O(p²)), a leaving one is deleted with Givens
+     rotations, so no step refactorises. An atom (numerically) in the span of P is not entered;
+     if only such violators remain, one is swapped in along the null direction (K > d, duplicates).
+  3. Repeat until no violator is left and the gradient on P is zero to `tol`.
+Warm starts (`warm_start`, `nonneg_lasso_path`, the max-concepts search) begin from a given support;
+a path keeps P and its factor from one lam to the next.
 The result satisfies the KKT conditions over all K to `tol` (default 1e-10), and the weights on the
 support come from a direct linear solve, so they are exact to rounding. No iteration counts to tune,
 no randomness: the same input gives the same output.
@@ -114,6 +118,35 @@ def nonneg_lasso(gram: np.ndarray, correlations: np.ndarray, lam, *, tol: float 
     return w[0] if single else w
 
 
+def nonneg_lasso_path(gram: np.ndarray, correlations: np.ndarray, lams, *,
+                      tol: float = DEFAULT_TOL) -> np.ndarray:
+    """`nonneg_lasso` at several lam values: (len(lams), n, K), in the order of `lams`.
+
+    Each row is solved from the largest lam down, each solve warm-started from the previous one with
+    its support and Cholesky factor kept, so the whole sweep costs about one solve at the smallest
+    lam. The results equal independent solves (same KKT tolerance). Memory is len(lams)·n·K floats:
+    callers chunk the rows (decompose_path does).
+    """
+    b = np.ascontiguousarray(np.atleast_2d(np.asarray(correlations, dtype=np.float64)))
+    n, k = b.shape
+    gram = _checked_gram(gram, k)
+    lams = np.asarray(lams, dtype=np.float64).ravel()
+    if not np.all(np.isfinite(b)) or not np.all(np.isfinite(lams)):
+        raise DecompositionError("correlations and lams must be finite")
+    if lams.size == 0 or np.any(lams < 0):
+        raise DecompositionError("lams must be one or more numbers >= 0")
+    order = np.argsort(-lams, kind="stable")
+    out = np.zeros((lams.size, n, k))
+    if n and k:
+        rounds = np.zeros(n, dtype=np.int64)
+        _path_batch(gram, b, np.ascontiguousarray(np.broadcast_to(lams[order], (n, lams.size))), out,
+                    float(tol), FIRST_WORKING_SET, MIN_GROWTH, rounds)
+        _warn_unconverged(rounds, tol)
+    result = np.empty_like(out)
+    result[order] = out
+    return result
+
+
 def _checked_gram(gram, k: int) -> np.ndarray:
     gram = np.ascontiguousarray(gram, dtype=np.float64)
     if gram.shape != (k, k):
@@ -129,10 +162,14 @@ def _solve_in_place(gram, b, lam, w, tol) -> None:
     if n and k:
         rounds = np.zeros(n, dtype=np.int64)
         _solve_batch(gram, b, lam, w, float(tol), FIRST_WORKING_SET, MIN_GROWTH, rounds)
-        if np.any(rounds < 0):
-            warnings.warn(f"nonneg_lasso: {int((rounds < 0).sum())} of {n} rows stopped before meeting "
-                          f"the KKT tolerance {tol:g} (numerically ill-conditioned dictionary?)",
-                          RuntimeWarning, stacklevel=3)
+        _warn_unconverged(rounds, tol)
+
+
+def _warn_unconverged(rounds, tol) -> None:
+    if np.any(rounds < 0):
+        warnings.warn(f"nonneg_lasso: {int((rounds < 0).sum())} of {rounds.size} rows stopped before meeting "
+                      f"the KKT tolerance {tol:g} (numerically ill-conditioned dictionary?)",
+                      RuntimeWarning, stacklevel=4)
 
 
 def lambda_on_grid(lam_max, steps, rel_precision: float = DEFAULT_REL_PRECISION) -> np.ndarray:
@@ -200,6 +237,16 @@ def nonneg_lasso_max_concepts(gram: np.ndarray, correlations: np.ndarray, max_co
 
 
 # --- compiled kernel -----------------------------------------------------------------------------
+#
+# Per row the state is the passive set P (the support, in the order it entered), the Cholesky factor
+# L of G_PP (lower, row-major: row r of L belongs to P[r]), the weights x on P and y = L⁻¹ q_P.
+# Entering a concept appends a row to L (one forward solve, O(p²)); leaving deletes a row and
+# restores the triangle with Givens rotations (O((p − r)²)); the weights come from one back solve.
+# L is never refactorised except to repair rounding drift (never seen in practice, but checked).
+
+_FAST = {"reassoc", "contract", "nsz"}  # lets numba vectorise dot products; no NaN/inf shortcuts
+_DEPENDENT = 1e-12                      # squared pivot / G_jj below this: the atom is in the span
+
 
 @njit(parallel=True, cache=True)
 def _solve_batch(gram, b, lam, w, tol, first_size, min_growth, rounds):
@@ -207,61 +254,291 @@ def _solve_batch(gram, b, lam, w, tol, first_size, min_growth, rounds):
         rounds[i] = _solve_row(gram, b[i], lam[i], w[i], tol, first_size, min_growth)
 
 
+@njit(parallel=True, cache=True)
+def _path_batch(gram, b, lams, out, tol, first_size, min_growth, rounds):
+    """Row i solved at lams[i, 0], lams[i, 1], … in that order, the state kept between them."""
+    k = b.shape[1]
+    for i in prange(b.shape[0]):
+        members, chol, x, y = _new_state(k, 64)
+        in_set = np.zeros(k, dtype=np.bool_)
+        p = 0
+        for t in range(lams.shape[1]):
+            r, p, members, chol, x, y = _solve_state(gram, b[i], lams[i, t], tol, first_size, min_growth,
+                                                     members, chol, x, y, p, in_set)
+            if r < 0:
+                rounds[i] = -1
+            for s in range(p):
+                out[t, i, members[s]] = x[s]
+
+
 @njit(cache=True)
 def _solve_row(gram, b, lam, w, tol, first_size, min_growth):
-    """One row: working-set rounds until the KKT conditions hold over all K; w is updated in place.
+    """One row from the warm start w (updated in place to the solution). Returns the rounds used, -1
+    if MAX_ROUNDS did not reach the tolerance."""
+    k = b.shape[0]
+    start = np.flatnonzero(w > 0)
+    members, chol, x, y = _new_state(k, max(64, 2 * start.size))
+    in_set = np.zeros(k, dtype=np.bool_)
+    p = 0
+    for j in start:
+        if _append(gram, b, members, chol, y, p, j, in_set):
+            x[p] = w[j]
+            p += 1
+    r, p, members, chol, x, y = _solve_state(gram, b, lam, tol, first_size, min_growth,
+                                             members, chol, x, y, p, in_set)
+    w[:] = 0.0
+    for s in range(p):
+        w[members[s]] = x[s]
+    return r
 
-    Returns the number of rounds used, or -1 if MAX_ROUNDS did not reach the tolerance."""
+
+@njit(cache=True)
+def _new_state(k, cap):
+    cap = max(1, min(k, cap))
+    return np.empty(cap, dtype=np.int64), np.zeros((cap, cap)), np.zeros(cap), np.zeros(cap)
+
+
+@njit(cache=True)
+def _grow(members, chol, x, y, p, need, k):
+    cap = members.shape[0]
+    if need <= cap:
+        return members, chol, x, y
+    members2, chol2, x2, y2 = _new_state(k, max(need, 2 * cap))
+    members2[:p] = members[:p]
+    chol2[:p, :p] = chol[:p, :p]
+    x2[:p] = x[:p]
+    y2[:p] = y[:p]
+    return members2, chol2, x2, y2
+
+
+@njit(cache=True)
+def _solve_state(gram, b, lam, tol, first_size, min_growth, members, chol, x, y, p, in_set):
+    """Working-set rounds at one lam from a feasible state (x > 0 on P, L = chol(G_PP)).
+
+    Each round: the gradient over all K (K·p work), then the worst violators enter as a block and the
+    Lawson–Hanson step-back on P settles them. Returns (rounds or -1, p, members, chol, x, y)."""
     k = b.shape[0]
     q = b - lam
     grad = np.empty(k)
-    support = np.flatnonzero(w > 0)
-    _full_gradient(gram, q, w, support, grad)
+    work = np.empty(members.shape[0])
+    _forward(chol, q, members, p, y)
+    repairs = 0
     for round_ in range(MAX_ROUNDS):
-        # Worst violators outside the support, and the worst error on the support.
+        if work.shape[0] < members.shape[0]:
+            work = np.empty(members.shape[0])
+        p = _settle(chol, x, y, p, members, in_set, work)
+        _gradient(gram, q, members, x, p, grad)
         worst_on_support = 0.0
-        for s in support:
-            worst_on_support = max(worst_on_support, abs(grad[s]))
-        grow = first_size if (round_ == 0 and support.size == 0) else max(min_growth, support.size)
-        picked = _most_negative(grad, w, -tol, grow)
-        if picked.size == 0 and worst_on_support <= tol:
-            return round_
-        ws = np.concatenate((support, picked))
-        m = ws.size
-        g_ws = np.empty((m, m))
-        for r in range(m):
-            for c in range(m):
-                g_ws[r, c] = gram[ws[r], ws[c]]
-        q_ws = q[ws].copy()
-        x = w[ws].copy()
-        _active_set(g_ws, q_ws, x, tol)
-        for r in range(m):
-            w[ws[r]] = x[r]
-        support = np.flatnonzero(w > 0)
-        _full_gradient(gram, q, w, support, grad)
-    return -1
+        for s in range(p):
+            worst_on_support = max(worst_on_support, abs(grad[members[s]]))
+        grow = first_size if p == 0 else max(min_growth, p)
+        picked = _most_negative(grad, in_set, -tol, grow)
+        if picked.size == 0:
+            if worst_on_support <= tol:
+                return round_, p, members, chol, x, y
+            if repairs == 3:
+                return -1, p, members, chol, x, y
+            repairs += 1  # rounding drift in L: refactorise P from G and solve again
+            p = _refactor(gram, q, members, chol, x, y, p, in_set)
+            continue
+        members, chol, x, y = _grow(members, chol, x, y, p, p + picked.size, k)
+        added = 0
+        for j in picked:
+            if _append(gram, q, members, chol, y, p, j, in_set):
+                x[p] = 0.0
+                p += 1
+                added += 1
+        if added == 0:
+            # Every violator lies in the span of P (K > d, duplicated concepts): swap one in.
+            p, ok = _swap_in(gram, q, members, chol, x, y, p, picked[0], in_set, work)
+            if not ok:
+                return -1, p, members, chol, x, y
+    return -1, p, members, chol, x, y
+
+
+@njit(cache=True, fastmath=_FAST)
+def _append(gram, q, members, chol, y, p, j, in_set):
+    """Append concept j to P (row p of L, entry p of y). False, changing nothing, if its atom is
+    numerically in the span of P's atoms."""
+    row = gram[j]
+    lp = chol[p]
+    d = row[j]
+    for r in range(p):
+        lr = chol[r]
+        v = row[members[r]]
+        for t in range(r):
+            v -= lr[t] * lp[t]
+        v /= lr[r]
+        lp[r] = v
+        d -= v * v
+    if not d > _DEPENDENT * row[j]:
+        return False
+    d = np.sqrt(d)
+    lp[p] = d
+    v = q[j]
+    for t in range(p):
+        v -= lp[t] * y[t]
+    y[p] = v / d
+    members[p] = j
+    in_set[j] = True
+    return True
 
 
 @njit(cache=True)
-def _full_gradient(gram, q, w, support, grad):
-    """grad = G w − q, touching only the rows of G on the support (G is symmetric)."""
+def _remove(members, chol, x, y, p, r, in_set):
+    """Delete position r from P: drop row r of L, then Givens rotations on columns (c, c+1) restore
+    the triangle (and are applied to y, so L y = q_P still holds). Returns the new p."""
+    in_set[members[r]] = False
+    for i in range(r, p - 1):
+        members[i] = members[i + 1]
+        x[i] = x[i + 1]
+        src = chol[i + 1]
+        dst = chol[i]
+        for t in range(i + 2):
+            dst[t] = src[t]
+    for c in range(r, p - 1):
+        a = chol[c, c]
+        e = chol[c, c + 1]
+        h = np.hypot(a, e)
+        cs = a / h
+        sn = e / h
+        for i in range(c, p - 1):
+            u = chol[i, c]
+            v = chol[i, c + 1]
+            chol[i, c] = cs * u + sn * v
+            chol[i, c + 1] = cs * v - sn * u
+        chol[c, c + 1] = 0.0
+        u = y[c]
+        v = y[c + 1]
+        y[c] = cs * u + sn * v
+        y[c + 1] = cs * v - sn * u
+    return p - 1
+
+
+@njit(cache=True, fastmath=_FAST)
+def _back(chol, y, p, s):
+    """s = L⁻ᵀ y (column-oriented: row r of L is contiguous)."""
+    for r in range(p):
+        s[r] = y[r]
+    for r in range(p - 1, -1, -1):
+        v = s[r] / chol[r, r]
+        s[r] = v
+        lr = chol[r]
+        for t in range(r):
+            s[t] -= lr[t] * v
+
+
+@njit(cache=True, fastmath=_FAST)
+def _forward(chol, q, members, p, y):
+    """y = L⁻¹ q_P."""
+    for r in range(p):
+        lr = chol[r]
+        v = q[members[r]]
+        for t in range(r):
+            v -= lr[t] * y[t]
+        y[r] = v / lr[r]
+
+
+@njit(cache=True)
+def _settle(chol, x, y, p, members, in_set, s):
+    """Lawson–Hanson on P from the feasible x: move towards the least-squares solution s on P; when a
+    weight would turn negative stop at the boundary and drop the weights that reached zero. Ends
+    with x = s > 0 on the remaining P. Returns the new p."""
+    ratio = np.empty(p)
+    while p > 0:
+        _back(chol, y, p, s)
+        alpha = 1.0
+        blocked = False
+        for r in range(p):
+            ratio[r] = np.inf
+            if s[r] <= 0.0:
+                blocked = True
+                ratio[r] = x[r] / (x[r] - s[r]) if x[r] > 0.0 else 0.0
+                alpha = min(alpha, ratio[r])
+        if not blocked:
+            for r in range(p):
+                x[r] = s[r]
+            return p
+        for r in range(p):
+            x[r] += alpha * (s[r] - x[r])
+        for r in range(p - 1, -1, -1):  # from the end: earlier positions stay valid
+            if ratio[r] <= alpha:
+                p = _remove(members, chol, x, y, p, r, in_set)
+    return p
+
+
+@njit(cache=True, fastmath=_FAST)
+def _gradient(gram, q, members, x, p, grad):
+    """grad = G w − q, touching only the rows of G on P (G is symmetric)."""
     grad[:] = -q
-    for s in support:
-        ws = w[s]
-        row = gram[s]
+    for s in range(p):
+        ws = x[s]
+        row = gram[members[s]]
         for j in range(grad.shape[0]):
             grad[j] += ws * row[j]
 
 
 @njit(cache=True)
-def _most_negative(grad, w, threshold, count):
-    """Indices (most negative first) of at most `count` entries with w == 0 and grad < threshold."""
+def _refactor(gram, q, members, chol, x, y, p, in_set):
+    """Rebuild L from G for the current P (dropping atoms that are now numerically dependent)."""
+    old = members[:p].copy()
+    weights = x[:p].copy()
+    for j in old:
+        in_set[j] = False
+    n = 0
+    for t in range(old.size):
+        if _append(gram, q, members, chol, y, n, old[t], in_set):
+            x[n] = weights[t]
+            n += 1
+    return n
+
+
+@njit(cache=True)
+def _swap_in(gram, q, members, chol, x, y, p, new, in_set, work):
+    """Enter `new`, whose atom is (numerically) Σ α_r c_{P[r]}: along e_new − α the fit does not change
+    and the objective falls at the rate of new's (negative) gradient, so move until the first weight
+    with α_r > 0 reaches zero and swap it out. Returns (p, False) if no such weight exists."""
+    if p == 0:
+        return p, False
+    row = gram[new]
+    alpha = work
+    for r in range(p):  # α = G_PP⁻¹ G_P,new via the factor: forward then back solve
+        lr = chol[r]
+        v = row[members[r]]
+        for t in range(r):
+            v -= lr[t] * alpha[t]
+        alpha[r] = v / lr[r]
+    tmp = alpha[:p].copy()
+    _back(chol, tmp, p, alpha)
+    step = np.inf
+    out = -1
+    for r in range(p):
+        if alpha[r] > 0 and x[r] / alpha[r] < step:
+            step = x[r] / alpha[r]
+            out = r
+    if out < 0:
+        return p, False
+    for r in range(p):
+        x[r] -= step * alpha[r]
+    x[out] = 0.0
+    for r in range(p - 1, -1, -1):
+        if x[r] <= 0.0:
+            p = _remove(members, chol, x, y, p, r, in_set)
+    if not _append(gram, q, members, chol, y, p, new, in_set):
+        return p, False
+    x[p] = step
+    return p + 1, True
+
+
+@njit(cache=True)
+def _most_negative(grad, in_set, threshold, count):
+    """Indices (most negative first) of at most `count` entries outside P with grad < threshold."""
     vals = np.empty(count)
     idx = np.empty(count, dtype=np.int64)
     filled = 0
     for j in range(grad.shape[0]):
         g = grad[j]
-        if w[j] != 0.0 or g >= threshold:
+        if in_set[j] or g >= threshold:
             continue
         if filled == count and g >= vals[filled - 1]:
             continue
@@ -277,159 +554,3 @@ def _most_negative(grad, w, threshold, count):
         if filled < count:
             filled += 1
     return idx[:filled].copy()
-
-
-@njit(cache=True)
-def _active_set(g, q, x, tol):
-    """Lawson–Hanson for min_{x>=0} ½xᵀGx − qᵀx on a working set; x (feasible) is updated in place."""
-    m = q.shape[0]
-    passive = x > 0
-    blocked = np.zeros(m, dtype=np.bool_)  # candidates that failed to enter through rounding
-    if passive.any() and not _settle(g, q, x, passive, -1):
-        x[:] = 0.0  # the warm start's support is numerically singular: start from zero
-        passive[:] = False
-    for _ in range(4 * m + 20):
-        members = np.flatnonzero(passive)
-        best = -tol
-        j = -1
-        for i in range(m):
-            if passive[i] or blocked[i]:
-                continue
-            gi = -q[i]
-            for p in members:
-                gi += g[i, p] * x[p]
-            if gi < best:
-                best = gi
-                j = i
-        if j < 0:
-            return
-        passive[j] = True
-        if _settle(g, q, x, passive, j):
-            blocked[:] = False
-        else:
-            passive[j] = False
-            blocked[j] = True
-
-
-@njit(cache=True)
-def _settle(g, q, x, passive, new):
-    """Solve on the passive set; while a weight would go negative, step back and drop it.
-
-    `new` is the index just added (-1 for none). Returns False, changing nothing, when the new
-    index cannot enter (it would get a weight <= 0, or its column is numerically dependent).
-    """
-    first = True
-    while True:
-        members = np.flatnonzero(passive)
-        p = members.size
-        if p == 0:
-            return True
-        a = np.empty((p, p))
-        rhs = np.empty(p)
-        for r in range(p):
-            rhs[r] = q[members[r]]
-            for c in range(p):
-                a[r, c] = g[members[r], members[c]]
-        s = np.empty(p)
-        if not _cholesky_solve(a, rhs, s):
-            if first and new >= 0:
-                # The new atom lies in the span of the support (K > d, or dependent concepts):
-                # trade weight along the null direction instead, dropping one support member.
-                if not _swap_in_dependent(g, q, x, passive, new):
-                    return False
-                first = False
-                continue
-            # After a step back the set is a subset of a positive-definite one, so this only
-            # happens for an unusable warm start; keep the (feasible) point.
-            return not first
-        if first and new >= 0:
-            for r in range(p):
-                if members[r] == new and s[r] <= 0:
-                    return False
-        first = False
-        # Step from x towards s until the first weight reaches zero; drop the weights that did.
-        alpha = 1.0
-        ratio = np.full(p, np.inf)
-        for r in range(p):
-            if s[r] <= 0:
-                xr = x[members[r]]
-                ratio[r] = xr / (xr - s[r])
-                alpha = min(alpha, ratio[r])
-        if alpha == 1.0 and np.all(s > 0):
-            for r in range(p):
-                x[members[r]] = s[r]
-            return True
-        for r in range(p):
-            i = members[r]
-            x[i] += alpha * (s[r] - x[i])
-            if ratio[r] <= alpha or x[i] <= 0:
-                x[i] = 0.0
-                passive[i] = False
-
-
-@njit(cache=True)
-def _swap_in_dependent(g, q, x, passive, new):
-    """Enter `new`, whose atom is (numerically) a combination Σ α_k c_k of the support's atoms.
-
-    Along δ = e_new − α the fit does not change and the objective falls at the rate of new's
-    (negative) gradient, so move until the first support weight with α_k > 0 reaches zero and
-    swap it out. Returns False (nothing changed) if no such weight exists.
-    """
-    passive[new] = False
-    members = np.flatnonzero(passive)
-    p = members.size
-    a = np.empty((p, p))
-    col = np.empty(p)
-    for r in range(p):
-        col[r] = g[members[r], new]
-        for c in range(p):
-            a[r, c] = g[members[r], members[c]]
-    alpha = np.empty(p)
-    if p == 0 or not _cholesky_solve(a, col, alpha):
-        return False
-    step = np.inf
-    out = -1
-    for r in range(p):
-        if alpha[r] > 0 and x[members[r]] / alpha[r] < step:
-            step = x[members[r]] / alpha[r]
-            out = r
-    if out < 0:
-        return False
-    for r in range(p):
-        x[members[r]] -= step * alpha[r]
-        if x[members[r]] <= 0 or r == out:
-            x[members[r]] = 0.0
-            passive[members[r]] = False
-    x[new] = step
-    passive[new] = True
-    return True
-
-
-@njit(cache=True)
-def _cholesky_solve(a, rhs, out):
-    """Solve a·out = rhs for symmetric positive-definite a (overwritten). False if not PD."""
-    p = a.shape[0]
-    for j in range(p):
-        d = a[j, j]
-        for t in range(j):
-            d -= a[j, t] * a[j, t]
-        if not d > 1e-12 * max(a[j, j], 1e-300):
-            return False
-        d = np.sqrt(d)
-        a[j, j] = d
-        for r in range(j + 1, p):
-            v = a[r, j]
-            for t in range(j):
-                v -= a[r, t] * a[j, t]
-            a[r, j] = v / d
-    for r in range(p):  # forward: L y = rhs
-        v = rhs[r]
-        for t in range(r):
-            v -= a[r, t] * out[t]
-        out[r] = v / a[r, r]
-    for r in range(p - 1, -1, -1):  # backward: Lᵀ out = y
-        v = out[r]
-        for t in range(r + 1, p):
-            v -= a[t, r] * out[t]
-        out[r] = v / a[r, r]
-    return True
