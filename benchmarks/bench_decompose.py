@@ -1,35 +1,37 @@
-"""Benchmark: clapdex's exact non-negative Lasso vs scikit-learn's per-vector Lasso (SpLiCE's solver).
+"""Benchmark: clapdex's exact non-negative Lasso vs scikit-learn's per-vector Lasso, across sparsities.
 
-Synthetic but realistic: d = 1024, K concepts in clusters of similar concepts (raw "text
-embeddings" share a common component, cluster centres and individual noise, then go through
-ConceptDictionary's centring), and a batch of unit "audio" vectors that are non-negative
-combinations of 15 random atoms plus noise, centred like decompose() does. λ is chosen so that
-solutions have 10–40 concepts.
+Problem (synthetic, CLAP-like): d = 1024; K raw "text embeddings" share a common component and
+cluster centres (mean pairwise cosine about 0.3, printed), go through ConceptDictionary's centring
+like the real vocabulary; targets are unit vectors made of 15 random atoms with non-negative
+weights plus as much noise again (real centred windows are noisy), as decompose() solves them.
 
-Baseline, measured in the same run: sklearn.linear_model.Lasso(alpha=lam/d, positive=True,
-fit_intercept=False) with its defaults (tol=1e-4, max_iter=1000), one fit per vector, as SpLiCE
-does; on a subset of the batch (it is slow), timed per vector. Reported: vectors/s for both, the
-speed ratio, the largest relative objective gap (sklearn − ours)/ours on the subset (positive:
-ours is lower), support agreement with a tight-tolerance sklearn fit, KKT violation, peak memory.
+For each K, lam is calibrated (on a few vectors, with clapdex) to give mean supports of about
+5, 25, 100 and 300 concepts; the actual means over the timed batch are reported. Per lam:
+  - clapdex nonneg_lasso on --batch vectors (one thread unless --threads), CPU ms/vector;
+  - baseline, same run: sklearn.linear_model.Lasso(alpha=lam/d, positive=True, fit_intercept=False)
+    with its defaults, one fit per vector (what SpLiCE does), on --subset vectors, CPU ms/vector
+    (CPU time of the process: on a shared machine wall time measures the other jobs);
+  - the speed ratio; the largest relative objective gap (sklearn − clapdex)/clapdex (positive:
+    clapdex lower); support agreement and gap with a tight sklearn fit (tol=1e-12) on --tight
+    vectors; clapdex's largest KKT violation over all K.
+Then the target-sparsity mode (max_concepts = 20 and 100, first --mc-batch vectors) against the
+fixed-lam solve of similar sparsity, and a 6-point sweep (nonneg_lasso_path, geometric lam from the
+~5 to the ~300 concepts value) against 6 independent solves and against its smallest-lam solve.
 
-Target-sparsity mode: nonneg_lasso_max_concepts(N) on the first --mc-batch vectors, against
-nonneg_lasso at the fixed lam on the same vectors in the same run (baseline); best of --repeats
-runs each; reported: ms/vector for both and the ratio, the lam it picked, non-zeros, and its KKT
-violation at that lam.
-
-    .venv/bin/python benchmarks/bench_decompose.py [--sizes 2000 10000] [--batch 2000] [--subset 50]
-        [--max-concepts 20] [--mc-batch 200] [--repeats 3]
+    .venv/bin/python benchmarks/bench_decompose.py [--sizes 4000 10000] [--batch 100] [--subset 4]
+        [--tight 2] [--mc-batch 50] [--threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import time
 import warnings
 
 import numpy as np
+
+TARGET_SUPPORTS = (5, 25, 100, 300)
 
 
 def make_problem(k: int, d: int, n: int, seed: int = 0):
@@ -37,10 +39,10 @@ def make_problem(k: int, d: int, n: int, seed: int = 0):
 
     rng = np.random.default_rng(seed)
     clusters = max(1, k // 10)
-    common = 2.0 * rng.standard_normal(d)
+    common = rng.standard_normal(d)
     centres = rng.standard_normal((clusters, d))
     labels = rng.integers(0, clusters, k)
-    raw = common + 0.8 * centres[labels] + 0.6 * rng.standard_normal((k, d))
+    raw = 0.65 * common + 0.6 * centres[labels] + 0.75 * rng.standard_normal((k, d))
     dictionary = ConceptDictionary.from_text_embeddings([f"c{i}" for i in range(k)], raw.astype(np.float32))
     w = np.zeros((n, k))
     for row in w:
@@ -48,114 +50,135 @@ def make_problem(k: int, d: int, n: int, seed: int = 0):
         row[idx] = rng.exponential(1.0, 15)
     clean = w @ dictionary.atoms
     noise = normalize_rows(rng.standard_normal((n, d))) * np.linalg.norm(clean, axis=1, keepdims=True)
-    z = normalize_rows(clean + 0.3 * noise)
-    return dictionary, z
+    z = normalize_rows(clean + noise)
+    sample = normalize_rows(raw[:500])
+    raw_cos = (np.sum(sample @ sample.T) - 500) / (500 * 499)
+    return dictionary, z, raw_cos
 
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def best_time(func, repeats: int):
-    """(smallest wall time of `repeats` calls, result of the last call)."""
-    best, result = np.inf, None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = func()
-        best = min(best, time.perf_counter() - t0)
-    return best, result
+def timed(func):
+    """(CPU seconds of this process, result). On the shared 2-core machine wall time mostly measures
+    the other jobs; both solvers run single-threaded here, so CPU time is the fair per-vector cost."""
+    t0 = time.process_time()
+    result = func()
+    return time.process_time() - t0, result
 
 
-def bench_max_concepts(gram, b, lam: float, n_max: int, repeats: int) -> None:
-    from clapdex.concepts.solver import kkt_violation, nonneg_lasso, nonneg_lasso_max_concepts
+def calibrate(gram, b, target: float) -> float:
+    """lam (bisection on log lam) whose mean support over the rows of b is about `target`."""
+    from clapdex.concepts.solver import nonneg_lasso
 
-    n = b.shape[0]
-    nonneg_lasso_max_concepts(gram, b[:2], n_max)  # JIT warm-up / cache load, not timed
-    t_fixed, w_fixed = best_time(lambda: nonneg_lasso(gram, b, lam), repeats)
-    t_mc, (w, lam_used) = best_time(lambda: nonneg_lasso_max_concepts(gram, b, n_max), repeats)
-    nnz, nnz_fixed = np.count_nonzero(w, axis=1), np.count_nonzero(w_fixed, axis=1)
-    print(f"  max_concepts = {n_max} on {n} vectors (best of {repeats}):")
-    print(f"    baseline nonneg_lasso at lam = {lam}: {t_fixed / n * 1e3:.3f} ms/vector "
-          f"(non-zeros mean {nnz_fixed.mean():.1f})")
-    print(f"    nonneg_lasso_max_concepts:          {t_mc / n * 1e3:.3f} ms/vector "
-          f"(non-zeros mean {nnz.mean():.1f}, max {nnz.max()}; lam picked {lam_used.min():.4f}–"
-          f"{lam_used.max():.4f})")
-    print(f"    ratio max_concepts / fixed lam: {t_mc / t_fixed:.1f}x; "
-          f"max KKT violation at the lam picked: {kkt_violation(gram, b, w, lam_used).max():.1e}")
+    lo, hi = 1e-4, 0.5
+    for _ in range(14):
+        mid = np.sqrt(lo * hi)
+        if np.count_nonzero(nonneg_lasso(gram, b, mid), axis=1).mean() > target:
+            lo = mid
+        else:
+            hi = mid
+    return float(np.sqrt(lo * hi))
 
 
-def bench(k: int, d: int, n: int, subset: int, lam: float, n_max: int, mc_batch: int, repeats: int) -> None:
+def sklearn_fits(atoms_t, z, lam, tight=False):
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import Lasso
 
-    from clapdex.concepts.solver import kkt_violation, nonneg_lasso, objective
+    d = atoms_t.shape[0]
+    out = np.zeros((z.shape[0], atoms_t.shape[1]))
+    extra = dict(tol=1e-12, max_iter=100_000) if tight else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for i in range(z.shape[0]):
+            out[i] = Lasso(alpha=lam / d, positive=True, fit_intercept=False, **extra).fit(atoms_t, z[i]).coef_
+    return out
 
-    dictionary, z = make_problem(k, d, n)
-    t0 = time.perf_counter()
-    gram = dictionary.gram()
-    t_gram = time.perf_counter() - t0
-    nonneg_lasso(gram, z[:8] @ dictionary.atoms.T, lam)  # JIT warm-up / cache load, not timed
 
-    t0 = time.perf_counter()
+def bench(k: int, d: int, n: int, subset: int, tight: int, mc_batch: int) -> None:
+    from clapdex.concepts.solver import (kkt_violation, nonneg_lasso, nonneg_lasso_max_concepts,
+                                         nonneg_lasso_path, objective)
+
+    dictionary, z, raw_cos = make_problem(k, d, n)
+    t_gram, gram = timed(dictionary.gram)
     b = z @ dictionary.atoms.T
-    w = nonneg_lasso(gram, b, lam)
-    t_ours = time.perf_counter() - t0
-    nnz = np.count_nonzero(w, axis=1)
+    atoms_t = dictionary.atoms.T
+    sample = dictionary.atoms[:500]
+    atom_cos = (np.sum(np.abs(sample @ sample.T)) - 500) / (500 * 499)
+    nonneg_lasso(gram, b[:2], 0.05)  # JIT warm-up / cache load, not timed
+    lams = [calibrate(gram, b[:8], s) for s in TARGET_SUPPORTS]
+    print(f"\nK = {k}, d = {d}: raw embeddings' mean pairwise cosine {raw_cos:.2f} (centred atoms' mean "
+          f"|cosine| {atom_cos:.3f}); Gram matrix {t_gram:.1f} s (once per dictionary)")
+    print(f"| lam | mean active (min–max) | clapdex CPU ms/vector ({n}) | scikit-learn CPU ms/vector | ratio "
+          f"| max rel. objective gap vs sklearn | vs sklearn tol=1e-12: same support, max |gap| | max KKT |")
+    print("|---|---|---|---|---|---|---|---|")
+    fixed = {}
+    for target, lam in zip(TARGET_SUPPORTS, lams):
+        t_ours, w = timed(lambda: nonneg_lasso(gram, b, lam))
+        fixed[target] = (lam, t_ours, w)
+        nnz = np.count_nonzero(w, axis=1)
+        m = subset if target < 300 or k < 10000 else max(2, subset // 2)
+        sub = np.linspace(0, n - 1, m).astype(int)
+        t_sk, ref = timed(lambda: sklearn_fits(atoms_t, z[sub], lam))
+        ours_obj = objective(gram, b[sub], w[sub], lam)
+        gap = np.max((objective(gram, b[sub], ref, lam) - ours_obj) / ours_obj)
+        tsub = sub[:tight]
+        ref_tight = sklearn_fits(atoms_t, z[tsub], lam, tight=True)
+        same = np.mean([np.array_equal(w[i] > 0, ref_tight[j] > 0) for j, i in enumerate(tsub)])
+        tgap = np.max(np.abs(objective(gram, b[tsub], ref_tight, lam) - ours_obj[:tight]) / ours_obj[:tight])
+        per_ours, per_sk = t_ours / n * 1e3, t_sk / m * 1e3
+        print(f"| {lam:.4f} | {nnz.mean():.1f} ({nnz.min()}–{nnz.max()}) | {per_ours:.2f} | {per_sk:.1f} ({m}) "
+              f"| {per_sk / per_ours:.0f}× | {gap:.1e} | {same * 100:.0f}% of {len(tsub)}, {tgap:.1e} "
+              f"| {kkt_violation(gram, b, w, lam).max():.1e} |", flush=True)
 
-    x = dictionary.atoms.T  # d x K
-    sub = np.linspace(0, n - 1, subset).astype(int)
-    ref = np.zeros((subset, k))
-    t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        for j, i in enumerate(sub):
-            ref[j] = Lasso(alpha=lam / d, positive=True, fit_intercept=False).fit(x, z[i]).coef_
-    t_sklearn = (time.perf_counter() - t0) / subset
-    tight = np.zeros((min(subset, 10), k))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        for j, i in enumerate(sub[:tight.shape[0]]):
-            tight[j] = Lasso(alpha=lam / d, positive=True, fit_intercept=False, tol=1e-12,
-                             max_iter=100_000).fit(x, z[i]).coef_
+    bm = b[:mc_batch]
+    for n_max, target in ((20, 25), (100, 100)):
+        lam, _, _ = fixed[target]
+        t_fixed, w_fixed = timed(lambda: nonneg_lasso(gram, bm, lam))
+        t_mc, (w, lam_used) = timed(lambda: nonneg_lasso_max_concepts(gram, bm, n_max))
+        nnz = np.count_nonzero(w, axis=1)
+        print(f"  max_concepts = {n_max} ({mc_batch} vectors): {t_mc / mc_batch * 1e3:.2f} ms/vector, "
+              f"{t_mc / t_fixed:.1f}× the fixed-lam solve at lam = {lam:.4f} ({t_fixed / mc_batch * 1e3:.2f} ms, "
+              f"mean active {np.count_nonzero(w_fixed, axis=1).mean():.1f}); non-zeros mean {nnz.mean():.1f}, "
+              f"max {nnz.max()}; KKT at the lam picked {kkt_violation(gram, bm, w, lam_used).max():.1e}",
+              flush=True)
 
-    ours_obj = objective(gram, b[sub], w[sub], lam)
-    gap_default = np.max((objective(gram, b[sub], ref, lam) - ours_obj) / ours_obj)
-    tight_sub = sub[:tight.shape[0]]
-    tight_gap = (objective(gram, b[tight_sub], tight, lam) - objective(gram, b[tight_sub], w[tight_sub], lam))
-    tight_gap = np.max(np.abs(tight_gap) / objective(gram, b[tight_sub], w[tight_sub], lam))
-    same_support = np.mean([np.array_equal(w[i] > 0, tight[j] > 0) for j, i in enumerate(tight_sub)])
-
-    per_ours = t_ours / n
-    print(f"\nK = {k}, d = {d}, batch = {n}, lam = {lam} (SpLiCE's λ = {2 * lam}), threads = "
-          f"{os.environ.get('NUMBA_NUM_THREADS', 'all cores')}")
-    print(f"  non-zeros per vector: mean {nnz.mean():.1f}, min {nnz.min()}, max {nnz.max()}")
-    print(f"  Gram matrix (once per dictionary): {t_gram:.2f} s")
-    print(f"  clapdex nonneg_lasso (incl. Z·Cᵀ): {n / t_ours:10.1f} vectors/s  ({per_ours * 1e3:.3f} ms/vector)")
-    print(f"  scikit-learn Lasso per vector:     {1 / t_sklearn:10.1f} vectors/s  ({t_sklearn * 1e3:.3f} ms/vector, "
-          f"{subset} vectors)")
-    print(f"  speed ratio: {t_sklearn / per_ours:.0f}x")
-    print(f"  max relative objective gap vs sklearn default tol: {gap_default:.2e} (positive: clapdex lower)")
-    print(f"  max |relative objective gap| vs sklearn tol=1e-12: {tight_gap:.2e}; same support: "
-          f"{same_support * 100:.0f}% of {tight.shape[0]}")
-    print(f"  max KKT violation (clapdex): {kkt_violation(gram, b, w, lam).max():.1e}")
+    sweep = np.geomspace(lams[0], lams[-1], 6)
+    t_path, path = timed(lambda: nonneg_lasso_path(gram, b, sweep))
+    t_indep = 0.0
+    worst = 0.0
+    for t, lam in enumerate(sweep):
+        dt, w = timed(lambda: nonneg_lasso(gram, b, lam))
+        t_indep += dt
+        worst = max(worst, np.abs(w - path[t]).max())
+    t_small = fixed[TARGET_SUPPORTS[-1]][1]
+    means = ", ".join(f"{np.count_nonzero(p, axis=1).mean():.0f}" for p in path)
+    print(f"  6-point sweep lam = {sweep[0]:.4f} … {sweep[-1]:.4f} (mean active {means}), {n} vectors: "
+          f"{t_path / n * 1e3:.2f} ms/vector; 6 independent solves {t_indep / n * 1e3:.2f} ms "
+          f"({t_indep / t_path:.1f}× the sweep); the sweep is {t_path / t_small:.2f}× its smallest-lam solve; "
+          f"max |sweep − independent| {worst:.1e}")
     print(f"  peak memory (process so far): {peak_rss_mib():.0f} MiB")
-    if n_max > 0:
-        bench_max_concepts(gram, b[:mc_batch], lam, n_max, repeats)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 10000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[4000, 10000])
     parser.add_argument("--dim", type=int, default=1024)
-    parser.add_argument("--batch", type=int, default=2000)
-    parser.add_argument("--subset", type=int, default=50, help="vectors solved by scikit-learn")
-    parser.add_argument("--lam", type=float, default=0.03)
-    parser.add_argument("--max-concepts", type=int, default=20, help="N for the target-sparsity timing (0: skip)")
-    parser.add_argument("--mc-batch", type=int, default=200, help="vectors in the target-sparsity timing")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs in the target-sparsity timing (best kept)")
+    parser.add_argument("--batch", type=int, default=100, help="vectors solved by clapdex per lam")
+    parser.add_argument("--subset", type=int, default=4, help="vectors solved by scikit-learn per lam")
+    parser.add_argument("--tight", type=int, default=2, help="vectors also fitted by sklearn with tol=1e-12")
+    parser.add_argument("--mc-batch", type=int, default=50, help="vectors in the target-sparsity timing")
+    parser.add_argument("--threads", type=int, default=1, help="numba threads (sklearn uses one)")
     args = parser.parse_args()
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    numba.set_num_threads(args.threads)
+    threadpool_limits(1)  # scikit-learn's BLAS calls single-threaded too (no spinning helper threads)
+    print(f"numba threads: {args.threads}; load average {', '.join(f'{x:.1f}' for x in __import__('os').getloadavg())}")
     for k in args.sizes:
-        bench(k, args.dim, args.batch, args.subset, args.lam, args.max_concepts, args.mc_batch, args.repeats)
+        bench(k, args.dim, args.batch, args.subset, args.tight, args.mc_batch)
 
 
 if __name__ == "__main__":

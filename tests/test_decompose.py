@@ -183,3 +183,37 @@ def test_empty_batch(setup):
     dictionary, _, mu, _ = setup
     result = decompose(np.zeros((0, dictionary.dimension), dtype=np.float32), dictionary, mu)
     assert result.weights.shape == (0, dictionary.size) and result.fidelity.shape == (0,)
+
+
+def test_decompose_path_equals_separate_decompositions(setup):
+    from clapdex.concepts.decompose import decompose_path
+
+    dictionary, audio, mu, _ = setup
+    lams = [0.05, 0.2, 0.01]
+    results = decompose_path(audio, dictionary, mu, lams)
+    assert len(results) == 3
+    for lam, result in zip(lams, results):
+        alone = decompose(audio, dictionary, mu, lam=lam)
+        np.testing.assert_array_equal(result.lam, np.full(40, lam))
+        np.testing.assert_array_equal(result.weights.indptr, alone.weights.indptr)
+        np.testing.assert_array_equal(result.weights.indices, alone.weights.indices)
+        np.testing.assert_allclose(result.weights.data, alone.weights.data, rtol=0, atol=1e-12)
+        for field in ("fidelity", "concept_fidelity", "recon_norm", "shift_norm"):
+            np.testing.assert_allclose(getattr(result, field), getattr(alone, field), rtol=0, atol=1e-12)
+    assert results[2].weights.nnz > results[0].weights.nnz > results[1].weights.nnz
+    with pytest.raises(DecompositionError):
+        decompose_path(audio, dictionary, mu, [0.1, -1.0])
+
+
+def test_very_small_lambda_warns_and_says_why(setup):
+    from clapdex.concepts.decompose import SLOW_LAMBDA, SlowDecompositionWarning
+
+    dictionary, audio, mu, _ = setup
+    with pytest.warns(SlowDecompositionWarning, match="conditioned"):
+        decompose(audio[:2], dictionary, mu, lam=SLOW_LAMBDA / 2)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SlowDecompositionWarning)
+        decompose(audio[:2], dictionary, mu, lam=SLOW_LAMBDA)  # at the threshold: no warning
+        decompose(audio[:2], dictionary, mu, max_concepts=3)

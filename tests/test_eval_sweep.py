@@ -94,3 +94,19 @@ def test_plot_is_written(tmp_path, suffix):
     path = plot_sweep(rows, "accuracy", tmp_path / f"sweep{suffix}")
     head = path.read_bytes()[:200]
     assert head.startswith(b"\x89PNG") if suffix == ".png" else b"<svg" in path.read_bytes()
+
+
+def test_concept_views_of_a_sweep_equal_one_setting_at_a_time():
+    from clapdex.evaluation.representations import concept_view, concept_views
+
+    audio, targets, class_text, dictionary = _planted(seed=5, per_class=6)
+    mu = audio_mean(audio)
+    settings = [ConceptSetting(lam=0.2), ConceptSetting(max_concepts=3), ConceptSetting(lam=0.005),
+                ConceptSetting(lam=0.05)]
+    views = list(concept_views(audio, dictionary, mu, settings))
+    assert [v.setting for v in views] == settings
+    for view, setting in zip(views, settings):
+        alone = concept_view(audio, dictionary, mu, setting)
+        np.testing.assert_array_equal(view.active, alone.active)
+        np.testing.assert_allclose(view.reconstructions, alone.reconstructions, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(view.concept_fidelity, alone.concept_fidelity, rtol=0, atol=1e-12)

@@ -255,6 +255,13 @@ def test_max_concepts_is_exact_and_minimal_on_its_grid(walk_ratio, n_max):
     # minimal to the grid's precision: the next grid point gives more than n_max concepts
     next_point = nonneg_lasso(gram, b, lam_used / (1 + precision))
     assert np.all(np.count_nonzero(next_point, axis=1) > n_max)
+    # and (docs/method.md) every walk point above lam_used fits; nothing is promised between them
+    stride = int(round(np.log(1 / walk_ratio) / np.log1p(precision)))
+    for i in range(len(b)):
+        walk = np.arange(stride, int(round(steps[i])), stride)
+        if walk.size:
+            fits = nonneg_lasso(gram, np.repeat(b[i:i + 1], walk.size, axis=0), lmax[i] * (1 + precision) ** -walk)
+            assert np.count_nonzero(fits, axis=1).max() <= n_max
 
 
 def test_max_concepts_returns_the_floor_when_the_limit_never_binds_and_zero_for_no_signal():

@@ -25,24 +25,44 @@ fidelity is 0 and we store shift_norm m = 1 (all terms are 0).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
 from clapdex.concepts.dictionary import ConceptDictionary, normalize_rows
-from clapdex.concepts.solver import nonneg_lasso, nonneg_lasso_max_concepts
+from clapdex.concepts.solver import nonneg_lasso, nonneg_lasso_max_concepts, nonneg_lasso_path
 from clapdex.errors import DecompositionError
 from clapdex.sparsity import Sparsity
 from clapdex.vectors import mean_of_unit_rows
 
 # In our convention (½‖Cw − z‖² + lam‖w‖₁; SpLiCE's λ = 2·lam). A concept can only get weight if
 # its atom correlates with the centred window by more than lam, so lam is a threshold on cosines.
-# 0.05 gives 10–40 concepts on unit-norm data with realistic dictionary coherence (see
-# docs/method.md and benchmarks/bench_decompose.py); tune it per corpus or use max_concepts.
+# With the default vocabulary (K = 3,957) 0.05 gave a mean of 18.6 concepts per window on real
+# windows and 32 on synthetic mixtures, 11–46 in all (docs/method.md); tune it per corpus or use
+# max_concepts.
 DEFAULT_LAMBDA = 0.05
 
+# Below this lam most windows get hundreds of concepts, up to the embedding dimension d, and solving
+# slows down with the support size (measured at K = 4,000, d = 1,024, one thread: 5 ms per window at
+# ~300 concepts, 80 ms at lam = 0.01, 0.26 s at 0.005, 0.7 s at 0.002): see docs/method.md.
+SLOW_LAMBDA = 0.01
+
 _CHUNK = 4096  # rows per solver call: bounds the (rows, K) correlation matrix
+
+
+class SlowDecompositionWarning(UserWarning):
+    """A lam so small that decomposing is slow and the weights are poorly determined."""
+
+
+def _warn_if_slow(lam: float) -> None:
+    if lam < SLOW_LAMBDA:
+        warnings.warn(f"lambda {lam:g} is below {SLOW_LAMBDA:g}: most windows will get hundreds of concepts "
+                      f"(up to the embedding dimension), each solve costs about the cube of that number "
+                      f"(0.1–1 s per window with 4,000 concepts), and as the support nears the dimension its "
+                      f"Gram block becomes ill-conditioned, so the weights are poorly determined; use a larger "
+                      f"lambda or max_concepts", SlowDecompositionWarning, stacklevel=3)
 
 
 @dataclass
@@ -97,22 +117,19 @@ def decompose(embeddings, dictionary: ConceptDictionary, audio_mean, lam: float 
               max_concepts: int | None = None) -> Decomposition:
     """Decompose raw embeddings (n, d) into sparse non-negative concept weights.
 
-    Give `lam` (default DEFAULT_LAMBDA) or `max_concepts` (the least-regularised solution with at
-    most that many concepts per row; see solver.nonneg_lasso_max_concepts), not both.
+    Give `lam` (default DEFAULT_LAMBDA) or `max_concepts` (per row the exact solution at a lam found
+    by a search down a grid: it has at most that many concepts and the next grid lam has more; see
+    solver.nonneg_lasso_max_concepts and docs/method.md for what it does not promise), not both.
+    A lam below SLOW_LAMBDA warns (SlowDecompositionWarning): slow and poorly conditioned.
     """
     Sparsity(lam, max_concepts)  # the one check of the pair
     if max_concepts is None:
         lam = DEFAULT_LAMBDA if lam is None else lam
-    a = _as_embeddings(embeddings)
-    d = dictionary.dimension
-    if a.shape[1] != d:
-        raise DecompositionError(f"embeddings have dimension {a.shape[1]}, the dictionary has {d}")
-    mu = _check_mean(audio_mean, d)
-    x = normalize_rows(a)
-    z = normalize_rows(x - mu)
+        _warn_if_slow(lam)
+    x, z, mu = _targets(embeddings, dictionary, audio_mean)
     gram = dictionary.gram()
     blocks, lams = [], []
-    for start in range(0, a.shape[0], _CHUNK):
+    for start in range(0, x.shape[0], _CHUNK):
         b = dictionary.correlations(z[start:start + _CHUNK])
         if max_concepts is None:
             w = nonneg_lasso(gram, b, lam)
@@ -121,6 +138,42 @@ def decompose(embeddings, dictionary: ConceptDictionary, audio_mean, lam: float 
             w, lam_used = nonneg_lasso_max_concepts(gram, b, max_concepts)
         blocks.append(sp.csr_matrix(w))
         lams.append(lam_used)
+    return _result(blocks, lams, dictionary, mu, x, z)
+
+
+def decompose_path(embeddings, dictionary: ConceptDictionary, audio_mean, lams) -> list[Decomposition]:
+    """`decompose` at several lam values, one Decomposition per lam in the order given.
+
+    Each row is solved from the largest lam down, warm-started, with its support's Cholesky factor
+    kept (solver.nonneg_lasso_path): the whole sweep costs about one solve at the smallest lam, and
+    the results equal separate `decompose` calls."""
+    lams = [float(v) for v in np.atleast_1d(np.asarray(lams, dtype=np.float64))]
+    if not lams or not all(np.isfinite(v) and v >= 0 for v in lams):
+        raise DecompositionError(f"lambdas must be finite numbers >= 0, got {lams!r}")
+    _warn_if_slow(min(lams))
+    x, z, mu = _targets(embeddings, dictionary, audio_mean)
+    gram = dictionary.gram()
+    chunk = max(1, _CHUNK // len(lams))  # bounds the (lams, rows, K) path array
+    blocks = [[] for _ in lams]
+    for start in range(0, x.shape[0], chunk):
+        path = nonneg_lasso_path(gram, dictionary.correlations(z[start:start + chunk]), lams)
+        for t in range(len(lams)):
+            blocks[t].append(sp.csr_matrix(path[t]))
+    return [_result(blocks[t], [np.full(x.shape[0], lam)], dictionary, mu, x, z) for t, lam in enumerate(lams)]
+
+
+def _targets(embeddings, dictionary: ConceptDictionary, audio_mean):
+    """(x = normalize(a), z = normalize(x − μ_A), μ_A) for raw embeddings, checked."""
+    a = _as_embeddings(embeddings)
+    d = dictionary.dimension
+    if a.shape[1] != d:
+        raise DecompositionError(f"embeddings have dimension {a.shape[1]}, the dictionary has {d}")
+    mu = _check_mean(audio_mean, d)
+    x = normalize_rows(a)
+    return x, normalize_rows(x - mu), mu
+
+
+def _result(blocks, lams, dictionary: ConceptDictionary, mu, x, z) -> Decomposition:
     k = dictionary.size
     weights = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, k))
     lam_all = np.concatenate(lams) if lams else np.zeros(0)

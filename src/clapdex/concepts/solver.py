@@ -181,18 +181,22 @@ def nonneg_lasso_max_concepts(gram: np.ndarray, correlations: np.ndarray, max_co
                               tol: float = DEFAULT_TOL, lam_floor: float = 1e-4,
                               rel_precision: float = DEFAULT_REL_PRECISION,
                               walk_ratio: float = WALK_RATIO) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the least-regularised solution with at most `max_concepts` non-zero weights.
+    """Per row, the exact solution at a lam where the path crosses `max_concepts` non-zero weights.
 
     lam is searched on the geometric grid λ_j = λ_max·(1 + rel_precision)^(−j) (`lambda_on_grid`),
     from j = 0 (λ_max, where w = 0) down to the first grid point at or below lam_floor·λ_max:
       1. walk down the path in strides of about `walk_ratio`, each solve warm-started from the
-         previous one, until a grid point gives more than `max_concepts` non-zeros;
-      2. bisect on the grid between the last point that fits and that one, warm-started from the
-         side that fits, until they are neighbours.
-    The answer is the exact solution at the last point that fits, λ_j, and solving at the next grid
-    point λ_{j+1} = λ_j/(1 + rel_precision) gives more than `max_concepts` non-zeros. If the walk
-    reaches the floor and it still fits, the floor's solution is returned. Supports stay near
-    `max_concepts` in every solve, so the mode costs a few fixed-lam solves, not one at the floor.
+         previous one, until a walk point gives more than `max_concepts` non-zeros;
+      2. bisect on the grid between the last walk point that fits and that one, warm-started from
+         the side that fits, until they are neighbours.
+    What is guaranteed: the answer is the exact solution at λ_j, it has at most `max_concepts`
+    non-zeros, the next grid point λ_{j+1} = λ_j/(1 + rel_precision) gives more, and every walk
+    point above λ_j fits. What is not: the number of non-zeros is not monotone in lam, so the path
+    may exceed `max_concepts` between two walk points and come back (the first crossing can lie
+    above λ_j), and a grid lam below λ_j may fit again; λ_j is *a* crossing, the same one every time
+    (deterministic, per row). If the walk reaches the floor and it still fits, the floor's solution
+    is returned. Supports stay near `max_concepts` in every solve, so the mode costs a few fixed-lam
+    solves, not one at the floor.
     Returns (weights (n, K), lam_used (n,)); lam_used is 0 for rows with λ_max = 0 (w = 0).
     """
     if isinstance(max_concepts, bool) or int(max_concepts) != max_concepts or max_concepts < 1:

@@ -12,6 +12,7 @@ its benchmarks), so an evaluation needs no index. The sparsity is set either by 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -57,12 +58,26 @@ class ConceptView:
 def concept_view(embeddings: np.ndarray, dictionary, audio_mean: np.ndarray,
                  setting: ConceptSetting) -> ConceptView:
     """Decompose raw embeddings under `setting` and recompose them (see module docstring)."""
+    return next(concept_views(embeddings, dictionary, audio_mean, [setting]))
+
+
+def concept_views(embeddings: np.ndarray, dictionary, audio_mean: np.ndarray,
+                  settings: Sequence[ConceptSetting]) -> Iterator[ConceptView]:
+    """One ConceptView per setting, in order. The λ settings of a sweep are solved together, from the
+    largest λ down with warm starts (decompose_path): about the cost of the smallest λ alone."""
     from clapdex.concepts import decompose as decomposition
 
-    result = decomposition.decompose(embeddings, dictionary, audio_mean, lam=setting.lam,
-                                     max_concepts=setting.max_concepts)
-    weights = result.weights.tocsr()
-    reconstructions = decomposition.recompose(weights, dictionary, audio_mean)
-    return ConceptView(setting, reconstructions, np.diff(weights.indptr).astype(np.int64),
-                       np.asarray(result.fidelity, dtype=np.float64),
-                       np.asarray(result.concept_fidelity, dtype=np.float64))
+    lams = sorted({s.lam for s in settings if s.max_concepts is None and s.lam is not None}, reverse=True)
+    by_lam = {}
+    if len(lams) > 1:
+        by_lam = dict(zip(lams, decomposition.decompose_path(embeddings, dictionary, audio_mean, lams)))
+    for setting in settings:
+        result = by_lam.get(setting.lam) if setting.max_concepts is None else None
+        if result is None:
+            result = decomposition.decompose(embeddings, dictionary, audio_mean, lam=setting.lam,
+                                             max_concepts=setting.max_concepts)
+        weights = result.weights.tocsr()
+        reconstructions = decomposition.recompose(weights, dictionary, audio_mean)
+        yield ConceptView(setting, reconstructions, np.diff(weights.indptr).astype(np.int64),
+                          np.asarray(result.fidelity, dtype=np.float64),
+                          np.asarray(result.concept_fidelity, dtype=np.float64))

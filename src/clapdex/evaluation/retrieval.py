@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from clapdex.evaluation.representations import ConceptSetting, concept_view
+from clapdex.evaluation.representations import ConceptSetting, concept_views
 from clapdex.vectors import unit_rows
 
 
@@ -81,8 +81,7 @@ def evaluate_retrieval(audio_embeddings: np.ndarray, text_embeddings: np.ndarray
     text = unit_rows(text_embeddings)
     dense = text @ unit_rows(audio_embeddings).T
     rows = [RetrievalRow("dense", "", None, None, **score_metrics(dense, caption_file))]
-    for setting in settings:
-        view = concept_view(audio_embeddings, dictionary, audio_mean, setting)
+    for setting, view in zip(settings, concept_views(audio_embeddings, dictionary, audio_mean, settings)):
         concept = text @ view.reconstructions.T
         stats = dict(mean_active=view.mean_active, median_active=view.median_active,
                      mean_fidelity=view.mean_fidelity,

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from clapdex.errors import PromptError
-from clapdex.evaluation.representations import ConceptSetting, concept_view
+from clapdex.evaluation.representations import ConceptSetting, concept_views
 from clapdex.vectors import unit_rows
 
 DEFAULT_PROMPT = "this is the sound of {}"
@@ -82,8 +82,7 @@ def evaluate_zeroshot(embeddings: np.ndarray, targets: Sequence[int], class_embe
     predictions = np.argmax(dense, axis=1)
     rows = [ZeroShotRow("dense", "", None, None, accuracy(targets, predictions),
                         macro_f1(targets, predictions, n_classes))]
-    for setting in settings:
-        view = concept_view(embeddings, dictionary, audio_mean, setting)
+    for setting, view in zip(settings, concept_views(embeddings, dictionary, audio_mean, settings)):
         concept = unit_rows(view.reconstructions) @ text.T
         stats = (view.mean_active, view.median_active, view.mean_fidelity,
                  view.mean_concept_fidelity)
