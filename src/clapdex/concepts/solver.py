@@ -243,10 +243,11 @@ def nonneg_lasso_max_concepts(gram: np.ndarray, correlations: np.ndarray, max_co
 # --- compiled kernel -----------------------------------------------------------------------------
 #
 # Per row the state is the passive set P (the support, in the order it entered), the Cholesky factor
-# L of G_PP (lower, row-major: row r of L belongs to P[r]), the weights x on P and y = L⁻¹ q_P.
-# Entering a concept appends a row to L (one forward solve, O(p²)); leaving deletes a row and
-# restores the triangle with Givens rotations (O((p − r)²)); the weights come from one back solve.
-# L is never refactorised except to repair rounding drift (never seen in practice, but checked).
+# R of G_PP = RᵀR (upper triangular, row-major: column r of R belongs to P[r]), the weights x on P
+# and y = R⁻ᵀ q_P. Entering a concept appends a column to R (one triangular solve, O(p²)); leaving
+# deletes a column and restores the triangle with Givens rotations on rows (O(p·(p − r))); the
+# weights come from one back solve. Every loop runs along rows of R (contiguous memory).
+# R is never refactorised except to repair rounding drift (not seen in practice, but checked).
 
 _FAST = {"reassoc", "contract", "nsz"}  # lets numba vectorise dot products; no NaN/inf shortcuts
 _DEPENDENT = 1e-12                      # squared pivot / G_jj below this: the atom is in the span
@@ -359,88 +360,91 @@ def _solve_state(gram, b, lam, tol, first_size, min_growth, members, chol, x, y,
                 return -1, p, members, chol, x, y
     return -1, p, members, chol, x, y
 
-
 @njit(cache=True, fastmath=_FAST)
 def _append(gram, q, members, chol, y, p, j, in_set):
-    """Append concept j to P (row p of L, entry p of y). False, changing nothing, if its atom is
+    """Append concept j to P (column p of R, entry p of y). False, changing nothing, if its atom is
     numerically in the span of P's atoms."""
     row = gram[j]
-    lp = chol[p]
+    v = chol[p]  # scratch: row p of R is unused until the column is accepted
+    for t in range(p):
+        v[t] = row[members[t]]
+    _solve_rt(chol, v, p)  # Rᵀ v = G_P,j
     d = row[j]
-    for r in range(p):
-        lr = chol[r]
-        v = row[members[r]]
-        for t in range(r):
-            v -= lr[t] * lp[t]
-        v /= lr[r]
-        lp[r] = v
-        d -= v * v
+    for t in range(p):
+        d -= v[t] * v[t]
     if not d > _DEPENDENT * row[j]:
         return False
     d = np.sqrt(d)
-    lp[p] = d
-    v = q[j]
+    yp = q[j]
     for t in range(p):
-        v -= lp[t] * y[t]
-    y[p] = v / d
+        chol[t, p] = v[t]
+        yp -= v[t] * y[t]
+    chol[p, :p + 1] = 0.0
+    chol[p, p] = d
+    y[p] = yp / d
     members[p] = j
     in_set[j] = True
     return True
 
-
-@njit(cache=True)
+@njit(cache=True, fastmath=_FAST)
 def _remove(members, chol, x, y, p, r, in_set):
-    """Delete position r from P: drop row r of L, then Givens rotations on columns (c, c+1) restore
-    the triangle (and are applied to y, so L y = q_P still holds). Returns the new p."""
+    """Delete position r from P: drop column r of R, then Givens rotations on rows (i, i+1) restore
+    the triangle (and are applied to y, so Rᵀ y = q_P still holds). Returns the new p."""
     in_set[members[r]] = False
     for i in range(r, p - 1):
         members[i] = members[i + 1]
         x[i] = x[i + 1]
-        src = chol[i + 1]
-        dst = chol[i]
-        for t in range(i + 2):
-            dst[t] = src[t]
-    for c in range(r, p - 1):
-        a = chol[c, c]
-        e = chol[c, c + 1]
+    for t in range(p):
+        rt = chol[t]
+        for c in range(max(r, t - 1), p - 1):
+            rt[c] = rt[c + 1]
+    for i in range(r, p - 1):
+        ri = chol[i]
+        rn = chol[i + 1]
+        a = ri[i]
+        e = rn[i]
         h = np.hypot(a, e)
         cs = a / h
         sn = e / h
-        for i in range(c, p - 1):
-            u = chol[i, c]
-            v = chol[i, c + 1]
-            chol[i, c] = cs * u + sn * v
-            chol[i, c + 1] = cs * v - sn * u
-        chol[c, c + 1] = 0.0
-        u = y[c]
-        v = y[c + 1]
-        y[c] = cs * u + sn * v
-        y[c + 1] = cs * v - sn * u
+        for c in range(i, p - 1):
+            u = ri[c]
+            v = rn[c]
+            ri[c] = cs * u + sn * v
+            rn[c] = cs * v - sn * u
+        rn[i] = 0.0
+        u = y[i]
+        v = y[i + 1]
+        y[i] = cs * u + sn * v
+        y[i + 1] = cs * v - sn * u
     return p - 1
-
 
 @njit(cache=True, fastmath=_FAST)
 def _back(chol, y, p, s):
-    """s = L⁻ᵀ y (column-oriented: row r of L is contiguous)."""
-    for r in range(p):
-        s[r] = y[r]
+    """s = R⁻¹ y (row r of R is contiguous)."""
     for r in range(p - 1, -1, -1):
-        v = s[r] / chol[r, r]
-        s[r] = v
-        lr = chol[r]
-        for t in range(r):
-            s[t] -= lr[t] * v
+        rr = chol[r]
+        v = y[r]
+        for c in range(r + 1, p):
+            v -= rr[c] * s[c]
+        s[r] = v / rr[r]
 
 
 @njit(cache=True, fastmath=_FAST)
+def _solve_rt(chol, v, p):
+    """v ← R⁻ᵀ v, column-oriented so that it runs along rows of R."""
+    for t in range(p):
+        rt = chol[t]
+        vt = v[t] / rt[t]
+        v[t] = vt
+        for u in range(t + 1, p):
+            v[u] -= rt[u] * vt
+
+@njit(cache=True)
 def _forward(chol, q, members, p, y):
-    """y = L⁻¹ q_P."""
+    """y = R⁻ᵀ q_P."""
     for r in range(p):
-        lr = chol[r]
-        v = q[members[r]]
-        for t in range(r):
-            v -= lr[t] * y[t]
-        y[r] = v / lr[r]
+        y[r] = q[members[r]]
+    _solve_rt(chol, y, p)
 
 
 @njit(cache=True)
@@ -505,14 +509,11 @@ def _swap_in(gram, q, members, chol, x, y, p, new, in_set, work):
     if p == 0:
         return p, False
     row = gram[new]
+    tmp = np.empty(p)
+    for r in range(p):  # α = G_PP⁻¹ G_P,new = R⁻¹ R⁻ᵀ G_P,new
+        tmp[r] = row[members[r]]
+    _solve_rt(chol, tmp, p)
     alpha = work
-    for r in range(p):  # α = G_PP⁻¹ G_P,new via the factor: forward then back solve
-        lr = chol[r]
-        v = row[members[r]]
-        for t in range(r):
-            v -= lr[t] * alpha[t]
-        alpha[r] = v / lr[r]
-    tmp = alpha[:p].copy()
     _back(chol, tmp, p, alpha)
     step = np.inf
     out = -1
