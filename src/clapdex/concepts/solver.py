@@ -248,9 +248,10 @@ def nonneg_lasso_max_concepts(gram: np.ndarray, correlations: np.ndarray, max_co
 # deletes a column and restores the triangle with Givens rotations on rows (O(p·(p − r))); the
 # weights come from one back solve. Every loop runs along rows of R (contiguous memory).
 # R is never refactorised except to repair rounding drift (not seen in practice, but checked).
+# No fastmath: reassociated sums would depend on memory alignment, and a row must get the same
+# weights alone or in any batch.
 
-_FAST = {"reassoc", "contract", "nsz"}  # lets numba vectorise dot products; no NaN/inf shortcuts
-_DEPENDENT = 1e-12                      # squared pivot / G_jj below this: the atom is in the span
+_DEPENDENT = 1e-12  # squared pivot / G_jj below this: the atom is in the span
 
 
 @njit(parallel=True, cache=True)
@@ -360,7 +361,7 @@ def _solve_state(gram, b, lam, tol, first_size, min_growth, members, chol, x, y,
                 return -1, p, members, chol, x, y
     return -1, p, members, chol, x, y
 
-@njit(cache=True, fastmath=_FAST)
+@njit(cache=True)
 def _append(gram, q, members, chol, y, p, j, in_set):
     """Append concept j to P (column p of R, entry p of y). False, changing nothing, if its atom is
     numerically in the span of P's atoms."""
@@ -386,7 +387,7 @@ def _append(gram, q, members, chol, y, p, j, in_set):
     in_set[j] = True
     return True
 
-@njit(cache=True, fastmath=_FAST)
+@njit(cache=True)
 def _remove(members, chol, x, y, p, r, in_set):
     """Delete position r from P: drop column r of R, then Givens rotations on rows (i, i+1) restore
     the triangle (and are applied to y, so Rᵀ y = q_P still holds). Returns the new p."""
@@ -418,7 +419,7 @@ def _remove(members, chol, x, y, p, r, in_set):
         y[i + 1] = cs * v - sn * u
     return p - 1
 
-@njit(cache=True, fastmath=_FAST)
+@njit(cache=True)
 def _back(chol, y, p, s):
     """s = R⁻¹ y (row r of R is contiguous)."""
     for r in range(p - 1, -1, -1):
@@ -429,7 +430,7 @@ def _back(chol, y, p, s):
         s[r] = v / rr[r]
 
 
-@njit(cache=True, fastmath=_FAST)
+@njit(cache=True)
 def _solve_rt(chol, v, p):
     """v ← R⁻ᵀ v, column-oriented so that it runs along rows of R."""
     for t in range(p):
@@ -475,7 +476,7 @@ def _settle(chol, x, y, p, members, in_set, s):
     return p
 
 
-@njit(cache=True, fastmath=_FAST)
+@njit(cache=True)
 def _gradient(gram, q, members, x, p, grad):
     """grad = G w − q, touching only the rows of G on P (G is symmetric)."""
     grad[:] = -q
