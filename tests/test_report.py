@@ -128,3 +128,91 @@ def test_report_without_poorly_explained_segments_says_so(tmp_path):
     fidelity_section = fidelity_section[:fidelity_section.index("</section>")]
     assert "No segment has concept fidelity below 0.1." in fidelity_section
     assert "The lowest" not in fidelity_section and "nothing to show" not in fidelity_section
+
+
+# ---- the charts themselves (figures read back before they become PNGs) -------------------------
+
+def one_hour_profile():
+    """A synthetic 1 h file: 7 s windows every 3.5 s; 'rain' throughout, 'speech' in the second
+    half only, 'dog' once. Built directly (no index): the chart reads only these fields."""
+    from clapdex.audit.queries import FileProfile, SegmentProfile
+
+    starts = np.arange(0.0, 3600.0 - 7.0 + 1e-9, 3.5)
+    segments = []
+    for start in starts:
+        concepts = [("rain", 0.6)] + ([("speech", 0.3)] if start >= 1800 else [])
+        if start == 700.0:
+            concepts.append(("dog", 0.9))
+        segments.append(SegmentProfile(float(start), float(start) + 7.0, 0.8, concepts))
+    segments[-1].end = 3600.0  # the last window ends at the file's end
+    return FileProfile("/audio/one hour.flac", 3600.0, segments, 1)
+
+
+def test_timeline_is_a_heat_map_of_the_files_concepts_over_its_whole_duration():
+    from clapdex.audit.report import file_timeline_figure
+
+    profile = one_hour_profile()
+    figure = file_timeline_figure(profile)
+    axis = figure.axes[0]
+    # Rows: the file's concepts, strongest (largest total weight) on top; nothing else.
+    assert [t.get_text() for t in axis.get_yticklabels()] == ["rain", "speech", "dog"]
+    assert axis.yaxis_inverted()
+    # One mesh of weights: rows = concepts, columns = windows; colour = weight.
+    (mesh,) = axis.collections
+    cells = np.asarray(mesh.get_array()).reshape(3, len(profile.segments))
+    first_half = np.array([s.start < 1800 for s in profile.segments])
+    assert np.allclose(cells[0], 0.6)
+    assert np.allclose(cells[1][~first_half], 0.3) and np.allclose(cells[1][first_half], 0.0)
+    assert cells[2].max() == 0.9 and (cells[2] > 0).sum() == 1
+    # The time axis spans the file: 0 to its duration, no lines.
+    assert axis.get_xlim() == (0.0, 3600.0)
+    assert not axis.lines
+    assert figure.axes[1].get_ylabel() == "concept weight"  # the colour bar says what colour means
+
+
+def test_a_one_hour_file_gets_clock_time_ticks():
+    from clapdex.audit.report import clock_ticks, file_timeline_figure
+
+    axis = file_timeline_figure(one_hour_profile()).axes[0]
+    labels = [t.get_text() for t in axis.get_xticklabels()]
+    assert labels[0] == "0:00:00" and labels[-1] == "1:00:00", labels
+    assert all(re.fullmatch(r"\d:\d\d:\d\d", label) for label in labels), labels
+    assert 4 <= len(labels) <= 10
+    positions = [t for t in axis.get_xticks()]
+    assert positions == [600.0 * i for i in range(7)]  # whole 10-minute steps
+    assert axis.get_xlabel() == "time in file"
+    # Short files: mm:ss on whole steps.
+    assert clock_ticks(45.0) == ([5.0 * i for i in range(10)],
+                                 [f"00:{5 * i:02d}" for i in range(10)])
+    assert clock_ticks(600.0)[1][-1] == "10:00"
+
+
+def test_top_concept_bars_are_ordered_by_what_they_measure():
+    from types import SimpleNamespace
+
+    from clapdex.audit.report import top_concepts_figure
+
+    # Many files but little time, and the reverse: ordered and sized alike by time share.
+    rows = [SimpleNamespace(concept="speech", files=9, time_share=0.05),
+            SimpleNamespace(concept="rain", files=1, time_share=0.70),
+            SimpleNamespace(concept="dog", files=4, time_share=0.20)]
+    axis = top_concepts_figure(rows).axes[0]
+    bars = sorted(axis.patches, key=lambda bar: -bar.get_y())  # top of the chart first
+    names = {round(t.get_position()[1]): t.get_text() for t in axis.get_yticklabels()}
+    drawn = [(names[round(bar.get_y() + bar.get_height() / 2)], bar.get_width()) for bar in bars]
+    assert drawn == [("rain", 70.0), ("dog", 20.0), ("speech", 5.0)]
+    assert "share of indexed audio time" in axis.get_xlabel()
+
+
+def test_report_lists_concepts_in_the_bars_order(report):
+    path, summary, truth = report
+    section = path.read_text(encoding="utf-8").split("<h2>Top concepts</h2>")[1].split("</section>")[0]
+    shares = [float(row) for row in re.findall(r"<tr><td>[^<]*</td><td class=\"num\">([\d.]+)</td>", section)]
+    assert len(shares) == 10 and shares == sorted(shares, reverse=True)
+
+
+def test_layout_uses_the_full_width(report):
+    page = report[0].read_text(encoding="utf-8")
+    style = page.split("<style>")[1].split("</style>")[0]
+    assert "max-width: 1100px" not in style and "img.wide { width: 100%; }" in style
+    assert page.count('<img class="wide"') == 4  # bars, histogram, 2 timelines; heatmap stays square
