@@ -226,11 +226,13 @@ def _longest_files(store, n: int) -> list[str]:
 
 
 def _fidelities(store) -> tuple[np.ndarray, np.ndarray]:
-    """(concept fidelity, reconstruction fidelity) of every segment."""
-    with store.session() as session:
-        rows = session.execute(select(SegmentRow.concept_fidelity, SegmentRow.fidelity)).all()
-    table = np.array(rows, dtype=np.float64).reshape(len(rows), 2)
-    return table[:, 0], table[:, 1]
+    """(concept fidelity, reconstruction fidelity) of every segment, from the memory-mapped
+    search files (storage/derived.py): a scan of the segments table reads every embedding."""
+    from clapdex.storage.derived import open_state
+
+    state = open_state(store)
+    return (np.asarray(state.array("concept_fidelity"), dtype=np.float64),
+            np.asarray(state.array("fidelity"), dtype=np.float64))
 
 
 def build_report(store, top: int = 20, n_files: int = 3, below: float = 0.5) -> tuple[str, dict]:

@@ -36,6 +36,7 @@ import atexit
 import fcntl
 import hashlib
 import json
+import mmap
 import os
 import shutil
 import tempfile
@@ -58,6 +59,11 @@ _ROW_ARRAYS = {          # name -> dtype of the per-segment, append-only arrays
     "segment_ids": "<i8", "seg_file_ids": "<i8", "starts": "<f8", "ends": "<f8",
     "fidelity": "<f8", "concept_fidelity": "<f8", "row_scale": "<f8", "base_scale": "<f8",
 }
+
+
+# Files read a row here and there (candidate re-scoring, explanations): the kernel's readahead
+# would page in ~128 KB around every 4 KB row and fill memory with rows never used.
+_RANDOM_ACCESS = {"embeddings", "csr_indices", "csr_data"}
 
 
 class DerivedFileError(Exception):
@@ -195,8 +201,11 @@ class DerivedState:
             if int(np.prod(shape)) == 0:
                 self._arrays[name] = np.zeros(shape, dtype=entry["dtype"])
             else:
-                self._arrays[name] = np.memmap(self.folder / entry["file"], dtype=entry["dtype"],
-                                               mode="r", shape=shape)
+                array = np.memmap(self.folder / entry["file"], dtype=entry["dtype"], mode="r",
+                                  shape=shape)
+                if name in _RANDOM_ACCESS:  # rows are gathered: no readahead around each one
+                    array._mmap.madvise(mmap.MADV_RANDOM)
+                self._arrays[name] = array
         self._handles = {name: open(self.folder / file, "rb")
                          for name, file in self.manifest["json"].items()}
         self._json: dict[str, object] = {}
