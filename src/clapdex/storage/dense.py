@@ -25,7 +25,6 @@ database's segment ids and brings it back in line (adding, removing or rebuildin
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,6 +33,7 @@ import faiss
 import numpy as np
 
 from clapdex.errors import DenseIndexError
+from clapdex.fileio import atomic_path
 from clapdex.vectors import unit_rows as vectors_unit_rows
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -262,16 +262,8 @@ class DenseIndex:
 
     def save(self, path: str | Path) -> None:
         """Write atomically: a reader sees the old file or the new one, never a partial one."""
-        path = Path(path)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
+        with atomic_path(path, fsync=True) as temporary:  # fsync: the index must survive a crash
             faiss.write_index(self._index, str(temporary))
-            with open(temporary, "rb+") as handle:
-                os.fsync(handle.fileno())
-            os.replace(temporary, path)
-        finally:
-            if temporary.exists():
-                temporary.unlink()
 
     @classmethod
     def load(cls, path: str | Path, dimension: int, factory: str, mmap: bool = False
@@ -403,9 +395,8 @@ def for_search(store: "IndexStore", state) -> DenseIndex:
         try:
             if changed:  # (the indexer may already have saved exactly these segments)
                 dense.save(path)
-            temporary = path.with_name(f".{META_FILE}.{os.getpid()}.tmp")
-            temporary.write_text(json.dumps(meta))
-            os.replace(temporary, path.with_name(META_FILE))
+            with atomic_path(path.with_name(META_FILE)) as temporary:
+                temporary.write_text(json.dumps(meta))
         except OSError:
             return dense  # a read-only index folder: this process keeps it in memory
         return DenseIndex.load(path, dimension, settings.faiss_factory, mmap=True)

@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import String, cast, func, select
 
+from clapdex.fileio import atomic_path
 from clapdex.storage.schema import ConceptRow, FileRow, IndexSettingsRow, PostingRow, SegmentRow
 
 FORMAT = 1
@@ -137,12 +138,8 @@ def _fsync(path: Path) -> None:
 
 
 def _write_json_atomic(path: Path, value) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(value, handle, ensure_ascii=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    with atomic_path(path, fsync=True) as temporary:
+        temporary.write_text(json.dumps(value, ensure_ascii=True), encoding="utf-8")
 
 
 class _Writer:
