@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
+import sys
 from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
 
@@ -42,7 +44,13 @@ class Encoder(Protocol):
 VERSIONS = ("2022", "2023")
 DEFAULT_VERSION = "2023"
 DEFAULT_BATCH_SIZE = 16
+CUDA_BATCH_SIZE = 64      # a GPU wants bigger batches; 64 windows of 7 s are ~80 MB of input
 DEVICES = ("auto", "cpu", "cuda")
+# How the audio encoder runs. "onnx" is msclap's own model exported to ONNX and run by ONNX Runtime
+# (same embeddings to 1e-4, faster on CPU); "onnx-int8" is its dynamically quantised, approximate
+# variant (its own fingerprint). "auto": onnx on CPU when onnxruntime is importable, else torch.
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
+MIN_COSINE = 0.999        # approximate modes (int8, CUDA autocast) must keep this on the probe
 
 # Where msclap itself downloads the weights from (CLAPWrapper.model_repo / model_name).
 WEIGHTS_REPO = "microsoft/msclap"
@@ -97,17 +105,32 @@ class ClapEncoder:
 
     def __init__(self, version: str = DEFAULT_VERSION, weights: str | os.PathLike | None = None,
                  text_model: str | os.PathLike | None = None, device: str = "auto",
-                 batch_size: int = DEFAULT_BATCH_SIZE):
+                 batch_size: int | None = None, backend: str = "auto", threads: int | None = None,
+                 notify=None):
         version = str(version)
         if version not in VERSIONS:
             raise ModelError(f"unknown MS-CLAP version {version!r}; use one of {', '.join(VERSIONS)}")
         if device not in DEVICES and not str(device).startswith("cuda:"):
             raise ModelError(f"unknown device {device!r}; use auto, cpu or cuda")
-        if int(batch_size) < 1:
+        if batch_size is not None and int(batch_size) < 1:
             raise ModelError(f"batch size must be at least 1, got {batch_size}")
+        if backend not in BACKENDS:
+            raise ModelError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+        if backend.startswith("onnx"):
+            if str(device).startswith("cuda"):
+                raise ModelError(f"backend {backend} runs on the CPU; with --device cuda use --backend torch")
+            from clapdex.encoder_onnx import require_onnxruntime
+
+            require_onnxruntime(backend)  # fails at once, with the fix, if it cannot be imported
+        if threads is not None and int(threads) < 1:
+            raise ModelError(f"threads must be at least 1, got {threads}")
         self.version = version
         self.requested_device = str(device)
-        self.batch_size = int(batch_size)
+        self.requested_backend = backend
+        self._batch_size = int(batch_size) if batch_size is not None else None
+        self.threads = int(threads) if threads is not None else available_cores()
+        # Messages worth a line on stderr ("loading the model…"); replace to route them elsewhere.
+        self.notify = notify or _stderr_notice
         self._config = msclap_config(version)
         self.dimension = int(self._config["d_proj"])
         # The rate msclap resamples audio to before its audio encoder (not HTSAT's internal 32 kHz).
@@ -120,24 +143,36 @@ class ClapEncoder:
         self._text_model_to_load = self._resolve_text_model_offline()
         self._check_text_model_family(self._text_model_to_load)
 
-        self._model = None
+        self._audio = None        # (n, samples) float32 array -> (n, d) float32 array
+        self._text = None         # msclap's TextEncoder (torch)
         self._tokenizer = None
         self._device = None
+        self.backend: str | None = None     # the audio backend in use, once resolved
+        self.precision = "fp32"             # or "fp16"/"bf16" (CUDA autocast) / "int8"
         self._fingerprint: str | None = None
 
     @classmethod
     def from_settings(cls, version: str | None = None, weights: str | os.PathLike | None = None,
                       text_model: str | os.PathLike | None = None, device: str | None = None,
-                      batch_size: int | None = None) -> "ClapEncoder":
+                      batch_size: int | None = None, backend: str | None = None,
+                      threads: int | None = None) -> "ClapEncoder":
         """Options first, then $CLAPDEX_MODEL_VERSION, $CLAPDEX_CLAP_WEIGHTS, $CLAPDEX_TEXT_MODEL,
-        $CLAPDEX_DEVICE, then the defaults (2023, msclap's download, msclap's text model, auto)."""
+        $CLAPDEX_DEVICE, $CLAPDEX_BACKEND, $CLAPDEX_THREADS, then the defaults (2023, msclap's
+        download, msclap's text model, auto device, auto backend, all cores)."""
         env = os.environ
+        threads = threads or env.get("CLAPDEX_THREADS") or None
+        try:
+            threads = int(threads) if threads is not None else None
+        except ValueError:
+            raise ModelError(f"CLAPDEX_THREADS must be a whole number, got {threads!r}") from None
         return cls(
             version=version or env.get("CLAPDEX_MODEL_VERSION") or DEFAULT_VERSION,
             weights=weights or env.get("CLAPDEX_CLAP_WEIGHTS") or None,
             text_model=text_model or env.get("CLAPDEX_TEXT_MODEL") or None,
             device=device or env.get("CLAPDEX_DEVICE") or "auto",
-            batch_size=batch_size or DEFAULT_BATCH_SIZE,
+            batch_size=batch_size or None,
+            backend=backend or env.get("CLAPDEX_BACKEND") or "auto",
+            threads=threads,
         )
 
     # ---------------------------------------------------------------- where the parts come from
@@ -229,21 +264,29 @@ class ClapEncoder:
     # ---------------------------------------------------------------- identity
     @property
     def fingerprint(self) -> str:
-        """msclap-<version>:<weights sha256 prefix>:<text model id or folder hash prefix>.
+        """msclap-<version>:<weights sha256 prefix>:<text model id or folder hash prefix>, plus
+        ':int8' for the approximate onnx-int8 backend. The exact backends (torch, onnx) give the
+        same embeddings to 1e-4, so they share a fingerprint: an index built with one is searched
+        with the other.
 
         Cheap after the first call: file hashes are cached by (path, size, mtime). Downloads the
         weights first if they are neither given nor cached (and the hub is not switched off).
         """
         if self._fingerprint is None:
-            from clapdex.filehash import file_sha256
-
-            weights_hash = file_sha256(self._ensure_weights())[:16]
-            if self.text_model_is_folder:
-                text_id = "folder-" + _folder_sha256(Path(self.text_model))[:16]
-            else:
-                text_id = self.text_model
-            self._fingerprint = f"msclap-{self.version}:{weights_hash}:{text_id}"
+            self._fingerprint = self.model_fingerprint + (":int8" if self.requested_backend == "onnx-int8" else "")
         return self._fingerprint
+
+    @property
+    def model_fingerprint(self) -> str:
+        """The fingerprint of the fp32 model itself, whatever the backend."""
+        from clapdex.filehash import file_sha256
+
+        weights_hash = file_sha256(self._ensure_weights())[:16]
+        if self.text_model_is_folder:
+            text_id = "folder-" + _folder_sha256(Path(self.text_model))[:16]
+        else:
+            text_id = self.text_model
+        return f"msclap-{self.version}:{weights_hash}:{text_id}"
 
     @property
     def window_samples(self) -> int:
@@ -255,8 +298,19 @@ class ClapEncoder:
         return self._device or self.requested_device
 
     @property
+    def batch_size(self) -> int:
+        """Windows (or texts) per forward pass: as set, else 64 on a GPU and 16 on the CPU."""
+        if self._batch_size is not None:
+            return self._batch_size
+        return CUDA_BATCH_SIZE if self._resolve_device().startswith("cuda") else DEFAULT_BATCH_SIZE
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        self._batch_size = int(value)
+
+    @property
     def loaded(self) -> bool:
-        return self._model is not None
+        return self._audio is not None or self._text is not None
 
     def describe(self) -> dict:
         """What `clapdex model check` reports. Never downloads anything."""
@@ -268,6 +322,9 @@ class ClapEncoder:
             "text_model": self.text_model,
             "text_model_source": "folder" if self.text_model_is_folder else "hugging-face",
             "device": self.device,
+            "backend": self.backend or self.requested_backend,
+            "precision": self.precision,
+            "threads": self.threads,
             "batch_size": self.batch_size,
             "sample_rate": self.sample_rate,
             "window_seconds": self.window_seconds,
@@ -277,67 +334,108 @@ class ClapEncoder:
             "fingerprint": self.fingerprint if self._weights_path else None,
         }
 
+    def with_backend(self, backend: str, device: str | None = None) -> "ClapEncoder":
+        """The same model and settings, unloaded, run by another backend (and device)."""
+        other = ClapEncoder(version=self.version, weights=self._ensure_weights(),
+                            text_model=self.text_model, device=device or self.requested_device,
+                            batch_size=self._batch_size, backend=backend, threads=self.threads,
+                            notify=self.notify)
+        other._text_model_to_load = self._text_model_to_load
+        return other
+
     # ---------------------------------------------------------------- loading
+    # Each side loads on first use: a text query never builds the HTSAT audio encoder, and the
+    # ONNX backend, once its graph is cached, runs the audio side without PyTorch.
     def load(self) -> "ClapEncoder":
-        """Build msclap's CLAP model and tokenizer and load the weights (once)."""
-        if self._model is not None:
-            return self
+        """Load both sides now (audio backend, text encoder and tokenizer)."""
+        self._load_audio()
+        self._load_text()
+        return self
+
+    def _resolve_device(self) -> str:
+        """'cpu' or 'cuda[:n]'. 'auto' asks torch only where a CUDA GPU could exist at all."""
+        if self._device is None:
+            wanted = self.requested_device
+            if wanted == "cpu" or (wanted == "auto" and (self.requested_backend.startswith("onnx")
+                                                         or not _cuda_possible())):
+                self._device = "cpu"
+            else:
+                import torch
+
+                available = torch.cuda.is_available()
+                if wanted == "auto":
+                    self._device = "cuda" if available else "cpu"
+                elif not available:
+                    raise ModelError("device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
+                else:
+                    self._device = wanted
+        return self._device
+
+    def _torch(self):
+        """torch, with its thread count set (once) to this encoder's."""
         import torch
 
-        device = self._pick_device(torch)
+        if torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
+        return torch
+
+    def _load_audio(self):
+        if self._audio is not None:
+            return self._audio
+        device = self._resolve_device()
+        backend = self.requested_backend
+        if backend == "auto":
+            from clapdex.encoder_onnx import onnxruntime_importable
+
+            backend = "onnx" if device == "cpu" and onnxruntime_importable() else "torch"
+        if backend == "torch":
+            module = self.torch_audio_encoder()
+            if device.startswith("cuda"):
+                self.precision = _pick_cuda_precision(self, module)
+            self._audio = _torch_audio_runner(self, module)
+        else:
+            from clapdex.encoder_onnx import onnx_audio_runner
+
+            self._audio = onnx_audio_runner(self, quantized=backend == "onnx-int8")
+            if backend == "onnx-int8":
+                self.precision = "int8"
+        self.backend = backend
+        return self._audio
+
+    def torch_audio_encoder(self):
+        """msclap's AudioEncoder (HTSAT + projection) with the checkpoint's weights, in eval mode,
+        on this encoder's device. Built anew on every call (the ONNX export uses it once)."""
+        self.notify("loading the audio model…")
+        torch = self._torch()
+        models = _msclap_models()
+        config = self._config
+        module = models.AudioEncoder(config["audioenc_name"], config["out_emb"], config["d_proj"],
+                                     config["sampling_rate"], config["window_size"], config["hop_size"],
+                                     config["mel_bins"], config["fmin"], config["fmax"], config["num_classes"])
+        _load_part(module, "audio_encoder.", _read_checkpoint(self._ensure_weights()), self)
+        return module.eval().to(torch.device(self._resolve_device()))
+
+    def _load_text(self):
+        if self._text is not None:
+            return self._text
+        self.notify("loading the text model…")
+        torch = self._torch()
         state = _read_checkpoint(self._ensure_weights())
-        from msclap.models.clap import CLAP  # heavy import, only when the model is needed
+        models = _msclap_models()
         from transformers import AutoTokenizer
 
         config = self._config
         try:
-            model = CLAP(audioenc_name=config["audioenc_name"], sample_rate=config["sampling_rate"],
-                         window_size=config["window_size"], hop_size=config["hop_size"],
-                         mel_bins=config["mel_bins"], fmin=config["fmin"], fmax=config["fmax"],
-                         classes_num=config["num_classes"], out_emb=config["out_emb"],
-                         text_model=self._text_model_to_load,
-                         transformer_embed_dim=config["transformer_embed_dim"], d_proj=config["d_proj"])
+            text = models.TextEncoder(config["d_proj"], self._text_model_to_load, config["transformer_embed_dim"])
             tokenizer = AutoTokenizer.from_pretrained(self._text_model_to_load)
         except (OSError, ValueError) as error:
             raise ModelError(f"cannot load text model {self.text_model!r}: {_first_line(error)}") from None
         if self.version == "2023":
             tokenizer.add_special_tokens({"pad_token": "!"})  # as msclap does for GPT-2
-
-        # strict=False as in msclap: the text model's own weights may come from from_pretrained.
-        # But every audio-encoder and projection weight must come from the file, or the file is
-        # not a checkpoint of this model version.
-        try:
-            result = model.load_state_dict(state, strict=False)
-        except RuntimeError as error:
-            raise ModelError(f"weights file {self._weights_path} does not fit the msclap "
-                             f"{self.version} model and text model: {_first_line(error)}") from None
-        missing = [key for key in result.missing_keys if _must_come_from_checkpoint(key)]
-        if missing:
-            raise ModelError(f"weights file {self._weights_path} is not an msclap {self.version} "
-                             f"checkpoint ({len(missing)} weights missing, e.g. {missing[0]}); "
-                             f"check --model-version")
-        model.eval()
-        self._model = model.to(device)
+        _load_part(text, "caption_encoder.", state, self)
         self._tokenizer = tokenizer
-        self._device = str(device)
-        return self
-
-    def _pick_device(self, torch):
-        wanted = self.requested_device
-        if wanted == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if wanted.startswith("cuda") and not torch.cuda.is_available():
-            raise ModelError("device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
-        return torch.device(wanted)
-
-    @property
-    def model(self):
-        """msclap's CLAP module (loads it on first use)."""
-        return self.load()._model
-
-    @property
-    def tokenizer(self):
-        return self.load()._tokenizer
+        self._text = text.eval().to(torch.device(self._resolve_device()))
+        return self._text
 
     # ---------------------------------------------------------------- embedding
     def embed_audio(self, windows: np.ndarray) -> np.ndarray:
@@ -351,15 +449,10 @@ class ClapEncoder:
         out = np.empty((len(windows), self.dimension), dtype=np.float32)
         if len(windows) == 0:
             return out
-        import torch
-
-        model = self.model
-        with torch.inference_mode():
-            for start in range(0, len(windows), self.batch_size):
-                batch = torch.from_numpy(np.ascontiguousarray(windows[start:start + self.batch_size]))
-                # audio_encoder returns (projected embedding, AudioSet class probabilities).
-                embedding = model.audio_encoder(batch.to(self._device))[0]
-                out[start:start + len(batch)] = embedding.float().cpu().numpy()
+        run = self._load_audio()
+        step = self.batch_size
+        for start in range(0, len(windows), step):
+            out[start:start + step] = run(np.ascontiguousarray(windows[start:start + step]))
         return out
 
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:
@@ -368,15 +461,14 @@ class ClapEncoder:
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         if not texts:
             return out
-        import torch
-
-        model = self.model
+        text_encoder = self._load_text()
+        torch = self._torch()
         with torch.inference_mode():
             for start in range(0, len(texts), self.batch_size):
                 tokens = self._tokenize(texts[start:start + self.batch_size])
                 tokens = {key: value.to(self._device) for key, value in tokens.items()}
                 out[start:start + len(texts[start:start + self.batch_size])] = (
-                    model.caption_encoder(tokens).float().cpu().numpy())
+                    text_encoder(tokens).float().cpu().numpy())
         return out
 
     def _tokenize(self, texts: list[str]) -> dict:
@@ -400,11 +492,120 @@ class ClapEncoder:
         return tokens
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (the default thread count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _stderr_notice(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _cuda_possible() -> bool:
+    """False where no CUDA GPU can exist (no NVIDIA device on Linux, macOS), so that 'auto' does
+    not import torch just to hear so; True means: ask torch."""
+    if sys.platform == "darwin":
+        return False
+    if sys.platform.startswith("linux"):
+        return bool(glob.glob("/dev/nvidia[0-9]*"))
+    return True
+
+
+def _msclap_models():
+    """msclap.models.clap (AudioEncoder, TextEncoder) without running msclap/__init__.py, which
+    imports msclap's CLAPWrapper and with it torchaudio, scikit-learn and GPT-2 generation code
+    (~7 s) that the encoders never use. The package module is registered without executing its
+    __init__; its submodules then import as usual. Where msclap is already imported, it is used."""
+    if "msclap" not in sys.modules:
+        import importlib.util
+        import types
+
+        spec = importlib.util.find_spec("msclap")
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelError("the msclap package is not installed; install it with `pip install msclap`")
+        package = types.ModuleType("msclap")
+        package.__path__ = list(spec.submodule_search_locations)
+        package.__spec__ = spec
+        package.__file__ = spec.origin
+        sys.modules["msclap"] = package
+    import msclap.models.clap as models
+
+    return models
+
+
+def _load_part(module, prefix: str, state: dict, encoder: "ClapEncoder") -> None:
+    """Load the checkpoint's `prefix` weights into one of msclap's encoders, as msclap does
+    (strict=False: the text model's own weights may come from from_pretrained). Every other
+    learned weight must come from the file, or it is not a checkpoint of this model version."""
+    part = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+    try:
+        result = module.load_state_dict(part, strict=False)
+    except RuntimeError as error:
+        raise ModelError(f"weights file {encoder.weights_path} does not fit the msclap "
+                         f"{encoder.version} model and text model: {_first_line(error)}") from None
+    missing = [prefix + key for key in result.missing_keys if _must_come_from_checkpoint(prefix + key)]
+    if missing:
+        raise ModelError(f"weights file {encoder.weights_path} is not an msclap {encoder.version} "
+                         f"checkpoint ({len(missing)} weights missing, e.g. {missing[0]}); "
+                         f"check --model-version")
+
+
 def _must_come_from_checkpoint(key: str) -> bool:
     if key.startswith("caption_encoder.base."):
         return False  # the pretrained text model, loaded by from_pretrained
     # STFT / mel filter banks are fixed functions of the config, not learned.
     return not any(part in key for part in ("spectrogram_extractor", "logmel_extractor"))
+
+
+def probe_windows(window_samples: int, sample_rate: int, n: int = 3) -> np.ndarray:
+    """A fixed batch of n windows (tones, a sweep and noise) that backends are checked on."""
+    rng = np.random.default_rng(12345)
+    t = np.arange(window_samples) / sample_rate
+    rows = []
+    for i in range(n):
+        tone = 0.3 * np.sin(2 * np.pi * (110.0 * (i + 1)) * t * (1.0 + 0.05 * i * t))
+        rows.append(tone + (0.02 + 0.05 * i) * rng.standard_normal(t.size))
+    return np.asarray(rows, dtype=np.float32)
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two (n, d) arrays."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
+
+
+def _torch_audio_runner(encoder: "ClapEncoder", module):
+    """A batch runner for msclap's AudioEncoder in PyTorch (autocast when the probe allowed it)."""
+    torch = encoder._torch()
+    device = torch.device(encoder._resolve_device())
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(encoder.precision)
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            # audio_encoder returns (projected embedding, AudioSet class probabilities).
+            return module(torch.from_numpy(batch).to(device))[0].float().cpu().numpy()
+
+    return run
+
+
+def _pick_cuda_precision(encoder: "ClapEncoder", module) -> str:
+    """fp16, else bf16 autocast if it keeps cosine >= MIN_COSINE to fp32 on the probe batch
+    (and is finite), else fp32. Measured once per load, on this model's own weights."""
+    torch = encoder._torch()
+    probe = torch.from_numpy(probe_windows(encoder.window_samples, encoder.sample_rate)).to(encoder.device)
+    with torch.inference_mode():
+        reference = module(probe)[0].float().cpu().numpy()
+        for name, dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
+            if dtype is torch.bfloat16 and not torch.cuda.is_bf16_supported():
+                continue
+            with torch.autocast("cuda", dtype=dtype):
+                out = module(probe)[0].float().cpu().numpy()
+            if np.isfinite(out).all() and cosines(out, reference).min() >= MIN_COSINE:
+                return name
+    return "fp32"
 
 
 def _read_checkpoint(path: Path) -> dict:

@@ -2,7 +2,8 @@
 models (an ONNX backend, LAION-CLAP).
 
 An encoder is made by a factory: a callable taking the encoder options that were given
-(`model_version`, `weights`, `text_model`, `device`, `batch_size`; only those not None, as keyword
+(`model_version`, `weights`, `text_model`, `device`, `batch_size`, `backend`, `threads`; only those
+not None, as keyword
 arguments) and returning an object with the clapdex.encoder.Encoder protocol.
 
 `load(name=None, **options)` finds the factory for `name`, in this order:
@@ -26,16 +27,18 @@ from clapdex.errors import ModelError
 ENTRY_POINT_GROUP = "clapdex.encoders"
 ENV = "CLAPDEX_ENCODER"
 DEFAULT = "clap"
-OPTIONS = ("model_version", "weights", "text_model", "device", "batch_size")
+OPTIONS = ("model_version", "weights", "text_model", "device", "batch_size", "backend", "threads")
 
 Factory = Callable[..., Any]
 
 
-def _clap(model_version=None, weights=None, text_model=None, device=None, batch_size=None):
+def _clap(model_version=None, weights=None, text_model=None, device=None, batch_size=None,
+          backend=None, threads=None):
     from clapdex.encoder import ClapEncoder
 
-    return ClapEncoder.from_settings(version=model_version, weights=weights,
-                                     text_model=text_model, device=device, batch_size=batch_size)
+    return ClapEncoder.from_settings(version=model_version, weights=weights, text_model=text_model,
+                                     device=device, batch_size=batch_size, backend=backend,
+                                     threads=threads)
 
 
 FACTORIES: dict[str, Factory] = {DEFAULT: _clap}  # what register() writes to

@@ -100,7 +100,8 @@ index_option = click.option(
 
 
 def encoder_options(func):
-    """--model-version, --weights, --text-model, --device, --batch-size (options, then env vars)."""
+    """--model-version, --weights, --text-model, --device, --batch-size, --backend, --threads
+    (options, then env vars)."""
     options = [
         click.option("--model-version", type=click.Choice(["2022", "2023"]), default=None,
                      help="MS-CLAP model version (default: $CLAPDEX_MODEL_VERSION, else 2023)."),
@@ -111,7 +112,13 @@ def encoder_options(func):
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
                      help="Where the model runs (default: $CLAPDEX_DEVICE, else auto)."),
         click.option("--batch-size", type=click.IntRange(min=1), default=None,
-                     help="Windows per forward pass (default 16)."),
+                     help="Windows per forward pass (default 16 on the CPU, 64 on a GPU)."),
+        click.option("--backend", type=click.Choice(["auto", "torch", "onnx", "onnx-int8"]), default=None,
+                     help="How the audio encoder runs: torch, onnx (same embeddings, faster on the "
+                          "CPU) or onnx-int8 (approximate, its own fingerprint) (default: "
+                          "$CLAPDEX_BACKEND, else onnx on the CPU when installed)."),
+        click.option("--threads", type=click.IntRange(min=1), default=None,
+                     help="CPU threads for the model (default: $CLAPDEX_THREADS, else all cores)."),
     ]
     for option in reversed(options):
         func = option(func)
