@@ -218,3 +218,78 @@ def test_describe_reports_the_setup(random_clap_encoder, random_clap_files):
     assert info["weights_source"] == "file" and info["text_model_source"] == "folder"
     assert info["device"] == "cpu" and info["window_seconds"] == 7.0
     assert info["fingerprint"] == random_clap_encoder.fingerprint
+
+
+def test_offline_first_run_error_names_every_missing_piece(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError) as raised:
+        ClapEncoder(version="2023", weights=None, text_model=None)
+    message = str(raised.value)
+    assert "\n" not in message and "HF_HUB_OFFLINE" in message
+    assert "CLAPDEX_CLAP_WEIGHTS" in message and "CLAPDEX_TEXT_MODEL" in message
+
+
+def test_unreachable_hub_fails_at_once_naming_every_missing_piece(random_clap_files, monkeypatch):
+    """Online settings but no network: one probe of the hub (here a closed local port), then one
+    error with every fix, instead of minutes of retries per file."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    with pytest.raises(ModelError) as raised:
+        ClapEncoder(version="2023", weights=None, text_model=None)
+    message = str(raised.value)
+    assert message.startswith("cannot reach the Hugging Face hub") and "\n" not in message
+    assert "CLAPDEX_CLAP_WEIGHTS" in message and "CLAPDEX_TEXT_MODEL" in message
+    assert "HF_HUB_OFFLINE=1" in message
+    with pytest.raises(ModelError) as raised:  # weights given: only the text model is missing
+        ClapEncoder(version="2023", weights=random_clap_files.weights, text_model=None)
+    assert "CLAPDEX_TEXT_MODEL" in str(raised.value) and "CLAPDEX_CLAP_WEIGHTS" not in str(raised.value)
+    # Everything local: no probe, no error, online or not.
+    ClapEncoder(weights=random_clap_files.weights, text_model=random_clap_files.text_model)
+
+
+def test_a_text_query_builds_only_the_text_side(random_clap_files):
+    """A fresh process embeds a text: the audio encoder is never built, and neither msclap's
+    wrapper (with torchaudio and GPT-2 generation code behind it) nor ONNX Runtime is imported."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from clapdex.encoder import ClapEncoder\n"
+            "e = ClapEncoder(weights=sys.argv[1], text_model=sys.argv[2], device='cpu')\n"
+            "assert e.embed_text(['a dog barking']).shape == (1, 1024)\n"
+            "heavy = [m for m in ('msclap.CLAPWrapper', 'torchaudio', 'onnxruntime') if m in sys.modules]\n"
+            "print(e._audio is None, heavy)\n")
+    result = subprocess.run([sys.executable, "-c", code, str(random_clap_files.weights),
+                             str(random_clap_files.text_model)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "True []"
+    assert "loading the text model" in result.stderr
+
+
+def test_concept_and_indexed_file_queries_load_no_model(tmp_path, test_encoder):
+    """`clapdex search -c ...` and `clapdex similar <indexed file>` in a fresh process import
+    neither torch nor transformers nor onnxruntime."""
+    import subprocess
+    import sys
+
+    from clapdex.indexer import index_paths
+    from tests.audio_collection import tone_mix, write_audio, write_vocabulary
+
+    write_audio(tmp_path / "audio" / "a.wav", tone_mix([440], 3.0, 16000), 16000)
+    write_audio(tmp_path / "audio" / "b.wav", tone_mix([900], 3.0, 16000), 16000)
+    vocab = write_vocabulary(tmp_path, ["440 hz tone", "900 hz tone"], "v")
+    index_paths([tmp_path / "audio"], test_encoder, tmp_path / "ix", vocabulary=str(vocab), show_progress=False)
+    code = ("import sys\n"
+            "from clapdex.cli import main\n"
+            "for args in (['search', '-c', '440 hz tone'], ['similar', 'a.wav']):\n"
+            "    try:\n"
+            "        main(args + ['--index', sys.argv[1], '--json'], standalone_mode=False)\n"
+            "    except SystemExit as stop:\n"
+            "        assert not stop.code, stop.code\n"
+            "print([m for m in ('torch', 'transformers', 'msclap', 'onnxruntime') if m in sys.modules])\n")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "ix")], capture_output=True,
+                            text=True, cwd=tmp_path / "audio")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) >= 3 and lines[-1] == "[]"

@@ -194,3 +194,21 @@ def test_threads_are_honoured_by_onnx_runtime(random_clap_encoder, monkeypatch):
     two._audio, two.threads = None, 2
     two.embed_audio(windows(two, 1))
     assert seen == [2]
+
+
+def test_model_check_compare_reports_the_backends_cosine_on_given_files(random_clap_files, tmp_path):
+    from clapdex.cli import main
+
+    clip = write_audio(tmp_path / "clip.wav", tone_mix([440, 660], 9.0, 44100), 44100)
+    common = ["--weights", str(random_clap_files.weights), "--text-model", str(random_clap_files.text_model),
+              "--device", "cpu", "--backend", "onnx"]
+    result = CliRunner().invoke(main, ["model", "check", "--compare", str(clip), "--json", *common])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)["compare"]
+    assert report["backend"] == "onnx" and report["windows"] == 2   # 9 s -> two 7 s windows
+    assert report["files"][0]["windows"] == 2
+    assert report["min_cosine"] >= 0.9999 and report["max_abs_diff"] <= 1e-4
+    plain = CliRunner().invoke(main, ["model", "check", "--compare", str(clip), *common])
+    assert plain.exit_code == 0 and "min cosine" in plain.stdout and "backend onnx (fp32)" in plain.stdout
+    refused = CliRunner().invoke(main, ["model", "check", str(clip), *common])
+    assert refused.exit_code == 2 and "--compare" in refused.output

@@ -877,10 +877,12 @@ def finetune(data: str | os.PathLike, output: str | os.PathLike, encoder: Encode
         after_test_accuracy=result.after_test if result.test_size else None)
 
 
-def check_model(encoder: EncoderSource = None, **encoder_options) -> dict:
+def check_model(encoder: EncoderSource = None, compare: Sequence[str | os.PathLike] = (),
+                **encoder_options) -> dict:
     """Load the model, embed one test window (a 440 Hz tone) and one text (TEST_TEXT); the
     encoder's description plus timings and shapes. ModelError when it cannot load or gives
-    NaN/inf."""
+    NaN/inf. `compare`: audio files on which the backend's embeddings are compared with PyTorch
+    fp32 on the CPU (encoder.compare_with_pytorch; CLAP encoders only), under "compare"."""
     import time
 
     from clapdex.errors import ModelError
@@ -907,4 +909,10 @@ def check_model(encoder: EncoderSource = None, **encoder_options) -> dict:
                 audio_embedding_shape=list(audio.shape), audio_seconds=round(audio_seconds, 3),
                 text_embedding_shape=list(text.shape), text_seconds=round(text_seconds, 3),
                 audio_norm=float(np.linalg.norm(audio[0])), ok=True)
+    if compare:
+        from clapdex.encoder import ClapEncoder, compare_with_pytorch
+
+        if not isinstance(encoder, ClapEncoder):
+            raise ModelError("--compare compares CLAP backends; this encoder is not CLAP")
+        info["compare"] = compare_with_pytorch(encoder, compare)
     return info

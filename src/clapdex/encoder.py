@@ -86,6 +86,28 @@ def _missing_weights_fix(version: str) -> str:
             f"--weights FILE or set CLAPDEX_CLAP_WEIGHTS=FILE")
 
 
+def _missing_text_model_fix(encoder) -> str:
+    name = " whose name contains 'gpt'" if encoder.version == "2023" else ""
+    return (f"save it with save_pretrained where there is network, see the README's Offline use, "
+            f"and pass --text-model FOLDER or set CLAPDEX_TEXT_MODEL=FOLDER, a folder{name}")
+
+
+def _hub_unreachable(timeout: float = 5.0) -> str | None:
+    """None if the Hugging Face hub answers at all within `timeout` s, else why not (one word)."""
+    import urllib.error
+    import urllib.request
+
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    try:
+        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return None  # it answered
+    except Exception as error:
+        reason = getattr(error, "reason", error)
+        return _first_line(reason) if isinstance(reason, BaseException) else str(reason)
+    return None
+
+
 class ClapEncoder:
     """MS-CLAP (package msclap) as a clapdex Encoder.
 
@@ -140,8 +162,11 @@ class ClapEncoder:
 
         self._weights_path, self.weights_source = self._locate_weights(weights)
         self.text_model, self.text_model_is_folder = self._locate_text_model(text_model)
-        self._text_model_to_load = self._resolve_text_model_offline()
+        # A folder, the cached copy of a hub model, or the hub id itself when it is to be downloaded.
+        cached_text_model = self._cached_text_model()
+        self._text_model_to_load = cached_text_model or self.text_model
         self._check_text_model_family(self._text_model_to_load)
+        self._check_downloads(text_cached=cached_text_model is not None)
 
         self._audio = None        # (n, samples) float32 array -> (n, d) float32 array
         self._text = None         # msclap's TextEncoder (torch)
@@ -188,10 +213,7 @@ class ClapEncoder:
         cached = try_to_load_from_cache(WEIGHTS_REPO, WEIGHTS_FILES[self.version])
         if isinstance(cached, str) and Path(cached).is_file():
             return Path(cached), "hf-cache"
-        if hub_offline():
-            raise ModelError(f"no CLAP weights: running offline (HF_HUB_OFFLINE) and msclap's "
-                             f"{WEIGHTS_FILES[self.version]} is not cached; {_missing_weights_fix(self.version)}")
-        return None, "download"
+        return None, "download"  # _check_downloads says whether that can work
 
     def _locate_text_model(self, text_model) -> tuple[str, bool]:
         """(name or folder, is_folder). msclap picks how to read the text model from its name."""
@@ -223,18 +245,36 @@ class ClapEncoder:
         if self.version == "2022" and "gpt" in lowered:
             raise ModelError(f"the 2022 model needs a BERT text model (bert-base-uncased), not {name!r}")
 
-    def _resolve_text_model_offline(self) -> str:
-        """What to hand to from_pretrained: offline, a hub id becomes its cached folder or an error."""
-        if self.text_model_is_folder or not hub_offline():
+    def _cached_text_model(self) -> str | None:
+        """The text model's folder: the one given, or a hub model's copy in the Hugging Face cache
+        (used even online, so a cached model never waits on the network); None if not cached."""
+        if self.text_model_is_folder:
             return self.text_model
         from huggingface_hub import snapshot_download
 
         try:
             return snapshot_download(self.text_model, local_files_only=True)
         except Exception:  # huggingface_hub raises several types for "not in the cache"
-            raise ModelError(f"text model {self.text_model!r} is not in the Hugging Face cache and "
-                             f"running offline; set CLAPDEX_TEXT_MODEL (or --text-model) to a local "
-                             f"folder saved with save_pretrained") from None
+            return None
+
+    def _check_downloads(self, text_cached: bool) -> None:
+        """Everything that would have to be downloaded must be downloadable, or the one error names
+        every missing piece with its fix: offline at once, online after one quick probe of the hub
+        (seconds, instead of a minute or more of retries per file)."""
+        missing = []
+        if self._weights_path is None:
+            missing.append(f"the CLAP weights ({_missing_weights_fix(self.version)})")
+        if not text_cached:
+            missing.append(f"the text model {self.text_model!r} ({_missing_text_model_fix(self)})")
+        if not missing:
+            return
+        if hub_offline():
+            raise ModelError(f"running offline (HF_HUB_OFFLINE) and not on this machine: {'; '.join(missing)}")
+        problem = _hub_unreachable()
+        if problem:
+            raise ModelError(f"cannot reach the Hugging Face hub ({problem}) to download "
+                             f"{'; '.join(missing)}; then set HF_HUB_OFFLINE=1 so that nothing "
+                             f"tries the network")
 
     @property
     def weights_path(self) -> Path | None:
@@ -255,7 +295,7 @@ class ClapEncoder:
             except Exception as error:
                 raise ModelError(f"could not download msclap's {WEIGHTS_FILES[self.version]} "
                                  f"({type(error).__name__}; no network?); "
-                                 f"{_missing_weights_fix(self.version)}") from None
+                                 f"{_missing_weights_fix(self.version)}, and set HF_HUB_OFFLINE=1") from None
             finally:
                 hub_logging.set_verbosity(verbosity)
             self.weights_source = "downloaded"
@@ -667,3 +707,40 @@ def mean_window_embedding(encoder: Encoder, path, hop_seconds: float | None = No
         total += unit_rows(embedded).sum(axis=0)
         count += len(embedded)
     return (total / count if count else total), count
+
+
+def compare_with_pytorch(encoder: ClapEncoder, paths) -> dict:
+    """How close the encoder's backend is to msclap's PyTorch fp32 on the CPU, on the windows of
+    the given audio files: per file and overall min/mean cosine and max |difference|. This is the
+    measure for approximate modes (onnx-int8, CUDA autocast) on the user's own weights and sounds,
+    which random weights cannot predict."""
+    from clapdex.audio import iter_windows
+    from clapdex.errors import AudioError
+
+    reference = encoder.with_backend("torch", device="cpu")
+    rows, all_cosines, worst_diff = [], [], 0.0
+    for path in paths:
+        ours, theirs = [], []
+        try:
+            for windows, _times in iter_windows(path, encoder.sample_rate, encoder.window_seconds):
+                ours.append(encoder.embed_audio(windows))
+                theirs.append(reference.embed_audio(windows))
+        except AudioError as error:
+            rows.append({"path": str(path), "error": error.reason})
+            continue
+        if not ours:
+            rows.append({"path": str(path), "error": "no audio windows"})
+            continue
+        ours, theirs = np.concatenate(ours), np.concatenate(theirs)
+        similarity = cosines(ours, theirs)
+        diff = float(np.abs(ours - theirs).max())
+        rows.append({"path": str(path), "windows": len(ours), "min_cosine": float(similarity.min()),
+                     "mean_cosine": float(similarity.mean()), "max_abs_diff": diff})
+        all_cosines.append(similarity)
+        worst_diff = max(worst_diff, diff)
+    joined = np.concatenate(all_cosines) if all_cosines else np.zeros(0)
+    return {"backend": encoder.backend, "precision": encoder.precision,
+            "reference": "torch fp32 on the cpu", "files": rows, "windows": int(joined.size),
+            "min_cosine": float(joined.min()) if joined.size else None,
+            "mean_cosine": float(joined.mean()) if joined.size else None,
+            "max_abs_diff": worst_diff if joined.size else None}

@@ -1,0 +1,95 @@
+"""Cold CLI queries: wall time of `clapdex search` in a fresh process, this tree vs a baseline tree,
+same run, same index, same model files, interleaved.
+
+    .venv/bin/python benchmarks/bench_query_cold.py [--baseline-rev REV] [--repeats 3]
+
+Model: msclap 2023 with RANDOM weights and the tiny GPT-2 of tests/clap_fixtures.py (loading and
+import costs do not depend on the weight values; the real GPT-2 is ~124 M parameters, so its first
+forward costs a little more). The index holds two short files and a 3-concept vocabulary, built
+by this tree beforehand (untimed). Timed, each in a new Python process (`python -m clapdex`-style
+entry, the installed packages already in the OS page cache after the first run):
+  text     `clapdex search "a dog barking"`     (needs the text encoder only)
+  concept  `clapdex search -c "a dog barking"`  (needs no model)
+BASELINE: the same commands run on the source of --baseline-rev (git archive of that commit's
+src/), e.g. the commit before the text-only loading landed. Target (issue 15, item 2): text query
+<= 8 s cold on the 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # for tests.clap_fixtures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline-rev", default=None, help="git revision to compare with")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    import numpy as np
+    import soundfile
+
+    from tests.clap_fixtures import make_random_clap_files
+
+    with tempfile.TemporaryDirectory(prefix="bench-query-") as root:
+        root = Path(root)
+        files = make_random_clap_files(root / "model")
+        env = dict(os.environ, HF_HUB_OFFLINE="1", CLAPDEX_CLAP_WEIGHTS=str(files.weights),
+                   CLAPDEX_TEXT_MODEL=str(files.text_model), CLAPDEX_CACHE_DIR=str(root / "cache"))
+        env.pop("CLAPDEX_ENCODER", None)
+        audio = root / "audio"
+        audio.mkdir()
+        rng = np.random.default_rng(0)
+        for i in range(2):
+            soundfile.write(audio / f"clip{i}.wav", (0.1 * rng.standard_normal(44100 * 8)).astype(np.float32), 44100)
+        (root / "vocab.txt").write_text("a dog barking\nrain on a roof\na siren wailing\n")
+        trees = {"this tree": REPO / "src"}
+        if args.baseline_rev:
+            base = root / "baseline"
+            base.mkdir()
+            archive = subprocess.run(["git", "-C", str(REPO), "archive", args.baseline_rev, "src"],
+                                     check=True, capture_output=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
+            trees = {f"baseline {args.baseline_rev}": base / "src", **trees}
+
+        def clapdex(src: Path, *arguments: str) -> float:
+            started = time.perf_counter()
+            result = subprocess.run([sys.executable, "-c", "import sys; from clapdex.cli import main; "
+                                     "sys.argv[0] = 'clapdex'; main()", *arguments],
+                                    env=dict(env, PYTHONPATH=str(src)), capture_output=True, text=True)
+            seconds = time.perf_counter() - started
+            if result.returncode != 0:
+                raise SystemExit(f"clapdex {' '.join(arguments)} failed:\n{result.stderr}")
+            return seconds
+
+        index = str(root / "index")
+        clapdex(REPO / "src", "index", str(audio), "--index", index, "--vocab", str(root / "vocab.txt"))
+        queries = {"text": ["search", "a dog barking", "--index", index],
+                   "concept": ["search", "-c", "a dog barking", "--index", index]}
+        best = {(tree, kind): float("inf") for tree in trees for kind in queries}
+        for _ in range(args.repeats):
+            for tree, src in trees.items():
+                for kind, arguments in queries.items():
+                    best[tree, kind] = min(best[tree, kind], clapdex(src, *arguments))
+
+    print(f"cold `clapdex search`, fresh process each, random-weights msclap 2023 + tiny GPT-2, "
+          f"best of {args.repeats}")
+    for tree in trees:
+        print(f"  {tree:<28} text query {best[tree, 'text']:6.2f} s   concept-only "
+              f"{best[tree, 'concept']:6.2f} s")
+    if len(trees) == 2:
+        (old, new) = trees
+        print(f"  text query: {best[old, 'text'] / best[new, 'text']:.2f}x faster (target <= 8 s cold)")
+
+
+if __name__ == "__main__":
+    main()
