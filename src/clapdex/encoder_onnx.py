@@ -131,7 +131,11 @@ def _build(encoder, quantized: bool, path: Path, record_path: Path, identity: di
 
             exact_path = cache_paths(encoder, False)[0]
             cached_session(encoder, False)  # makes sure the exact graph is built and valid
-            quantize_dynamic(str(exact_path), str(temporary), weight_type=QuantType.QInt8)
+            # Only the matrix products (attention, MLPs, projections), per output channel: int8
+            # convolutions (the STFT and the patch embedding) cost far more accuracy.
+            with _quiet_root_logger():  # the quantiser logs a warning per tensor it skips
+                quantize_dynamic(str(exact_path), str(temporary), weight_type=QuantType.QInt8,
+                                 per_channel=True, op_types_to_quantize=["MatMul", "Gemm"])
         else:
             _export(module, probe[:2], temporary)
         session = _session(temporary, encoder.threads)
@@ -157,6 +161,19 @@ def _build(encoder, quantized: bool, path: Path, record_path: Path, identity: di
     finally:
         temporary.unlink(missing_ok=True)
     return session
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 @contextlib.contextmanager
