@@ -16,13 +16,13 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from clapdex.errors import ModelError
+from clapdex.fileio import atomic_path, cache_dir, sha256_file
 
 FORMAT = 1                # bump when the export itself changes: old caches are then rebuilt
 OPSET = 17
@@ -62,8 +62,6 @@ def onnx_audio_runner(encoder, quantized: bool = False):
 # ------------------------------------------------------------------------------------ the cache
 def cache_paths(encoder, quantized: bool) -> tuple[Path, Path, dict]:
     """(graph file, record file, identity): what must match for a cached graph to be used."""
-    from clapdex.filehash import cache_dir
-
     identity = {"format": FORMAT, "part": "audio", "fingerprint": encoder.model_fingerprint,
                 "int8": quantized, "opset": OPSET, "torch": _version("torch"),
                 "msclap": _version("msclap"), "onnx": _version("onnx")}
@@ -71,7 +69,7 @@ def cache_paths(encoder, quantized: bool) -> tuple[Path, Path, dict]:
         identity["onnxruntime"] = _version("onnxruntime")
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
     name = f"audio-{key}{'-int8' if quantized else ''}"
-    folder = cache_dir() / "onnx"
+    folder = cache_dir("onnx")
     return folder / f"{name}.onnx", folder / f"{name}.json", identity
 
 
@@ -102,7 +100,7 @@ def _cache_problem(path: Path, record_path: Path, identity: dict) -> str | None:
     if not isinstance(record, dict) or record.get("identity") != identity:
         return "it was made for another model or tool version"
     try:
-        digest = _sha256(path)
+        digest = sha256_file(path)
     except OSError as error:
         return f"cannot read it ({error.strerror})"
     if digest != record.get("sha256"):
@@ -124,8 +122,7 @@ def _build(encoder, quantized: bool, path: Path, record_path: Path, identity: di
     with torch.inference_mode():
         reference = module(torch.from_numpy(probe))[0].float().numpy()
 
-    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as temporary:  # in place only once checked
         if quantized:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -151,15 +148,11 @@ def _build(encoder, quantized: bool, path: Path, record_path: Path, identity: di
         if not quantized and not worst_diff <= MAX_ABS_DIFF:
             raise ModelError(f"the ONNX export of this model differs from PyTorch by {worst_diff:.1e} "
                              f"on the probe batch (limit {MAX_ABS_DIFF:g}); use --backend torch")
-        record = {"identity": identity, "sha256": _sha256(temporary),
+        record = {"identity": identity, "sha256": sha256_file(temporary),
                   "probe": {"max_abs_diff": worst_diff, "min_cosine": worst_cosine,
                             "batch_sizes": list(PROBE_BATCH_SIZES)}}
-        record_temporary = record_path.with_name(f"{record_path.name}.{os.getpid()}.tmp")
-        record_temporary.write_text(json.dumps(record, indent=1))
-        os.replace(temporary, path)
-        os.replace(record_temporary, record_path)
-    finally:
-        temporary.unlink(missing_ok=True)
+        with atomic_path(record_path) as record_temporary:
+            record_temporary.write_text(json.dumps(record, indent=1))
     return session
 
 
@@ -234,14 +227,6 @@ def _session(path: Path, threads: int):
     # while the encoder waits for its next batch.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _version(package: str) -> str | None:
