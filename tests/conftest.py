@@ -51,3 +51,62 @@ def random_clap_encoder(random_clap_files):
     encoder = ClapEncoder(version="2023", weights=random_clap_files.weights,
                           text_model=random_clap_files.text_model, device="cpu", batch_size=4)
     return encoder.load()
+
+
+# ---- database back ends ----------------------------------------------------------------------
+# The storage, indexer, search and audit tests run on SQLite and on a real PostgreSQL server
+# (tests/postgres.py). In those modules every index a test creates in this process gets a fresh
+# PostgreSQL database for the "postgres" run; module-scoped fixtures that build an index take
+# `backend` so they are built once per back end. Without a server the PostgreSQL runs skip with
+# the reason, unless CLAPDEX_REQUIRE_POSTGRES=1 (CI), where they fail.
+
+BACKEND_MODULES = {"test_storage", "test_indexer", "test_search", "test_audit", "test_audit_files",
+                   "test_postings", "test_dense", "test_concurrency"}
+
+
+def pytest_generate_tests(metafunc):
+    if ("backend" in metafunc.fixturenames
+            and metafunc.module.__name__.rsplit(".", 1)[-1] in BACKEND_MODULES
+            and metafunc.definition.get_closest_marker("sqlite_only") is None):
+        metafunc.parametrize("backend", ["sqlite", "postgres"], indirect=True, scope="module")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "sqlite_only: the test is about the SQLite file itself")
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """The session's throw-away PostgreSQL server (started on first use)."""
+    from tests.postgres import REQUIRE_ENV, PostgresServer, PostgresUnavailable
+
+    try:
+        server = PostgresServer()
+    except (PostgresUnavailable, OSError, ImportError) as error:
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(f"PostgreSQL is required ({REQUIRE_ENV}=1) but cannot start: {error}")
+        pytest.skip(f"no PostgreSQL server can be started here: {error}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def backend(request):
+    """"sqlite" or "postgres": where the indexes created by this module's tests keep their data."""
+    name = getattr(request, "param", "sqlite")
+    if name == "sqlite":
+        yield name
+        return
+    server = request.getfixturevalue("postgres_server")
+    from clapdex.storage.database import IndexStore
+
+    create = IndexStore.create.__func__
+
+    def create_on_postgres(cls, root, settings, concept_names, concept_embeddings,
+                           database_url=None):
+        return create(cls, root, settings, concept_names, concept_embeddings,
+                      database_url=database_url or server.new_database_url())
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(IndexStore, "create", classmethod(create_on_postgres))
+        yield name

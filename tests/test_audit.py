@@ -20,7 +20,7 @@ K = {name: i for i, name in enumerate(("dog", "cat", "siren", "music", "speech",
 
 
 @pytest.fixture(scope="module")
-def index(tmp_path_factory):
+def index(tmp_path_factory, backend):
     store, truth = build_index(tmp_path_factory.mktemp("audit") / "index")
     yield store, truth
     store.close()

@@ -24,7 +24,7 @@ FAILED = {"empty.wav": "AudioError: no audio\n(0 samples)", "f/broken.wav": None
 
 
 @pytest.fixture(scope="module")
-def collection(tmp_path_factory):
+def collection(tmp_path_factory, backend):
     root = tmp_path_factory.mktemp("resolve")
     store = IndexStore.create(root / "index", settings(), ["dog", "cat"],
                               np.eye(2, 4, dtype="f4"))

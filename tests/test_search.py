@@ -25,7 +25,7 @@ ALL = 100  # more than the corpus has segments
 
 
 @pytest.fixture(scope="module")
-def fixture(tmp_path_factory):
+def fixture(tmp_path_factory, backend):
     return build_index(tmp_path_factory.mktemp("search"))
 
 
@@ -179,7 +179,7 @@ def test_unindexed_audio_is_decoded_and_encoded(fixture, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def named(tmp_path_factory):
+def named(tmp_path_factory, backend):
     """A second small index for file names: two files called x.wav, one drums/kick.wav, and a
     file whose indexing failed (recorded with its error, no segments)."""
     from clapdex.storage.database import FileMeta

@@ -174,13 +174,15 @@ class Index:
             lam: float | None = None, max_concepts: int | None = None,
             hop_seconds: float | None = None, faiss_factory: str | None = None,
             projection=None, prune: bool = False, rebuild: bool = False, workers: int = 2,
-            progress: ProgressCallback | None = None):
+            database_url: str | None = None, progress: ProgressCallback | None = None):
         """Index the audio files under `paths` (`clapdex index`): only new or changed files are
         decoded and embedded. A new index takes the settings given (defaults: the built-in
         vocabulary, DEFAULT_LAMBDA, hop = window, Flat FAISS, the projection if given); an
         existing one must match those given (IndexMismatchError). `prune` removes indexed files
         under `paths` that are gone; `rebuild` deletes the index's data first (the stored
-        projection is not kept). Returns indexer.IndexSummary (bad files are in `.skipped`)."""
+        projection is not kept; where the data lives is). `database_url` (e.g.
+        postgresql+psycopg://...) keeps a new index's data in that database (docs/indexing.md).
+        Returns indexer.IndexSummary (bad files are in `.skipped`)."""
         from clapdex.indexer import index_paths
 
         encoder = self.index_encoder(projection, use_stored=not rebuild)
@@ -189,7 +191,8 @@ class Index:
             return index_paths(paths, encoder, self.path, vocabulary=vocabulary, lam=lam,
                                max_concepts=max_concepts, hop_seconds=hop_seconds, prune=prune,
                                rebuild=rebuild, faiss_factory=faiss_factory, workers=workers,
-                               show_progress=False, progress=progress)
+                               show_progress=False, progress=progress,
+                               database_url=database_url)
         finally:
             self.refresh()
 

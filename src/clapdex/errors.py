@@ -14,6 +14,7 @@ it as `error: <message>` without a traceback and exits 1.
     ├── IndexDamagedError     the database cannot be read as a clapdex index
     ├── ReadOnlyIndexError    a write to an index (or a place for one) that cannot be written
     ├── IndexMismatchError    the index was built with other settings (model, vocabulary, ...)
+    ├── IndexChangedError     another process rebuilt the index while this one was writing it
     ├── DenseIndexError       a FAISS factory string or FAISS file that cannot be used
     ├── ProjectionError       a projection file that cannot be used
     ├── QueryError            a search or audit query that cannot be answered as written
@@ -80,6 +81,10 @@ class NotFoundError(QueryError):
 
 class IndexDamagedError(ClapdexError):
     """The index's database cannot be read as a clapdex index (corrupt, empty, not a database)."""
+
+
+class IndexChangedError(ClapdexError):
+    """Another process rebuilt the index while this one was writing to it."""
 
 
 class ReadOnlyIndexError(ClapdexError):

@@ -60,6 +60,10 @@ def _print_failures(title: str, failures: list[dict]) -> None:
 @click.option("--prune", is_flag=True, help="Remove indexed files under PATHS that no longer exist.")
 @click.option("--strict", is_flag=True, help="Exit non-zero if any file was skipped.")
 @click.option("--rebuild", is_flag=True, help="Delete the index's data and build it again.")
+@click.option("--database-url", envvar="CLAPDEX_DATABASE_URL", default=None, metavar="URL",
+              help="Keep a new index's data in this database (e.g. "
+                   "postgresql+psycopg://user@host/db) instead of an SQLite file in the index "
+                   "folder; env CLAPDEX_DATABASE_URL. See docs/indexing.md.")
 @click.option("--faiss", "faiss_factory", default=None, metavar="FACTORY",
               help="FAISS index type: Flat (exact, default) or a factory string such as HNSW32 "
                    "or IVF4096,Flat (see docs/indexing.md).")
@@ -69,7 +73,8 @@ def _print_failures(title: str, failures: list[dict]) -> None:
 @encoder_options
 @json_option
 def index_command(paths, index_path, vocabulary, lam, max_concepts, hop_seconds, prune, strict,
-                  rebuild, faiss_factory, workers, projection_path, as_json, **kwargs):
+                  rebuild, database_url, faiss_factory, workers, projection_path, as_json,
+                  **kwargs):
     """Index the audio files in PATHS (files or folders, recursive); only new or changed files
     are decoded and embedded."""
     from clapdex import Index
@@ -79,7 +84,7 @@ def index_command(paths, index_path, vocabulary, lam, max_concepts, hop_seconds,
     summary = index.add(paths, vocabulary=vocabulary, lam=lam, max_concepts=max_concepts,
                         hop_seconds=hop_seconds, projection=projection_path, prune=prune,
                         rebuild=rebuild, faiss_factory=faiss_factory, workers=workers,
-                        progress=progress())
+                        database_url=database_url, progress=progress())
     if as_json:
         emit_json(summary)
     else:
@@ -190,6 +195,7 @@ def status_command(index_path, as_json):
           f"audio mean {'set' if settings['audio_mean_set'] else 'not set yet'}")
     field("contents", plural(counts["files"], "file"), plural(counts["segments"], "segment"),
           plural(counts["postings"], "posting"), f"{plural(counts['errors'], 'file')} with errors")
+    field("database", one_line(status["database"]))
     field("disk", f"database {_size(disk['database_bytes'])}",
           f"FAISS {settings['faiss_factory']} {_size(disk['faiss_bytes'])}")
     ann = status.get("ann")

@@ -21,13 +21,16 @@ def decomposition_mode(lam: float | None, max_concepts: int | None) -> tuple[flo
 def open_index(index_path: str | os.PathLike, encoder, *, vocabulary: str | None = None,
                lam: float | None = None, max_concepts: int | None = None,
                hop_seconds: float | None = None, faiss_factory: str | None = None,
-               rebuild: bool = False) -> IndexStore:
+               rebuild: bool = False, database_url: str | None = None) -> IndexStore:
     """Open the index at `index_path` for adding audio embedded by `encoder`, creating it if needed.
 
     A new index takes the given vocabulary (default "default"), λ or max-concepts (default
     DEFAULT_LAMBDA), hop (default: the window) and FAISS factory (default "Flat"). An existing
     index must match the encoder and every option given explicitly, else IndexMismatchError names
-    the differences and the rebuild command. `rebuild` deletes the index's data first. A changed
+    the differences and the rebuild command. `rebuild` empties the index first (in one write
+    transaction; where its data lives is kept). `database_url` (an SQLAlchemy URL, e.g.
+    postgresql+psycopg://...) puts a new index's data in that database instead of the folder's
+    SQLite file; for an existing index it must name the database the index uses. A changed
     --faiss only rebuilds the FAISS file (it is derived data). An `encoder` that is a
     ProjectedEncoder makes a new index store its projection (see clapdex.api.Index, which
     gives an existing index's stored projection back).
@@ -45,10 +48,11 @@ def open_index(index_path: str | os.PathLike, encoder, *, vocabulary: str | None
     if hop_seconds is not None and not (0 < hop_seconds <= encoder.window_seconds):
         raise ClapdexError(f"--hop must be > 0 and at most the window ({encoder.window_seconds} s)")
     IndexStore.require_writable(root)  # before any work: a read-only index or a file at root
-    if rebuild and IndexStore.exists(root):
-        IndexStore.destroy(root)
+    exists = IndexStore.exists(root)
+    if exists and database_url:
+        IndexStore.check_location(root, database_url)
 
-    if not IndexStore.exists(root):
+    if rebuild or not exists:
         vocab = load_vocabulary(vocabulary or "default")
         dictionary = build_dictionary(encoder, vocab)
         if lam is None and max_concepts is None:
@@ -61,7 +65,10 @@ def open_index(index_path: str | os.PathLike, encoder, *, vocabulary: str | None
             max_concepts=max_concepts, faiss_factory=faiss_factory or DEFAULT_FACTORY,
             projection=None if projection is None else projection.matrix,
             projection_hash=None if projection is None else projection.content_hash)
-        return IndexStore.create(root, settings, dictionary.names, dictionary.text_embeddings)
+        if exists:
+            return IndexStore.rebuild(root, settings, dictionary.names, dictionary.text_embeddings)
+        return IndexStore.create(root, settings, dictionary.names, dictionary.text_embeddings,
+                                 database_url=database_url)
 
     model = dict(encoder_fingerprint=encoder.fingerprint, dimension=int(encoder.dimension),
                  sample_rate=int(encoder.sample_rate), window_seconds=float(encoder.window_seconds),

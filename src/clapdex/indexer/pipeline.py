@@ -231,7 +231,8 @@ def index_paths(paths: Sequence[str | os.PathLike], encoder, index_path: str | o
                 max_concepts: int | None = None, hop_seconds: float | None = None,
                 prune: bool = False, rebuild: bool = False, faiss_factory: str | None = None,
                 workers: int = DECODE_WORKERS, show_progress: bool | None = None,
-                progress: ProgressCallback | None = None) -> IndexSummary:
+                progress: ProgressCallback | None = None,
+                database_url: str | None = None) -> IndexSummary:
     """Index (or update the index of) the audio files under `paths`. See the module docstring.
 
     Raises PathNotFoundError for a missing path and IndexMismatchError for an index built with
@@ -247,7 +248,7 @@ def index_paths(paths: Sequence[str | os.PathLike], encoder, index_path: str | o
     summary.files_seen = len(files)
     store = open_index(index_path, encoder, vocabulary=vocabulary, lam=lam,
                        max_concepts=max_concepts, hop_seconds=hop_seconds,
-                       faiss_factory=faiss_factory, rebuild=rebuild)
+                       faiss_factory=faiss_factory, rebuild=rebuild, database_url=database_url)
     dense = None
     bar = Progress(reporter(progress, show_progress), total=len(files), desc="indexing",
                    unit="file")

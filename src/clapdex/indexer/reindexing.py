@@ -12,7 +12,7 @@ from clapdex.errors import ClapdexError, IndexMismatchError
 from clapdex.indexer.opening import decomposition_mode
 from clapdex.indexer.storing import DECOMPOSE_WINDOWS
 from clapdex.progress import Progress, ProgressCallback, reporter
-from clapdex.storage.database import IndexStore
+from clapdex.storage.database import IndexChangedError, IndexStore
 from clapdex.vectors import unit_rows
 
 
@@ -40,7 +40,7 @@ def reindex(index_path: str | os.PathLike, *, lam: float | None = None,
     applied again. A new vocabulary needs `encoder` (the index's model) for the concept text
     embeddings. Everything happens in one transaction: an interrupted reindex changes nothing.
     """
-    from clapdex.concepts.decompose import audio_mean, decompose
+    from clapdex.concepts.decompose import decompose
     from clapdex.concepts.dictionary import build_dictionary
     from clapdex.concepts.vocabulary import load_vocabulary
 
@@ -48,9 +48,7 @@ def reindex(index_path: str | os.PathLike, *, lam: float | None = None,
     lam, max_concepts = decomposition_mode(lam, max_concepts)
     with IndexStore.open(index_path, write=True) as store:
         settings = store.settings
-        if lam is None and max_concepts is None:
-            lam, max_concepts = settings.lam, settings.max_concepts
-        vocab = None
+        vocab = dictionary = None
         if vocabulary is not None:
             vocab = load_vocabulary(vocabulary)
             if vocab.content_hash == settings.vocabulary_hash:
@@ -62,32 +60,37 @@ def reindex(index_path: str | os.PathLike, *, lam: float | None = None,
                 raise IndexMismatchError(
                     f"index {index_path} was built with model {settings.encoder_fingerprint!r}, "
                     f"the given model is {encoder.fingerprint!r}; pass the index's model options")
-            dictionary = build_dictionary(encoder, vocab)
-        else:
-            dictionary = store.dictionary()
-        mean = settings.audio_mean
-        if recompute_mean or mean is None:
-            mean = _corpus_mean(store)
-        before = store.counts()
-        bar = Progress(reporter(progress, show_progress), total=before["segments"],
+            dictionary = build_dictionary(encoder, vocab)  # before the lock: it encodes text
+        bar = Progress(reporter(progress, show_progress), total=store.counts()["segments"],
                        desc="reindexing", unit="segment")
         try:
+            # One write transaction: writers wait for it; what it reads is what it replaces.
             with store.write() as session:
+                if store.settings.build_id != settings.build_id:
+                    raise IndexChangedError(f"index {index_path} was rebuilt by another process "
+                                            "meanwhile; nothing was reindexed")
+                settings = store.settings  # as stored now, under the lock
+                if lam is None and max_concepts is None:
+                    lam, max_concepts = settings.lam, settings.max_concepts
+                if dictionary is None:
+                    dictionary = store.dictionary()
+                before = store.counts()
+                bar.total = before["segments"]
+                mean = settings.audio_mean
+                if recompute_mean or mean is None:
+                    mean = _corpus_mean(store)
+                changes = dict(lam=lam, max_concepts=max_concepts,
+                               audio_mean=None if mean is None else np.asarray(mean))
                 if vocab is not None:
+                    changes.update(vocabulary_name=vocab.name, vocabulary_hash=vocab.content_hash)
                     store.replace_concepts(session, dictionary.names, dictionary.text_embeddings)
+                # Settings first: the segments record the version they are decomposed under.
+                store.update_settings(session, **changes)
                 for ids, embeddings in store.iter_segment_embeddings(DECOMPOSE_WINDOWS * 8):
                     result = decompose(embeddings, dictionary, mean, lam=lam,
                                        max_concepts=max_concepts)
                     store.replace_postings(session, ids, result)
                     bar.update(len(ids))
-                changes = dict(lam=lam, max_concepts=max_concepts,
-                               audio_mean=None if mean is None else np.asarray(mean))
-                if vocab is not None:
-                    changes.update(vocabulary_name=vocab.name, vocabulary_hash=vocab.content_hash)
-                store.update_settings(session, **changes)
-        except BaseException:
-            store._settings = None  # the transaction rolled back: reread the stored settings
-            raise
         finally:
             bar.close()
         after = store.counts()

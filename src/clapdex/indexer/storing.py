@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from clapdex.storage.database import FileMeta, IndexStore, NewFile
+from clapdex.storage.database import FileMeta, IndexChangedError, IndexStore, NewFile
 from clapdex.storage.dense import DenseIndex
 
 MEAN_WINDOWS = 512         # windows that estimate μ_A when an index receives its first audio
@@ -160,12 +160,45 @@ class Writer:
         self.summary.skip(meta.path, error)
         self.bar.update(1)
 
-    def _store_batch(self, pending: list[tuple[Work, np.ndarray]], new_mean) -> None:
+    def _decompose(self, embeddings: np.ndarray):
         from clapdex.concepts.decompose import decompose
 
+        return decompose(embeddings, self.dictionary, self.mean, lam=self.settings.lam,
+                         max_concepts=self.settings.max_concepts)
+
+    def _adopt_stored_settings(self) -> None:
+        """Inside the write lock: the stored settings differ from those this batch was decomposed
+        under (another writer set μ_A first, a reindex changed λ or the vocabulary). Take them."""
+        stored = self.store.settings
+        if stored.vocabulary_hash != self.settings.vocabulary_hash:
+            self._prepare_dictionary()
+        self.settings = stored
+        self.mean = stored.audio_mean
+
+    def _store_batch(self, pending: list[tuple[Work, np.ndarray]], new_mean) -> None:
         embeddings = np.concatenate([e for _, e in pending])
-        decomposition = decompose(embeddings, self.dictionary, self.mean, lam=self.settings.lam,
-                                  max_concepts=self.settings.max_concepts)
+        decomposition = self._decompose(embeddings)  # outside the lock: usually it stands
+        with self.store.write() as session:  # the write lock; settings re-read under it
+            if self.store.settings.build_id != self.settings.build_id:
+                raise IndexChangedError(
+                    f"index {self.store.root} was rebuilt by another process during this run; "
+                    "what this run stored before is gone: run it again")
+            if new_mean is not None and self.store.settings.audio_mean is None:
+                self.store.set_audio_mean(session, new_mean)  # μ_A: with the first files
+                self.settings = self.store.settings
+            if self.store.settings.settings_version != self.settings.settings_version:
+                self._adopt_stored_settings()
+                decomposition = self._decompose(embeddings)
+            stored = self.store.add_files(self._files(pending, decomposition), session=session)
+        segment_ids = np.concatenate([ids for _, ids in stored])
+        self.dense.add(segment_ids, embeddings)
+        for work, _ in pending:
+            setattr(self.summary, work.kind, getattr(self.summary, work.kind) + 1)
+        self.summary.segments_added += len(segment_ids)
+        self.bar.update(len(pending))
+
+    @staticmethod
+    def _files(pending: list[tuple[Work, np.ndarray]], decomposition) -> list[NewFile]:
         files, first = [], 0
         for work, part in pending:
             n = len(part)
@@ -176,16 +209,7 @@ class Writer:
                          np.asarray(decomposition.shift_norm)[first:first + n])
             files.append(NewFile(work.meta, np.asarray(work.starts), np.asarray(work.ends), part, rows))
             first += n
-        with self.store.write() as session:
-            if new_mean is not None:  # μ_A becomes visible together with the first files
-                self.store.update_settings(session, audio_mean=new_mean)
-            stored = self.store.add_files(files, session=session)
-        segment_ids = np.concatenate([ids for _, ids in stored])
-        self.dense.add(segment_ids, embeddings)
-        for work, _ in pending:
-            setattr(self.summary, work.kind, getattr(self.summary, work.kind) + 1)
-        self.summary.segments_added += len(segment_ids)
-        self.bar.update(len(pending))
+        return files
 
 
 

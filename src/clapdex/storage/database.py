@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +29,13 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session, sessionmaker
 
-from clapdex.errors import ClapdexError, IndexMismatchError, IndexNotFoundError, ReadOnlyIndexError
+from clapdex.errors import (ClapdexError, IndexChangedError,  # noqa: F401 (re-exported)
+                            IndexDamagedError, IndexMismatchError, IndexNotFoundError,
+                            ReadOnlyIndexError)
 from clapdex.storage import concept_stats  # audit totals, kept in step with every write
 from clapdex.storage.engine import (DB_FILE, LOCK_WAIT_SECONDS, URL_FILE, WRITE_OPTION, damaged,
                                     index_error, index_url, is_writable, make_engine,
-                                    open_error, read_only_sqlite_url, reason)
+                                    open_error, read_only_sqlite_url, reason, shown_url)
 from clapdex.storage.postings import postings_to_csr
 from clapdex.storage.schema import (SCHEMA_VERSION, Base, ConceptRow, FileRow, IndexSettingsRow,
                                     PostingRow, SegmentRow, to_blob, utcnow)
@@ -94,6 +97,18 @@ class IndexStore:
         if not os.access(parent, os.W_OK | os.X_OK):
             raise ReadOnlyIndexError(f"cannot create index folder {root}: permission denied")
 
+    @staticmethod
+    def check_location(root: str | Path, database_url: str) -> None:
+        """Raise IndexMismatchError unless the existing index at `root` keeps its data in the
+        database `database_url` names."""
+        root = Path(root)
+        stored = index_url(root)
+        if isinstance(stored, str) and stored == database_url.strip():
+            return
+        where = shown_url(stored) if isinstance(stored, str) else f"its SQLite file {root / DB_FILE}"
+        raise IndexMismatchError(f"index {root} keeps its data in {where}, not in "
+                                 f"{shown_url(database_url)}; give that database or another --index")
+
     @classmethod
     def create(cls, root: str | Path, settings: IndexSettings, concept_names: Sequence[str],
                concept_embeddings: np.ndarray, database_url: str | None = None) -> "IndexStore":
@@ -109,17 +124,64 @@ class IndexStore:
         except OSError as error:
             raise ClapdexError(f"cannot create index folder {root}: "
                                f"{(error.strerror or str(error)).lower()}") from None
+        settings = dataclasses.replace(settings, settings_version=0, build_id=_new_build_id())
         if database_url:
+            make_engine(database_url, root).dispose()  # a bad URL: one line, nothing written
             (root / URL_FILE).write_text(database_url + "\n")
         engine = make_engine(index_url(root), root)
-        Base.metadata.create_all(engine)
         store = cls(root, engine)
-        with store._transaction() as session:
-            session.execute(insert(IndexSettingsRow), [dict(
-                id=1, schema_version=SCHEMA_VERSION, **settings_to_columns(settings))])
-            store._insert_concepts(session, concept_names, concept_embeddings)
-            concept_stats.initialize(session)
+        try:
+            Base.metadata.create_all(engine)
+            with store._transaction() as session:
+                if session.get(IndexSettingsRow, 1) is not None:
+                    raise ClapdexError(f"the database {store.location()} already holds an index; "
+                                       "give an empty database")
+                session.execute(insert(IndexSettingsRow), [dict(
+                    id=1, schema_version=SCHEMA_VERSION, **settings_to_columns(settings))])
+                store._insert_concepts(session, concept_names, concept_embeddings)
+                concept_stats.initialize(session)
+        except BaseException as error:
+            store.close()
+            if database_url:
+                (root / URL_FILE).unlink(missing_ok=True)
+            if isinstance(error, DatabaseError):
+                raise ClapdexError(f"cannot create index {root} in {shown_url(database_url)} "
+                                   f"({reason(error)})") from None
+            raise
         store._settings = settings
+        return store
+
+    @classmethod
+    def rebuild(cls, root: str | Path, settings: IndexSettings, concept_names: Sequence[str],
+                concept_embeddings: np.ndarray) -> "IndexStore":
+        """Empty the index at `root` and give it new settings and concepts (`clapdex index
+        --rebuild`). One write transaction: a writer running meanwhile waits for it, then finds a
+        new build (IndexChangedError) instead of writing into it. Segment ids go on from where
+        they were (never reused), a database.url is kept. An index that cannot be opened (damaged,
+        another schema version) is deleted and created afresh."""
+        root = Path(root)
+        try:
+            store = cls.open(root, write=True)
+        except (IndexDamagedError, IndexMismatchError):
+            cls.destroy(root)
+            return cls.create(root, settings, concept_names, concept_embeddings)
+        try:
+            with store.write() as session:
+                for table in reversed(Base.metadata.sorted_tables):
+                    if table is not IndexSettingsRow.__table__:
+                        session.execute(delete(table))
+                new = dataclasses.replace(settings, build_id=_new_build_id(),
+                                          settings_version=store.settings.settings_version + 1)
+                session.execute(update(IndexSettingsRow).where(IndexSettingsRow.id == 1).values(
+                    schema_version=SCHEMA_VERSION, created_at=utcnow(), updated_at=utcnow(),
+                    **settings_to_columns(new)))
+                store._insert_concepts(session, concept_names, concept_embeddings)
+                concept_stats.initialize(session)
+            store._settings = new
+            (root / FAISS_FILE).unlink(missing_ok=True)  # of the old build: rebuilt when opened
+        except BaseException:
+            store.close()
+            raise
         return store
 
     @classmethod
@@ -190,12 +252,23 @@ class IndexStore:
             (root / name).unlink(missing_ok=True)
 
     def disk_usage(self) -> dict:
-        """Bytes on disk: the SQLite database (with its WAL) and the FAISS file (None if absent)."""
+        """Bytes used: the database (SQLite: the file with its WAL; a server: the database's size
+        as the server reports it) and the FAISS file (None if absent)."""
         def size(*names):
             paths = [self.root / n for n in names if (self.root / n).exists()]
             return sum(p.stat().st_size for p in paths) if paths else None
-        return {"database_bytes": size(DB_FILE, DB_FILE + "-wal", DB_FILE + "-shm"),
-                "faiss_bytes": size(FAISS_FILE)}
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.connect() as connection:
+                database = connection.exec_driver_sql(
+                    "SELECT pg_database_size(current_database())").scalar()
+        else:
+            database = size(DB_FILE, DB_FILE + "-wal", DB_FILE + "-shm")
+        return {"database_bytes": database, "faiss_bytes": size(FAISS_FILE)}
+
+    def location(self) -> str:
+        """Where the data lives: the SQLite file, or the server URL without its password."""
+        return str(self.root / DB_FILE) if self.engine.dialect.name == "sqlite" else \
+            shown_url(self.engine.url)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -251,12 +324,17 @@ class IndexStore:
     def generation(self) -> int:
         """The database's generation: it moves on with every write transaction, so a file derived
         from the database can say which state it reflects (0 for a new index)."""
+        return self.state()[1]
+
+    def state(self) -> tuple[str | None, int]:
+        """(build id, generation), read now. Segment ids are never reused within a build, so a
+        derived file of the same build can be brought up to date by ids; of another build, not."""
         with self.session() as session:
-            value = session.scalar(select(IndexSettingsRow.generation).where(
-                IndexSettingsRow.id == 1))
-        if value is None:
+            row = session.execute(select(IndexSettingsRow.build_id, IndexSettingsRow.generation)
+                                  .where(IndexSettingsRow.id == 1)).first()
+        if row is None:
             raise damaged(self.root, "no settings row")
-        return int(value)
+        return row[0], int(row[1])
 
     @property
     def faiss_path(self) -> Path:
@@ -310,8 +388,9 @@ class IndexStore:
         return self._settings
 
     def update_settings(self, session: Session | None = None, **changes) -> None:
-        """Change stored settings (e.g. lam after a reindex, audio_mean once it is known)."""
-        new = dataclasses.replace(self.settings, **changes)
+        """Change stored settings (e.g. lam after a reindex). A change of what decompositions
+        depend on moves settings_version on. Pass the session of a `write` transaction."""
+        new = self.settings.changed(**changes)
         values = settings_to_columns(new)
         values["updated_at"] = utcnow()
         statement = update(IndexSettingsRow).where(IndexSettingsRow.id == 1).values(**values)
@@ -321,6 +400,20 @@ class IndexStore:
         else:
             session.execute(statement)
         self._settings = new
+
+    def set_audio_mean(self, session: Session, mean: np.ndarray) -> bool:
+        """Store μ_A if the index has none yet (inside a `write` transaction); returns whether it
+        was stored. It is set exactly once: a later writer uses the stored one."""
+        new = self.settings.changed(audio_mean=np.asarray(mean))
+        result = session.execute(
+            update(IndexSettingsRow).where(IndexSettingsRow.id == 1,
+                                           IndexSettingsRow.audio_mean.is_(None))
+            .values(audio_mean=to_blob(mean), settings_version=new.settings_version,
+                    updated_at=utcnow()))
+        if result.rowcount != 1:
+            return False
+        self._settings = new
+        return True
 
     # ---- concepts --------------------------------------------------------------------------
 
@@ -429,7 +522,9 @@ class IndexStore:
             concept_fidelity=np.concatenate([np.asarray(i.decomposition.concept_fidelity)
                                              for i in files]),
             recon_norm=np.concatenate([np.asarray(i.decomposition.recon_norm) for i in files]),
-            shift_norm=np.concatenate([np.asarray(i.decomposition.shift_norm) for i in files]))
+            shift_norm=np.concatenate([np.asarray(i.decomposition.shift_norm) for i in files]),
+            settings_version=np.concatenate([_versions(i.decomposition, self.settings)
+                                             for i in files]))
         segment_ids = self._insert_segments(
             session, owners, starts, ends,
             np.concatenate(embeddings) if embeddings else np.zeros((0, 0), np.float32), joined)
@@ -456,10 +551,11 @@ class IndexStore:
         concept_fidelity = np.asarray(decomposition.concept_fidelity, np.float64).tolist()
         recon = np.asarray(decomposition.recon_norm, np.float64).tolist()
         shift = np.asarray(decomposition.shift_norm, np.float64).tolist()
+        versions = _versions(decomposition, self.settings).tolist()
         rows = [{"file_id": owners[i], "start": starts[i], "end": ends[i], "embedding": blobs[i],
                  "fidelity": fidelity[i], "concept_fidelity": concept_fidelity[i],
                  "n_concepts": n_concepts[i], "recon_norm": recon[i],
-                 "shift_norm": shift[i]} for i in range(n)]
+                 "shift_norm": shift[i], "settings_version": versions[i]} for i in range(n)]
         table = SegmentRow.__table__  # Core insert: the ORM bulk path costs ~3x more per row
         result = session.execute(
             insert(table).returning(table.c.id, sort_by_parameter_order=True), rows)
@@ -522,7 +618,7 @@ class IndexStore:
             rows = session.execute(
                 select(SegmentRow.id, SegmentRow.start, SegmentRow.end, SegmentRow.embedding,
                        SegmentRow.fidelity, SegmentRow.recon_norm, SegmentRow.shift_norm,
-                       SegmentRow.concept_fidelity)
+                       SegmentRow.concept_fidelity, SegmentRow.settings_version)
                 .where(SegmentRow.file_id == source.id).order_by(SegmentRow.id)).all()
             old_ids = np.array([r[0] for r in rows], dtype=np.int64)
             postings = session.execute(
@@ -539,7 +635,8 @@ class IndexStore:
                                weights=weights, fidelity=np.array([r[4] for r in rows]),
                                concept_fidelity=np.array([r[7] for r in rows], np.float64),
                                recon_norm=np.array([r[5] for r in rows]),
-                               shift_norm=np.array([r[6] for r in rows])))
+                               shift_norm=np.array([r[6] for r in rows]),
+                               settings_version=np.array([r[8] for r in rows], np.int64)))
             return self._add_files(session, [item])[0]
 
     def files(self, status: str | None = None) -> list[FileRow]:
@@ -564,17 +661,20 @@ class IndexStore:
         return True
 
     def replace_postings(self, session: Session, segment_ids: np.ndarray, decomposition) -> None:
-        """Re-decomposition (reindex): new weights and per-segment terms, same segments."""
+        """Re-decomposition (reindex, doctor --repair): new weights and per-segment terms, same
+        segments, decomposed under the current settings (set them first)."""
         weights = sp.csr_matrix(decomposition.weights)
         for start in range(0, len(segment_ids), _CHUNK):
             chunk = [int(s) for s in segment_ids[start:start + _CHUNK]]
             session.execute(delete(PostingRow).where(PostingRow.segment_id.in_(chunk)))
+        version = self.settings.settings_version
         session.execute(update(SegmentRow), [
             {"id": int(segment_ids[i]), "fidelity": float(decomposition.fidelity[i]),
              "concept_fidelity": float(decomposition.concept_fidelity[i]),
              "n_concepts": int(weights.indptr[i + 1] - weights.indptr[i]),
              "recon_norm": float(decomposition.recon_norm[i]),
-             "shift_norm": float(decomposition.shift_norm[i])} for i in range(len(segment_ids))])
+             "shift_norm": float(decomposition.shift_norm[i]), "settings_version": version}
+            for i in range(len(segment_ids))])
         self._insert_postings(session, segment_ids, weights)
         concept_stats.invalidate(session)
 
@@ -646,32 +746,33 @@ class IndexStore:
             result.close()
 
     def orphans(self) -> dict:
-        """Rows whose parent is gone (possible only if foreign keys were off): counts per kind."""
+        """Rows whose parent is gone (possible only if foreign keys were off): counts per kind.
+        NOT EXISTS, not NOT IN: PostgreSQL plans NOT IN (subquery) row by row at scale."""
         with self.session() as session:
-            return {
-                "postings_without_segment": session.scalar(
-                    select(func.count()).select_from(PostingRow).where(
-                        PostingRow.segment_id.not_in(select(SegmentRow.id)))) or 0,
-                "postings_without_concept": session.scalar(
-                    select(func.count()).select_from(PostingRow).where(
-                        PostingRow.concept_id.not_in(select(ConceptRow.id)))) or 0,
-                "segments_without_file": session.scalar(
-                    select(func.count()).select_from(SegmentRow).where(
-                        SegmentRow.file_id.not_in(select(FileRow.id)))) or 0,
-            }
+            return {kind: session.scalar(select(func.count()).select_from(child).where(condition))
+                    or 0 for kind, (child, condition) in _orphan_conditions().items()}
 
     def delete_orphans(self) -> dict:
         """Delete the rows `orphans` counts, in one transaction. Returns what was deleted."""
         found = self.orphans()
         if any(found.values()):
             with self.write() as session:
-                session.execute(delete(SegmentRow).where(SegmentRow.file_id.not_in(select(FileRow.id))))
-                session.execute(delete(PostingRow).where(
-                    PostingRow.segment_id.not_in(select(SegmentRow.id))))
-                session.execute(delete(PostingRow).where(
-                    PostingRow.concept_id.not_in(select(ConceptRow.id))))
+                conditions = _orphan_conditions()
+                for kind in ("segments_without_file", "postings_without_segment",
+                             "postings_without_concept"):
+                    child, condition = conditions[kind]
+                    session.execute(delete(child).where(condition))
                 concept_stats.invalidate(session)
         return found
+
+    def stale_segments(self) -> np.ndarray:
+        """Ids of the segments decomposed under other settings than the current ones (sorted)."""
+        with self.session() as session:
+            current = session.scalar(select(IndexSettingsRow.settings_version).where(
+                IndexSettingsRow.id == 1))
+            return np.fromiter(session.scalars(
+                select(SegmentRow.id).where(SegmentRow.settings_version != current)
+                .order_by(SegmentRow.id)), dtype=np.int64)
 
     def counts(self) -> dict:
         with self.session() as session:
@@ -684,6 +785,23 @@ class IndexStore:
                 "concepts": count(ConceptRow),
                 "postings": count(PostingRow),
             }
+
+
+def _orphan_conditions() -> dict:
+    """kind -> (child table, the condition that its parent row is gone)."""
+    def gone(parent, key, reference):
+        return ~select(parent.id).where(key == reference).exists()
+    return {
+        "postings_without_segment": (PostingRow, gone(SegmentRow, SegmentRow.id,
+                                                      PostingRow.segment_id)),
+        "postings_without_concept": (PostingRow, gone(ConceptRow, ConceptRow.id,
+                                                      PostingRow.concept_id)),
+        "segments_without_file": (SegmentRow, gone(FileRow, FileRow.id, SegmentRow.file_id)),
+    }
+
+
+def _new_build_id() -> str:
+    return uuid.uuid4().hex
 
 
 def _count_concepts(connection: Session | Connection) -> int:
@@ -716,6 +834,16 @@ class _JoinedDecomposition:
     concept_fidelity: np.ndarray
     recon_norm: np.ndarray
     shift_norm: np.ndarray
+    settings_version: np.ndarray | None = None  # per segment; None: the current settings'
+
+
+def _versions(decomposition, settings: IndexSettings) -> np.ndarray:
+    """The settings version of each segment of a decomposition: its own (a copy's source's), or
+    the current settings' (a decomposition has just been made under them)."""
+    own = getattr(decomposition, "settings_version", None)
+    if own is not None:
+        return np.asarray(own, np.int64)
+    return np.full(np.asarray(decomposition.fidelity).shape[0], settings.settings_version, np.int64)
 
 
 def _blobs(embeddings: np.ndarray) -> list[bytes]:

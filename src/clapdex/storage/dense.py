@@ -19,13 +19,19 @@ See docs/indexing.md for the trade-offs.
 
 The file on disk (`dense.faiss`) is written atomically (temporary file, fsync, os.replace). After
 a crash it may lag behind the database; `DenseIndex.open(store)` compares its ids with the
-database's segment ids and brings it back in line (adding, removing or rebuilding).
+database's segment ids and brings it back in line (adding, removing or rebuilding). That is sound
+because within one build of an index (IndexSettings.build_id: a rebuild makes a new one) a segment
+id is never reused and its embedding never changes. Beside the file, `dense.faiss.stamp` says which
+build and database generation it reflects: a file of another build is rebuilt, and a save never
+replaces a file of the same build and a newer generation (a slow process finishing late).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -111,6 +117,8 @@ class DenseIndex:
         self._index = index
         self.dimension = dimension
         self.factory = factory   # as requested (settings), "auto" included
+        # (build id, generation) of the database state this index holds at least; None: unknown
+        self.state: tuple[str | None, int] | None = None
 
     # ---- building --------------------------------------------------------------------------
 
@@ -124,8 +132,10 @@ class DenseIndex:
         """A fresh index holding every segment of the database (trained first where needed, on
         a sample: never every embedding at once)."""
         settings = store.settings
+        state = store.state()  # read first: the contents are at least this new
         db_ids = store.segment_ids()
         dense = cls.empty(settings.dimension, settings.faiss_factory, len(db_ids))
+        dense.state = state
         if not dense._index.is_trained:
             rng = np.random.default_rng(0)
             size = min(len(db_ids), _sample_size(dense._index))
@@ -245,6 +255,10 @@ class DenseIndex:
         settings = store.settings
         if self.dimension != settings.dimension or self.factory != settings.faiss_factory:
             return DenseIndex.rebuild_from(store)
+        state = store.state()  # read first: the contents are at least this new
+        if self.state is not None and self.state[0] != state[0]:
+            return DenseIndex.rebuild_from(store)  # another build: its ids mean other vectors
+        self.state = state
         db_ids = store.segment_ids()
         held = self.ids()
         extra = np.setdiff1d(held, db_ids, assume_unique=True)
@@ -260,10 +274,25 @@ class DenseIndex:
 
     # ---- disk ------------------------------------------------------------------------------
 
-    def save(self, path: str | Path) -> None:
-        """Write atomically: a reader sees the old file or the new one, never a partial one."""
-        with atomic_path(path, fsync=True) as temporary:  # fsync: the index must survive a crash
-            faiss.write_index(self._index, str(temporary))
+    def save(self, path: str | Path) -> bool:
+        """Write atomically: a reader sees the old file or the new one, never a partial one. With
+        a known `state`, its stamp is written after it, and a file on disk of the same build and
+        a newer generation is kept instead (returns False)."""
+        path = Path(path)
+        with _save_lock(path):
+            stamp = read_stamp(path)
+            if (self.state is not None and stamp is not None and stamp[0] == self.state[0]
+                    and stamp[1] > self.state[1] and path.exists()):
+                return False
+            with atomic_path(path, fsync=True) as temporary:  # fsync: must survive a crash
+                faiss.write_index(self._index, str(temporary))
+            if self.state is not None:
+                with atomic_path(_stamp_path(path), fsync=True) as temporary:
+                    temporary.write_text(json.dumps({"build_id": self.state[0],
+                                                     "generation": self.state[1]}))
+            else:
+                _stamp_path(path).unlink(missing_ok=True)
+        return True
 
     @classmethod
     def load(cls, path: str | Path, dimension: int, factory: str, mmap: bool = False
@@ -299,6 +328,11 @@ class DenseIndex:
                 dense = cls.load(path, settings.dimension, settings.faiss_factory)
             except DenseIndexError:
                 dense = None  # derived data: rebuild it from the database
+            stamp = read_stamp(path)
+            if dense is not None and stamp is not None and stamp[0] != store.state()[0]:
+                dense = None  # of another build: its ids mean other vectors
+            elif dense is not None:
+                dense.state = stamp  # None (no stamp: an older clapdex) is brought in line by ids
         if dense is None:
             dense = cls.rebuild_from(store)
             changed = True
@@ -394,6 +428,7 @@ def for_search(store: "IndexStore", state) -> DenseIndex:
                 "recall_queries": RECALL_QUERIES}
         try:
             if changed:  # (the indexer may already have saved exactly these segments)
+                dense.state = (store.state()[0], state.generation)  # the stamp (module docstring)
                 dense.save(path)
             with atomic_path(path.with_name(META_FILE)) as temporary:
                 temporary.write_text(json.dumps(meta))
@@ -454,13 +489,46 @@ def measure_recall(dense: DenseIndex, state, queries: int = RECALL_QUERIES, k: i
     return float(np.mean(hits) / k)
 
 
+def _stamp_path(path: Path) -> Path:
+    return path.with_name(path.name + ".stamp")
+
+
+def read_stamp(path: str | Path) -> tuple[str | None, int] | None:
+    """(build id, generation) the FAISS file at `path` says it reflects; None if it says nothing."""
+    try:
+        data = json.loads(_stamp_path(Path(path)).read_text())
+        return data["build_id"], int(data["generation"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+@contextmanager
+def _save_lock(path: Path):
+    """Processes saving the same FAISS file take turns (compare the stamp, then write)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock
+        yield
+        return
+    folder = os.open(path.parent, os.O_RDONLY)  # the folder itself: no lock file left behind
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(folder)  # releases the lock
+
+
+VECTOR_SAMPLE = 256  # segments whose FAISS vector `agreement` compares with the stored embedding
+
+
 def agreement(store: "IndexStore") -> dict:
-    """Compare the FAISS file with the database without changing either (for `clapdex doctor`)."""
+    """Compare the FAISS file with the database without changing either (for `clapdex doctor`):
+    the build it belongs to, its ids, and a sample of its vectors against the stored embeddings."""
     settings = store.settings
     db_ids = store.segment_ids()
     report = {"faiss_file": str(store.faiss_path), "database_segments": int(len(db_ids)),
               "faiss_segments": None, "missing_in_faiss": None, "extra_in_faiss": None,
-              "agree": False, "problem": None}
+              "vectors_checked": 0, "wrong_vectors": 0, "agree": False, "problem": None}
     if not store.faiss_path.exists():
         report["problem"] = "FAISS file is missing"
         return report
@@ -469,14 +537,41 @@ def agreement(store: "IndexStore") -> dict:
     except DenseIndexError as error:
         report["problem"] = str(error)
         return report
+    stamp = read_stamp(store.faiss_path)
     held = dense.ids()
     missing = np.setdiff1d(db_ids, held)
     extra = np.setdiff1d(held, db_ids)
+    checked, wrong = _compare_vectors(dense, store, np.intersect1d(held, db_ids))
     report.update(faiss_segments=int(len(held)), missing_in_faiss=int(len(missing)),
-                  extra_in_faiss=int(len(extra)),
-                  agree=bool(len(missing) == 0 and len(extra) == 0 and len(held) == len(db_ids)))
-    if not report["agree"]:
+                  extra_in_faiss=int(len(extra)), vectors_checked=checked, wrong_vectors=wrong)
+    if stamp is not None and stamp[0] != store.state()[0]:
+        report["problem"] = "FAISS file belongs to another build of the index"
+    elif wrong:
+        report["problem"] = (f"{wrong} of {checked} sampled FAISS vectors differ from the "
+                             f"stored embeddings of their segments")
+    elif len(missing) or len(extra) or len(held) != len(db_ids):
         report["problem"] = (f"FAISS holds {len(held)} segments, the database {len(db_ids)} "
                              f"({len(missing)} missing, {len(extra)} extra)")
+    report["agree"] = report["problem"] is None
     return report
 
+
+def _compare_vectors(dense: DenseIndex, store: "IndexStore", ids: np.ndarray) -> tuple[int, int]:
+    """(sampled, wrong): FAISS vectors of up to VECTOR_SAMPLE of `ids` against the unit stored
+    embeddings. Exact types must match to float precision; lossy ones (PQ, SQ...) roughly."""
+    if len(ids) == 0:
+        return 0, 0
+    sample = np.random.default_rng(0).choice(ids, size=min(VECTOR_SAMPLE, len(ids)), replace=False)
+    sample.sort()
+    try:
+        held = np.stack([dense.reconstruct(int(i)) for i in sample])
+    except RuntimeError:  # this type cannot give vectors back (IVF without a direct map)
+        return 0, 0
+    _, stored = store.segment_embeddings(sample)
+    expected = unit_rows(stored)
+    exact = not any(tag in dense.factory for tag in ("PQ", "SQ", "LSH", "RaBitQ"))
+    if exact:
+        bad = np.abs(held - expected).max(axis=1) > 1e-4
+    else:
+        bad = np.einsum("ij,ij->i", unit_rows(held), expected) < 0.8
+    return int(len(sample)), int(bad.sum())

@@ -15,6 +15,7 @@ def index_status(index_path: str | Path) -> dict:
         settings = store.settings
         return {
             "index": str(index_path),
+            "database": store.location(),
             "settings": {
                 "encoder_fingerprint": settings.encoder_fingerprint,
                 "dimension": settings.dimension,
@@ -38,38 +39,51 @@ def index_status(index_path: str | Path) -> dict:
 
 
 def doctor(index_path: str | Path, repair: bool = False) -> dict:
-    """Check database↔FAISS agreement, indexed files missing on disk and orphan rows.
+    """Check database↔FAISS agreement (build, ids, a sample of vectors), segments decomposed under
+    other settings than the index's, indexed files missing on disk and orphan rows.
 
-    `repair` rebuilds the FAISS file from the database and deletes orphan rows; missing files
-    are only reported (`clapdex index --prune PATH` removes them). `ok` is False while any
-    problem remains; `lines` is the human-readable report. A FAISS file that only lacks segments
-    (an interrupted run) is a warning, not a problem: every open of the index syncs it.
+    `repair` re-decomposes those segments, rebuilds the FAISS file from the database and deletes
+    orphan rows, each under the index's write lock; missing files are only reported (`clapdex
+    index --prune PATH` removes them). `ok` is False while any problem remains; `lines` is the
+    human-readable report. A FAISS file that only lacks segments (an interrupted run) is a
+    warning, not a problem: every open of the index syncs it.
     """
     with IndexStore.open(index_path, write=repair) as store:
         dense = agreement(store)
         orphans = store.orphans()
+        stale = store.stale_segments()
         missing = [row.path for row in store.files("indexed") if not os.path.exists(row.path)]
         repaired = []
         if repair:
-            if not dense["agree"]:
-                DenseIndex.rebuild_from(store).save(store.faiss_path)
-                repaired.append("rebuilt the FAISS index from the database")
+            if len(stale):
+                count = redecompose_stale(store)
+                repaired.append(f"re-decomposed {count} segment(s) under the index's settings")
             if any(orphans.values()):
                 store.delete_orphans()
                 repaired.append("deleted orphan rows")
-            dense, orphans = agreement(store), store.orphans()
+            if not dense["agree"]:
+                DenseIndex.rebuild_from(store).save(store.faiss_path)
+                repaired.append("rebuilt the FAISS index from the database")
+            dense, orphans, stale = agreement(store), store.orphans(), store.stale_segments()
     lines = []
-    # Only missing ids (no extra ones): the next open adds them, nothing is wrong meanwhile.
+    # Only missing ids (no extra ones, right vectors): the next open adds them.
     faiss_lags = bool(not dense["agree"] and dense["faiss_segments"] is not None
-                      and dense["extra_in_faiss"] == 0)
+                      and dense["extra_in_faiss"] == 0 and dense["wrong_vectors"] == 0
+                      and dense["problem"].startswith("FAISS holds"))
     if dense["agree"]:
-        lines.append(f"ok: FAISS and database agree ({dense['database_segments']} segments)")
+        lines.append(f"ok: FAISS and database agree ({dense['database_segments']} segments, "
+                     f"{dense['vectors_checked']} vectors compared)")
     elif faiss_lags:
         lines.append(f"warning: FAISS lags the database ({dense['faiss_segments']} of "
                      f"{dense['database_segments']} segments); synced automatically on the next "
                      "search or index run")
     else:
         lines.append(f"problem: {dense['problem']}; run clapdex doctor --repair")
+    if len(stale):
+        lines.append(f"problem: {len(stale)} segment(s) were decomposed under other settings "
+                     "than the index's; run clapdex doctor --repair")
+    else:
+        lines.append("ok: every segment is decomposed under the index's settings")
     if any(orphans.values()):
         detail = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in orphans.items() if n)
         lines.append(f"problem: orphan rows ({detail}); run clapdex doctor --repair")
@@ -83,6 +97,26 @@ def doctor(index_path: str | Path, repair: bool = False) -> dict:
         lines.append("ok: every indexed file exists")
     lines.extend(f"repaired: {what}" for what in repaired)
     return {"index": str(index_path), "faiss": dense, "orphans": orphans, "missing_files": missing,
-            "repaired": repaired, "faiss_lags": faiss_lags,
-            "ok": bool((dense["agree"] or faiss_lags) and not any(orphans.values()) and not missing),
+            "stale_segments": int(len(stale)), "repaired": repaired, "faiss_lags": faiss_lags,
+            "ok": bool((dense["agree"] or faiss_lags) and not any(orphans.values())
+                       and not missing and not len(stale)),
             "lines": lines}
+
+
+def redecompose_stale(store: IndexStore, chunk: int = 4096) -> int:
+    """Re-decompose, under the write lock and the index's current settings, every segment that
+    was decomposed under others. Returns how many."""
+    from clapdex.concepts.decompose import decompose
+
+    with store.write() as session:
+        settings = store.settings
+        ids = store.stale_segments()
+        if not len(ids) or settings.audio_mean is None:
+            return 0
+        dictionary = store.dictionary()
+        for first in range(0, len(ids), chunk):
+            part, embeddings = store.segment_embeddings(ids[first:first + chunk])
+            store.replace_postings(session, part, decompose(
+                embeddings, dictionary, settings.audio_mean, lam=settings.lam,
+                max_concepts=settings.max_concepts))
+    return int(len(ids))

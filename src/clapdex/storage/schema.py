@@ -20,7 +20,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 SCHEMA_VERSION = 4  # 2: concept_stats / corpus_stats tables, segments.fidelity index, covering
                     #    (concept_id, weight, segment_id) postings index (audit)
                     # 3: index_settings.projection / projection_hash (optional linear projection)
-                    # 4: index_settings.generation (bumped by every write transaction)
+                    # 4: index_settings.generation (bumped by every write transaction),
+                    #    settings_version and build_id; segments.settings_version (write lock)
                     # 4: segments.concept_fidelity (indexed; filled from stored data on upgrade),
                     #    index_settings.alpha (the hybrid α `clapdex tune --apply` chose)
 # Version 4 and later upgrade older indexes in place (storage/migrate.py): a new column must be
@@ -108,6 +109,12 @@ class IndexSettingsRow(Base):
     # Moves on with every write transaction (IndexStore.write): files derived from the database
     # (the FAISS file, search's memory-mapped state) say which generation they reflect.
     generation: Mapped[int] = mapped_column(BigInteger, server_default=text("0"), default=0)
+    # Moves on whenever what a decomposition depends on changes (λ / max-concepts, μ_A,
+    # vocabulary, projection); every segment records the version it was decomposed under.
+    settings_version: Mapped[int] = mapped_column(Integer, server_default=text("0"), default=0)
+    # A new random id whenever the index is created or rebuilt (segment ids of one build are never
+    # reused, so a derived file of the same build can be brought up to date by ids).
+    build_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class FileRow(Base):
@@ -147,6 +154,8 @@ class SegmentRow(Base):
     # Exact explanations (design.md): u = C w, recon_norm = ||u||, shift_norm = ||u/||u|| + mu_A||.
     recon_norm: Mapped[float] = mapped_column(Float)
     shift_norm: Mapped[float] = mapped_column(Float)
+    # index_settings.settings_version this segment's postings were decomposed under.
+    settings_version: Mapped[int] = mapped_column(Integer, server_default=text("0"), default=0)
 
 
 class ConceptRow(Base):

@@ -35,6 +35,9 @@ class IndexSettings:
     # Search's default hybrid α (dense weight), when tuned (`clapdex tune --apply`); a preference,
     # not a rebuild-relevant setting.
     alpha: float | None = None
+    # Not settings one chooses: which state of the index these are (see schema.IndexSettingsRow).
+    settings_version: int = 0
+    build_id: str | None = None
 
     # Settings whose change makes the stored data meaningless, with the command that rebuilds.
     _REBUILD = {
@@ -49,6 +52,9 @@ class IndexSettings:
         "projection_hash": "clapdex index --rebuild",
     }
 
+    # What a decomposition depends on: a change moves settings_version on.
+    DECOMPOSITION = ("lam", "max_concepts", "audio_mean", "vocabulary_hash", "projection_hash")
+
     # How each setting is named in messages: the CLI option's words, not the attribute.
     _LABELS = {
         "encoder_fingerprint": "model fingerprint",
@@ -60,6 +66,14 @@ class IndexSettings:
         "max_concepts": "max concepts",
         "projection_hash": "projection",
     }
+
+    def changed(self, **changes) -> "IndexSettings":
+        """These settings with `changes`; settings_version moves on if a decomposition input
+        changes."""
+        new = dataclasses.replace(self, **changes)
+        if any(not _same(getattr(self, name), getattr(new, name)) for name in self.DECOMPOSITION):
+            new.settings_version = self.settings_version + 1
+        return new
 
     def differences(self, other: "IndexSettings") -> list[str]:
         """Names of the rebuild-relevant settings that differ between self and other."""
@@ -95,6 +109,13 @@ class IndexSettings:
         return text
 
 
+def _same(a, b) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return a is not None and b is not None and np.array_equal(
+            np.asarray(a, np.float32), np.asarray(b, np.float32))
+    return a == b
+
+
 def settings_to_columns(settings: IndexSettings) -> dict:
     """The index_settings columns that hold `settings` (vectors as float32 blobs)."""
     values = {field.name: getattr(settings, field.name) for field in dataclasses.fields(settings)}
@@ -115,4 +136,5 @@ def settings_from_row(row: IndexSettingsRow) -> IndexSettings:
         hop_seconds=row.hop_seconds, vocabulary_name=row.vocabulary_name,
         vocabulary_hash=row.vocabulary_hash, lam=row.lam, max_concepts=row.max_concepts,
         audio_mean=mean, faiss_factory=row.faiss_factory, projection=projection,
-        projection_hash=row.projection_hash, alpha=row.alpha)
+        projection_hash=row.projection_hash, alpha=row.alpha,
+        settings_version=row.settings_version or 0, build_id=row.build_id)
