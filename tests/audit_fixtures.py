@@ -68,9 +68,9 @@ def random_weights(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
     return weights
 
 
-def build_index(root: Path, n_files: int = 14, seed: int = 0) -> tuple[IndexStore, Truth]:
+def build_index(root: Path, n_files: int = 14, seed: int = 0, names: tuple[str, ...] = CONCEPTS,
+                file_name: str = "clip_{:02d}.wav") -> tuple[IndexStore, Truth]:
     rng = np.random.default_rng(seed)
-    names = CONCEPTS
     store = IndexStore.create(root, settings(), names, rng.normal(size=(len(names), 4)).astype("f4"))
     paths, file_of, ids, all_starts, all_ends, all_weights, all_fid = [], [], [], [], [], [], []
     for f in range(n_files):
@@ -78,7 +78,7 @@ def build_index(root: Path, n_files: int = 14, seed: int = 0) -> tuple[IndexStor
         n = len(starts)
         weights = random_weights(rng, n, len(names))
         fidelity = np.round(rng.uniform(0.2, 0.95, n), 6)
-        path = str(root / "audio" / f"clip_{f:02d}.wav")
+        path = str(root / "audio" / file_name.format(f))
         _, segment_ids = store.add_file(FileMeta(path, size=1000, mtime_ns=1, duration=float(ends.max())),
                                         starts, ends, rng.normal(size=(n, 4)).astype("f4"),
                                         decomposition(weights, fidelity))

@@ -401,3 +401,140 @@ def test_bad_database_urls_are_one_line_errors(small_index, url, reason):
     result = run("status", "--index", small_index)
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert reason in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+# ---- 3. report labels ----
+
+def test_report_draws_tex_and_huge_names_as_plain_short_labels(tmp_path):
+    import resource
+
+    from tests.audit_fixtures import CONCEPTS, build_index
+
+    names = ("$x$", "cost $5", "\\frac{a}{b} $", "x" * 20_000, "x" * 20_001) + CONCEPTS[5:]
+    store, _ = build_index(tmp_path / "index", n_files=4, seed=1, names=names,
+                           file_name="$clip {}$ \x1b[2J " + "y" * 3000 + ".wav")
+    store.close()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = run("report", "-o", tmp_path / "r.html", "--index", tmp_path / "index", "--json",
+                 "--top", "12", "--files", "2")
+    assert result.exit_code == 0, result.output
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 400, f"rendering grew the process by {grown_mb:.0f} MB"
+    assert json.loads(result.stdout)["charts"] == 5
+
+
+def test_chart_labels_are_one_line_and_short():
+    from clapdex.audit.report import LABEL_CHARS, _label
+
+    assert _label("a\nb$c$") == "a\\nb$c$"
+    assert len(_label("z" * 20_000)) == LABEL_CHARS and _label("z" * 20_000).endswith("…")
+
+
+# ---- 8. disk full while saving the FAISS file; 11. temporaries of killed saves ----
+
+def test_a_failed_faiss_write_raises_and_keeps_the_old_file(tmp_path):
+    """A real write failure: the file size limit (RLIMIT_FSIZE) makes the kernel refuse writes."""
+    code = ("import sys, resource, signal; sys.path[:0] = [sys.argv[1] + '/src']\n"
+            "import faiss, numpy as np\nfrom clapdex.storage.dense import DenseIndex, DenseSaveError\n"
+            "index = faiss.IndexIDMap2(faiss.IndexFlatIP(64))\n"
+            "index.add_with_ids(np.ones((200, 64), 'f4'), np.arange(200))\n"
+            "dense = DenseIndex(index, 64, 'Flat')\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
+            "try:\n    dense.save(sys.argv[2])\nexcept DenseSaveError as error:\n    print(error)\n")
+    target = tmp_path / "dense.faiss"
+    target.write_bytes(b"old contents")
+    done = subprocess.run([sys.executable, "-c", code, str(ROOT), str(target)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "could not be written (File too large); the old one is kept" in done.stdout
+    assert target.read_bytes() == b"old contents"
+    assert [p.name for p in tmp_path.iterdir()] == ["dense.faiss"]   # no temporary left
+
+
+def test_disk_full_after_the_commit_is_one_warning_and_the_data_stays(small_index, tmp_path,
+                                                                      double, monkeypatch):
+    from clapdex.storage.dense import DenseIndex
+
+    old = (small_index / "dense.faiss").read_bytes()
+    tone(tmp_path / "a" / "three.wav", freq=1500)
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "fsync", full)   # where a full disk shows on a delayed write
+    result = run("index", tmp_path / "a", "--index", small_index)
+    monkeypatch.undo()
+    assert result.exit_code == 0, result.output
+    assert "1 added" in result.stdout and "Traceback" not in result.output
+    warning = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "No space left on device" in warning[0]
+    assert "stored file is in the database" in warning[0] and "will be rebuilt" in warning[0]
+    assert (small_index / "dense.faiss").read_bytes() == old
+    with IndexStore.open(small_index) as store:
+        assert len(DenseIndex.open(store).ids()) == len(store.segment_ids())  # caught up
+    assert run("doctor", "--index", small_index).exit_code == 0
+
+
+def test_temporaries_of_killed_saves_are_removed_on_open(small_index):
+    from clapdex.storage.dense import DenseIndex
+
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+    dead = small_index / f".dense.faiss.{finished.stdout.strip()}.tmp"
+    dead.write_bytes(b"partial")
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        saving = small_index / f".dense.faiss.{alive.pid}.tmp"   # a save still in progress
+        saving.write_bytes(b"partial")
+        with IndexStore.open(small_index) as store:
+            DenseIndex.open(store)
+        assert not dead.exists() and saving.exists()
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+# ---- 9. doctor on a damaged database ----
+
+def _zero_page_of(index_path: Path, name: str) -> None:
+    import sqlite3
+
+    database = index_path / "clapdex.sqlite"
+    with sqlite3.connect(database) as connection:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page_size = connection.execute("PRAGMA page_size").fetchone()[0]
+        root = connection.execute("SELECT rootpage FROM sqlite_master WHERE name = ?",
+                                  (name,)).fetchone()[0]
+    connection.close()
+    with open(database, "r+b") as handle:
+        handle.seek((root - 1) * page_size)
+        handle.write(b"\0" * page_size)
+
+
+@pytest.mark.parametrize("damaged", ["concept_stats", "ix_postings_segment"])
+def test_doctor_finds_and_repairs_damage_to_derived_data(small_index, damaged):
+    _zero_page_of(small_index, damaged)
+    found = run("doctor", "--index", small_index)
+    assert found.exit_code == 1 and "Traceback" not in found.output
+    assert "problem: the database is damaged" in found.stdout
+    repaired = run("doctor", "--repair", "--index", small_index)
+    assert repaired.exit_code == 0, repaired.output
+    assert "repaired: rebuilt the database indexes and audit totals" in repaired.stdout
+    assert run("doctor", "--index", small_index).exit_code == 0
+    assert run("concepts", "--index", small_index).exit_code == 0
+    assert run("search", "--index", small_index, "a 400 hz tone").exit_code == 0
+
+
+def test_doctor_reports_damage_it_cannot_repair(small_index):
+    _zero_page_of(small_index, "postings")
+    assert run("doctor", "--index", small_index).exit_code == 1
+    repaired = run("doctor", "--repair", "--index", small_index)
+    assert repaired.exit_code == 1 and "Traceback" not in repaired.output
+    assert "clapdex index --rebuild" in repaired.stdout
+
+
+def test_doctor_finds_rows_no_reader_could_use(small_index):
+    _sql(small_index, "UPDATE segments SET embedding = ? WHERE id = 1", b"\0" * 6)
+    result = run("doctor", "--index", small_index)
+    assert result.exit_code == 1
+    assert "1 segment embedding(s) of the wrong size" in result.stdout

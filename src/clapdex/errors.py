@@ -16,6 +16,7 @@ it as `error: <message>` without a traceback and exits 1.
     ├── IndexMismatchError    the index was built with other settings (model, vocabulary, ...)
     ├── IndexChangedError     another process rebuilt the index while this one was writing it
     ├── DenseIndexError       a FAISS factory string or FAISS file that cannot be used
+    │   └── DenseSaveError        the FAISS file could not be written; the old one is kept
     ├── ProjectionError       a projection file that cannot be used
     ├── QueryError            a search or audit query that cannot be answered as written
     │   ├── ExpressionError       an audit expression that does not parse (.text, .position)
@@ -127,6 +128,10 @@ class ProjectionError(ClapdexError):
 
 class DenseIndexError(ClapdexError):
     """A FAISS factory string or a dense index file that cannot be used."""
+
+
+class DenseSaveError(DenseIndexError):
+    """The FAISS file could not be written (disk full, ...); the previous file is unchanged."""
 
 
 class FileNotInIndexError(QueryError):

@@ -51,6 +51,11 @@ def _print_failures(title: str, failures: list[dict]) -> None:
             click.echo(fit(f"    {one_line(item['error'])}", width))
 
 
+def _print_warnings(summary) -> None:
+    for warning in summary.warnings:
+        click.echo(f"warning: {one_line(warning)}", err=True)
+
+
 @click.command("index")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @index_option
@@ -99,6 +104,7 @@ def index_command(paths, index_path, vocabulary, lam, max_concepts, hop_seconds,
                                indent="    "):
             click.echo(line)
         _print_failures(f"skipped {plural(len(summary.skipped), 'file')}:", summary.skipped)
+    _print_warnings(summary)
     if strict and summary.skipped:
         raise ClapdexError(f"{plural(len(summary.skipped), 'file')} skipped (--strict)")
 
@@ -165,6 +171,7 @@ def import_embeddings_command(embeddings_file, manifest_file, fingerprint, index
                        f"({summary.updated} replaced), "
                        f"{plural(summary.segments_added, 'segment')} in {summary.seconds:.1f} s",
                        output_width()))
+    _print_warnings(summary)
 
 
 @click.command("status")

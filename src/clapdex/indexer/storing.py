@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from clapdex.storage.database import FileMeta, IndexChangedError, IndexStore, NewFile
-from clapdex.storage.dense import DenseIndex
+from clapdex.storage.dense import DenseIndex, DenseSaveError
 
 MEAN_WINDOWS = 512         # windows that estimate μ_A when an index receives its first audio
                            # (docs/indexing.md: enough for the shared direction; nothing is stored
@@ -39,6 +39,7 @@ class IndexSummary:
     skipped: list[dict] = field(default_factory=list)   # {"path": ..., "error": ...}
     seconds: float = 0.0
     completed: bool = False
+    warnings: list[str] = field(default_factory=list)   # one line each (e.g. FAISS file not saved)
 
     def skip(self, path: str, error: str) -> None:
         self.skipped.append({"path": path, "error": error})
@@ -216,10 +217,15 @@ class Writer:
 def save_dense(dense: DenseIndex | None, store: IndexStore, summary: IndexSummary,
                began: float) -> None:
     """Sync and save the FAISS file, also after Ctrl-C; close the store. If the run failed, a
-    failure here must not hide the original error (the file is re-synced when next opened)."""
+    failure here must not hide the original error (the file is re-synced when next opened). A
+    file that cannot be written (disk full) is a warning: the database, the source of truth,
+    holds everything, and the old FAISS file is kept and brought up to date on the next open."""
     try:
         if dense is not None:
             dense.sync(store).save(store.faiss_path)
+    except DenseSaveError as error:
+        summary.warnings.append(f"{error}; every stored file is in the database and the FAISS "
+                                "file will be rebuilt from it when the index is next opened")
     except Exception:
         if summary.completed:
             raise

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 import faiss
 import numpy as np
 
-from clapdex.errors import DenseIndexError
+from clapdex.errors import DenseIndexError, DenseSaveError
 from clapdex.fileio import atomic_path
 from clapdex.vectors import unit_rows as vectors_unit_rows
 
@@ -54,6 +54,19 @@ RESCORE_FACTOR = 8        # search asks the ANN for 8·k hits and re-scores them
 IVF_NPROBE = 32        # lists searched per query for IVF types (FAISS's default of 1 misses a lot)
 HNSW_EF_SEARCH = 128   # candidate list size per query for HNSW types (FAISS's default is 16)
 _REBUILD_CHUNK = 20_000  # segments read from the database at a time while rebuilding
+
+
+_TEMP_PREFIX = "."  # temporary files of a save: .dense.faiss.<pid>.tmp
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
@@ -284,8 +297,7 @@ class DenseIndex:
             if (self.state is not None and stamp is not None and stamp[0] == self.state[0]
                     and stamp[1] > self.state[1] and path.exists()):
                 return False
-            with atomic_path(path, fsync=True) as temporary:  # fsync: must survive a crash
-                faiss.write_index(self._index, str(temporary))
+            self._write_checked(path)  # fsync: must survive a crash
             if self.state is not None:
                 with atomic_path(_stamp_path(path), fsync=True) as temporary:
                     temporary.write_text(json.dumps({"build_id": self.state[0],
@@ -293,6 +305,44 @@ class DenseIndex:
             else:
                 _stamp_path(path).unlink(missing_ok=True)
         return True
+
+    def _write_checked(self, path: Path) -> None:
+        """Write the index file atomically. The bytes go through Python's file object, so a full
+        disk raises (FAISS's own writer only prints "close error" and leaves a 0-byte file); the
+        size is checked before the rename. On failure the old file stays (DenseSaveError)."""
+        path = Path(path)
+        temporary = path.with_name(f"{_TEMP_PREFIX}{path.name}.{os.getpid()}.tmp")
+        written = 0
+        try:
+            with open(temporary, "wb") as handle:
+                def write(chunk) -> int:
+                    nonlocal written
+                    handle.write(chunk)
+                    written += len(chunk)
+                    return len(chunk)
+
+                faiss.write_index(self._index, faiss.PyCallbackIOWriter(write))
+                handle.flush()
+                os.fsync(handle.fileno())
+            if written == 0 or temporary.stat().st_size != written:
+                raise OSError(f"wrote {temporary.stat().st_size} of {written} bytes")
+            os.replace(temporary, path)
+        except (OSError, RuntimeError) as error:
+            raise DenseSaveError(f"the FAISS file {path} could not be written "
+                                 f"({getattr(error, 'strerror', None) or error}); the old one is "
+                                 "kept") from None
+        finally:
+            if temporary.exists():
+                temporary.unlink()
+
+    @staticmethod
+    def remove_stale_temporaries(path: str | Path) -> None:
+        """Delete temporary files of saves that were killed (their process no longer runs)."""
+        path = Path(path)
+        for leftover in path.parent.glob(f"{_TEMP_PREFIX}{path.name}.*.tmp"):
+            pid = leftover.name[len(_TEMP_PREFIX) + len(path.name) + 1:-len(".tmp")]
+            if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
+                leftover.unlink(missing_ok=True)
 
     @classmethod
     def load(cls, path: str | Path, dimension: int, factory: str, mmap: bool = False
@@ -322,6 +372,8 @@ class DenseIndex:
         is missing, unreadable or disagrees); saves the result when anything changed."""
         settings = store.settings
         path = store.faiss_path
+        if save:
+            cls.remove_stale_temporaries(path)
         dense = None
         if path.exists():
             try:
@@ -342,7 +394,10 @@ class DenseIndex:
             changed = synced is not dense or not np.array_equal(before, synced.ids())
             dense = synced
         if changed and save:
-            dense.save(path)
+            try:
+                dense.save(path)
+            except DenseSaveError:
+                pass  # derived data: this run uses it in memory, the next open tries again
         return dense
 
 

@@ -5,8 +5,90 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
+
+from clapdex.errors import ClapdexError
 from clapdex.storage.database import IndexStore
 from clapdex.storage.dense import DenseIndex, agreement, read_meta
+from clapdex.storage.schema import Base, ConceptRow, PostingRow, SegmentRow
+
+_DERIVED_TABLES = ("concept_stats", "corpus_stats")  # totals rebuilt from the postings on read
+
+
+def integrity(store: IndexStore) -> list[str]:
+    """Problems of the database itself, [] when none: SQLite's quick_check (every page and index
+    entry is well formed; linear in the file size, no cross-checks of index contents) and a cheap
+    scan for rows that no reader could use (blobs of the wrong size, postings of unknown
+    concepts, unreadable settings)."""
+    problems: list[str] = []
+    with store.engine.connect() as connection:
+        if store.engine.dialect.name == "sqlite":
+            try:
+                found = connection.exec_driver_sql("PRAGMA quick_check(20)").scalars().all()
+            except (ClapdexError, DBAPIError) as error:  # not even the schema can be read
+                return [" ".join(str(error).split())[:300]]
+            problems += [f"SQLite quick_check: {line}" for line in found if line != "ok"]
+        if problems:
+            return problems  # the scan below would only trip over the same damage
+        try:
+            dimension = store.settings.dimension
+            bad_segments = connection.scalar(select(func.count()).select_from(SegmentRow).where(
+                func.length(SegmentRow.embedding) != 4 * dimension))
+            sizes = connection.execute(select(func.length(ConceptRow.embedding)).distinct()).all()
+            n_concepts = connection.scalar(select(func.count()).select_from(ConceptRow))
+            unknown = connection.scalar(select(func.count()).select_from(PostingRow).where(
+                (PostingRow.concept_id < 0) | (PostingRow.concept_id >= n_concepts)))
+            for table in _DERIVED_TABLES:
+                connection.execute(text(f"SELECT count(*) FROM {table}")).scalar()
+        except (ClapdexError, DBAPIError) as error:
+            return [" ".join(str(error).split())[:300]]
+    if bad_segments:
+        problems.append(f"{bad_segments} segment embedding(s) of the wrong size (expected "
+                        f"{dimension} values)")
+    if len(sizes) > 1:
+        problems.append("concept embeddings of different sizes")
+    if unknown:
+        problems.append(f"{unknown} posting(s) of concepts that do not exist")
+    return problems
+
+
+def _rebuild_derived(store: IndexStore) -> None:
+    """Rebuild what is derived inside the database: the indexes and the audit totals (recreated
+    empty and invalid, so the next reader recomputes them from the postings). On SQLite damaged
+    pages cannot even be dropped (dropping reads them): the schema entries of the explicit
+    indexes and of the totals are removed, VACUUM rewrites the file without their pages, and the
+    indexes are created again from their saved definitions."""
+    from clapdex.storage import concept_stats
+
+    tables = [Base.metadata.tables[name] for name in _DERIVED_TABLES]
+    if store.engine.dialect.name == "sqlite":
+        # The driver's own connection, in autocommit: VACUUM cannot run inside a transaction.
+        raw = store.engine.raw_connection()
+        try:
+            sqlite = raw.driver_connection
+            names = ", ".join(f"'{name}'" for name in _DERIVED_TABLES)
+            derived = f"type = 'index' AND sql IS NOT NULL OR tbl_name IN ({names})"
+            indexes = [row[0] for row in sqlite.execute(
+                f"SELECT sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
+                f"AND tbl_name NOT IN ({names})")]
+            sqlite.execute("PRAGMA writable_schema=ON")
+            sqlite.execute(f"DELETE FROM sqlite_master WHERE {derived}")
+            sqlite.execute("PRAGMA writable_schema=OFF")
+            sqlite.execute("VACUUM")
+            for statement in indexes:
+                sqlite.execute(statement)
+        finally:
+            raw.close()
+        store.engine.dispose()  # no pooled connection may keep the old schema
+    else:
+        with store.engine.begin() as connection:
+            for table in tables:
+                table.drop(connection, checkfirst=True)
+    Base.metadata.create_all(store.engine, tables=tables)
+    with store.session() as session, session.begin():
+        concept_stats.initialize(session)
+        concept_stats.invalidate(session)
 
 
 def index_status(index_path: str | Path) -> dict:
@@ -49,6 +131,20 @@ def doctor(index_path: str | Path, repair: bool = False) -> dict:
     warning, not a problem: every open of the index syncs it.
     """
     with IndexStore.open(index_path, write=repair) as store:
+        damage = integrity(store)
+        if damage and repair:
+            try:
+                _rebuild_derived(store)
+            except Exception as error:  # the driver's own errors: damage beyond this repair
+                damage.append(f"repair failed ({' '.join(str(error).split())[:200]})")
+            else:
+                damage = integrity(store)
+            if not damage:
+                store.close()  # the repaired file is read afresh below
+                return _with_repair(doctor(index_path, repair=True),
+                                    "rebuilt the database indexes and audit totals")
+        if damage:
+            return _damaged_report(index_path, damage)
         dense = agreement(store)
         orphans = store.orphans()
         stale = store.stale_segments()
@@ -65,7 +161,7 @@ def doctor(index_path: str | Path, repair: bool = False) -> dict:
                 DenseIndex.rebuild_from(store).save(store.faiss_path)
                 repaired.append("rebuilt the FAISS index from the database")
             dense, orphans, stale = agreement(store), store.orphans(), store.stale_segments()
-    lines = []
+    lines = ["ok: the database is intact (quick check)"]
     # Only missing ids (no extra ones, right vectors): the next open adds them.
     faiss_lags = bool(not dense["agree"] and dense["faiss_segments"] is not None
                       and dense["extra_in_faiss"] == 0 and dense["wrong_vectors"] == 0
@@ -96,7 +192,7 @@ def doctor(index_path: str | Path, repair: bool = False) -> dict:
     else:
         lines.append("ok: every indexed file exists")
     lines.extend(f"repaired: {what}" for what in repaired)
-    return {"index": str(index_path), "faiss": dense, "orphans": orphans, "missing_files": missing,
+    return {"index": str(index_path), "integrity": [], "faiss": dense, "orphans": orphans, "missing_files": missing,
             "stale_segments": int(len(stale)), "repaired": repaired, "faiss_lags": faiss_lags,
             "ok": bool((dense["agree"] or faiss_lags) and not any(orphans.values())
                        and not missing and not len(stale)),
@@ -120,3 +216,19 @@ def redecompose_stale(store: IndexStore, chunk: int = 4096) -> int:
                 embeddings, dictionary, settings.audio_mean, lam=settings.lam,
                 max_concepts=settings.max_concepts))
     return int(len(ids))
+
+
+def _damaged_report(index_path, damage: list[str]) -> dict:
+    lines = [f"problem: the database is damaged: {line}" for line in damage[:10]]
+    lines.append("problem: run clapdex doctor --repair (it rebuilds indexes and totals); if that "
+                 "is not enough, rebuild with clapdex index --rebuild")
+    return {"index": str(index_path), "integrity": damage, "faiss": None, "orphans": None,
+            "missing_files": None, "stale_segments": None, "repaired": [], "faiss_lags": False,
+            "ok": False,
+            "lines": lines}
+
+
+def _with_repair(report: dict, what: str) -> dict:
+    report["repaired"].insert(0, what)
+    report["lines"].append(f"repaired: {what}")
+    return report
