@@ -42,6 +42,7 @@ def run(*args):
 
 def tone(path: str | bytes | Path, seconds: float = 1.5, rate: int = 8000, freq: int = 400) -> None:
     # soundfile encodes a str name strictly: write names that are not UTF-8 as bytes.
+    os.makedirs(os.path.dirname(os.fsencode(path)), exist_ok=True)
     soundfile.write(os.fsencode(path), tone_mix([freq], seconds, rate), rate)
 
 
@@ -538,3 +539,90 @@ def test_doctor_finds_rows_no_reader_could_use(small_index):
     result = run("doctor", "--index", small_index)
     assert result.exit_code == 1
     assert "1 segment embedding(s) of the wrong size" in result.stdout
+
+
+# ---- 5. vocabulary size ----
+
+def test_a_huge_vocabulary_is_refused_before_any_index_exists(tmp_path, double):
+    from clapdex.concepts.vocabulary import MAX_CONCEPTS
+
+    vocab = tmp_path / "huge.txt"
+    vocab.write_text("\n".join(f"concept {i}" for i in range(20_000)) + "\n")
+    tone(tmp_path / "a" / "x.wav")
+    result = run("index", tmp_path / "a", "--index", tmp_path / "index", "--vocab", vocab)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"20000 concepts; at most {MAX_CONCEPTS}" in result.stderr
+    assert "3.2 GB" in result.stderr
+    assert not (tmp_path / "index").exists()   # nothing half-created
+
+
+def test_a_concept_longer_than_the_column_is_refused(tmp_path):
+    from clapdex.concepts.vocabulary import load_vocabulary
+    from clapdex.errors import VocabularyError
+
+    vocab = tmp_path / "long.txt"
+    vocab.write_text("dog\n" + "x" * 20_000 + "\n")
+    with pytest.raises(VocabularyError, match="a concept of 20000 characters"):
+        load_vocabulary(vocab)
+
+
+# ---- 14. reasons, plurals, padding, the concept cache ----
+
+def test_random_bytes_named_mp3_get_a_plain_reason(tmp_path):
+    junk = tmp_path / "noise.mp3"
+    junk.write_bytes(np.random.default_rng(0).bytes(5000))
+    with pytest.raises(AudioError) as caught:
+        audio.probe(junk)
+    assert "pipe" not in caught.value.reason and "not a readable audio file" in caught.value.reason
+
+
+def test_empty_duplicates_say_they_are_empty(tmp_path, double):
+    folder = tmp_path / "a"
+    folder.mkdir()
+    for name in ("e1.wav", "e2.wav", "e3.wav"):
+        (folder / name).write_bytes(b"")
+    summary = index(folder, tmp_path / "index", write_vocabulary(tmp_path))
+    assert [s["error"] for s in summary.skipped] == ["empty file (0 bytes)"] * 3
+    status = run("status", "--index", tmp_path / "index")
+    assert "3 files with errors" in status.stdout and "0 files, 0 segments" in status.stdout
+
+
+def test_one_long_concept_name_does_not_pad_every_row(tmp_path):
+    from tests.audit_fixtures import CONCEPTS, build_index
+
+    store, _ = build_index(tmp_path / "index", n_files=6, names=("x" * 2000,) + CONCEPTS[1:])
+    store.close()
+    result = run("concepts", "--index", tmp_path / "index")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) > 2000
+    assert sorted(len(line) for line in lines)[-2] < 120
+
+
+def test_concept_cache_is_bounded_and_can_be_shown_and_cleared(tmp_path, monkeypatch):
+    from clapdex import cache
+    from clapdex.concepts.dictionary import build_dictionary
+    from clapdex.concepts.vocabulary import Vocabulary
+
+    monkeypatch.setenv("CLAPDEX_CACHE_DIR", str(tmp_path / "cache"))
+    encoder = SpectralTestEncoder()
+    one = build_dictionary(encoder, Vocabulary("v0", tuple(f"c{i}" for i in range(50))))
+    size = sum(p.stat().st_size for p in (tmp_path / "cache" / "concepts").iterdir())
+    monkeypatch.setattr(cache, "CONCEPT_CACHE_MAX_BYTES", 3 * size)
+    for n in range(1, 8):
+        build_dictionary(encoder, Vocabulary(f"v{n}", tuple(f"c{i} {n}" for i in range(50))))
+    files = list((tmp_path / "cache" / "concepts").iterdir())
+    assert len(files) == 3 and sum(p.stat().st_size for p in files) <= 3 * size
+    assert one.size == 50
+
+    info = run("cache", "info", "--json")
+    assert info.exit_code == 0, info.output
+    parts = {p["part"]: p for p in json.loads(info.stdout)["parts"]}
+    assert parts["concepts"]["files"] == 3
+    (tmp_path / "cache" / "unrelated.txt").write_text("not ours")
+    cleared = run("cache", "clear")
+    assert cleared.exit_code == 0 and cleared.stdout.startswith("freed ")
+    assert not (tmp_path / "cache" / "concepts").exists()
+    assert (tmp_path / "cache" / "unrelated.txt").exists()   # only clapdex's own parts go
+    bad = run("cache", "clear", "everything")
+    assert bad.exit_code == 1 and "unknown cache part" in bad.stderr

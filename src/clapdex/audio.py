@@ -173,7 +173,10 @@ def _open(path: str | os.PathLike) -> soundfile.SoundFile:
         # Bytes: soundfile encodes a str name strictly, which fails on names that are not UTF-8.
         return soundfile.SoundFile(os.fsencode(path))
     except (soundfile.SoundFileError, OSError, ValueError) as error:
-        raise AudioError(path, f"not a readable audio file ({_short(error)})") from None
+        reason = _short(error)
+        if "possibly a pipe" in reason:  # libsndfile's guess; we checked it is a regular file
+            reason = "not recognised as audio: damaged, or not the format its name says"
+        raise AudioError(path, f"not a readable audio file ({reason})") from None
 
 
 def special_file_kind(mode: int) -> str:

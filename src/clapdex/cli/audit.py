@@ -24,13 +24,18 @@ def _open(index_path: str | None):
     return open_index(resolve_index_path(index_path))
 
 
+_MAX_WIDTH = 40  # characters of a column that the rows are padded to
+
+
 def _table(rows: list[dict], columns: list[tuple[str, str]]) -> None:
     """Print rows as aligned columns: columns = [(key, header)]; floats shown with 2 decimals."""
     def cell(value) -> str:
         return f"{value:.2f}" if isinstance(value, float) else one_line(str(value))
 
     cells = [[cell(row[key]) for key, _ in columns] for row in rows]
-    widths = [max([len(header)] + [len(c[i]) for c in cells]) for i, (_, header) in enumerate(columns)]
+    # One very long name must not pad every other row to its length: it overflows its column.
+    widths = [min(_MAX_WIDTH, max([len(header)] + [len(c[i]) for c in cells]))
+              for i, (_, header) in enumerate(columns)]
     click.echo("  ".join(h.ljust(w) for (_, h), w in zip(columns, widths)).rstrip())
     for line in cells:
         click.echo("  ".join(c.ljust(w) if i == len(widths) - 1 or not _numeric(c) else c.rjust(w)

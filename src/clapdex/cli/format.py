@@ -129,3 +129,14 @@ def _clock(units: int, per_second: int, show_hours: bool) -> str:
     minutes, secs = divmod(rest, 60)
     text = f"{minutes:02d}:{secs:02d}" + (f".{fraction}" if per_second == 10 else "")
     return f"{hours}:{text}" if show_hours else text
+
+
+def format_bytes(n: int | None) -> str:
+    """"512 B", "1.5 KB", "3.2 GB"; "(none)" for None."""
+    if n is None:
+        return "(none)"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"

@@ -6,7 +6,7 @@ import click
 
 from clapdex.cli.common import (emit_json, encoder_options, encoder_settings, index_option,
                                 json_option, progress, projection_option, resolve_index_path)
-from clapdex.cli.format import fit, output_width, plural, shown_path, wrap_parts
+from clapdex.cli.format import fit, format_bytes, output_width, plural, shown_path, wrap_parts
 from clapdex.printable import one_line
 from clapdex.cli.lambda_option import DefaultLambdaHelp
 from clapdex.errors import ClapdexError
@@ -203,8 +203,8 @@ def status_command(index_path, as_json):
     field("contents", plural(counts["files"], "file"), plural(counts["segments"], "segment"),
           plural(counts["postings"], "posting"), f"{plural(counts['errors'], 'file')} with errors")
     field("database", one_line(status["database"]))
-    field("disk", f"database {_size(disk['database_bytes'])}",
-          f"FAISS {settings['faiss_factory']} {_size(disk['faiss_bytes'])}")
+    field("disk", f"database {format_bytes(disk['database_bytes'])}",
+          f"FAISS {settings['faiss_factory']} {format_bytes(disk['faiss_bytes'])}")
     ann = status.get("ann")
     if ann:  # the type search built and its recall@10 against exact search
         recall = ann.get("recall_at_10")
@@ -233,16 +233,6 @@ def doctor_command(index_path, repair, as_json):
             click.echo(one_line(line))  # each line quotes paths; none may forge another
     if not report["ok"]:
         raise click.exceptions.Exit(1)
-
-
-def _size(n: int | None) -> str:
-    if n is None:
-        return "(none)"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 COMMANDS = [index_command, reindex_command, import_embeddings_command, status_command,

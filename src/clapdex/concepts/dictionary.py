@@ -11,7 +11,9 @@ atoms describe what distinguishes one concept from another. Two edge cases:
 A concept whose text embedding is exactly zero or not finite is refused (the encoder is broken).
 
 Text embeddings are cached on disk, keyed by the encoder fingerprint and the vocabulary content
-hash, so a vocabulary is embedded once per model.
+hash, so a vocabulary is embedded once per model. The cache folder is kept under
+clapdex.cache.CONCEPT_CACHE_MAX_BYTES (least recently used files go first); `clapdex cache info`
+shows it, `clapdex cache clear` empties it.
 """
 
 from __future__ import annotations
@@ -131,6 +133,10 @@ def _read_cache(path: Path, fingerprint: str, vocab_hash: str, k: int, d: int) -
         return None  # missing or corrupt: recompute
     if emb.shape != (k, d) or not np.all(np.isfinite(emb)):
         return None
+    try:
+        os.utime(path)  # recently used: the size bound evicts the oldest files first
+    except OSError:
+        pass
     return emb
 
 
@@ -141,4 +147,7 @@ def _write_cache(path: Path, embeddings: np.ndarray, fingerprint: str, vocab_has
             np.savez(f, embeddings=embeddings, fingerprint=np.array(fingerprint),
                      vocabulary_hash=np.array(vocab_hash))
     except OSError:
-        pass  # a read-only cache location only costs re-embedding next time
+        return  # a read-only cache location only costs re-embedding next time
+    from clapdex.cache import CONCEPT_CACHE_MAX_BYTES, bound_folder
+
+    bound_folder(path.parent, CONCEPT_CACHE_MAX_BYTES, keep=path)
