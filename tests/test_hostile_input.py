@@ -626,3 +626,62 @@ def test_concept_cache_is_bounded_and_can_be_shown_and_cleared(tmp_path, monkeyp
     assert (tmp_path / "cache" / "unrelated.txt").exists()   # only clapdex's own parts go
     bad = run("cache", "clear", "everything")
     assert bad.exit_code == 1 and "unknown cache part" in bad.stderr
+
+
+# ---- 15. SIGTERM ----
+
+_CLI_WITH_SLOW_DOUBLE = """
+import sys
+sys.path[:0] = [sys.argv[1], sys.argv[1] + "/src"]
+import clapdex.cli.common as common
+from clapdex.indexer import storing
+from tests.index_worker import SlowTestEncoder
+storing.MEAN_WINDOWS, storing.DECOMPOSE_WINDOWS = 4, 3   # store often
+common.load_encoder = lambda **_: SlowTestEncoder(float(sys.argv[2]))
+from clapdex.cli import main
+main(sys.argv[3:], prog_name="clapdex")
+"""
+
+
+def _stored_files(index_path: Path) -> int:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{index_path / 'clapdex.sqlite'}?mode=ro", uri=True) as db:
+            return db.execute("SELECT count(*) FROM files WHERE status = 'indexed'").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def test_sigterm_is_handled_like_ctrl_c(tmp_path):
+    import signal
+    import time
+
+    folder = tmp_path / "a"
+    for i in range(12):
+        tone(folder / f"t{i:02d}.wav", seconds=2.0, freq=200 + 100 * i)
+    vocab = write_vocabulary(tmp_path)
+    args = [sys.executable, "-c", _CLI_WITH_SLOW_DOUBLE, str(ROOT), "0.4", "index", str(folder),
+            "--index", str(tmp_path / "index"), "--vocab", str(vocab)]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while _stored_files(tmp_path / "index") < 2 and time.monotonic() < deadline:
+            if process.poll() is not None:
+                break
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "terminated" and "Traceback" not in err
+    stored = _stored_files(tmp_path / "index")
+    assert 2 <= stored < 12
+    doctor = run("doctor", "--index", tmp_path / "index")   # the FAISS file was saved cleanly
+    assert doctor.exit_code == 0 and "ok: FAISS and database agree" in doctor.stdout, doctor.stdout
+    rest = subprocess.run(args[:4] + ["0"] + args[5:] + ["--json"], capture_output=True,
+                          text=True, timeout=300)
+    assert rest.returncode == 0, rest.stderr
+    summary = json.loads(rest.stdout)
+    assert summary["added"] == 12 - stored and summary["unchanged"] == stored

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
+import threading
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -26,10 +29,14 @@ class SafeGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with _sigterm_as_interrupt():
+                return super().invoke(ctx)
         except ClapdexError as error:
             click.echo(f"error: {one_line(str(error))}", err=True)  # paths may hold newlines
             ctx.exit(1)
+        except Terminated:
+            click.echo("terminated", err=True)
+            ctx.exit(143)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
@@ -39,6 +46,26 @@ class SafeGroup(click.Group):
                 raise
             click.echo(f"error: {message}", err=True)
             ctx.exit(1)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a service stop, `kill`), raised like Ctrl-C so that every command cleans up the
+    same way: whole files stay stored, the FAISS file is saved."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def terminate(signum, frame):
+        raise Terminated()
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _environment_error(error: Exception) -> str | None:
