@@ -633,11 +633,13 @@ def test_concept_cache_is_bounded_and_can_be_shown_and_cleared(tmp_path, monkeyp
 _CLI_WITH_SLOW_DOUBLE = """
 import sys
 sys.path[:0] = [sys.argv[1], sys.argv[1] + "/src"]
-import clapdex.cli.common as common
+import os
+from clapdex import encoder_registry
 from clapdex.indexer import storing
 from tests.index_worker import SlowTestEncoder
 storing.MEAN_WINDOWS, storing.DECOMPOSE_WINDOWS = 4, 3   # store often
-common.load_encoder = lambda **_: SlowTestEncoder(float(sys.argv[2]))
+encoder_registry.register("slow-double", lambda **_: SlowTestEncoder(float(sys.argv[2])))
+os.environ[encoder_registry.ENV] = "slow-double"
 from clapdex.cli import main
 main(sys.argv[3:], prog_name="clapdex")
 """
