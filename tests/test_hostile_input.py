@@ -687,3 +687,90 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path):
     assert rest.returncode == 0, rest.stderr
     summary = json.loads(rest.stdout)
     assert summary["added"] == 12 - stored and summary["unchanged"] == stored
+
+
+# ---- the hostile corpus, in one indexing pass ----
+
+def test_hostile_corpus_in_one_pass(tmp_path):
+    from tests.hostile_corpus import make_hostile_corpus
+
+    corpus = make_hostile_corpus(tmp_path / "corpus")
+    vocab = write_vocabulary(tmp_path)
+    env = {**os.environ, "CLAPDEX_ENCODER": "tests.doubles:SpectralTestEncoder"}
+    code = ("import sys; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/src']\n"
+            "from clapdex.cli import main; main(sys.argv[2:], prog_name='clapdex')")
+    cli = [sys.executable, "-c", code, str(ROOT)]
+    index_path = tmp_path / "index"
+    done = subprocess.run(cli + ["index", str(tmp_path / "corpus"), "--index", str(index_path),
+                                 "--vocab", str(vocab), "--json"],
+                          capture_output=True, text=True, timeout=600, env=env)  # nothing hangs
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["completed"]
+    skipped = {entry["path"]: entry["error"] for entry in summary["skipped"]}
+    with IndexStore.open(index_path) as store:
+        indexed = {row.path for row in store.files("indexed")}
+    for path, expect in corpus.items():
+        if expect.reason is None:
+            assert path in indexed, f"{path!a} not indexed: {skipped.get(path)}"
+        else:
+            assert expect.reason in skipped.get(path, ""), (path, skipped.get(path))
+    assert set(skipped) <= set(corpus), set(skipped) - set(corpus)
+
+    status = subprocess.run(cli + ["status", "--index", str(index_path), "--json"],
+                            capture_output=True, text=True, timeout=120, env=env)
+    errors = {e["path"]: e["error"] for e in json.loads(status.stdout)["errors"]}
+    assert errors == skipped                                   # every reason is in status too
+    for verb in (["status"], ["doctor"]):
+        shown = subprocess.run(cli + verb + ["--index", str(index_path)], capture_output=True,
+                               text=True, timeout=120, env=env)
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        assert "\x1b" not in shown.stdout and "\u202e" not in shown.stdout
+        assert not any(line.startswith("INJECTED") for line in shown.stdout.splitlines())
+
+
+def test_a_long_file_interrupted_late_keeps_its_encoding(tmp_path):
+    """SIGTERM deep into a long file: its embedded windows are kept in a parts file, the file is
+    not shown as indexed, and the next run encodes only the rest, ending where one run would."""
+    import signal
+    import time
+
+    from clapdex.indexer.parts import FOLDER, PART_WINDOWS
+
+    folder = tmp_path / "a"
+    tone(folder / "long.wav", seconds=400.0, freq=300)   # 200 windows of the double's 2 s
+    vocab = write_vocabulary(tmp_path)
+    index_path = tmp_path / "index"
+    args = [sys.executable, "-c", _CLI_WITH_SLOW_DOUBLE, str(ROOT), "0.1", "index", str(folder),
+            "--index", str(index_path), "--vocab", str(vocab)]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while (not list((index_path / FOLDER).glob("*.npz")) if (index_path / FOLDER).exists()
+               else True) and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 143, err
+    saved = list((index_path / FOLDER).glob("*.npz"))
+    assert len(saved) == 1
+    with np.load(saved[0]) as data:
+        kept = len(data["embeddings"])
+    assert PART_WINDOWS <= kept < 200
+    status = json.loads(run("status", "--index", index_path, "--json").stdout)
+    assert status["counts"]["files"] == 0 and status["counts"]["segments"] == 0  # not "complete"
+
+    encoder = SpectralTestEncoder()
+    summary = indexer.index_paths([folder], encoder, index_path, vocabulary=str(vocab),
+                                  show_progress=False)
+    assert summary.added == 1 and summary.segments_added == 200
+    assert encoder.audio_calls == 200 - kept                 # only the rest was encoded
+    assert not list((index_path / FOLDER).glob("*"))          # stored: parts file gone
+    reference = indexer.index_paths([folder], SpectralTestEncoder(), tmp_path / "one-pass",
+                                    vocabulary=str(vocab), show_progress=False)
+    assert reference.segments_added == 200
+    with IndexStore.open(index_path) as resumed, IndexStore.open(tmp_path / "one-pass") as once:
+        np.testing.assert_allclose(resumed.segment_embeddings()[1], once.segment_embeddings()[1],
+                                   atol=1e-5)

@@ -43,9 +43,10 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from clapdex.errors import AudioError
+from clapdex.errors import AudioError, ClapdexError
 from clapdex.indexer.incremental import plan, record, reuse
 from clapdex.indexer.opening import open_index
+from clapdex.indexer.parts import PART_WINDOWS, Parts
 from clapdex.indexer.storing import IndexSummary, Work, Writer, save_dense
 from clapdex.indexer.walk import UNLISTED, find_audio_files
 from clapdex.printable import one_line
@@ -123,9 +124,11 @@ class _DecodeAhead:
 
 
 def _encode_files(works: list[Work], encoder, settings: IndexSettings, writer: Writer,
-                  summary: IndexSummary, workers: int) -> None:
-    """Decode (threads) -> encode full batches -> hand finished files to the writer."""
+                  summary: IndexSummary, workers: int, parts: Parts) -> None:
+    """Decode (threads) -> encode full batches -> hand finished files to the writer. Windows
+    whose embeddings a parts file holds (indexer/parts.py) are not encoded again."""
     batch = max(1, int(getattr(encoder, "batch_size", 16)))
+    saved = {id(work): parts.load(work.meta.content_hash) for work in works}
     decoder = _DecodeAhead([w.meta.path for w in works], settings.sample_rate,
                            settings.window_seconds, settings.hop_seconds, batch, workers)
     buffer: list[tuple[Work, np.ndarray]] = []   # decoded windows waiting for the encoder
@@ -153,11 +156,34 @@ def _encode_files(works: list[Work], encoder, settings: IndexSettings, writer: W
             first = 0
             for work, windows in take:
                 work.parts.append(embeddings[first:first + len(windows)])
+                before = work.embedded
                 work.embedded += len(windows)
                 first += len(windows)
                 if work.complete:
                     writer.put(work, np.concatenate(work.parts))
                     work.parts = []
+                elif work.embedded // PART_WINDOWS > before // PART_WINDOWS:
+                    save_parts(work)
+
+    def save_parts(work: Work) -> None:
+        work.parts = [np.concatenate(work.parts)] if work.parts else []
+        if work.parts:
+            parts.save(work.meta.content_hash, work.parts[0], work.starts)
+
+    def from_parts(work: Work, windows: np.ndarray, times) -> np.ndarray:
+        """Take the windows a parts file holds; returns those still to encode."""
+        held = saved.get(id(work))
+        if held is None or work.embedded >= len(held[0]) or work.embedded != work.decoded:
+            return windows
+        embeddings, starts = held
+        n = min(len(windows), len(embeddings) - work.embedded)
+        here = slice(work.embedded, work.embedded + n)
+        if not np.allclose(starts[here], [t.start for t in times[:n]]):
+            saved[id(work)] = None  # another windowing: encode everything from here on
+            return windows
+        work.parts.append(embeddings[here])
+        work.embedded += n
+        return windows[n:]
 
     try:
         for position, message in decoder:
@@ -168,10 +194,12 @@ def _encode_files(works: list[Work], encoder, settings: IndexSettings, writer: W
                 work.meta.sample_rate, work.meta.channels = info.sample_rate, info.channels
             elif kind == "windows":
                 windows, times = message[1], message[2]
+                rest = from_parts(work, windows, times)
                 work.starts.extend(t.start for t in times)
                 work.ends.extend(t.end for t in times)
                 work.decoded += len(windows)
-                buffer.append((work, windows))
+                if len(rest):
+                    buffer.append((work, rest))
                 if sum(len(x) for _, x in buffer) >= batch:
                     encode_buffer()
             elif kind == "end":
@@ -186,6 +214,13 @@ def _encode_files(works: list[Work], encoder, settings: IndexSettings, writer: W
                 writer.record_error(work.meta, message[1])
         encode_buffer(final=True)
         writer.finish()
+    except KeyboardInterrupt:  # also SIGTERM: keep the encoding of long files for the next run
+        for work in works:
+            if work.embedded and not work.failed and not work.complete:
+                save_parts(work)
+        for work, embeddings in writer.pending:  # embedded, never stored
+            parts.save(work.meta.content_hash, embeddings, work.starts)
+        raise
     finally:
         decoder.close()
         writer.close()
@@ -250,6 +285,7 @@ def index_paths(paths: Sequence[str | os.PathLike], encoder, index_path: str | o
                        max_concepts=max_concepts, hop_seconds=hop_seconds,
                        faiss_factory=faiss_factory, rebuild=rebuild, database_url=database_url)
     dense = None
+    parts = Parts(index_path, store.settings)
     bar = Progress(reporter(progress, show_progress), total=len(files), desc="indexing",
                    unit="file")
     try:
@@ -259,7 +295,7 @@ def index_paths(paths: Sequence[str | os.PathLike], encoder, index_path: str | o
             record(store, summary, FileMeta(path, 0, 0), reason)
         writer = Writer(store, dense, summary, bar, "indexing")
         to_encode, duplicates = plan(files, store, summary, bar, workers)
-        _encode_files(to_encode, encoder, store.settings, writer, summary, workers)
+        _encode_files(to_encode, encoder, store.settings, writer, summary, workers, parts)
         twins = {work.meta.content_hash: work.meta.path for work in to_encode}
         for meta in duplicates:  # their twins are stored now: copy them
             if not reuse(store, summary, meta):
@@ -274,5 +310,9 @@ def index_paths(paths: Sequence[str | os.PathLike], encoder, index_path: str | o
         summary.completed = True
     finally:
         bar.close()
+        try:
+            parts.clean(store)
+        except (OSError, ClapdexError):
+            pass  # leftovers are cleaned by the next run
         save_dense(dense, store, summary, began)
     return summary
