@@ -803,3 +803,42 @@ def test_a_long_file_interrupted_late_keeps_its_encoding(tmp_path):
     with IndexStore.open(index_path) as resumed, IndexStore.open(tmp_path / "one-pass") as once:
         np.testing.assert_allclose(resumed.segment_embeddings()[1], once.segment_embeddings()[1],
                                    atol=1e-5)
+
+
+# ---- 1. on PostgreSQL too ----
+
+@pytest.fixture(scope="module")
+def postgres():
+    from tests.postgres import REQUIRE_ENV, PostgresServer, PostgresUnavailable
+
+    try:
+        server = PostgresServer()
+    except PostgresUnavailable as why:
+        if os.environ.get(REQUIRE_ENV) == "1":
+            raise
+        pytest.skip(f"no PostgreSQL server: {why}")
+    yield server
+    server.stop()
+
+
+def test_names_that_are_not_utf8_on_postgresql(tmp_path, postgres, monkeypatch):
+    """PostgreSQL's text columns refuse lone surrogates outright: the stored form must be valid."""
+    url = postgres.new_database_url()
+    create = IndexStore.create.__func__
+    monkeypatch.setattr(IndexStore, "create", classmethod(
+        lambda cls, *args, **kwargs: create(cls, *args, **{**kwargs, "database_url": url})))
+    folder = tmp_path / "latin1"
+    names = [b"caf\xe9.wav", b"\xff\xfe-invalid.wav", "marker-\ufdd0.wav".encode()]
+    for i, name in enumerate(names):
+        tone(os.path.join(os.fsencode(folder), name), freq=300 + 200 * i)
+    (folder / os.fsdecode(b"bad\xe9.wav")).write_bytes(b"junk" * 10)
+    vocab = write_vocabulary(tmp_path)
+    summary = index(folder, tmp_path / "index", vocab)
+    assert summary.added == 3 and len(summary.skipped) == 1
+    assert (tmp_path / "index" / "database.url").exists()
+    with IndexStore.open(tmp_path / "index") as store:
+        stored = {row.path: row.status for row in store.files()}
+    expected = {os.fsdecode(os.path.join(os.fsencode(folder), n)) for n in names}
+    assert {p for p, s in stored.items() if s == "indexed"} == expected
+    assert os.fsdecode(os.path.join(os.fsencode(folder), b"bad\xe9.wav")) in stored
+    assert index(folder, tmp_path / "index", vocab).unchanged == 3
