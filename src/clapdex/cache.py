@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from clapdex.errors import ClapdexError
-from clapdex.filehash import cache_dir
+from clapdex.fileio import cache_dir
 
 PARTS = {
     "concepts": "concept text embeddings, per model and vocabulary",
