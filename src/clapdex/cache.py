@@ -19,6 +19,7 @@ PARTS = {
     "concepts": "concept text embeddings, per model and vocabulary",
     "embeddings": "audio embeddings of evaluation datasets",
     "audio_mean": "reference audio means of `clapdex explain`",
+    "onnx": "ONNX exports of the audio encoder, per model fingerprint",
     "file-hashes.json": "content hashes of model weight files",
 }
 CONCEPT_CACHE_MAX_BYTES = 256 * 1024 * 1024  # ~16 model x vocabulary pairs of 10,000 concepts
