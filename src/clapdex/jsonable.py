@@ -10,8 +10,6 @@ from typing import Any
 
 def to_jsonable(value: Any) -> Any:
     """Dataclasses, numpy scalars/arrays and paths -> plain JSON values."""
-    import numpy as np
-
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         # not dataclasses.asdict: it deep-copies first (most of the cost for a page of results)
         return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
@@ -19,6 +17,13 @@ def to_jsonable(value: Any) -> Any:
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [to_jsonable(v) for v in value]
+    return _leaf(value)
+
+
+def _leaf(value: Any) -> Any:
+    """Numpy arrays and scalars and paths as plain values; anything else unchanged."""
+    import numpy as np
+
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.generic):
@@ -38,18 +43,13 @@ def dumps(value: Any, **options) -> str:
 
 def _shallow(value: Any) -> Any:
     """One level of to_jsonable, for json.dumps(default=...)."""
-    import numpy as np
-
     names = _field_names(type(value))
     if names is not None:
         return {name: getattr(value, name) for name in names}
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+    plain = _leaf(value)
+    if plain is value:  # json.dumps asks only for what it cannot encode itself
+        raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+    return plain
 
 
 @functools.lru_cache(maxsize=None)
