@@ -174,9 +174,11 @@ class Index:
             lam: float | None = None, max_concepts: int | None = None,
             hop_seconds: float | None = None, faiss_factory: str | None = None,
             projection=None, prune: bool = False, rebuild: bool = False, workers: int = 2,
-            database_url: str | None = None, progress: ProgressCallback | None = None):
+            database_url: str | None = None, roots: Sequence[str | os.PathLike] = (),
+            progress: ProgressCallback | None = None):
         """Index the audio files under `paths` (`clapdex index`): only new or changed files are
-        decoded and embedded. A new index takes the settings given (defaults: the built-in
+        decoded and embedded. `roots` ("NAME=PATH", or a PATH named after its folder) defines
+        named roots first, or moves them (see `set_root`). A new index takes the settings given (defaults: the built-in
         vocabulary, DEFAULT_LAMBDA, hop = window, Flat FAISS, the projection if given); an
         existing one must match those given (IndexMismatchError). `prune` removes indexed files
         under `paths` that are gone; `rebuild` deletes the index's data first (the stored
@@ -192,7 +194,7 @@ class Index:
                                max_concepts=max_concepts, hop_seconds=hop_seconds, prune=prune,
                                rebuild=rebuild, faiss_factory=faiss_factory, workers=workers,
                                show_progress=False, progress=progress,
-                               database_url=database_url)
+                               database_url=database_url, roots=roots)
         finally:
             self.refresh()
 
@@ -238,6 +240,38 @@ class Index:
                                      encoder=encoder, vocabulary=vocabulary, lam=lam,
                                      max_concepts=max_concepts, faiss_factory=faiss_factory,
                                      show_progress=False, progress=progress)
+        finally:
+            self.refresh()
+
+    def roots(self) -> list:
+        """The index's named roots (`clapdex roots`): name, stored location, where it is for this
+        process ($CLAPDEX_ROOT_<NAME> wins), whether that folder exists, files stored under it.
+        Returns storage.roots.RootInfo rows."""
+        from clapdex.storage.roots import describe
+
+        return describe(self.store)
+
+    def set_root(self, name: str, location: str | os.PathLike):
+        """Define the root `name` at `location` (an existing folder), or move it there: files under
+        a root are stored relative to it, so moving it changes no file row (an index copied to
+        a machine that mounts the collection elsewhere needs only this). Files stored with
+        absolute paths under `location` become relative to it. Returns its RootInfo."""
+        self.refresh()
+        try:
+            with IndexStore.open(self.path, write=True) as store:
+                store.set_root(name, location)
+                from clapdex.storage.roots import describe
+
+                return next(info for info in describe(store) if info.name == name)
+        finally:
+            self.refresh()
+
+    def remove_root(self, name: str) -> int:
+        """Forget the root `name`; its files get absolute paths again. Returns how many."""
+        self.refresh()
+        try:
+            with IndexStore.open(self.path, write=True) as store:
+                return store.remove_root(name)
         finally:
             self.refresh()
 

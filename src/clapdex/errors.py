@@ -12,9 +12,11 @@ it as `error: <message>` without a traceback and exits 1.
     ├── PathNotFoundError     a file or folder to index does not exist
     ├── IndexNotFoundError    no index at the given location
     ├── IndexDamagedError     the database cannot be read as a clapdex index
+    │   └── UnknownRootError      a file stored under a root the index does not define
     ├── ReadOnlyIndexError    a write to an index (or a place for one) that cannot be written
     ├── IndexMismatchError    the index was built with other settings (model, vocabulary, ...)
     ├── IndexChangedError     another process rebuilt the index while this one was writing it
+    ├── RootError             a root (--root) that cannot be used: name, location, nesting
     ├── DenseIndexError       a FAISS factory string or FAISS file that cannot be used
     │   └── DenseSaveError        the FAISS file could not be written; the old one is kept
     ├── ProjectionError       a projection file that cannot be used
@@ -82,6 +84,14 @@ class NotFoundError(QueryError):
 
 class IndexDamagedError(ClapdexError):
     """The index's database cannot be read as a clapdex index (corrupt, empty, not a database)."""
+
+
+class UnknownRootError(IndexDamagedError):
+    """A file row stored under a root (storage/roots.py) that the index does not define."""
+
+
+class RootError(ClapdexError):
+    """A root that cannot be used: a bad name, a location that is not a folder, roots that nest."""
 
 
 class IndexChangedError(ClapdexError):

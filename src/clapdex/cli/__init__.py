@@ -9,7 +9,8 @@ from __future__ import annotations
 import click
 
 from clapdex import __version__
-from clapdex.cli import audit, cache, evaluate, explain, index, model, search, serve, vocab
+from clapdex.cli import (audit, cache, evaluate, explain, index, model, roots, search, serve,
+                         vocab)
 from clapdex.cli.common import SafeGroup
 
 
@@ -20,6 +21,6 @@ def main() -> None:
     """Search and audit audio collections through named sound concepts."""
 
 
-for _module in (model, vocab, index, search, explain, audit, evaluate, serve, cache):
+for _module in (model, vocab, index, roots, search, explain, audit, evaluate, serve, cache):
     for _command in _module.COMMANDS:
         main.add_command(_command)

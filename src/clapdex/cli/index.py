@@ -74,11 +74,15 @@ def _print_warnings(summary) -> None:
                    "or IVF4096,Flat (see docs/indexing.md).")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Decoding threads.")
+@click.option("--root", "roots", multiple=True, metavar="NAME=PATH",
+              help="Store files under PATH relative to the root NAME, so the index keeps working "
+                   "when the collection moves (repeatable; a bare PATH is named after its "
+                   "folder; given again with another PATH, the root moves). See `clapdex roots`.")
 @projection_option
 @encoder_options
 @json_option
 def index_command(paths, index_path, vocabulary, lam, max_concepts, hop_seconds, prune, strict,
-                  rebuild, database_url, faiss_factory, workers, projection_path, as_json,
+                  rebuild, database_url, faiss_factory, workers, roots, projection_path, as_json,
                   **kwargs):
     """Index the audio files in PATHS (files or folders, recursive); only new or changed files
     are decoded and embedded."""
@@ -89,7 +93,7 @@ def index_command(paths, index_path, vocabulary, lam, max_concepts, hop_seconds,
     summary = index.add(paths, vocabulary=vocabulary, lam=lam, max_concepts=max_concepts,
                         hop_seconds=hop_seconds, projection=projection_path, prune=prune,
                         rebuild=rebuild, faiss_factory=faiss_factory, workers=workers,
-                        database_url=database_url, progress=progress())
+                        database_url=database_url, roots=roots, progress=progress())
     if as_json:
         emit_json(summary)
     else:
@@ -202,6 +206,10 @@ def status_command(index_path, as_json):
           f"audio mean {'set' if settings['audio_mean_set'] else 'not set yet'}")
     field("contents", plural(counts["files"], "file"), plural(counts["segments"], "segment"),
           plural(counts["postings"], "posting"), f"{plural(counts['errors'], 'file')} with errors")
+    for root in status.get("roots") or []:
+        field(f"root {root.name}", shown_path(root.effective), plural(root.files, "file"),
+              *([f"from ${root.env_var}"] if root.from_env else []),
+              *([] if root.exists else ["MISSING here"]))
     field("database", one_line(status["database"]))
     field("disk", f"database {format_bytes(disk['database_bytes'])}",
           f"FAISS {settings['faiss_factory']} {format_bytes(disk['faiss_bytes'])}")

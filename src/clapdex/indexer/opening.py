@@ -5,17 +5,36 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import Sequence
 
 from clapdex.errors import ClapdexError
 from clapdex.sparsity import Sparsity
 from clapdex.storage.database import IndexSettings, IndexStore
 from clapdex.storage.dense import DEFAULT_FACTORY, validate_factory
+from clapdex.storage.roots import check_name, location_of, name_for, parse_spec
 
 
 def decomposition_mode(lam: float | None, max_concepts: int | None) -> tuple[float | None, int | None]:
     """(lam, max_concepts), checked (clapdex.sparsity.Sparsity)."""
     checked = Sparsity(lam, max_concepts)
     return checked.lam, checked.max_concepts
+
+
+def check_roots(specs: Sequence[str | os.PathLike]) -> list[tuple[str | None, str]]:
+    """(name or None, location) of each `--root` spec (NAME=PATH or PATH), checked before any
+    work: a bad name or a location that is not a folder is a RootError."""
+    checked = []
+    for spec in specs:
+        name, location = parse_spec(spec)
+        checked.append((None if name is None else check_name(name), location_of(location)))
+    return checked
+
+
+def define_roots(store: IndexStore, roots: list[tuple[str | None, str]]) -> None:
+    """Set each checked root on the index (IndexStore.set_root); a root given by its location
+    alone is named by roots.name_for."""
+    for name, location in roots:
+        store.set_root(name or name_for(location, store.settings.roots), location)
 
 
 def open_index(index_path: str | os.PathLike, encoder, *, vocabulary: str | None = None,

@@ -45,7 +45,7 @@ import numpy as np
 
 from clapdex.errors import AudioError, ClapdexError
 from clapdex.indexer.incremental import plan, record, reuse
-from clapdex.indexer.opening import open_index
+from clapdex.indexer.opening import check_roots, define_roots, open_index
 from clapdex.indexer.parts import PART_WINDOWS, Parts
 from clapdex.indexer.storing import IndexSummary, Work, Writer, save_dense
 from clapdex.indexer.walk import UNLISTED, find_audio_files
@@ -267,30 +267,40 @@ def index_paths(paths: Sequence[str | os.PathLike], encoder, index_path: str | o
                 prune: bool = False, rebuild: bool = False, faiss_factory: str | None = None,
                 workers: int = DECODE_WORKERS, show_progress: bool | None = None,
                 progress: ProgressCallback | None = None,
-                database_url: str | None = None) -> IndexSummary:
+                database_url: str | None = None,
+                roots: Sequence[str | os.PathLike] = ()) -> IndexSummary:
     """Index (or update the index of) the audio files under `paths`. See the module docstring.
+
+    `roots` ("NAME=PATH" or "PATH" each) defines named roots, or moves them, before anything is
+    looked up: files under a root are stored relative to it (storage/roots.py).
 
     Raises PathNotFoundError for a missing path and IndexMismatchError for an index built with
     other settings; bad files are not errors (they are in `summary.skipped`).
     """
 
     began = time.perf_counter()
+    checked_roots = check_roots(roots)  # before any work: a bad --root changes nothing
     summary = IndexSummary(index=str(index_path))
     walk_errors: list[tuple[str, str]] = []   # recorded once the index is open (`status` lists them)
     files = find_audio_files(paths, on_error=lambda path, reason: walk_errors.append((path, reason)))
-    roots = [os.path.abspath(os.fspath(p)) for p in paths]
+    walked = [os.path.abspath(os.fspath(p)) for p in paths]
     unlisted = [path for path, reason in walk_errors if reason.startswith(UNLISTED)]
     summary.files_seen = len(files)
     store = open_index(index_path, encoder, vocabulary=vocabulary, lam=lam,
                        max_concepts=max_concepts, hop_seconds=hop_seconds,
                        faiss_factory=faiss_factory, rebuild=rebuild, database_url=database_url)
+    try:
+        define_roots(store, checked_roots)
+    except BaseException:
+        store.close()
+        raise
     dense = None
     parts = Parts(index_path, store.settings)
     bar = Progress(reporter(progress, show_progress), total=len(files), desc="indexing",
                    unit="file")
     try:
         dense = DenseIndex.open(store)
-        _forget_stale_errors(store, files, walk_errors, roots, unlisted)
+        _forget_stale_errors(store, files, walk_errors, walked, unlisted)
         for path, reason in walk_errors:
             record(store, summary, FileMeta(path, 0, 0), reason)
         writer = Writer(store, dense, summary, bar, "indexing")
@@ -304,7 +314,7 @@ def index_paths(paths: Sequence[str | os.PathLike], encoder, index_path: str | o
         if prune:
             for row in store.files():
                 # Never what could not be listed: an unreadable folder is not an empty one.
-                if _under(row.path, roots) and not _under(row.path, unlisted) and _gone(row.path):
+                if _under(row.path, walked) and not _under(row.path, unlisted) and _gone(row.path):
                     store.remove_file(row.path)
                     summary.removed += 1
         summary.completed = True

@@ -57,6 +57,7 @@ class SearchEngine:
         self._dense_index = None
         self._dense_lock = threading.Lock()
         self._files = None
+        self._roots = store.roots  # stored paths -> this process's paths (storage/roots.py)
         a = state.array
         self.segment_ids = a("segment_ids")
         self.starts, self.ends = a("starts"), a("ends")
@@ -87,7 +88,7 @@ class SearchEngine:
     def _file_table(self):
         if self._files is None:
             table = self.state.json("files")
-            paths = table["paths"]
+            paths = [self._roots.from_db(stored) for stored in table["paths"]]
             self._files = (np.asarray(table["ids"], dtype=np.int64), paths,
                            {path: i for i, path in enumerate(paths)})
         return self._files

@@ -24,21 +24,24 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import scipy.sparse as sp
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Text, delete, func, insert, select, type_coerce, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session, sessionmaker
 
 from clapdex.errors import (ClapdexError, IndexChangedError,  # noqa: F401 (re-exported)
                             IndexDamagedError, IndexMismatchError, IndexNotFoundError,
-                            ReadOnlyIndexError)
+                            ReadOnlyIndexError, RootError)
 from clapdex.storage import concept_stats  # audit totals, kept in step with every write
 from clapdex.storage.engine import (DB_FILE, LOCK_WAIT_SECONDS, URL_FILE, WRITE_OPTION, damaged,
                                     index_error, index_url, is_writable, make_engine,
                                     open_error, read_only_sqlite_url, reason, shown_url)
+from clapdex.printable import one_line
 from clapdex.storage.postings import postings_to_csr
-from clapdex.storage.schema import (SCHEMA_VERSION, Base, ConceptRow, FileRow, IndexSettingsRow,
-                                    PostingRow, SegmentRow, to_blob, utcnow)
+from clapdex.storage.roots import Root, Roots, check_name, location_of, nested
+from clapdex.storage.schema import (ROOT_MARK, SCHEMA_VERSION, Base, ConceptRow, FileRow,
+                                    IndexSettingsRow, OsText, PostingRow, SegmentRow,
+                                    parse_root_form, to_blob, utcnow)
 from clapdex.storage.settings import IndexSettings, settings_from_row, settings_to_columns
 
 FAISS_FILE = "dense.faiss"
@@ -67,6 +70,9 @@ class IndexStore:
         self.read_only = read_only  # the folder cannot be written: opened read-only, without WAL
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._settings: IndexSettings | None = None
+        self._roots: tuple[IndexSettings, Roots] | None = None
+        # schema.FilePath translates files.path through the roots of this index (storage/roots.py).
+        engine.dialect.clapdex_paths = lambda: self.roots
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -171,7 +177,8 @@ class IndexStore:
                     if table is not IndexSettingsRow.__table__:
                         session.execute(delete(table))
                 new = dataclasses.replace(settings, build_id=_new_build_id(),
-                                          settings_version=store.settings.settings_version + 1)
+                                          settings_version=store.settings.settings_version + 1,
+                                          roots=store.settings.roots)  # where the files are
                 session.execute(update(IndexSettingsRow).where(IndexSettingsRow.id == 1).values(
                     schema_version=SCHEMA_VERSION, created_at=utcnow(), updated_at=utcnow(),
                     **settings_to_columns(new)))
@@ -210,6 +217,11 @@ class IndexStore:
             raise
         if version != SCHEMA_VERSION:
             store._upgrade(version)
+        try:
+            store.roots  # a damaged roots setting or nesting $CLAPDEX_ROOT_ values: one line now
+        except BaseException:
+            store.close()
+            raise
         return store
 
     def _upgrade(self, version: int) -> None:
@@ -386,6 +398,98 @@ class IndexStore:
         if self._settings is None:
             self._settings = settings_from_row(self._settings_row())
         return self._settings
+
+    @property
+    def roots(self) -> Roots:
+        """The index's roots for this process: the stored locations, $CLAPDEX_ROOT_<NAME>."""
+        settings = self.settings
+        if self._roots is None or self._roots[0] is not settings:
+            self._roots = (settings, Roots(settings.roots, str(self.root)))
+        return self._roots[1]
+
+    def set_root(self, name: str, location: str | os.PathLike) -> Root:
+        """Define the root `name` at `location` (an existing folder), or move it there: its files'
+        rows are relative to it and stay as they are. Files stored with absolute paths under the
+        location become relative to the root (a file indexed both ways keeps the root's row).
+        One write transaction. RootError for a bad name, a missing folder, roots that would nest,
+        or a root whose location this process takes from $CLAPDEX_ROOT_<NAME>."""
+        name, location = check_name(name), location_of(location)
+        with self.write() as session:
+            roots = dict(self.settings.roots)
+            current = self.roots.roots
+            clash = next((other for other in roots if other.upper() == name.upper()
+                          and other != name), None)
+            if clash is not None:
+                raise RootError(f"index {self.root} has a root named {clash!r}; root names "
+                                "that differ only in case would share one environment variable")
+            if name in current and current[name].from_env:
+                raise RootError(f"root {name!r} is at {one_line(current[name].effective)} by "
+                                f"${current[name].env_var} in this environment; unset it to "
+                                "change the stored location")
+            for other in current.values():
+                if other.name != name and (nested(location, other.location)
+                                           or nested(location, other.effective)):
+                    raise RootError(f"root {name!r} at {one_line(location)} and root "
+                                    f"{other.name!r} at {one_line(other.effective)} would nest; "
+                                    "roots must not nest")
+            if roots.get(name) == location:
+                return current[name]
+            absolute = session.execute(select(FileRow.id, FileRow.path).where(
+                type_coerce(FileRow.path, OsText()).startswith(location.rstrip(os.sep) + os.sep,
+                                                               autoescape=True))).all()
+            roots[name] = location
+            self.update_settings(session, roots=roots)
+            self._restore_paths(session, absolute)
+        return self.roots.roots[name]
+
+    def remove_root(self, name: str) -> int:
+        """Forget the root `name`: its files get their absolute paths (under its location for this
+        process). One write transaction. Returns how many files it held."""
+        with self.write() as session:
+            if name not in self.settings.roots:
+                raise RootError(f"index {self.root} has no root named {one_line(repr(name))}")
+            rows = session.execute(select(FileRow.id, FileRow.path).where(
+                type_coerce(FileRow.path, Text()).startswith(f"{ROOT_MARK}{name}/",
+                                                             autoescape=True))).all()
+            roots = dict(self.settings.roots)
+            del roots[name]
+            self.update_settings(session, roots=roots)
+            self._restore_paths(session, rows)
+        return len(rows)
+
+    def _restore_paths(self, session: Session, rows) -> None:
+        """Store each (file id, OS path) again under the current roots. A file whose new stored
+        form is another row's (the same file, indexed both with and without a root) is dropped."""
+        dropped = 0
+        for file_id, path in rows:
+            other = session.scalar(select(FileRow.id).where(FileRow.path == path,
+                                                            FileRow.id != file_id))
+            if other is not None:
+                self._delete_id(session, file_id)
+                dropped += 1
+            else:
+                session.execute(update(FileRow).where(FileRow.id == file_id).values(path=path))
+        if dropped:
+            from clapdex.notices import notify
+
+            notify(f"{dropped} file(s) were indexed both with and without a root; "
+                   "kept the root's rows")
+
+    def root_counts(self) -> dict[str, int]:
+        """Files stored under each root, by name (a name the index does not define included)."""
+        marked = type_coerce(FileRow.path, Text())
+        with self.session() as session:
+            counts = {name: session.scalar(select(func.count()).where(
+                marked.startswith(f"{ROOT_MARK}{name}/", autoescape=True))) or 0
+                for name in self.settings.roots}
+            if session.scalar(select(func.count()).where(marked.startswith(ROOT_MARK))) \
+                    > sum(counts.values()):
+                for stored in session.scalars(select(marked).where(
+                        marked.startswith(ROOT_MARK))):
+                    name = parse_root_form(stored)[0]
+                    if name not in self.settings.roots:
+                        counts[name] = counts.get(name, 0) + 1
+        return counts
 
     def update_settings(self, session: Session | None = None, **changes) -> None:
         """Change stored settings (e.g. lam after a reindex). A change of what decompositions
@@ -647,18 +751,22 @@ class IndexStore:
         with self.session() as session:
             return list(session.scalars(statement))
 
-    @staticmethod
-    def _delete_path(session: Session, path: str) -> bool:
+    @classmethod
+    def _delete_path(cls, session: Session, path: str) -> bool:
         file_id = session.scalar(select(FileRow.id).where(FileRow.path == path))
         if file_id is None:
             return False
+        cls._delete_id(session, file_id)
+        return True
+
+    @staticmethod
+    def _delete_id(session: Session, file_id: int) -> None:
         concept_stats.on_file_removed(session, file_id)
         segment_ids = select(SegmentRow.id).where(SegmentRow.file_id == file_id)
         # Explicit deletes rather than relying on ON DELETE CASCADE, which not every backend honours.
         session.execute(delete(PostingRow).where(PostingRow.segment_id.in_(segment_ids)))
         session.execute(delete(SegmentRow).where(SegmentRow.file_id == file_id))
         session.execute(delete(FileRow).where(FileRow.id == file_id))
-        return True
 
     def replace_postings(self, session: Session, segment_ids: np.ndarray, decomposition) -> None:
         """Re-decomposition (reindex, doctor --repair): new weights and per-segment terms, same

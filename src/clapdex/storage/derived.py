@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import String, cast, func, select
+from sqlalchemy import String, Text, cast, func, select, type_coerce
 
 from clapdex.fileio import atomic_path
 from clapdex.storage.schema import ConceptRow, FileRow, IndexSettingsRow, PostingRow, SegmentRow
@@ -508,9 +508,12 @@ def _write_csc(folder: Path, writer: _Writer, manifest: dict) -> None:
 
 
 def _write_files(connection, folder: Path, manifest: dict, generation) -> str:
-    """files.json (ids and paths of the indexed files, by id) and file_index (segment -> file)."""
-    files = connection.execute(select(FileRow.id, FileRow.path).where(FileRow.status == "indexed")
-                               .order_by(FileRow.id)).all()
+    """files.json (ids and stored paths of the indexed files, by id) and file_index (segment ->
+    file)."""
+    # Paths in their stored form (a file under a root relative to it, storage/roots.py): the
+    # reader resolves them (SearchEngine), so a root moved with $CLAPDEX_ROOT_<NAME> applies.
+    files = connection.execute(select(FileRow.id, type_coerce(FileRow.path, Text()))
+                               .where(FileRow.status == "indexed").order_by(FileRow.id)).all()
     file_ids = np.array([f[0] for f in files], dtype=np.int64)
     name = f"files.{_tag(generation)}.json"
     with open(folder / name, "w", encoding="utf-8") as handle:

@@ -11,6 +11,7 @@ from sqlalchemy.exc import DBAPIError
 from clapdex.errors import ClapdexError
 from clapdex.storage.database import IndexStore
 from clapdex.storage.dense import DenseIndex, agreement, read_meta
+from clapdex.storage.roots import describe as describe_roots
 from clapdex.storage.schema import Base, ConceptRow, PostingRow, SegmentRow
 
 _DERIVED_TABLES = ("concept_stats", "corpus_stats")  # totals rebuilt from the postings on read
@@ -112,6 +113,7 @@ def index_status(index_path: str | Path) -> dict:
                 "faiss_factory": settings.faiss_factory,
             },
             "counts": store.counts(),
+            "roots": describe_roots(store),
             "errors": [{"path": row.path, "error": row.error} for row in store.files("error")],
             "disk": store.disk_usage(),
             # the FAISS type search built ("auto" picks it by size) and its recall@10 against
@@ -148,7 +150,11 @@ def doctor(index_path: str | Path, repair: bool = False) -> dict:
         dense = agreement(store)
         orphans = store.orphans()
         stale = store.stale_segments()
-        missing = [row.path for row in store.files("indexed") if not os.path.exists(row.path)]
+        roots, unknown_roots = describe_roots(store), _unknown_roots(store)
+        away = {info.name for info in roots if not info.exists}
+        missing = [] if unknown_roots else [
+            row.path for row in store.files("indexed")
+            if not os.path.exists(row.path) and _root_name(store, row.path) not in away]
         repaired = []
         if repair:
             if len(stale):
@@ -185,18 +191,39 @@ def doctor(index_path: str | Path, repair: bool = False) -> dict:
         lines.append(f"problem: orphan rows ({detail}); run clapdex doctor --repair")
     else:
         lines.append("ok: no orphan rows")
+    for info in roots:
+        if not info.exists:
+            fix = (f"correct ${info.env_var}" if info.from_env else
+                   f"clapdex roots set {info.name}=PATH (or ${info.env_var})")
+            lines.append(f"problem: root {info.name} is at {info.effective}, which is not a folder "
+                         f"here ({info.files} file(s) under it); point it at the collection: "
+                         f"{fix}")
+    for name, count in unknown_roots.items():
+        lines.append(f"problem: {count} file(s) are stored under root {name!r}, which the index "
+                     f"does not define; give its location: clapdex roots set {name}=PATH")
     if missing:
         lines.append(f"problem: {len(missing)} indexed file(s) no longer exist; "
                      "run clapdex index --prune PATH to remove them")
         lines.extend(f"  missing: {path}" for path in missing)
-    else:
+    elif not away and not unknown_roots:
         lines.append("ok: every indexed file exists")
     lines.extend(f"repaired: {what}" for what in repaired)
     return {"index": str(index_path), "integrity": [], "faiss": dense, "orphans": orphans, "missing_files": missing,
             "stale_segments": int(len(stale)), "repaired": repaired, "faiss_lags": faiss_lags,
+            "roots": roots, "unknown_roots": unknown_roots,
             "ok": bool((dense["agree"] or faiss_lags) and not any(orphans.values())
-                       and not missing and not len(stale)),
+                       and not missing and not len(stale) and not away and not unknown_roots),
             "lines": lines}
+
+
+def _unknown_roots(store: IndexStore) -> dict[str, int]:
+    """Files stored under a root name the index does not define, by name."""
+    return {name: n for name, n in store.root_counts().items() if name not in store.settings.roots}
+
+
+def _root_name(store: IndexStore, path: str) -> str | None:
+    found = store.roots.split(path)
+    return None if found is None else found[0].name
 
 
 def redecompose_stale(store: IndexStore, chunk: int = 4096) -> int:
@@ -224,6 +251,7 @@ def _damaged_report(index_path, damage: list[str]) -> dict:
                  "is not enough, rebuild with clapdex index --rebuild")
     return {"index": str(index_path), "integrity": damage, "faiss": None, "orphans": None,
             "missing_files": None, "stale_segments": None, "repaired": [], "faiss_lags": False,
+            "roots": None, "unknown_roots": None,
             "ok": False,
             "lines": lines}
 

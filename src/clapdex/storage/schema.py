@@ -17,13 +17,17 @@ from sqlalchemy import (BigInteger, Boolean, DateTime, Float, ForeignKey, Index,
 from sqlalchemy.types import TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 4  # 2: concept_stats / corpus_stats tables, segments.fidelity index, covering
+from clapdex.errors import IndexDamagedError
+
+SCHEMA_VERSION = 5  # 2: concept_stats / corpus_stats tables, segments.fidelity index, covering
                     #    (concept_id, weight, segment_id) postings index (audit)
                     # 3: index_settings.projection / projection_hash (optional linear projection)
                     # 4: index_settings.generation (bumped by every write transaction),
                     #    settings_version and build_id; segments.settings_version (write lock)
                     # 4: segments.concept_fidelity (indexed; filled from stored data on upgrade),
                     #    index_settings.alpha (the hybrid α `clapdex tune --apply` chose)
+                    # 5: index_settings.roots (named roots: files under one are stored relative
+                    #    to it, storage/roots.py)
 # Version 4 and later upgrade older indexes in place (storage/migrate.py): a new column must be
 # nullable or have a server_default, and a computed one needs a filler there.
 
@@ -72,6 +76,53 @@ class OsText(TypeDecorator):
         return value if value is None else os_text_from_db(value)
 
 
+# A file under a named root (storage/roots.py) is stored as ROOT_MARK + name + "/" + its path
+# relative to the root ("/"-separated, escaped as OsText does). An escaped string never holds
+# ROOT_MARK (MARK is always followed by MARK or two hex digits there), so the form is unambiguous
+# and every other path is stored exactly as before.
+ROOT_MARK = _MARK + "@"
+
+
+def root_form(name: str, relative: str) -> str:
+    """The stored form of `relative` ('/'-separated) under the root `name`."""
+    return f"{ROOT_MARK}{name}/{os_text_to_db(relative)}"
+
+
+def parse_root_form(stored: str) -> tuple[str, str] | None:
+    """(root name, relative path) of a stored path under a root, else None."""
+    if not stored.startswith(ROOT_MARK):
+        return None
+    name, _, relative = stored[len(ROOT_MARK):].partition("/")
+    return name, os_text_from_db(relative)
+
+
+class FilePath(TypeDecorator):
+    """files.path: an OS path in Python, its stored form in the database. The index's roots
+    translate between the two (storage/roots.py): IndexStore puts them on its engine's dialect
+    as `clapdex_paths`, so every query on files.path, in any module, speaks OS paths. Without
+    them paths are stored as OsText."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        paths = getattr(dialect, "clapdex_paths", None)
+        return os_text_to_db(value) if paths is None else paths().to_db(value)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        paths = getattr(dialect, "clapdex_paths", None)
+        if paths is None:
+            if value.startswith(ROOT_MARK):
+                raise IndexDamagedError(f"file {value[len(ROOT_MARK):]!r} is stored under a "
+                                        "root, and no roots are known here")
+            return os_text_from_db(value)
+        return paths().from_db(value)
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -115,6 +166,8 @@ class IndexSettingsRow(Base):
     # A new random id whenever the index is created or rebuilt (segment ids of one build are never
     # reused, so a derived file of the same build can be brought up to date by ids).
     build_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # Named roots, JSON {name: location} (storage/roots.py); NULL: none.
+    roots: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class FileRow(Base):
@@ -122,7 +175,8 @@ class FileRow(Base):
     __table_args__ = {"sqlite_autoincrement": True}  # never reuse ids of deleted rows
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    path: Mapped[str] = mapped_column(OsText, unique=True)  # absolute, as given by the OS
+    # absolute, as given by the OS, or relative to a named root (FilePath)
+    path: Mapped[str] = mapped_column(FilePath, unique=True)
     size: Mapped[int] = mapped_column(BigInteger)
     mtime_ns: Mapped[int] = mapped_column(BigInteger)
     content_hash: Mapped[str | None] = mapped_column(String(128), index=True, nullable=True)

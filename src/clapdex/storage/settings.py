@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from clapdex.errors import IndexMismatchError
+from clapdex.storage.roots import roots_from_column, roots_to_column
 from clapdex.storage.schema import IndexSettingsRow, from_blob, to_blob
 
 
@@ -38,6 +39,9 @@ class IndexSettings:
     # Not settings one chooses: which state of the index these are (see schema.IndexSettingsRow).
     settings_version: int = 0
     build_id: str | None = None
+    # Named roots {name: stored location} (storage/roots.py): where the collection is, not how it
+    # was indexed, so never a mismatch.
+    roots: dict[str, str] = dataclasses.field(default_factory=dict)
 
     # Settings whose change makes the stored data meaningless, with the command that rebuilds.
     _REBUILD = {
@@ -123,6 +127,7 @@ def settings_to_columns(settings: IndexSettings) -> dict:
     values["audio_mean"] = None if mean is None else to_blob(mean)
     projection = values.pop("projection")
     values["projection"] = None if projection is None else to_blob(projection)
+    values["roots"] = roots_to_column(values.pop("roots"))
     return values
 
 
@@ -137,4 +142,5 @@ def settings_from_row(row: IndexSettingsRow) -> IndexSettings:
         vocabulary_hash=row.vocabulary_hash, lam=row.lam, max_concepts=row.max_concepts,
         audio_mean=mean, faiss_factory=row.faiss_factory, projection=projection,
         projection_hash=row.projection_hash, alpha=row.alpha,
-        settings_version=row.settings_version or 0, build_id=row.build_id)
+        settings_version=row.settings_version or 0, build_id=row.build_id,
+        roots=roots_from_column(row.roots))
