@@ -45,7 +45,7 @@ def corpus(tmp_path_factory):
     vocab = write_vocabulary(root)
     with clapdex.create_index(root / "index", SpectralTestEncoder(), vocabulary=str(vocab),
                               lam=0.01) as index:
-        index.add([root / "audio"])
+        index.add([root / "audio"], roots=[f"audio={root / 'audio'}"])  # paths as OS paths
     return root
 
 
@@ -60,6 +60,7 @@ COMMANDS = [  # (record kind, arguments)
     ("Concept", ["concepts"]),
     ("Concept pair", ["audit", "--cooccur", "--min-count", "1"]),
     ("Duplicate", ["duplicates", "--threshold", "0"]),
+    ("Root", ["roots", "list"]),
 ]
 
 

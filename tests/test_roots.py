@@ -121,6 +121,8 @@ def test_the_environment_moves_a_root_for_one_process(built, monkeypatch):
         report = index.doctor()
         assert not report["ok"] and not report["missing_files"]  # the root, not 4 lost files
         assert any("root lib is at" in line for line in report["lines"])
+        # search's derived files are written now, by a process without the variable
+        assert index.search(concepts=["a 400 hz tone"], k=1)[0].path == str(library / "pads/deep/low.wav")
     monkeypatch.setenv("CLAPDEX_ROOT_LIB", str(mount))
     with clapdex.open_index(base / "index", SpectralTestEncoder()) as index:
         [info] = index.roots()
