@@ -256,12 +256,12 @@ class Index:
         a root are stored relative to it, so moving it changes no file row (an index copied to
         a machine that mounts the collection elsewhere needs only this). Files stored with
         absolute paths under `location` become relative to it. Returns its RootInfo."""
+        from clapdex.storage.roots import describe
+
         self.refresh()
         try:
             with IndexStore.open(self.path, write=True) as store:
                 store.set_root(name, location)
-                from clapdex.storage.roots import describe
-
                 return next(info for info in describe(store) if info.name == name)
         finally:
             self.refresh()

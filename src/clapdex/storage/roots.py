@@ -89,15 +89,11 @@ def name_for(location: str, roots: Mapping[str, str]) -> str:
             return name
     base = re.sub(r"[^A-Za-z0-9_]", "_", os.path.basename(location)) or "root"
     name = (base if base[0].isalpha() else "r" + base)[:64]
-    if _same_name(name, roots) is not None:
-        raise RootError(f"a root named {_same_name(name, roots)!r} is already at "
-                        f"{one_line(roots[_same_name(name, roots)])}; name this one (NAME=PATH)")
+    taken = next((other for other in roots if other.upper() == name.upper()), None)
+    if taken is not None:
+        raise RootError(f"a root named {taken!r} is already at {one_line(roots[taken])}; "
+                        "name this one (NAME=PATH)")
     return name
-
-
-def _same_name(name: str, roots) -> str | None:
-    """The existing root name that equals `name` ignoring case (environment names do)."""
-    return next((other for other in roots if other.upper() == name.upper()), None)
 
 
 def roots_to_column(roots: Mapping[str, str] | None) -> str | None:
