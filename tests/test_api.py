@@ -14,6 +14,7 @@ import pytest
 import clapdex
 from clapdex import encoder_registry
 from clapdex.errors import IndexMismatchError, IndexNotFoundError, ModelError
+from clapdex.progress import AUDIO_SECONDS
 from tests.audio_collection import make_collection, write_vocabulary
 from tests.doubles import SpectralTestEncoder, use_encoder
 
@@ -36,8 +37,16 @@ def test_add_creates_the_index_and_reports_progress(built):
     summary, events = built["summary"], built["events"]
     assert summary.added == 5 and len(summary.skipped) == 3
     assert events[0].done == 0 and events[-1].finished
-    assert events[-1].done == summary.files_seen
-    assert {e.task for e in events} <= {"indexing", "estimating audio mean"}
+    assert {e.task for e in events} <= {"checking", "indexing", "estimating audio mean"}
+    checking = [e for e in events if e.task == "checking"]
+    assert checking[-1].finished and checking[-1].done == summary.files_seen
+    encoding = events[len(checking):]   # the long part counts seconds of audio, file by file
+    assert {e.unit for e in encoding} == {AUDIO_SECONDS} and encoding[-1].finished
+    assert [e.done for e in encoding] == sorted(e.done for e in encoding)
+    assert encoding[-1].done == pytest.approx(encoding[-1].total)
+    assert encoding[-1].total == pytest.approx(summary.audio_seconds, abs=0.01)
+    named = {e.item for e in encoding if e.item}     # the file being read, each good one in turn
+    assert len(named) == summary.added and not named & {s["path"] for s in summary.skipped}
 
 
 def test_every_read_verb_answers_on_the_index(built):

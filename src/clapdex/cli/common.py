@@ -34,12 +34,12 @@ class SafeGroup(click.Group):
         except ClapdexError as error:
             click.echo(f"error: {one_line(str(error))}", err=True)  # paths may hold newlines
             ctx.exit(1)
-        except Terminated:
-            click.echo("terminated", err=True)
-            ctx.exit(143)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            ctx.exit(130)
+        except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM (Terminated)
+            # The library notes what was kept (indexing: files stored, files part-done).
+            word = "terminated" if isinstance(interrupt, Terminated) else "interrupted"
+            notes = [one_line(note) for note in getattr(interrupt, "__notes__", ())]
+            click.echo(f"{word}: {'; '.join(notes)}" if notes else word, err=True)
+            ctx.exit(143 if isinstance(interrupt, Terminated) else 130)
         except Exception as error:
             message = _environment_error(error)
             if message is None:
@@ -164,7 +164,13 @@ projection_option = click.option(
 
 
 def progress():
-    """The progress callback the CLI gives the library: a bar on stderr when it is a terminal."""
-    from clapdex.progress import terminal_progress
+    """The progress callback the CLI gives the library: a line redrawn in place on stderr when it
+    is a terminal, else a plain line every 30 s of a long task (log files stay readable)."""
+    import sys
 
-    return terminal_progress()
+    from clapdex.cli.format import shown_path
+    from clapdex.progress import plain_progress, terminal_progress
+
+    if sys.stderr.isatty():
+        return terminal_progress(True, show_path=shown_path)
+    return plain_progress(show_path=shown_path)

@@ -10,6 +10,7 @@ from clapdex.cli.format import fit, format_bytes, output_width, plural, shown_pa
 from clapdex.printable import one_line
 from clapdex.cli.lambda_option import DefaultLambdaHelp
 from clapdex.errors import ClapdexError
+from clapdex.progress import duration_words
 
 
 def _decomposition_options(reindex: bool = False):
@@ -103,7 +104,9 @@ def index_command(paths, index_path, vocabulary, lam, max_concepts, hop_seconds,
                   (summary.moved, "moved"), (summary.copied, "copied"),
                   (summary.removed, "removed"), (len(summary.skipped), "skipped")]
         parts = [f"{n} {what}" for n, what in counts if n or what == "added"]
-        parts.append(f"{plural(summary.segments_added, 'segment')} added in {summary.seconds:.1f} s")
+        audio = f" ({duration_words(summary.audio_seconds)} of audio)" if summary.audio_seconds else ""
+        parts.append(f"{plural(summary.segments_added, 'segment')}{audio} added in "
+                     f"{summary.seconds:.1f} s")
         for line in wrap_parts(f"  {plural(summary.files_seen, 'file')}: ", parts, output_width(),
                                indent="    "):
             click.echo(line)

@@ -14,7 +14,8 @@ from clapdex.storage.database import FileMeta, IndexStore
 def plan(files: list[str], store: IndexStore, summary: IndexSummary, bar,
          workers: int) -> tuple[list[Work], list[FileMeta]]:
     """Steps 1 and 2 of clapdex.indexer.pipeline's docstring. Returns the files that must be encoded, and those
-    with the same content as one of them (copied once it is stored)."""
+    with the same content as one of them (copied once it is stored). `bar` counts every file
+    once: when its stat shows it unchanged (or unreadable), else once it is hashed."""
     known = {row.path: row for row in store.files()}
     candidates: list[tuple[str, os.stat_result]] = []
     for path in files:
@@ -32,8 +33,12 @@ def plan(files: list[str], store: IndexStore, summary: IndexSummary, bar,
         else:
             candidates.append((path, stat))
 
+    hashes = []
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="clapdex-hash") as pool:
-        hashes = list(pool.map(hash_or_error, [path for path, _ in candidates]))
+        for (path, _), result in zip(candidates, pool.map(hash_or_error, [p for p, _ in candidates])):
+            hashes.append(result)
+            bar.set_item(path)
+            bar.update(1)
 
     to_encode: list[Work] = []
     queued_hashes: set[str] = set()
@@ -43,16 +48,12 @@ def plan(files: list[str], store: IndexStore, summary: IndexSummary, bar,
         row = known.get(path)
         if error:
             record(store, summary, meta, error)
-            bar.update(1)
         elif row is not None and row.status == "indexed" and row.content_hash == digest:
             store.update_file_stat(path, meta.size, meta.mtime_ns)
             summary.touched += 1
-            bar.update(1)
         elif digest in queued_hashes:
             duplicates.append(meta)
-        elif reuse(store, summary, meta):
-            bar.update(1)
-        else:
+        elif not reuse(store, summary, meta):
             indexed_before = row is not None and row.status == "indexed"
             to_encode.append(Work(meta, "updated" if indexed_before else "added"))
             queued_hashes.add(digest)

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 PART_WINDOWS = 128   # save every this many embedded windows (~15 minutes of audio at 7 s)
-MIN_WINDOWS = 64     # shorter files are cheap to encode again: no parts file
 FOLDER = "partial"
 
 
@@ -47,9 +46,12 @@ class Parts:
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             return None
 
-    def save(self, content_hash: str | None, embeddings: np.ndarray, starts) -> None:
-        if not content_hash or len(embeddings) < MIN_WINDOWS:
-            return
+    def save(self, content_hash: str | None, embeddings: np.ndarray, starts) -> bool:
+        """Whether the embeddings were saved. Short files too: on an interrupt, the files that
+        wait for the audio mean of a first run are saved, so that none of them is lost and the
+        resumed run estimates μ_A from the same windows as one uninterrupted run."""
+        if not content_hash or not len(embeddings):
+            return False
         try:
             self.folder.mkdir(exist_ok=True)
             fd, temporary = tempfile.mkstemp(prefix=".part-", suffix=".tmp", dir=self.folder)
@@ -62,7 +64,8 @@ class Parts:
                 Path(temporary).unlink(missing_ok=True)
                 raise
         except OSError:
-            pass  # only costs encoding the file again
+            return False  # only costs encoding the file again
+        return True
 
     def forget(self, content_hash: str) -> None:
         self._path(content_hash).unlink(missing_ok=True)

@@ -50,7 +50,7 @@ from clapdex.indexer.parts import PART_WINDOWS, Parts
 from clapdex.indexer.storing import IndexSummary, Work, Writer, save_dense
 from clapdex.indexer.walk import UNLISTED, find_audio_files
 from clapdex.printable import one_line
-from clapdex.progress import Progress, ProgressCallback, reporter
+from clapdex.progress import AUDIO_SECONDS, Progress, ProgressCallback, duration_words, reporter
 from clapdex.storage.database import FileMeta, IndexSettings
 from clapdex.storage.dense import DenseIndex
 
@@ -123,15 +123,42 @@ class _DecodeAhead:
         self.executor.shutdown(wait=True, cancel_futures=True)
 
 
+def _probe_seconds(works: list[Work], workers: int) -> None:
+    """Each file's length from its header (the progress bar's total; 0 if it cannot be read:
+    decoding then records why)."""
+    from clapdex.audio import probe
+
+    def seconds(work: Work) -> float:
+        try:
+            return float(probe(work.meta.path).duration)
+        except Exception:
+            return 0.0
+
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="clapdex-probe") as pool:
+        for work, length in zip(works, pool.map(seconds, works)):
+            work.seconds = length
+
+
 def _encode_files(works: list[Work], encoder, settings: IndexSettings, writer: Writer,
-                  summary: IndexSummary, workers: int, parts: Parts) -> None:
+                  summary: IndexSummary, workers: int, parts: Parts, bar: Progress) -> None:
     """Decode (threads) -> encode full batches -> hand finished files to the writer. Windows
-    whose embeddings a parts file holds (indexer/parts.py) are not encoded again."""
+    whose embeddings a parts file holds (indexer/parts.py) are not encoded again. `bar` counts
+    seconds of audio embedded (or taken from a parts file) and names the file being read."""
     batch = max(1, int(getattr(encoder, "batch_size", 16)))
     saved = {id(work): parts.load(work.meta.content_hash) for work in works}
     decoder = _DecodeAhead([w.meta.path for w in works], settings.sample_rate,
                            settings.window_seconds, settings.hop_seconds, batch, workers)
     buffer: list[tuple[Work, np.ndarray]] = []   # decoded windows waiting for the encoder
+
+    def advance(work: Work, whole: bool = False) -> None:
+        """Report the seconds of `work` embedded so far (all of it once it is done with)."""
+        if whole:
+            covered = work.seconds
+        else:
+            covered = min(work.ends[work.embedded - 1], work.seconds) if work.embedded else 0.0
+        if covered > work.counted:
+            bar.update(covered - work.counted)
+            work.counted = covered
 
     def encode_buffer(final: bool = False) -> None:
         """Embed the buffered windows in batches of exactly `batch` (the rest waits, unless
@@ -159,16 +186,16 @@ def _encode_files(works: list[Work], encoder, settings: IndexSettings, writer: W
                 before = work.embedded
                 work.embedded += len(windows)
                 first += len(windows)
+                advance(work, whole=work.complete)
                 if work.complete:
                     writer.put(work, np.concatenate(work.parts))
                     work.parts = []
                 elif work.embedded // PART_WINDOWS > before // PART_WINDOWS:
                     save_parts(work)
 
-    def save_parts(work: Work) -> None:
+    def save_parts(work: Work) -> bool:
         work.parts = [np.concatenate(work.parts)] if work.parts else []
-        if work.parts:
-            parts.save(work.meta.content_hash, work.parts[0], work.starts)
+        return bool(work.parts) and parts.save(work.meta.content_hash, work.parts[0], work.starts)
 
     def from_parts(work: Work, windows: np.ndarray, times) -> np.ndarray:
         """Take the windows a parts file holds; returns those still to encode."""
@@ -192,12 +219,14 @@ def _encode_files(works: list[Work], encoder, settings: IndexSettings, writer: W
             if kind == "info":
                 info = message[1]
                 work.meta.sample_rate, work.meta.channels = info.sample_rate, info.channels
+                bar.set_item(work.meta.path)
             elif kind == "windows":
                 windows, times = message[1], message[2]
                 rest = from_parts(work, windows, times)
                 work.starts.extend(t.start for t in times)
                 work.ends.extend(t.end for t in times)
                 work.decoded += len(windows)
+                advance(work)
                 if len(rest):
                     buffer.append((work, rest))
                 if sum(len(x) for _, x in buffer) >= batch:
@@ -206,24 +235,49 @@ def _encode_files(works: list[Work], encoder, settings: IndexSettings, writer: W
                 work.finished = True
                 work.meta.duration = max(work.ends) if work.ends else 0.0
                 if work.complete:  # everything was embedded already
+                    advance(work, whole=True)
                     writer.put(work, np.concatenate(work.parts))
                     work.parts = []
             else:  # error
                 work.failed = True
                 work.parts = []
+                advance(work, whole=True)
                 writer.record_error(work.meta, message[1])
         encode_buffer(final=True)
         writer.finish()
-    except KeyboardInterrupt:  # also SIGTERM: keep the encoding of long files for the next run
-        for work in works:
-            if work.embedded and not work.failed and not work.complete:
-                save_parts(work)
-        for work, embeddings in writer.pending:  # embedded, never stored
-            parts.save(work.meta.content_hash, embeddings, work.starts)
+    except KeyboardInterrupt as interrupt:  # also SIGTERM: keep what was encoded for the next run
+        partial = [work for work in works if work.embedded and not work.failed
+                   and not work.complete and save_parts(work)]
+        waiting = [work for work, embeddings in writer.pending  # embedded, never stored
+                   if parts.save(work.meta.content_hash, embeddings, work.starts)]
+        decoder.close()
+        writer.close()  # the batches already handed over are stored
+        note = _kept_note(summary, waiting, partial)
+        if note:
+            interrupt.add_note(note)
         raise
     finally:
         decoder.close()
         writer.close()
+
+
+def _kept_note(summary: IndexSummary, waiting: list[Work], partial: list[Work]) -> str:
+    """What an interrupted run kept: "kept 312 files (4 h 10 min of audio); 1 file part-done
+    (45 min of 1 h); index the same paths again to resume" ("" when it kept nothing)."""
+    files = summary.added + summary.updated + len(waiting)
+    seconds = summary.audio_seconds + sum(work.meta.duration or 0.0 for work in waiting)
+    pieces = []
+    if files:
+        pieces.append(f"kept {files} file{'s' if files != 1 else ''} "
+                      f"({duration_words(seconds)} of audio)")
+    if partial:
+        done = sum(work.ends[work.embedded - 1] for work in partial)
+        length = sum(max(work.seconds, work.ends[work.embedded - 1]) for work in partial)
+        pieces.append(f"{len(partial)} file{'s' if len(partial) != 1 else ''} part-done "
+                      f"({duration_words(done)} of {duration_words(length)})")
+    if not pieces:
+        return ""
+    return "; ".join(pieces + ["index the same paths again to resume"])
 
 
 def _under(path: str, roots: Sequence[str]) -> bool:
@@ -296,21 +350,25 @@ def index_paths(paths: Sequence[str | os.PathLike], encoder, index_path: str | o
         raise
     dense = None
     parts = Parts(index_path, store.settings)
-    bar = Progress(reporter(progress, show_progress), total=len(files), desc="indexing",
-                   unit="file")
+    callback = reporter(progress, show_progress)
+    bar = Progress(callback, total=len(files), desc="checking", unit="file")
     try:
         dense = DenseIndex.open(store)
         _forget_stale_errors(store, files, walk_errors, walked, unlisted)
         for path, reason in walk_errors:
             record(store, summary, FileMeta(path, 0, 0), reason)
-        writer = Writer(store, dense, summary, bar, "indexing")
         to_encode, duplicates = plan(files, store, summary, bar, workers)
-        _encode_files(to_encode, encoder, store.settings, writer, summary, workers, parts)
+        bar.close()
+        # The long part counts seconds of audio, so that a 1-hour file moves the bar too.
+        _probe_seconds(to_encode, workers)
+        bar = Progress(callback, total=sum(work.seconds for work in to_encode), desc="indexing",
+                       unit=AUDIO_SECONDS)
+        writer = Writer(store, dense, summary, bar, "indexing", count_files=False)
+        _encode_files(to_encode, encoder, store.settings, writer, summary, workers, parts, bar)
         twins = {work.meta.content_hash: work.meta.path for work in to_encode}
         for meta in duplicates:  # their twins are stored now: copy them
             if not reuse(store, summary, meta):
                 record(store, summary, meta, _twin_failed(store, meta, twins[meta.content_hash]))
-            bar.update(1)
         if prune:
             for row in store.files():
                 # Never what could not be listed: an unreadable folder is not an empty one.

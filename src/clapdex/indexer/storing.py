@@ -36,6 +36,7 @@ class IndexSummary:
     copied: int = 0         # same content as another indexed file: segments copied
     removed: int = 0        # --prune: indexed files that no longer exist
     segments_added: int = 0
+    audio_seconds: float = 0.0   # seconds of audio of the files added or updated
     skipped: list[dict] = field(default_factory=list)   # {"path": ..., "error": ...}
     seconds: float = 0.0
     completed: bool = False
@@ -68,6 +69,8 @@ class Work:
     parts: list = field(default_factory=list)        # embedded batches, in window order
     decoded: int = 0
     embedded: int = 0
+    seconds: float = 0.0                             # its length as probed (the progress total)
+    counted: float = 0.0                             # seconds of it reported to the progress bar
     finished: bool = False                           # all windows decoded
     failed: bool = False
 
@@ -85,13 +88,15 @@ class Writer:
     """
 
     def __init__(self, store: IndexStore, dense: DenseIndex, summary: IndexSummary, bar,
-                 label: str, batch_windows: int | None = None):
-        """`bar` (a clapdex.progress.Progress) counts stored files under `label`, or under
-        MEAN_LABEL while the first windows wait for μ_A (nothing is stored meanwhile)."""
+                 label: str, batch_windows: int | None = None, count_files: bool = True):
+        """`bar` (a clapdex.progress.Progress) is described as `label`, or as MEAN_LABEL while
+        the first windows wait for μ_A (nothing is stored meanwhile); it counts stored files
+        unless `count_files` is False (indexing counts seconds of audio as they are encoded)."""
         self.store = store
         self.dense = dense
         self.summary = summary
         self.bar = bar
+        self.count_files = count_files
         self.label = self._shown = label
         self.batch_windows = batch_windows or DECOMPOSE_WINDOWS
         self.dictionary = None  # built by the first job, off the encoder's path (K x K Gram)
@@ -99,6 +104,8 @@ class Writer:
         self.mean = self.settings.audio_mean  # decided here (caller's thread), stored by the job
         self.pending: list[tuple[Work, np.ndarray]] = []
         self.pending_windows = 0
+        if self.mean is None:  # the first windows of a new index estimate it: say so from the start
+            self._describe(MEAN_LABEL)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="clapdex-store")
         self._inflight: deque = deque()
         self._submit(self._prepare_dictionary)
@@ -109,8 +116,6 @@ class Writer:
             return
         self.pending.append((work, embeddings))
         self.pending_windows += len(embeddings)
-        if self.mean is None:
-            self._describe(MEAN_LABEL)
         threshold = self.batch_windows if self.mean is not None else MEAN_WINDOWS
         if self.pending_windows >= threshold:
             self.flush()
@@ -159,7 +164,8 @@ class Writer:
     def _record_error(self, meta: FileMeta, error: str) -> None:
         self.store.record_error(meta, error)
         self.summary.skip(meta.path, error)
-        self.bar.update(1)
+        if self.count_files:
+            self.bar.update(1)
 
     def _decompose(self, embeddings: np.ndarray):
         from clapdex.concepts.decompose import decompose
@@ -196,7 +202,9 @@ class Writer:
         for work, _ in pending:
             setattr(self.summary, work.kind, getattr(self.summary, work.kind) + 1)
         self.summary.segments_added += len(segment_ids)
-        self.bar.update(len(pending))
+        self.summary.audio_seconds += sum(work.meta.duration or 0.0 for work, _ in pending)
+        if self.count_files:
+            self.bar.update(len(pending))
 
     @staticmethod
     def _files(pending: list[tuple[Work, np.ndarray]], decomposition) -> list[NewFile]:
