@@ -7,6 +7,7 @@ batching, msclap equivalence, fingerprints and the offline / settings behaviour.
 from __future__ import annotations
 
 import copy
+import os
 
 import numpy as np
 import pytest
@@ -79,6 +80,29 @@ def test_outputs_equal_msclaps_own_loading_and_embedding_path(random_clap_encode
     texts = ["a dog barking", "rain on a roof"]
     theirs = wrapper.get_text_embeddings(texts).numpy()
     np.testing.assert_allclose(random_clap_encoder.embed_text(texts), theirs, atol=1e-5, rtol=0)
+
+
+def test_the_tokenizer_is_msclaps_preprocess_text_on_transformers(random_clap_encoder, random_clap_files):
+    """TextTokenizer (which the ONNX text side runs without transformers) gives exactly the
+    tokens of transformers' own call that msclap's preprocess_text makes, also for '!' (the pad
+    token), non-ASCII and texts past text_len (cut, the last token then <|endoftext|>)."""
+    from transformers import AutoTokenizer
+
+    from clapdex.encoder import TextTokenizer
+
+    length = random_clap_encoder.text_length
+    tokenizer = AutoTokenizer.from_pretrained(random_clap_files.text_model)
+    tokenizer.add_special_tokens({"pad_token": "!"})
+    texts = ["a dog barking", "glass!! breaking!", "", "ünïcödé ☂ rain", "rain on a roof " * 30]
+    theirs = tokenizer([t + " <|endoftext|>" for t in texts], add_special_tokens=True,
+                       max_length=length, padding="max_length", truncation=True, return_tensors="np")
+    ours = TextTokenizer.from_transformers(tokenizer, True, length)(texts)
+    np.testing.assert_array_equal(ours["attention_mask"], theirs["attention_mask"])
+    expected = theirs["input_ids"].copy()
+    full = theirs["attention_mask"].sum(axis=1) == length
+    assert full.tolist() == [False, False, False, False, True]
+    expected[full, -1] = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    np.testing.assert_array_equal(ours["input_ids"], expected)
 
 
 def test_texts_longer_than_msclaps_limit_are_cut_not_refused(random_clap_encoder):
@@ -248,23 +272,40 @@ def test_unreachable_hub_fails_at_once_naming_every_missing_piece(random_clap_fi
     ClapEncoder(weights=random_clap_files.weights, text_model=random_clap_files.text_model)
 
 
-def test_a_text_query_builds_only_the_text_side(random_clap_files):
-    """A fresh process embeds a text: the audio encoder is never built, and neither msclap's
-    wrapper (with torchaudio and GPT-2 generation code behind it) nor ONNX Runtime is imported."""
+def test_a_text_query_builds_only_the_text_side(random_clap_files, tmp_path):
+    """A fresh process embeds a text: the audio encoder is never built. With torch, neither
+    msclap's wrapper (torchaudio, GPT-2 generation code) nor ONNX Runtime is imported; with the
+    default ONNX backend, once the text graph is cached (the first process exports it), a fresh
+    process imports neither torch nor transformers nor msclap, and embeds the same vector."""
+    import json
     import subprocess
     import sys
 
-    code = ("import sys\n"
+    code = ("import json, sys\n"
             "from clapdex.encoder import ClapEncoder\n"
-            "e = ClapEncoder(weights=sys.argv[1], text_model=sys.argv[2], device='cpu')\n"
-            "assert e.embed_text(['a dog barking']).shape == (1, 1024)\n"
-            "heavy = [m for m in ('msclap.CLAPWrapper', 'torchaudio', 'onnxruntime') if m in sys.modules]\n"
-            "print(e._audio is None, heavy)\n")
-    result = subprocess.run([sys.executable, "-c", code, str(random_clap_files.weights),
-                             str(random_clap_files.text_model)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "True []"
-    assert "loading the text model" in result.stderr
+            "e = ClapEncoder(weights=sys.argv[1], text_model=sys.argv[2], device='cpu', backend=sys.argv[3])\n"
+            "out = e.embed_text(['a dog barking', 'glass breaking!'])\n"
+            "heavy = [m for m in ('msclap.CLAPWrapper', 'torchaudio', 'onnxruntime', 'torch',\n"
+            "                     'transformers', 'msclap') if m in sys.modules]\n"
+            "print(json.dumps([e._audio is None, heavy, out.tolist()]))\n")
+    env = {**os.environ, "CLAPDEX_CACHE_DIR": str(tmp_path / "cache")}
+
+    def fresh(backend):
+        result = subprocess.run([sys.executable, "-c", code, str(random_clap_files.weights),
+                                 str(random_clap_files.text_model), backend],
+                                capture_output=True, text=True, env=env)
+        assert result.returncode == 0, result.stderr
+        no_audio, heavy, out = json.loads(result.stdout.strip().splitlines()[-1])
+        assert no_audio
+        return set(heavy), np.asarray(out), result.stderr
+
+    heavy, by_torch, said = fresh("torch")
+    assert heavy == {"torch", "transformers", "msclap"} and "loading the text model" in said
+    heavy, first, said = fresh("onnx")                       # exports and caches the text graph
+    assert "building the ONNX text encoder" in said and "audio" not in said
+    heavy, cached, said = fresh("onnx")
+    assert heavy == {"onnxruntime"} and said == ""           # no torch, transformers, msclap
+    assert np.abs(cached - by_torch).max() <= 1e-4 and np.array_equal(cached, first)
 
 
 def test_concept_and_indexed_file_queries_load_no_model(tmp_path, test_encoder):

@@ -169,8 +169,7 @@ class ClapEncoder:
         self._check_downloads(text_cached=cached_text_model is not None)
 
         self._audio = None        # (n, samples) float32 array -> (n, d) float32 array
-        self._text = None         # msclap's TextEncoder (torch)
-        self._tokenizer = None
+        self._text = None         # list of texts -> (n, d) float32 array (torch or ONNX Runtime)
         self._device = None
         self.backend: str | None = None     # the audio backend in use, once resolved
         self.precision = "fp32"             # or "fp16"/"bf16" (CUDA autocast) / "int8"
@@ -385,7 +384,8 @@ class ClapEncoder:
 
     # ---------------------------------------------------------------- loading
     # Each side loads on first use: a text query never builds the HTSAT audio encoder, and the
-    # ONNX backend, once its graph is cached, runs the audio side without PyTorch.
+    # ONNX backend, once its graphs are cached, runs either side without PyTorch or transformers
+    # (a cold text query then imports neither).
     def load(self) -> "ClapEncoder":
         """Load both sides now (audio backend, text encoder and tokenizer)."""
         self._load_audio()
@@ -419,15 +419,21 @@ class ClapEncoder:
             torch.set_num_threads(self.threads)
         return torch
 
-    def _load_audio(self):
-        if self._audio is not None:
-            return self._audio
-        device = self._resolve_device()
+    def _resolve_backend(self) -> str:
+        """'torch', 'onnx' or 'onnx-int8' ('auto': onnx on the CPU when onnxruntime is there)."""
         backend = self.requested_backend
         if backend == "auto":
             from clapdex.encoder_onnx import onnxruntime_importable
 
-            backend = "onnx" if device == "cpu" and onnxruntime_importable() else "torch"
+            cpu = self._resolve_device() == "cpu"
+            backend = "onnx" if cpu and onnxruntime_importable() else "torch"
+        return backend
+
+    def _load_audio(self):
+        if self._audio is not None:
+            return self._audio
+        device = self._resolve_device()
+        backend = self._resolve_backend()
         if backend == "torch":
             module = self.torch_audio_encoder()
             if device.startswith("cuda"):
@@ -456,8 +462,20 @@ class ClapEncoder:
         return module.eval().to(torch.device(self._resolve_device()))
 
     def _load_text(self):
-        if self._text is not None:
-            return self._text
+        """The text side: msclap's TextEncoder with the checkpoint's weights, run by PyTorch, or
+        (ONNX backends) its exported graph, which is exact (no int8 for text)."""
+        if self._text is None:
+            if self._resolve_backend() == "torch":
+                self._text = _torch_text_runner(self, *self.torch_text_encoder())
+            else:
+                from clapdex.encoder_onnx import onnx_text_runner
+
+                self._text = onnx_text_runner(self)
+        return self._text
+
+    def torch_text_encoder(self):
+        """(msclap's TextEncoder with the checkpoint's weights, in eval mode, on this encoder's
+        device; its TextTokenizer). Built anew on every call (the ONNX export uses it once)."""
         self.notify("loading the text model…")
         torch = self._torch()
         state = _read_checkpoint(self._ensure_weights())
@@ -473,9 +491,8 @@ class ClapEncoder:
         if self.version == "2023":
             tokenizer.add_special_tokens({"pad_token": "!"})  # as msclap does for GPT-2
         _load_part(text, "caption_encoder.", state, self)
-        self._tokenizer = tokenizer
-        self._text = text.eval().to(torch.device(self._resolve_device()))
-        return self._text
+        return (text.eval().to(torch.device(self._resolve_device())),
+                TextTokenizer.from_transformers(tokenizer, self.version == "2023", self.text_length))
 
     # ---------------------------------------------------------------- embedding
     def embed_audio(self, windows: np.ndarray) -> np.ndarray:
@@ -501,35 +518,78 @@ class ClapEncoder:
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         if not texts:
             return out
-        text_encoder = self._load_text()
-        torch = self._torch()
-        with torch.inference_mode():
-            for start in range(0, len(texts), self.batch_size):
-                tokens = self._tokenize(texts[start:start + self.batch_size])
-                tokens = {key: value.to(self._device) for key, value in tokens.items()}
-                out[start:start + len(texts[start:start + self.batch_size])] = (
-                    text_encoder(tokens).float().cpu().numpy())
+        run = self._load_text()
+        step = self.batch_size
+        for start in range(0, len(texts), step):
+            out[start:start + step] = run(texts[start:start + step])
         return out
 
-    def _tokenize(self, texts: list[str]) -> dict:
-        """msclap's preprocess_text for a batch: GPT-2 texts get ' <|endoftext|>' appended and all
-        are padded to text_len. msclap fails on longer texts; here they are cut, keeping the final
-        <|endoftext|> that the GPT-2 pooling reads."""
-        tokenizer = self._tokenizer
-        gpt = self.version == "2023"
-        if gpt:
-            texts = [text + " <|endoftext|>" for text in texts]
-        tokens = tokenizer(texts, add_special_tokens=True, max_length=self.text_length,
-                           padding="max_length", truncation=True, return_tensors="pt")
+
+class TextTokenizer:
+    """msclap's preprocess_text, on the `tokenizers` tokenizer that transformers' (fast)
+    AutoTokenizer wraps, so that it also runs without transformers (the ONNX text side keeps it
+    with its graph: `spec`).
+
+    GPT-2 texts get ' <|endoftext|>' appended and all are padded to text_len, exactly as
+    transformers' tokenizer(..., padding="max_length", truncation=True) configures the same
+    tokenizer. msclap fails on longer texts; here they are cut, keeping the final <|endoftext|>
+    that the GPT-2 pooling reads. (msclap's GPT-2 pooling finds the last token by counting ids
+    != 0, and the pad token '!' is id 0, so a '!' inside a text shifts the pooled position. That
+    is how the model was trained and used by msclap, so it is kept.)
+    """
+
+    def __init__(self, spec: dict):
+        from tokenizers import Tokenizer
+
+        self.spec = spec
+        self.gpt = bool(spec["gpt"])
+        self.length = int(spec["length"])
+        self.keys = list(spec["keys"])
+        backend = Tokenizer.from_str(spec["tokenizer"])
+        backend.enable_truncation(self.length, stride=0, strategy="longest_first",
+                                  direction=spec["truncation_side"])
+        backend.enable_padding(length=self.length, direction=spec["padding_side"],
+                               pad_id=int(spec["pad_id"]), pad_type_id=int(spec["pad_type_id"]),
+                               pad_token=spec["pad_token"])
+        self.backend = backend
+        self.end_id = backend.token_to_id("<|endoftext|>") if self.gpt else None
+
+    @classmethod
+    def from_transformers(cls, tokenizer, gpt: bool, length: int) -> "TextTokenizer":
+        if not getattr(tokenizer, "is_fast", False):
+            raise ModelError(f"the text model's tokenizer ({type(tokenizer).__name__}) has no fast "
+                             f"(tokenizers) version; save the text model with its tokenizer.json")
         keys = ["input_ids", "attention_mask"] if gpt else ["input_ids", "token_type_ids", "attention_mask"]
-        tokens = {key: tokens[key] for key in keys}
-        if gpt:
-            cut = tokens["attention_mask"].sum(dim=1) == self.text_length
-            tokens["input_ids"][cut, -1] = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-        # Note: msclap's GPT-2 pooling finds the last token by counting ids != 0, and the pad token
-        # '!' is id 0, so a '!' inside a text shifts the pooled position. That is how the model was
-        # trained and used by msclap, so it is kept.
+        return cls({"tokenizer": tokenizer.backend_tokenizer.to_str(), "gpt": gpt, "length": length,
+                    "keys": keys, "pad_id": tokenizer.pad_token_id, "pad_token": tokenizer.pad_token,
+                    "pad_type_id": tokenizer.pad_token_type_id,
+                    "padding_side": tokenizer.padding_side,
+                    "truncation_side": tokenizer.truncation_side})
+
+    def __call__(self, texts: list[str]) -> dict[str, np.ndarray]:
+        if self.gpt:
+            texts = [text + " <|endoftext|>" for text in texts]
+        encodings = self.backend.encode_batch(texts, add_special_tokens=True)
+        field = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+        tokens = {key: np.asarray([getattr(e, field[key]) for e in encodings], dtype=np.int64)
+                  for key in self.keys}
+        if self.gpt:
+            cut = tokens["attention_mask"].sum(axis=1) == self.length
+            tokens["input_ids"][cut, -1] = self.end_id
         return tokens
+
+
+def _torch_text_runner(encoder: "ClapEncoder", module, tokenizer: TextTokenizer):
+    """A runner (texts -> (n, d) float32) for msclap's TextEncoder in PyTorch."""
+    torch = encoder._torch()
+    device = torch.device(encoder._resolve_device())
+
+    def run(texts: list[str]) -> np.ndarray:
+        tokens = {key: torch.from_numpy(value).to(device) for key, value in tokenizer(texts).items()}
+        with torch.inference_mode():
+            return module(tokens).float().cpu().numpy()
+
+    return run
 
 
 def available_cores() -> int:

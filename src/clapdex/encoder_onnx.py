@@ -1,12 +1,15 @@
-"""The ONNX backend of ClapEncoder's audio side: msclap's own audio encoder, with the user's weights,
+"""The ONNX backend of ClapEncoder: msclap's own audio and text encoders, with the user's weights,
 exported once with torch.onnx.export and run by ONNX Runtime.
 
-The exported graph is cached in the cache dir under a name derived from the model fingerprint and
-the tool versions that made it, next to a JSON record of what it is (and its sha256). Nothing cached
-is trusted: a graph whose record is missing, different or whose bytes do not hash to it is rebuilt
-with a warning. Every build is checked against PyTorch on a probe batch (several batch sizes): the
-exact graph must agree to MAX_ABS_DIFF, the int8 one (approximate, its own fingerprint) must keep
-cosine >= MIN_COSINE, else the backend is refused with a one-line error.
+Each exported graph ("part": audio or text) is cached in the cache dir under a name derived from
+the model fingerprint and the tool versions that made it, next to a JSON record of what it is (and
+its sha256; the text part's record also holds its tokenizer, clapdex.encoder.TextTokenizer). Once
+cached, a part runs without PyTorch, transformers or msclap being imported: a cold text query
+costs ONNX Runtime and the tokenizer only. Nothing cached is trusted: a graph whose record is
+missing, different or whose bytes do not hash to it is rebuilt with a warning. Every build is
+checked against PyTorch on a probe batch (several batch sizes): the exact graph must agree to
+MAX_ABS_DIFF, the int8 one (audio only; approximate, its own fingerprint) must keep cosine >=
+MIN_COSINE, else the backend is refused with a one-line error.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import numpy as np
 
 from clapdex.errors import ModelError
 from clapdex.fileio import atomic_path, cache_dir, sha256_file
+from clapdex.filehash import file_sha256
 
 FORMAT = 1                # bump when the export itself changes: old caches are then rebuilt
 OPSET = 17
@@ -59,16 +63,33 @@ def onnx_audio_runner(encoder, quantized: bool = False):
     return run
 
 
+def onnx_text_runner(encoder):
+    """A runner (texts -> (n, d) float32) on the cached (or newly built) text graph and the
+    tokenizer kept in its record: neither PyTorch nor transformers is imported once cached."""
+    from clapdex.encoder import TextTokenizer
+
+    session, record = _cached(encoder, "text", False)
+    tokenize = TextTokenizer(record["tokenizer"])
+
+    def run(texts: list[str]) -> np.ndarray:
+        return session.run(None, tokenize(texts))[0]
+
+    return run
+
+
 # ------------------------------------------------------------------------------------ the cache
-def cache_paths(encoder, quantized: bool) -> tuple[Path, Path, dict]:
+def cache_paths(encoder, quantized: bool, part: str = "audio") -> tuple[Path, Path, dict]:
     """(graph file, record file, identity): what must match for a cached graph to be used."""
-    identity = {"format": FORMAT, "part": "audio", "fingerprint": encoder.model_fingerprint,
+    identity = {"format": FORMAT, "part": part, "fingerprint": encoder.model_fingerprint,
                 "int8": quantized, "opset": OPSET, "torch": _version("torch"),
                 "msclap": _version("msclap"), "onnx": _version("onnx")}
     if quantized:
         identity["onnxruntime"] = _version("onnxruntime")
+    if part == "text":  # the tokenizer and the text model come from transformers
+        identity.update(transformers=_version("transformers"), tokenizers=_version("tokenizers"),
+                        text_model=str(encoder._text_model_to_load), text_length=encoder.text_length)
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
-    name = f"audio-{key}{'-int8' if quantized else ''}"
+    name = f"{part}-{key}{'-int8' if quantized else ''}"
     folder = cache_dir("onnx")
     return folder / f"{name}.onnx", folder / f"{name}.json", identity
 
@@ -76,18 +97,25 @@ def cache_paths(encoder, quantized: bool) -> tuple[Path, Path, dict]:
 def cached_session(encoder, quantized: bool = False):
     """An ONNX Runtime session for the encoder's audio side: from the cache if the cached graph is
     exactly what this model needs, else built (and checked) now."""
+    return _cached(encoder, "audio", quantized)[0]
+
+
+def _cached(encoder, part: str, quantized: bool):
+    """(session, record) for one part, from the cache when it is exactly what this model needs,
+    else built and checked now."""
     require_onnxruntime("onnx-int8" if quantized else "onnx")
-    path, record_path, identity = cache_paths(encoder, quantized)
+    path, record_path, identity = cache_paths(encoder, quantized, part)
     problem = _cache_problem(path, record_path, identity)
     if problem is None:
         try:
-            return _session(path, encoder.threads)
+            return _session(path, encoder.threads), json.loads(record_path.read_text())
         except Exception as error:  # onnxruntime raises its own types for a graph it cannot load
             problem = f"onnxruntime cannot load it ({_first_line(error)})"
     if problem != "missing":
-        warnings.warn(f"the cached ONNX audio encoder {path} is not usable ({problem}); rebuilding it",
-                      OnnxCacheWarning, stacklevel=2)
-    return _build(encoder, quantized, path, record_path, identity)
+        warnings.warn(f"the cached ONNX {part} encoder {path} is not usable ({problem}); rebuilding it",
+                      OnnxCacheWarning, stacklevel=3)
+    build = _build_text if part == "text" else _build
+    return build(encoder, quantized, path, record_path, identity)
 
 
 def _cache_problem(path: Path, record_path: Path, identity: dict) -> str | None:
@@ -99,13 +127,22 @@ def _cache_problem(path: Path, record_path: Path, identity: dict) -> str | None:
         return "its record is missing or unreadable"
     if not isinstance(record, dict) or record.get("identity") != identity:
         return "it was made for another model or tool version"
-    try:
-        digest = sha256_file(path)
+    if identity["part"] == "text" and not isinstance(record.get("tokenizer"), dict):
+        return "its record holds no tokenizer"
+    try:  # remembered by path, size and mtime (clapdex.filehash): a cold start does not re-read it
+        digest = file_sha256(path)
     except OSError as error:
         return f"cannot read it ({error.strerror})"
     if digest != record.get("sha256"):
         return "its content does not match its record (damaged or changed)"
     return None
+
+
+def _save_record(record_path: Path, temporary: Path, identity: dict, probe: dict, **extra) -> dict:
+    record = {"identity": identity, "sha256": sha256_file(temporary), "probe": probe, **extra}
+    with atomic_path(record_path) as record_temporary:
+        record_temporary.write_text(json.dumps(record, indent=1))
+    return record
 
 
 def _build(encoder, quantized: bool, path: Path, record_path: Path, identity: dict):
@@ -148,12 +185,89 @@ def _build(encoder, quantized: bool, path: Path, record_path: Path, identity: di
         if not quantized and not worst_diff <= MAX_ABS_DIFF:
             raise ModelError(f"the ONNX export of this model differs from PyTorch by {worst_diff:.1e} "
                              f"on the probe batch (limit {MAX_ABS_DIFF:g}); use --backend torch")
-        record = {"identity": identity, "sha256": sha256_file(temporary),
-                  "probe": {"max_abs_diff": worst_diff, "min_cosine": worst_cosine,
-                            "batch_sizes": list(PROBE_BATCH_SIZES)}}
-        with atomic_path(record_path) as record_temporary:
-            record_temporary.write_text(json.dumps(record, indent=1))
-    return session
+        record = _save_record(record_path, temporary, identity,
+                              {"max_abs_diff": worst_diff, "min_cosine": worst_cosine,
+                               "batch_sizes": list(PROBE_BATCH_SIZES)})
+    return session, record
+
+
+# Texts the text graph is checked on: short, with the pad token '!' inside, empty, and longer
+# than text_len (cut, keeping the final <|endoftext|>).
+PROBE_TEXTS = ("a dog barking", "glass breaking on a tile floor!!", "", "rain on a roof " * 40)
+
+
+def _build_text(encoder, quantized: bool, path: Path, record_path: Path, identity: dict):
+    """Export msclap's TextEncoder, check it against PyTorch on PROBE_TEXTS (all, and one), then
+    move graph and record (with the tokenizer) into place atomically."""
+    import torch
+
+    encoder.notify("building the ONNX text encoder (once for this model)…")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    module, tokenizer = encoder.torch_text_encoder()
+    module = module.cpu()
+    tokens = tokenizer(list(PROBE_TEXTS))
+    with torch.inference_mode():
+        reference = module({k: torch.from_numpy(v) for k, v in tokens.items()}).float().numpy()
+    with atomic_path(path) as temporary:
+        _export_text(module, tokenizer.keys, {k: v[:2] for k, v in tokens.items()}, temporary)
+        session = _session(temporary, encoder.threads)
+        worst = 0.0
+        for n in (len(PROBE_TEXTS), 1):
+            out = session.run(None, {k: v[:n] for k, v in tokens.items()})[0]
+            worst = max(worst, float(np.abs(out - reference[:n]).max()))
+        if not worst <= MAX_ABS_DIFF:
+            raise ModelError(f"the ONNX export of this text model differs from PyTorch by {worst:.1e} "
+                             f"on the probe texts (limit {MAX_ABS_DIFF:g}); use --backend torch")
+        record = _save_record(record_path, temporary, identity,
+                              {"max_abs_diff": worst, "texts": len(PROBE_TEXTS)},
+                              tokenizer=tokenizer.spec)
+    return session, record
+
+
+def _export_text(module, keys: list[str], example: dict, target: Path) -> None:
+    import torch
+
+    class Inputs(torch.nn.Module):  # TextEncoder takes one dict; the graph takes named tensors
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *tensors):
+            return self.inner(dict(zip(keys, tensors)))
+
+    axes = {key: {0: "n"} for key in keys} | {"embedding": {0: "n"}}
+    with _traceable_attention(module.base), warnings.catch_warnings(), \
+            torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings about Python control flow
+        torch.onnx.export(Inputs(module).eval(), tuple(torch.from_numpy(example[k]) for k in keys),
+                          str(target), input_names=keys, output_names=["embedding"],
+                          dynamic_axes=axes, opset_version=OPSET, dynamo=False)
+
+
+@contextlib.contextmanager
+def _traceable_attention(model):
+    """transformers' SDPA attention builds its mask with torch.vmap, which the ONNX tracer cannot
+    follow; for the export only, the model uses the same attention with transformers' own
+    vmap-free mask (what its executorch export uses). Older transformers need nothing."""
+    try:
+        from transformers.integrations.executorch import sdpa_mask_without_vmap
+        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+    except ImportError:
+        yield
+        return
+    config = model.config
+    original = config._attn_implementation
+    if original != "sdpa":
+        yield
+        return
+    ALL_MASK_ATTENTION_FUNCTIONS.register("sdpa_without_vmap", sdpa_mask_without_vmap)
+    ALL_ATTENTION_FUNCTIONS.register("sdpa_without_vmap", ALL_ATTENTION_FUNCTIONS["sdpa"])
+    config._attn_implementation = "sdpa_without_vmap"
+    try:
+        yield
+    finally:
+        config._attn_implementation = original
 
 
 @contextlib.contextmanager
