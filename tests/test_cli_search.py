@@ -135,7 +135,9 @@ def test_wrong_model_is_refused(fixture, monkeypatch):
     use_encoder(monkeypatch, lambda **_: SpectralTestEncoder(seed=7))
     result = run("search", "a 500 hz tone", "--index", fixture.root)
     assert result.exit_code == 1
-    assert "not the one index" in result.output and "Traceback" not in result.output
+    assert "was built with model" in result.output and "Traceback" not in result.output
+    # the library's error names the remedy; the CLI turns it into the command
+    assert "or rebuild it with: clapdex index --rebuild --index" in result.output
 
 
 def test_index_a_folder_then_search_it(tmp_path, loads):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from clapdex.concepts.decompose import audio_mean
-from clapdex.errors import IndexMismatchError
+from clapdex.errors import IndexMismatchError, Remedy
 from clapdex.indexer import (PathNotFoundError, find_audio_files, import_embeddings,
                              index_paths, read_manifest, reindex)
 from clapdex.storage.database import IndexStore
@@ -228,9 +228,13 @@ def test_opening_with_another_model_or_lambda_is_refused(collection):
     with pytest.raises(IndexMismatchError) as error:
         _run(collection, SpectralTestEncoder(seed=1))
     message = str(error.value)
-    assert "model fingerprint is" in message and "clapdex index --rebuild" in message
-    with pytest.raises(IndexMismatchError, match="clapdex reindex --lambda"):
+    # the library says what is wrong and names the remedy; the CLI words it as a command
+    assert "was built with model" in message and "clapdex" not in message
+    assert error.value.remedy == Remedy("model", str(collection["index"]))
+    with pytest.raises(IndexMismatchError, match="lambda is 0.05, requested 0.3") as error:
         _run(collection, SpectralTestEncoder(), lam=0.3)
+    assert "clapdex" not in str(error.value) and "--" not in str(error.value)
+    assert error.value.remedy == Remedy("reindex", str(collection["index"]), ("lam",))
     # --rebuild starts over with the new model
     summary = _run(collection, SpectralTestEncoder(seed=1), rebuild=True)
     assert summary.added == 5
@@ -244,7 +248,8 @@ def test_vocabulary_mismatch_names_both_vocabularies(collection, tmp_path):
         _run(collection, encoder, vocabulary=str(other))
     message = str(error.value)
     assert "vocabulary is 'tones' (10 concepts), requested 'weather' (3 concepts)" in message
-    assert "clapdex reindex --vocab" in message and "vocabulary_hash" not in message
+    assert "vocabulary_hash" not in message and "clapdex" not in message
+    assert error.value.remedy.action == "reindex" and error.value.remedy.settings == ("vocabulary",)
     # an edited file with the same name: same name, other concepts
     edited = write_vocabulary(tmp_path / "v3", ["wind", "rain"], "tones")
     with IndexStore.open(collection["index"]) as store:
@@ -348,7 +353,7 @@ def test_import_embeddings_checks(collection, tmp_path):
     bad[3, 0] = np.nan
     with pytest.raises(Exception, match="NaN"):
         import_embeddings(index, bad, manifest, encoder=encoder, show_progress=False)
-    with pytest.raises(IndexMismatchError, match="model fingerprint is"):
+    with pytest.raises(IndexMismatchError, match="was built with model"):
         import_embeddings(index, embeddings, manifest, fingerprint="some-other-model",
                           show_progress=False)
     # the right fingerprint alone (no model loaded) is enough for an existing index

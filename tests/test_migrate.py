@@ -16,7 +16,7 @@ import pytest
 import soundfile
 from sqlalchemy import inspect, select
 
-from clapdex.errors import IndexMismatchError, ReadOnlyIndexError
+from clapdex.errors import IndexMismatchError, ReadOnlyIndexError, Remedy
 from clapdex.indexer import index_paths
 from clapdex.notices import set_handler
 from clapdex.storage import migrate
@@ -139,8 +139,11 @@ def test_read_only_old_index_says_to_open_it_writable(fresh, monkeypatch):
     root, _ = fresh
     downgrade_to_v3(root)
     monkeypatch.setattr(database, "is_writable", lambda folder: False)  # as for a read-only folder
-    with pytest.raises(ReadOnlyIndexError, match="open it once where it can be written"):
+    with pytest.raises(ReadOnlyIndexError, match="is read-only here") as error:
         IndexStore.open(root)
+    assert error.value.remedy == Remedy("open-writable", str(root))  # the CLI words it
+    from clapdex.cli.common import remedy_text
+    assert "open it once where it can be written" in remedy_text(error.value.remedy)
 
 
 @pytest.mark.parametrize("version", [2, SCHEMA_VERSION + 1])

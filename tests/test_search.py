@@ -365,7 +365,7 @@ def test_missing_index_and_wrong_model_are_refused(fixture, tmp_path):
         open_index(tmp_path / "nowhere")
     with open_index(fixture.root, encoder=SpectralTestEncoder(seed=1)) as index:
         assert len(index.search(concepts=["speech"])) > 0  # no model needed
-        with pytest.raises(IndexMismatchError, match="not the one index"):
+        with pytest.raises(IndexMismatchError, match="was built with model"):
             index.search(text="a 500 hz tone")
 
 

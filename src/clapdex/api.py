@@ -526,10 +526,7 @@ def _explaining_settings(index: Index, encoder) -> IndexSettings:
     """The index's settings, refusing another model's index or one without μ_A yet (`encoder`
     already carries the index's projection, if it has one)."""
     settings = index.settings
-    if settings.encoder_fingerprint != encoder.fingerprint:
-        raise IndexMismatchError(
-            f"index {index.path} was built with model {settings.encoder_fingerprint}, not "
-            f"{encoder.fingerprint}; pass the same --weights/--model-version or drop --index")
+    settings.require_model(encoder.fingerprint, index.path)
     if settings.audio_mean is None:
         raise IndexMismatchError(f"index {index.path} has no audio mean yet; index some files first")
     return settings
@@ -843,11 +840,7 @@ def _index_dictionary(index_path, encoder, projection):
         dictionary = store.dictionary()
     if projection is not None:
         encoder = ProjectedEncoder(encoder, load_projection(projection, encoder.fingerprint))
-    if encoder.fingerprint != settings.encoder_fingerprint:
-        raise IndexMismatchError(
-            f"index {index_path} was built with model {settings.encoder_fingerprint!r}, the data "
-            f"is embedded with {encoder.fingerprint!r}; pass the index's model options (and "
-            f"--projection if it has one)")
+    settings.require_model(encoder.fingerprint, index_path)
     return dictionary
 
 

@@ -1,8 +1,10 @@
 """Errors that users see, all of them (one module, so a caller can catch by kind).
 
-Every user-facing failure is a ClapdexError: its message is one line that says what went wrong
-(the library does not name CLI commands; where a fix needs one, the CLI adds it). The CLI prints
-it as `error: <message>` without a traceback and exits 1.
+Every user-facing failure is a ClapdexError: its message is one line that says what went wrong.
+The library does not name CLI commands: where a known action fixes the error, `error.remedy` is a
+Remedy naming it, and the front end phrases it as its own command (the CLI prints
+`error: <message>; <how to fix it>` without a traceback and exits 1; the web app adds the same
+words and the remedy as JSON).
 
     ClapdexError
     ├── AudioError            a file that cannot be used as audio (.path, .reason)
@@ -37,12 +39,41 @@ The modules that raise them re-export them (e.g. clapdex.storage.naming.Ambiguou
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 from clapdex.printable import one_line
 
 
+@dataclass(frozen=True)
+class Remedy:
+    """What fixes an error, for a front end to phrase as its command.
+
+    action:
+      "rebuild"   rebuild the index from its audio (`index`)
+      "reindex"   re-decompose the index with new `settings` ("vocabulary", "lam", "max_concepts")
+      "model"     use the model the index was built with (or rebuild it)
+      "projection" give the index's projection or none (it applies its own), or rebuild it
+      "create"    no index yet: create one (`index`)
+      "finetune"  train the projection again with this model
+      "open-writable" open the index once where it can be written (it is upgraded in place)
+      "list-concepts" see the index's concept names
+      "list-vocabulary" see a vocabulary's concept names
+    """
+
+    action: str
+    index: str | None = None
+    settings: tuple[str, ...] = ()
+
+
 class ClapdexError(Exception):
-    """A failure caused by input or setup, explained in one line."""
+    """A failure caused by input or setup, explained in one line; `remedy` (a Remedy or None)
+    names what fixes it."""
+
+    remedy: Remedy | None = None
+
+    def __init__(self, *args, remedy: Remedy | None = None):
+        super().__init__(*args)
+        self.remedy = remedy
 
 
 class AudioError(ClapdexError):

@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from clapdex.errors import IndexMismatchError, ProjectionError
+from clapdex.errors import IndexMismatchError, ProjectionError, Remedy
 from clapdex.fileio import atomic_path
 from clapdex.vectors import unit_rows
 
@@ -57,7 +57,7 @@ class Projection:
         if encoder_fingerprint != self.encoder_fingerprint:
             raise ProjectionError(
                 f"projection was trained for encoder {self.encoder_fingerprint!r}, not "
-                f"{encoder_fingerprint!r}; run `clapdex finetune` again with this model")
+                f"{encoder_fingerprint!r}", remedy=Remedy("finetune"))
 
 
 def apply_projection(embeddings: np.ndarray, projection: Projection) -> np.ndarray:
@@ -155,7 +155,7 @@ def encoder_for_index(encoder, settings=None, projection: Projection | None = No
     index, or None); unchanged when there is neither, or when it already is the index's encoder.
 
     A given projection must be the one the index was built with (with or without), else
-    IndexMismatchError with the rebuild command.
+    IndexMismatchError (remedy "projection"); another model is IndexSettings.require_model's.
     """
     stored = None if settings is None else settings.projection_hash
     if projection is not None:
@@ -164,15 +164,11 @@ def encoder_for_index(encoder, settings=None, projection: Projection | None = No
             built = "without a projection" if stored is None else f"with projection {stored[:16]}"
             raise IndexMismatchError(
                 f"index {index_path} was built {built}, not with projection "
-                f"{projection.content_hash[:16]}; rebuild it with: clapdex index --rebuild "
-                f"--projection FILE, or drop --projection (the index applies its own)")
+                f"{projection.content_hash[:16]}", remedy=Remedy("projection", str(index_path)))
         return projected
     if stored is None or encoder.fingerprint == settings.encoder_fingerprint:
         return encoder
     recovered = Projection(settings.projection, encoder.fingerprint)
     if recovered.content_hash != stored:  # the hash covers the model: this is another model
-        raise IndexMismatchError(
-            f"index {index_path} was built with model {settings.encoder_fingerprint}, not "
-            f"{encoder.fingerprint}; pass the same model options, or rebuild with: "
-            f"clapdex index --rebuild")
+        settings.require_model(encoder.fingerprint, index_path)
     return ProjectedEncoder(encoder, recovered)

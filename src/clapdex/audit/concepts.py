@@ -6,7 +6,7 @@ import difflib
 
 from sqlalchemy import select
 
-from clapdex.errors import UnknownConceptError
+from clapdex.errors import Remedy, UnknownConceptError
 from clapdex.storage.schema import ConceptRow
 
 
@@ -64,8 +64,9 @@ class ConceptLookup:
             return candidates[0]
         where = "" if position is None else f" at character {position + 1}"
         close = self.closest(name)
-        hint = f"; closest: {', '.join(close)}" if close else "; list them with: clapdex concepts"
-        raise UnknownConceptError(f"unknown concept {name!r}{where}{hint}")
+        hint = f"; closest: {', '.join(close)}" if close else ""
+        raise UnknownConceptError(f"unknown concept {name!r}{where}{hint}",
+                                  remedy=None if close else Remedy("list-concepts"))
 
     def prefetch(self, names) -> None:
         """Look up many exact names in one query (before calling id_of on each)."""

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import signal
 import threading
 from pathlib import Path
@@ -15,7 +16,7 @@ import click
 
 from clapdex import to_jsonable
 from clapdex.encoder_registry import OPTIONS as ENCODER_OPTIONS
-from clapdex.errors import ClapdexError
+from clapdex.errors import ClapdexError, Remedy
 from clapdex.printable import one_line
 
 
@@ -32,7 +33,7 @@ class SafeGroup(click.Group):
             with _sigterm_as_interrupt():
                 return super().invoke(ctx)
         except ClapdexError as error:
-            click.echo(f"error: {one_line(str(error))}", err=True)  # paths may hold newlines
+            click.echo(f"error: {one_line(error_text(error))}", err=True)  # paths may hold newlines
             ctx.exit(1)
         except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM (Terminated)
             # The library notes what was kept (indexing: files stored, files part-done).
@@ -46,6 +47,39 @@ class SafeGroup(click.Group):
                 raise
             click.echo(f"error: {message}", err=True)
             ctx.exit(1)
+
+
+def error_text(error: ClapdexError) -> str:
+    """The library's message, and the command that fixes it (from `error.remedy`)."""
+    if error.remedy is None:
+        return str(error)
+    return f"{error}; {remedy_text(error.remedy)}"
+
+
+def remedy_text(remedy: Remedy) -> str:
+    """A clapdex.errors.Remedy in the CLI's words: the command to run."""
+    index = f" --index {shlex.quote(remedy.index)}" if remedy.index else ""
+    rebuild = f"clapdex index --rebuild{index} FOLDER"
+    if remedy.action == "reindex":
+        options = {"vocabulary": "--vocab NAME", "lam": "--lambda L", "max_concepts": "--max-concepts N"}
+        given = " ".join(options[name] for name in remedy.settings if name in options)
+        return f"run clapdex reindex {given}{index} to re-decompose it, or use another --index"
+    if remedy.action == "model":
+        return (f"pass the model options it was built with (--model-version, --weights, "
+                f"--backend), or rebuild it with: {rebuild}")
+    if remedy.action == "projection":
+        return (f"drop --projection (the index applies its own), or rebuild it with: "
+                f"clapdex index --rebuild --projection FILE{index} FOLDER")
+    texts = {
+        "rebuild": f"rebuild it with: {rebuild}",
+        "create": f"create one with: clapdex index{index} FOLDER",
+        "finetune": "run clapdex finetune again with this model",
+        "open-writable": (f"open it once where it can be written (any clapdex command, e.g. "
+                          f"clapdex status{index}) to upgrade it in place, or use a writable copy"),
+        "list-concepts": "list them with: clapdex concepts",
+        "list-vocabulary": "see the vocabulary with: clapdex vocab show NAME",
+    }
+    return texts.get(remedy.action, remedy.action)
 
 
 class Terminated(KeyboardInterrupt):

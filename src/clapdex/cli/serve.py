@@ -7,7 +7,8 @@ import socket
 
 import click
 
-from clapdex.cli.common import encoder_options, encoder_settings, index_option, resolve_index_path
+from clapdex.cli.common import (encoder_options, encoder_settings, index_option, remedy_text,
+                                resolve_index_path)
 from clapdex.errors import ClapdexError
 
 LOOPBACK_NAMES = ["127.0.0.1", "localhost", "[::1]", "::1"]
@@ -50,7 +51,7 @@ def serve_command(index_path, host, port, token, open_browser, max_upload_mb, **
     port = listener.getsockname()[1]
     index = open_index(resolve_index_path(index_path), **encoder_settings(kwargs))
     app = create_app(index, token=token, max_upload_bytes=max_upload_mb * 1024 * 1024,
-                     allowed_hosts=None if token else LOOPBACK_NAMES)
+                     allowed_hosts=None if token else LOOPBACK_NAMES, remedy_text=remedy_text)
     shown_host = f"[{host}]" if ":" in host and not host.startswith("[") else host
     url = f"http://{shown_host}:{port}/" + (f"?token={token}" if token else "")
     click.echo(f"clapdex serving {index.path} at {url}")

@@ -65,7 +65,7 @@ def open_index(index_path: str | os.PathLike, encoder, *, vocabulary: str | None
     if faiss_factory is not None:
         validate_factory(faiss_factory)
     if hop_seconds is not None and not (0 < hop_seconds <= encoder.window_seconds):
-        raise ClapdexError(f"--hop must be > 0 and at most the window ({encoder.window_seconds} s)")
+        raise ClapdexError(f"the hop must be > 0 and at most the window ({encoder.window_seconds} s)")
     IndexStore.require_writable(root)  # before any work: a read-only index or a file at root
     exists = IndexStore.exists(root)
     if exists and database_url:

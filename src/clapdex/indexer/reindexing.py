@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from clapdex.errors import ClapdexError, IndexMismatchError
+from clapdex.errors import ClapdexError
 from clapdex.indexer.opening import decomposition_mode
 from clapdex.indexer.storing import DECOMPOSE_WINDOWS
 from clapdex.progress import Progress, ProgressCallback, reporter
@@ -56,10 +56,7 @@ def reindex(index_path: str | os.PathLike, *, lam: float | None = None,
         if vocab is not None:
             if encoder is None:
                 raise ClapdexError("a new vocabulary needs the model to embed its concepts")
-            if encoder.fingerprint != settings.encoder_fingerprint:
-                raise IndexMismatchError(
-                    f"index {index_path} was built with model {settings.encoder_fingerprint!r}, "
-                    f"the given model is {encoder.fingerprint!r}; pass the index's model options")
+            settings.require_model(encoder.fingerprint, index_path)
             dictionary = build_dictionary(encoder, vocab)  # before the lock: it encodes text
         bar = Progress(reporter(progress, show_progress), total=store.counts()["segments"],
                        desc="reindexing", unit="segment")

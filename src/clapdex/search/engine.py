@@ -29,7 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from clapdex.defaults import DEFAULT_ALPHA, MODES  # noqa: F401  (re-exported)
-from clapdex.errors import IndexMismatchError
+from clapdex.errors import IndexMismatchError, Remedy
 from clapdex.search.query import ConceptTermSpec, unit
 from clapdex.search.results import (LOW_FIDELITY, ConceptTerm, ConceptWeight, Explanation,
                                     SearchResult, SharedConcept)
@@ -74,8 +74,8 @@ class SearchEngine:
         mean = np.asarray(a("audio_mean"))
         self.audio_mean = mean if len(mean) else None
         if self.n_segments and self.audio_mean is None:
-            raise IndexMismatchError(f"index {store.root} has segments but no audio mean; "
-                                     f"rebuild it with: clapdex index --rebuild")
+            raise IndexMismatchError(f"index {store.root} has segments but no audio mean",
+                                     remedy=Remedy("rebuild", str(store.root)))
 
     @property
     def generation(self):

@@ -11,7 +11,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from clapdex.errors import QueryError
+from clapdex.errors import QueryError, Remedy
 from clapdex.vectors import mean_of_unit_rows
 
 
@@ -63,9 +63,9 @@ def resolve_concepts(specs: Iterable[str | tuple[str, float]], names: Sequence[s
         concept_id = position.get(name, lower.get(name.lower()))
         if concept_id is None:
             close = difflib.get_close_matches(name.lower(), list(lower), n=3, cutoff=0.6)
-            hint = f"; closest: {', '.join(names[lower[c]] for c in close)}" if close else \
-                "; see the vocabulary with: clapdex vocab show NAME"
-            raise QueryError(f"unknown concept {name!r}{hint}")
+            hint = f"; closest: {', '.join(names[lower[c]] for c in close)}" if close else ""
+            raise QueryError(f"unknown concept {name!r}{hint}",
+                             remedy=None if close else Remedy("list-vocabulary"))
         weights[concept_id] = weights.get(concept_id, 0.0) + weight
     return [ConceptTermSpec(i, names[i], w) for i, w in weights.items() if w != 0]
 

@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from clapdex.errors import IndexMismatchError, QueryError
+from clapdex.errors import QueryError
 from clapdex.printable import one_line
 from clapdex.projection import encoder_for_index
 from clapdex.search.engine import (DEFAULT_ALPHA, EXACT_HYBRID_MAX, MODES, SearchEngine,
@@ -83,11 +83,7 @@ class Searcher:
         # An index built with a projection holds projected audio embeddings: project audio
         # queries with its stored matrix too (text queries are never projected).
         encoder = encoder_for_index(encoder, settings, index_path=self.store.root)
-        if encoder.fingerprint != settings.encoder_fingerprint:
-            raise IndexMismatchError(
-                f"the model ({encoder.fingerprint}) is not the one index {self.store.root} was "
-                f"built with ({settings.encoder_fingerprint}); pass the same model options, "
-                f"or rebuild with: clapdex index --rebuild")
+        settings.require_model(encoder.fingerprint, self.store.root)
         return encoder
 
     # ---- query vectors ---------------------------------------------------------------------

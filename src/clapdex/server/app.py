@@ -12,7 +12,7 @@ import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -22,7 +22,8 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from clapdex.jsonable import dumps, to_jsonable
-from clapdex.errors import AudioError, ClapdexError, ModelError, NotFoundError, QueryError
+from clapdex.errors import (AudioError, ClapdexError, ModelError, NotFoundError, QueryError,
+                            Remedy)
 from clapdex.search.results import LOW_FIDELITY, SearchResults
 from clapdex.server import media
 from clapdex.server.guard import Guard
@@ -70,12 +71,15 @@ def json_response(value: Any, status: int = 200) -> Response:
 
 
 def create_app(index, *, token: str | None = None, allowed_hosts: list[str] | None = None,
-               max_upload_bytes: int = DEFAULT_MAX_UPLOAD) -> FastAPI:
+               max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
+               remedy_text: Callable[[Remedy], str] | None = None) -> FastAPI:
     """The ASGI app over an open index.
 
     token: when given, every request must carry it (header `Authorization: Bearer TOKEN`, or
     `?token=TOKEN`). allowed_hosts: Host header values accepted (None: any); the CLI passes the
     loopback names when it serves 127.0.0.1 without a token, against DNS rebinding.
+    remedy_text: phrases an error's Remedy as the command to run (`clapdex serve` passes the
+    CLI's); an error response carries the remedy as JSON either way.
     """
     lock = threading.Lock()  # one index call at a time: the search state is built lazily
 
@@ -94,7 +98,7 @@ def create_app(index, *, token: str | None = None, allowed_hosts: list[str] | No
                               "sound concepts. Read-only. See docs/http-api.md.",
                   docs_url=None, redoc_url=None)
     app.state.index = index
-    _error_handlers(app)
+    _error_handlers(app, remedy_text)
 
     # ---- search ---------------------------------------------------------------------------
 
@@ -303,7 +307,7 @@ def _version() -> str:
     return __version__
 
 
-def _error_handlers(app: FastAPI) -> None:
+def _error_handlers(app: FastAPI, remedy_text: Callable[[Remedy], str] | None) -> None:
     """Every refusal is JSON {"error": message, ...} with a 4xx status; never a traceback."""
 
     def error(status: int, message: str, **extra) -> JSONResponse:
@@ -327,7 +331,12 @@ def _error_handlers(app: FastAPI) -> None:
             status = 503  # the server was started without a usable model for text queries
         elif not isinstance(exc, (QueryError, AudioError)):
             status = 409  # e.g. the model does not match the index
-        return error(status, str(exc), **extra)
+        message = str(exc)
+        if exc.remedy is not None:
+            extra["remedy"] = to_jsonable(exc.remedy)
+            if remedy_text is not None:
+                message = f"{message}; {remedy_text(exc.remedy)}"
+        return error(status, message, **extra)
 
     @app.exception_handler(RequestValidationError)
     def validation_error(_request, exc: RequestValidationError):

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clapdex.errors import (ClapdexError, IndexChangedError,  # noqa: F401 (re-exported)
                             IndexDamagedError, IndexMismatchError, IndexNotFoundError,
-                            ReadOnlyIndexError, RootError)
+                            ReadOnlyIndexError, Remedy, RootError)
 from clapdex.storage import concept_stats  # audit totals, kept in step with every write
 from clapdex.storage.engine import (DB_FILE, LOCK_WAIT_SECONDS, URL_FILE, WRITE_OPTION, damaged,
                                     index_error, index_url, is_writable, make_engine,
@@ -113,7 +113,7 @@ class IndexStore:
             return
         where = shown_url(stored) if isinstance(stored, str) else f"its SQLite file {root / DB_FILE}"
         raise IndexMismatchError(f"index {root} keeps its data in {where}, not in "
-                                 f"{shown_url(database_url)}; give that database or another --index")
+                                 f"{shown_url(database_url)}")
 
     @classmethod
     def create(cls, root: str | Path, settings: IndexSettings, concept_names: Sequence[str],
@@ -200,8 +200,7 @@ class IndexStore:
         if root.exists() and not root.is_dir():
             raise IndexNotFoundError(f"{root} is a file, not an index folder")
         if not cls.exists(root):
-            raise IndexNotFoundError(
-                f"no index at {root}; create one with: clapdex index --index {root} FOLDER")
+            raise IndexNotFoundError(f"no index at {root}", remedy=Remedy("create", str(root)))
         if write:
             cls.require_writable(root)
         read_only = not (root / URL_FILE).exists() and not is_writable(root)
@@ -234,11 +233,12 @@ class IndexStore:
         if not (migrate.UPGRADABLE_FROM <= version < SCHEMA_VERSION):
             self.close()
             raise IndexMismatchError(
-                f"index {root} has schema version {version}, this clapdex needs {SCHEMA_VERSION}; "
-                f"rebuild it with: clapdex index --rebuild --index {root} FOLDER")
+                f"index {root} has schema version {version}, this clapdex needs {SCHEMA_VERSION}",
+                remedy=Remedy("rebuild", str(root)))
         if self.read_only:
             self.close()
-            raise ReadOnlyIndexError(migrate.read_only_message(root, version))
+            raise ReadOnlyIndexError(migrate.read_only_message(root, version),
+                                     remedy=Remedy("open-writable", str(root)))
         try:
             upgraded = migrate.upgrade(self.engine)
         except BaseException:

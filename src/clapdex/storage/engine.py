@@ -14,7 +14,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError
 
-from clapdex.errors import ClapdexError, IndexDamagedError, ReadOnlyIndexError
+from clapdex.errors import ClapdexError, IndexDamagedError, ReadOnlyIndexError, Remedy
 
 DB_FILE = "clapdex.sqlite"
 URL_FILE = "database.url"
@@ -115,8 +115,8 @@ def reason(error: BaseException) -> str:
 
 
 def damaged(root: Path, why: str) -> IndexDamagedError:
-    return IndexDamagedError(f"index {root} is damaged ({why}); rebuild it with: "
-                             f"clapdex index --rebuild --index {root} FOLDER")
+    return IndexDamagedError(f"index {root} is damaged ({why})",
+                             remedy=Remedy("rebuild", str(root)))
 
 
 def _translate_errors(engine: Engine, root: Path) -> None:

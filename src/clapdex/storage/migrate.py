@@ -159,6 +159,4 @@ FILLERS: dict[tuple[str, str], Callable[[Connection], None]] = {
 
 def read_only_message(root, version: int) -> str:
     return (f"index {root} was written by an older clapdex (schema version {version}, this one "
-            f"uses {SCHEMA_VERSION}) and is read-only here; open it once where it can be written "
-            f"(any clapdex command, e.g. clapdex status --index {root}) to upgrade it in place, "
-            f"or use a writable copy")
+            f"uses {SCHEMA_VERSION}) and is read-only here")

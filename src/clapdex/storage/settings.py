@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clapdex.errors import IndexMismatchError
+from clapdex.errors import IndexMismatchError, Remedy
 from clapdex.storage.roots import roots_from_column, roots_to_column
 from clapdex.storage.schema import IndexSettingsRow, from_blob, to_blob
 
@@ -43,25 +43,17 @@ class IndexSettings:
     # was indexed, so never a mismatch.
     roots: dict[str, str] = dataclasses.field(default_factory=dict)
 
-    # Settings whose change makes the stored data meaningless, with the command that rebuilds.
-    _REBUILD = {
-        "encoder_fingerprint": "clapdex index --rebuild",
-        "dimension": "clapdex index --rebuild",
-        "sample_rate": "clapdex index --rebuild",
-        "window_seconds": "clapdex index --rebuild",
-        "hop_seconds": "clapdex index --rebuild",
-        "vocabulary_hash": "clapdex reindex --vocab ...",
-        "lam": "clapdex reindex --lambda ...",
-        "max_concepts": "clapdex reindex --max-concepts ...",
-        "projection_hash": "clapdex index --rebuild",
-    }
+    # Settings whose change makes the stored data meaningless (the index must be rebuilt) ...
+    _REBUILD = ("encoder_fingerprint", "dimension", "sample_rate", "window_seconds",
+                "hop_seconds", "vocabulary_hash", "lam", "max_concepts", "projection_hash")
+    # ... unless only these differ: a reindex then re-decomposes the stored embeddings.
+    _REINDEX = {"vocabulary_hash": "vocabulary", "lam": "lam", "max_concepts": "max_concepts"}
 
     # What a decomposition depends on: a change moves settings_version on.
     DECOMPOSITION = ("lam", "max_concepts", "audio_mean", "vocabulary_hash", "projection_hash")
 
     # How each setting is named in messages: the CLI option's words, not the attribute.
     _LABELS = {
-        "encoder_fingerprint": "model fingerprint",
         "dimension": "embedding dimension",
         "sample_rate": "sample rate",
         "window_seconds": "window (s)",
@@ -85,9 +77,11 @@ class IndexSettings:
 
     def check_compatible(self, requested: "IndexSettings", index_path: str | Path, *,
                          concepts: int | None = None, requested_concepts: int | None = None) -> None:
-        """Raise IndexMismatchError naming each difference and the command that rebuilds.
+        """Raise IndexMismatchError naming each difference, its remedy a reindex (with those
+        settings) when that suffices, else a rebuild; another model is require_model's error.
         `concepts` / `requested_concepts` (the two vocabularies' sizes) make a vocabulary
         difference readable: names and sizes instead of content hashes."""
+        self.require_model(requested.encoder_fingerprint, index_path)
         diffs = self.differences(requested)
         if not diffs:
             return
@@ -96,10 +90,20 @@ class IndexSettings:
                  f"{self._LABELS[name]} is {getattr(self, name)!r}, "
                  f"requested {getattr(requested, name)!r}"
                  for name in diffs]
-        fixes = sorted({self._REBUILD[name] for name in diffs})
+        if all(name in self._REINDEX for name in diffs):
+            remedy = Remedy("reindex", str(index_path), tuple(self._REINDEX[name] for name in diffs))
+        else:
+            remedy = Remedy("rebuild", str(index_path))
         raise IndexMismatchError(
-            f"index {index_path} was built with other settings ({'; '.join(parts)}); "
-            f"run {' or '.join(fixes)} to rebuild it, or use another --index")
+            f"index {index_path} was built with other settings ({'; '.join(parts)})", remedy=remedy)
+
+    def require_model(self, fingerprint: str, index_path: str | Path) -> None:
+        """The one check that embeddings come from the model the index was built with (the
+        fingerprint includes a projection's): IndexMismatchError, remedy "model", if not."""
+        if fingerprint != self.encoder_fingerprint:
+            raise IndexMismatchError(
+                f"index {index_path} was built with model {self.encoder_fingerprint!r}, "
+                f"not {fingerprint!r}", remedy=Remedy("model", str(index_path)))
 
     def _vocabulary_difference(self, requested: "IndexSettings", concepts: int | None,
                                requested_concepts: int | None) -> str:
