@@ -62,8 +62,14 @@ def test_every_read_verb_answers_on_the_index(built):
     low = index.poorly_explained(below=1.0, limit=2)
     assert low.total >= len(low.segments) == 2
     assert index.file("a200.wav").path.endswith("a200.wav")
-    assert index.status()["counts"]["files"] == 5
-    assert index.doctor()["ok"]
+    status, report = index.status(), index.doctor()
+    assert status.counts["files"] == 5 and report.ok
+    # typed records whose JSON is what `status --json` / `doctor --json` always printed
+    assert list(clapdex.to_jsonable(status)) == ["index", "database", "settings", "counts",
+                                                 "roots", "errors", "disk", "ann"]
+    assert list(clapdex.to_jsonable(report)) == [
+        "index", "integrity", "faiss", "orphans", "missing_files", "stale_segments", "repaired",
+        "faiss_lags", "roots", "unknown_roots", "ok", "lines"]
 
 
 def test_explain_uses_the_index_settings(built):

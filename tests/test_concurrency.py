@@ -78,8 +78,8 @@ def _assert_consistent(index) -> None:
         held = np.stack([dense.reconstruct(int(i)) for i in ids])
         np.testing.assert_allclose(held, unit, atol=1e-5)
     report = doctor(index)
-    assert report["ok"], report["lines"]
-    assert report["faiss"]["vectors_checked"] == len(ids)
+    assert report.ok, report.lines
+    assert report.faiss["vectors_checked"] == len(ids)
 
 
 def test_two_first_writers_share_one_audio_mean(tmp_path, backend):

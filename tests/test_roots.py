@@ -92,8 +92,8 @@ def test_a_copied_index_works_after_one_setting_change(built, backend):
         assert (summary.added, summary.updated, summary.moved, summary.copied,
                 summary.unchanged) == (0, 0, 0, 0, len(TONES) + 1)
         report = index.doctor()
-        assert report["ok"], report["lines"]
-        assert not report["missing_files"]
+        assert report.ok, report.lines
+        assert not report.missing_files
 
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
@@ -119,8 +119,8 @@ def test_the_environment_moves_a_root_for_one_process(built, monkeypatch):
         [info] = index.roots()
         assert not info.exists and info.files == len(TONES)
         report = index.doctor()
-        assert not report["ok"] and not report["missing_files"]  # the root, not 4 lost files
-        assert any("root lib is at" in line for line in report["lines"])
+        assert not report.ok and not report.missing_files  # the root, not 4 lost files
+        assert any("root lib is at" in line for line in report.lines)
         # search's derived files are written now, by a process without the variable
         assert index.search(concepts=["a 400 hz tone"], k=1)[0].path == str(library / "pads/deep/low.wav")
     monkeypatch.setenv("CLAPDEX_ROOT_LIB", str(mount))
@@ -129,7 +129,7 @@ def test_the_environment_moves_a_root_for_one_process(built, monkeypatch):
         assert info.from_env and info.exists and info.effective == str(mount)
         assert info.location == str(library)  # nothing stored changed
         assert index.search(text="a 400 hz tone", k=1)[0].path == str(mount / "pads/deep/low.wav")
-        assert index.doctor()["ok"]
+        assert index.doctor().ok
         with pytest.raises(RootError, match="CLAPDEX_ROOT_LIB"):
             index.set_root("lib", mount)  # the stored value would not apply in this process
 
@@ -207,9 +207,9 @@ def test_a_file_row_under_an_unknown_root_is_a_clear_error(built):
         with pytest.raises(UnknownRootError, match="root 'gone'"):
             index.search(concepts=["a 200 hz tone"])
         report = index.doctor()
-        assert not report["ok"] and report["unknown_roots"] == {"gone": 1}
+        assert not report.ok and report.unknown_roots == {"gone": 1}
         index.set_root("gone", base / "elsewhere")  # the fix the message names
-        assert index.doctor()["unknown_roots"] == {}
+        assert index.doctor().unknown_roots == {}
 
 
 @pytest.mark.sqlite_only

@@ -100,7 +100,7 @@ def test_auto_picks_ivf_past_flat_max_and_records_its_recall(tmp_path, monkeypat
         assert [r.dense for r in got] == pytest.approx(exact, abs=1e-6)
         assert [r.dense for r in got] == sorted((r.dense for r in got), reverse=True)
     from clapdex.storage.health import index_status
-    assert index_status(root)["ann"]["kind"] == meta["kind"]
+    assert index_status(root).ann["kind"] == meta["kind"]
     # --faiss overrides: an explicit Flat is rebuilt as Flat
     with IndexStore.open(root) as store:
         store.update_settings(faiss_factory="Flat")

@@ -86,10 +86,10 @@ def test_stale_segments_are_reported_and_repaired(tmp_path, backend):
                             .values(settings_version=-1))
         assert len(store.stale_segments()) == 3
     report = doctor(fixture.root)
-    assert not report["ok"] and report["stale_segments"] == 3
-    assert any("decomposed under other settings" in line for line in report["lines"])
+    assert not report.ok and report.stale_segments == 3
+    assert any("decomposed under other settings" in line for line in report.lines)
     repaired = doctor(fixture.root, repair=True)
-    assert repaired["ok"], repaired["lines"]
+    assert repaired.ok, repaired.lines
     with IndexStore.open(fixture.root) as store:
         _, after = store.concept_matrix()
         assert len(store.stale_segments()) == 0
@@ -112,9 +112,9 @@ def test_doctor_compares_vectors_not_only_ids(tmp_path, backend):
         dense.save(store.faiss_path)
     report = doctor(fixture.root)
     differ = int((np.abs(np.roll(embeddings, 1, axis=0) - embeddings).max(axis=1) > 1e-4).sum())
-    assert differ > 0 and report["faiss"]["vectors_checked"] == len(ids)
-    assert not report["ok"] and report["faiss"]["wrong_vectors"] == differ
-    assert doctor(fixture.root, repair=True)["ok"]
+    assert differ > 0 and report.faiss["vectors_checked"] == len(ids)
+    assert not report.ok and report.faiss["wrong_vectors"] == differ
+    assert doctor(fixture.root, repair=True).ok
 
 
 def test_a_late_save_never_replaces_a_newer_one(tmp_path, backend):

@@ -275,15 +275,17 @@ class Index:
         finally:
             self.refresh()
 
-    def status(self) -> dict:
-        """Settings, counts, files that could not be indexed, sizes on disk (`clapdex status`)."""
+    def status(self):
+        """Settings, counts, files that could not be indexed, sizes on disk (`clapdex status`).
+        Returns storage.health.IndexStatus."""
         from clapdex.storage.health import index_status
 
         return index_status(self.path)
 
-    def doctor(self, repair: bool = False) -> dict:
+    def doctor(self, repair: bool = False):
         """Check database and FAISS agree, indexed files exist, no orphan rows; `repair` rebuilds
-        the FAISS file and deletes orphan rows. `ok` is False while a problem remains."""
+        the FAISS file and deletes orphan rows. Returns storage.health.DoctorReport (`ok` is False
+        while a problem remains)."""
         from clapdex.storage.health import doctor
 
         if repair:

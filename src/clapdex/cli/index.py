@@ -192,7 +192,7 @@ def status_command(index_path, as_json):
     if as_json:
         emit_json(status)
         return
-    settings, counts, disk = status["settings"], status["counts"], status["disk"]
+    settings, counts, disk = status.settings, status.counts, status.disk
     mode = (f"at most {settings['max_concepts']} concepts" if settings["max_concepts"] is not None
             else f"lambda {settings['lam']:g}")
     width = output_width()
@@ -201,7 +201,7 @@ def status_command(index_path, as_json):
         for line in wrap_parts(f"{label + ':':<12}", list(parts), width, indent=" " * 12):
             click.echo(line)
 
-    click.echo(f"index:      {shown_path(status['index'])}")
+    click.echo(f"index:      {shown_path(status.index)}")
     field("model", one_line(settings["encoder_fingerprint"]))
     field("audio", f"d={settings['dimension']}", f"{settings['sample_rate']} Hz",
           f"window {settings['window_seconds']:g} s", f"hop {settings['hop_seconds']:g} s")
@@ -209,21 +209,21 @@ def status_command(index_path, as_json):
           f"audio mean {'set' if settings['audio_mean_set'] else 'not set yet'}")
     field("contents", plural(counts["files"], "file"), plural(counts["segments"], "segment"),
           plural(counts["postings"], "posting"), f"{plural(counts['errors'], 'file')} with errors")
-    for root in status.get("roots") or []:
+    for root in status.roots or []:
         field(f"root {root.name}", shown_path(root.effective), plural(root.files, "file"),
               *([f"from ${root.env_var}"] if root.from_env else []),
               *([] if root.exists else ["MISSING here"]))
-    field("database", one_line(status["database"]))
+    field("database", one_line(status.database))
     field("disk", f"database {format_bytes(disk['database_bytes'])}",
           f"FAISS {settings['faiss_factory']} {format_bytes(disk['faiss_bytes'])}")
-    ann = status.get("ann")
+    ann = status.ann
     if ann:  # the type search built and its recall@10 against exact search
         recall = ann.get("recall_at_10")
         field("dense ANN", f"{ann.get('kind')} over {plural(ann.get('segments') or 0, 'segment')}",
               f"recall@10 {recall:.3f}" + ("" if ann.get("kind") == "Flat" else
                                             f" ({ann.get('recall_queries')} queries near stored "
                                             "segments)"))
-    _print_failures("errors:", status["errors"])
+    _print_failures("errors:", status.errors)
 
 
 @click.command("doctor")
@@ -240,9 +240,9 @@ def doctor_command(index_path, repair, as_json):
     if as_json:
         emit_json(report)
     else:
-        for line in report["lines"]:
+        for line in report.lines:
             click.echo(one_line(line))  # each line quotes paths; none may forge another
-    if not report["ok"]:
+    if not report.ok:
         raise click.exceptions.Exit(1)
 
 

@@ -280,7 +280,7 @@ def create_app(index, *, token: str | None = None, allowed_hosts: list[str] | No
     def status():
         """The index as `clapdex status --json` (settings, counts, files that could not be
         indexed, sizes), and `server`: what the pages need (playable extensions, upload limit)."""
-        return json_response({**call(index.status), "server": {
+        return json_response({**to_jsonable(call(index.status)), "server": {
             "playable_extensions": sorted(media.PLAYABLE), "max_upload_bytes": max_upload_bytes,
             "token_required": token is not None}})
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import func, select, text
@@ -15,6 +16,41 @@ from clapdex.storage.roots import describe as describe_roots
 from clapdex.storage.schema import Base, ConceptRow, PostingRow, SegmentRow
 
 _DERIVED_TABLES = ("concept_stats", "corpus_stats")  # totals rebuilt from the postings on read
+
+
+@dataclass
+class IndexStatus:
+    """What `clapdex status` shows (the JSON fields are these names, docs/output.md)."""
+
+    index: str
+    database: str             # where the data lives (the SQLite file or the URL, no password)
+    settings: dict            # how the index was built (IndexSettings' scalar fields)
+    counts: dict              # IndexStore.counts(): files, segments, postings, concepts, errors
+    roots: list               # storage.roots.RootInfo of each named root
+    errors: list              # files that could not be indexed: {"path", "error"}
+    disk: dict                # IndexStore.disk_usage(): database_bytes, faiss_bytes
+    # the FAISS type search built ("auto" picks it by size) and its recall@10 against exact
+    # search, as measured when it was built (None: no dense search yet)
+    ann: dict | None = None
+
+
+@dataclass
+class DoctorReport:
+    """What `clapdex doctor` found (and repaired); `ok` is False while a problem remains and
+    `lines` is the human-readable report. Checks that could not run (a damaged database) are None."""
+
+    index: str
+    integrity: list           # problems of the database itself
+    faiss: dict | None        # storage.dense.agreement: database and FAISS compared
+    orphans: dict | None      # orphan rows by kind
+    missing_files: list | None  # indexed files no longer on disk
+    stale_segments: int | None  # segments decomposed under other settings
+    repaired: list = field(default_factory=list)
+    faiss_lags: bool = False  # FAISS only lacks segments: synced on the next open
+    roots: list | None = None  # storage.roots.RootInfo of each named root
+    unknown_roots: dict | None = None  # files stored under a root the index does not define
+    ok: bool = False
+    lines: list = field(default_factory=list)
 
 
 def integrity(store: IndexStore) -> list[str]:
@@ -92,14 +128,14 @@ def _rebuild_derived(store: IndexStore) -> None:
         concept_stats.invalidate(session)
 
 
-def index_status(index_path: str | Path) -> dict:
+def index_status(index_path: str | Path) -> IndexStatus:
     """Settings, counts, files that could not be indexed (with their errors), sizes on disk."""
     with IndexStore.open(index_path) as store:
         settings = store.settings
-        return {
-            "index": str(index_path),
-            "database": store.location(),
-            "settings": {
+        return IndexStatus(
+            index=str(index_path),
+            database=store.location(),
+            settings={
                 "encoder_fingerprint": settings.encoder_fingerprint,
                 "dimension": settings.dimension,
                 "sample_rate": settings.sample_rate,
@@ -112,17 +148,15 @@ def index_status(index_path: str | Path) -> dict:
                 "audio_mean_set": settings.audio_mean is not None,
                 "faiss_factory": settings.faiss_factory,
             },
-            "counts": store.counts(),
-            "roots": describe_roots(store),
-            "errors": [{"path": row.path, "error": row.error} for row in store.files("error")],
-            "disk": store.disk_usage(),
-            # the FAISS type search built ("auto" picks it by size) and its recall@10 against
-            # exact search, as measured when it was built (None: no dense search yet)
-            "ann": read_meta(store),
-        }
+            counts=store.counts(),
+            roots=describe_roots(store),
+            errors=[{"path": row.path, "error": row.error} for row in store.files("error")],
+            disk=store.disk_usage(),
+            ann=read_meta(store),
+        )
 
 
-def doctor(index_path: str | Path, repair: bool = False) -> dict:
+def doctor(index_path: str | Path, repair: bool = False) -> DoctorReport:
     """Check database↔FAISS agreement (build, ids, a sample of vectors), segments decomposed under
     other settings than the index's, indexed files missing on disk and orphan rows.
 
@@ -208,12 +242,13 @@ def doctor(index_path: str | Path, repair: bool = False) -> dict:
     elif not away and not unknown_roots:
         lines.append("ok: every indexed file exists")
     lines.extend(f"repaired: {what}" for what in repaired)
-    return {"index": str(index_path), "integrity": [], "faiss": dense, "orphans": orphans, "missing_files": missing,
-            "stale_segments": int(len(stale)), "repaired": repaired, "faiss_lags": faiss_lags,
-            "roots": roots, "unknown_roots": unknown_roots,
-            "ok": bool((dense["agree"] or faiss_lags) and not any(orphans.values())
-                       and not missing and not len(stale) and not away and not unknown_roots),
-            "lines": lines}
+    return DoctorReport(
+        index=str(index_path), integrity=[], faiss=dense, orphans=orphans, missing_files=missing,
+        stale_segments=int(len(stale)), repaired=repaired, faiss_lags=faiss_lags, roots=roots,
+        unknown_roots=unknown_roots,
+        ok=bool((dense["agree"] or faiss_lags) and not any(orphans.values())
+                and not missing and not len(stale) and not away and not unknown_roots),
+        lines=lines)
 
 
 def _unknown_roots(store: IndexStore) -> dict[str, int]:
@@ -245,18 +280,15 @@ def redecompose_stale(store: IndexStore, chunk: int = 4096) -> int:
     return int(len(ids))
 
 
-def _damaged_report(index_path, damage: list[str]) -> dict:
+def _damaged_report(index_path, damage: list[str]) -> DoctorReport:
     lines = [f"problem: the database is damaged: {line}" for line in damage[:10]]
     lines.append("problem: run clapdex doctor --repair (it rebuilds indexes and totals); if that "
                  "is not enough, rebuild with clapdex index --rebuild")
-    return {"index": str(index_path), "integrity": damage, "faiss": None, "orphans": None,
-            "missing_files": None, "stale_segments": None, "repaired": [], "faiss_lags": False,
-            "roots": None, "unknown_roots": None,
-            "ok": False,
-            "lines": lines}
+    return DoctorReport(index=str(index_path), integrity=damage, faiss=None, orphans=None,
+                        missing_files=None, stale_segments=None, lines=lines)
 
 
-def _with_repair(report: dict, what: str) -> dict:
-    report["repaired"].insert(0, what)
-    report["lines"].append(f"repaired: {what}")
+def _with_repair(report: DoctorReport, what: str) -> DoctorReport:
+    report.repaired.insert(0, what)
+    report.lines.append(f"repaired: {what}")
     return report
