@@ -137,7 +137,7 @@ def test_wrong_model_is_refused(fixture, monkeypatch):
     assert result.exit_code == 1
     assert "was built with model" in result.output and "Traceback" not in result.output
     # the library's error names the remedy; the CLI turns it into the command
-    assert "or rebuild it with: clapdex index --rebuild --index" in result.output
+    assert "pass the model options it was built with (--model-version" in result.output
 
 
 def test_index_a_folder_then_search_it(tmp_path, loads):

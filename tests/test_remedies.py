@@ -47,8 +47,9 @@ def test_another_model_names_the_model_remedy(fixture, monkeypatch):
     use_encoder(monkeypatch, lambda **_: SpectralTestEncoder(seed=3))
     result = run("search", "a 500 hz tone", "--index", fixture.root)
     assert result.exit_code == 1
-    assert result.output.startswith(f"error: {error}; pass the model options it was built with")
-    assert f"clapdex index --rebuild --index {fixture.root} FOLDER" in result.output
+    assert result.output.strip() == (
+        f"error: {error}; pass the model options it was built with (--model-version, --weights, "
+        "--backend; import-embeddings: its --fingerprint), or use another --index")
 
 
 def test_missing_index_names_the_create_remedy(tmp_path):

@@ -65,8 +65,8 @@ def remedy_text(remedy: Remedy) -> str:
         given = " ".join(options[name] for name in remedy.settings if name in options)
         return f"run clapdex reindex {given}{index} to re-decompose it, or use another --index"
     if remedy.action == "model":
-        return (f"pass the model options it was built with (--model-version, --weights, "
-                f"--backend), or rebuild it with: {rebuild}")
+        return ("pass the model options it was built with (--model-version, --weights, "
+                "--backend; import-embeddings: its --fingerprint), or use another --index")
     if remedy.action == "projection":
         return (f"drop --projection (the index applies its own), or rebuild it with: "
                 f"clapdex index --rebuild --projection FILE{index} FOLDER")
