@@ -20,6 +20,7 @@ import pytest
 
 from clapdex.concepts.decompose import decompose
 from clapdex.indexer import index_paths, open_index, reindex
+from clapdex.sparsity import Sparsity
 from clapdex.storage.database import IndexStore
 from clapdex.storage.dense import DenseIndex
 from clapdex.storage.health import doctor
@@ -101,7 +102,7 @@ def test_writer_during_reindex_lambda(tmp_path, backend):
     index = _empty_index(tmp_path, vocab)
     worker = _worker(index, folder, vocab, delay=0.25)
     _wait_for_files(index, worker, 3)
-    reindex(index, lam=0.1, show_progress=False)
+    reindex(index, sparsity=Sparsity(lam=0.1), show_progress=False)
     assert _files(index) < 24, "the reindex did not land during the run"
     out, err = worker.communicate(timeout=180)
     assert worker.returncode == 0, err

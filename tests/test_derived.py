@@ -15,6 +15,7 @@ import pytest
 
 from clapdex.api import open_index
 from clapdex.concepts.decompose import decompose
+from clapdex.sparsity import Sparsity
 from clapdex.storage.database import FileMeta, IndexStore
 from clapdex.storage.derived import FOLDER, MANIFEST, open_state
 from tests.search_fixtures import LAMBDA, build_index, render
@@ -113,7 +114,7 @@ def test_removal_reindex_and_vocabulary_change_rebuild(tones, tmp_path):
         assert manifest(tones.root)["tag"] != tag
         assert tones.paths["tone_1000.wav"] not in state.json("files")["paths"]
     tag = manifest(tones.root)["tag"]
-    reindex(tones.root, lam=2 * LAMBDA, show_progress=False)
+    reindex(tones.root, sparsity=Sparsity(lam=2 * LAMBDA), show_progress=False)
     with IndexStore.open(tones.root) as store:
         state = open_state(store, state)
         assert_matches_database(store, state)

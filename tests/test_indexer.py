@@ -10,6 +10,7 @@ import pytest
 
 from clapdex.concepts.decompose import audio_mean
 from clapdex.errors import IndexMismatchError, Remedy
+from clapdex.sparsity import Sparsity
 from clapdex.indexer import (PathNotFoundError, find_audio_files, import_embeddings,
                              index_paths, read_manifest, reindex)
 from clapdex.storage.database import IndexStore
@@ -232,7 +233,7 @@ def test_opening_with_another_model_or_lambda_is_refused(collection):
     assert "was built with model" in message and "clapdex" not in message
     assert error.value.remedy == Remedy("model", str(collection["index"]))
     with pytest.raises(IndexMismatchError, match="lambda is 0.05, requested 0.3") as error:
-        _run(collection, SpectralTestEncoder(), lam=0.3)
+        _run(collection, SpectralTestEncoder(), sparsity=Sparsity(lam=0.3))
     assert "clapdex" not in str(error.value) and "--" not in str(error.value)
     assert error.value.remedy == Remedy("reindex", str(collection["index"]), ("lam",))
     # --rebuild starts over with the new model
@@ -263,12 +264,12 @@ def test_vocabulary_mismatch_names_both_vocabularies(collection, tmp_path):
 
 def test_reindex_changes_postings_not_embeddings(collection):
     encoder = SpectralTestEncoder()
-    _run(collection, encoder, lam=0.01)
+    _run(collection, encoder, sparsity=Sparsity(lam=0.01))
     with IndexStore.open(collection["index"]) as store:
         ids_before, emb_before = store.segment_embeddings()
         _, weights_before = store.concept_matrix()
     calls = encoder.audio_calls
-    result = reindex(collection["index"], lam=0.2, show_progress=False)
+    result = reindex(collection["index"], sparsity=Sparsity(lam=0.2), show_progress=False)
     assert encoder.audio_calls == calls and result.segments == len(ids_before)
     with IndexStore.open(collection["index"]) as store:
         ids_after, emb_after = store.segment_embeddings()
@@ -279,11 +280,11 @@ def test_reindex_changes_postings_not_embeddings(collection):
     np.testing.assert_array_equal(emb_before, emb_after)
     assert weights_after.nnz < weights_before.nnz      # a larger λ gives sparser explanations
     # the index now accepts λ = 0.2 and refuses the old one
-    assert _run(collection, encoder, lam=0.2).unchanged == 5
+    assert _run(collection, encoder, sparsity=Sparsity(lam=0.2)).unchanged == 5
     with pytest.raises(IndexMismatchError):
-        _run(collection, encoder, lam=0.01)
+        _run(collection, encoder, sparsity=Sparsity(lam=0.01))
 
-    result = reindex(collection["index"], max_concepts=1, show_progress=False)
+    result = reindex(collection["index"], sparsity=Sparsity(max_concepts=1), show_progress=False)
     with IndexStore.open(collection["index"]) as store:
         _, weights = store.concept_matrix()
         assert np.diff(weights.indptr).max() <= 1 and store.settings.max_concepts == 1

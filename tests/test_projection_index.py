@@ -119,7 +119,7 @@ def test_explain_with_the_index_uses_its_projection(setup, double):
         dictionary, settings = store.dictionary(), store.settings
 
     def expected(encoder):
-        return explain_file(path, encoder, dictionary, settings.audio_mean, lam=settings.lam, top=3)
+        return explain_file(path, encoder, dictionary, settings.audio_mean, settings.sparsity, top=3)
 
     projected = expected(ProjectedEncoder(SpectralTestEncoder(), setup["projection"]))
     assert [w["fidelity"] for w in windows] == pytest.approx([w.fidelity for w in projected], abs=1e-6)

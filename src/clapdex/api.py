@@ -190,8 +190,9 @@ class Index:
         encoder = self.index_encoder(projection, use_stored=not rebuild)
         self.refresh()  # no open handle while writing (a rebuild deletes the database)
         try:
-            return index_paths(paths, encoder, self.path, vocabulary=vocabulary, lam=lam,
-                               max_concepts=max_concepts, hop_seconds=hop_seconds, prune=prune,
+            return index_paths(paths, encoder, self.path, vocabulary=vocabulary,
+                               sparsity=Sparsity(lam, max_concepts), hop_seconds=hop_seconds,
+                               prune=prune,
                                rebuild=rebuild, faiss_factory=faiss_factory, workers=workers,
                                show_progress=False, progress=progress,
                                database_url=database_url, roots=roots)
@@ -208,7 +209,7 @@ class Index:
         encoder = self.index_encoder() if vocabulary is not None else None
         self.refresh()
         try:
-            return reindex(self.path, lam=lam, max_concepts=max_concepts, vocabulary=vocabulary,
+            return reindex(self.path, sparsity=Sparsity(lam, max_concepts), vocabulary=vocabulary,
                            encoder=encoder, recompute_mean=recompute_mean, show_progress=False,
                            progress=progress)
         finally:
@@ -237,8 +238,9 @@ class Index:
         self.refresh()
         try:
             return import_embeddings(self.path, embeddings, manifest, fingerprint=fingerprint,
-                                     encoder=encoder, vocabulary=vocabulary, lam=lam,
-                                     max_concepts=max_concepts, faiss_factory=faiss_factory,
+                                     encoder=encoder, vocabulary=vocabulary,
+                                     sparsity=Sparsity(lam, max_concepts),
+                                     faiss_factory=faiss_factory,
                                      show_progress=False, progress=progress)
         finally:
             self.refresh()
@@ -474,8 +476,8 @@ def create_index(path: str | os.PathLike, encoder: EncoderSource = None, *,
 
     index = Index(path, encoder, **encoder_options)
     encoder = index.index_encoder(projection, use_stored=not rebuild)
-    open_for_writing(index.path, encoder, vocabulary=vocabulary, lam=lam,
-                     max_concepts=max_concepts, hop_seconds=hop_seconds,
+    open_for_writing(index.path, encoder, vocabulary=vocabulary,
+                     sparsity=Sparsity(lam, max_concepts), hop_seconds=hop_seconds,
                      faiss_factory=faiss_factory, rebuild=rebuild).close()
     return index
 
@@ -495,7 +497,7 @@ def explain_file(file: str | os.PathLike, encoder: EncoderSource = None, *,
     from clapdex.concepts.explain import explain_file as explain_windows
     from clapdex.concepts.vocabulary import load_vocabulary
 
-    Sparsity(lam, max_concepts)  # refuse both before the model loads
+    sparsity = Sparsity(lam, max_concepts)  # refuse both before the model loads
     if index is not None and not isinstance(index, Index):
         with Index(index, encoder, **encoder_options) as opened:
             return explain_file(file, index=opened, lam=lam, max_concepts=max_concepts,
@@ -516,12 +518,10 @@ def explain_file(file: str | os.PathLike, encoder: EncoderSource = None, *,
         mean = reference_audio_mean(encoder)
     if index is not None and vocabulary is None:
         dictionary = index.store.dictionary()
-        if lam is None and max_concepts is None:
-            lam, max_concepts = settings.lam, settings.max_concepts
+        sparsity = sparsity.otherwise(settings.sparsity)
     else:
         dictionary = build_dictionary(encoder, load_vocabulary(vocabulary or "default"))
-    return explain_windows(file, encoder, dictionary, mean, lam=lam, max_concepts=max_concepts,
-                           top=top)
+    return explain_windows(file, encoder, dictionary, mean, sparsity=sparsity, top=top)
 
 
 def _explaining_settings(index: Index, encoder) -> IndexSettings:

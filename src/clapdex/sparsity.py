@@ -28,6 +28,15 @@ class Sparsity:
                                      f"got {self.max_concepts}")
 
     @property
+    def is_default(self) -> bool:
+        """Neither λ nor max-concepts given."""
+        return self.lam is None and self.max_concepts is None
+
+    def otherwise(self, fallback: "Sparsity") -> "Sparsity":
+        """This one, or `fallback` (e.g. an index's stored setting) when this one is the default."""
+        return fallback if self.is_default else self
+
+    @property
     def label(self) -> str:
         if self.max_concepts is not None:
             return f"N={self.max_concepts}"

@@ -114,15 +114,18 @@ def _check_mean(mean, d: int) -> np.ndarray:
 
 
 def decompose(embeddings, dictionary: ConceptDictionary, audio_mean, lam: float | None = None,
-              max_concepts: int | None = None) -> Decomposition:
+              max_concepts: int | None = None, *, sparsity: Sparsity | None = None) -> Decomposition:
     """Decompose raw embeddings (n, d) into sparse non-negative concept weights.
 
     Give `lam` (default DEFAULT_LAMBDA) or `max_concepts` (per row the exact solution at a lam found
     by a search down a grid: it has at most that many concepts and the next grid lam has more; see
     solver.nonneg_lasso_max_concepts and docs/method.md for what it does not promise), not both.
     A lam below SLOW_LAMBDA warns (SlowDecompositionWarning): slow and poorly conditioned.
+    `sparsity` (a checked Sparsity) may be given instead of the pair.
     """
-    Sparsity(lam, max_concepts)  # the one check of the pair
+    if sparsity is None:
+        sparsity = Sparsity(lam, max_concepts)  # the one check of the pair
+    lam, max_concepts = sparsity.lam, sparsity.max_concepts
     if max_concepts is None:
         lam = DEFAULT_LAMBDA if lam is None else lam
         _warn_if_slow(lam)

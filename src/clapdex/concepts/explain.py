@@ -16,6 +16,7 @@ from clapdex.audio import iter_windows
 from clapdex.concepts.decompose import decompose
 from clapdex.concepts.dictionary import ConceptDictionary
 from clapdex.concepts.vocabulary import ConceptWeight
+from clapdex.sparsity import Sparsity
 
 
 @dataclass
@@ -33,8 +34,7 @@ class WindowExplanation:
 
 
 def explain_file(path: str | os.PathLike, encoder, dictionary: ConceptDictionary, audio_mean: np.ndarray,
-                 lam: float | None = None, max_concepts: int | None = None,
-                 top: int = 5) -> list[WindowExplanation]:
+                 sparsity: Sparsity = Sparsity(), top: int = 5) -> list[WindowExplanation]:
     """Decode `path` into the encoder's windows, embed, decompose; the top concepts per window.
 
     Raises AudioError for unusable audio and DecompositionError for bad settings.
@@ -43,7 +43,7 @@ def explain_file(path: str | os.PathLike, encoder, dictionary: ConceptDictionary
     for batch, times in iter_windows(path, encoder.sample_rate, encoder.window_seconds):
         embeddings.append(np.asarray(encoder.embed_audio(batch)))
         windows.extend(times)
-    result = decompose(np.concatenate(embeddings), dictionary, audio_mean, lam=lam, max_concepts=max_concepts)
+    result = decompose(np.concatenate(embeddings), dictionary, audio_mean, sparsity=sparsity)
     explanations = []
     for i, window in enumerate(windows):
         row = result.weights.getrow(i)

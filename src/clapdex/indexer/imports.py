@@ -12,9 +12,10 @@ from typing import Sequence
 import numpy as np
 
 from clapdex.errors import ClapdexError, IndexMismatchError
-from clapdex.indexer.opening import decomposition_mode, open_existing, open_index
+from clapdex.indexer.opening import open_existing, open_index
 from clapdex.indexer.storing import IndexSummary, Work, Writer, save_dense
 from clapdex.progress import Progress, ProgressCallback, reporter
+from clapdex.sparsity import Sparsity
 from clapdex.storage.database import FileMeta, IndexStore
 from clapdex.storage.dense import DenseIndex, validate_factory
 
@@ -80,8 +81,8 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
 
 def import_embeddings(index_path: str | os.PathLike, embeddings: np.ndarray,
                       manifest: Sequence[ManifestRow], *, fingerprint: str | None = None,
-                      encoder=None, vocabulary: str | None = None, lam: float | None = None,
-                      max_concepts: int | None = None, hop_seconds: float | None = None,
+                      encoder=None, vocabulary: str | None = None,
+                      sparsity: Sparsity = Sparsity(), hop_seconds: float | None = None,
                       faiss_factory: str | None = None,
                       show_progress: bool | None = None,
                       progress: ProgressCallback | None = None) -> IndexSummary:
@@ -110,19 +111,17 @@ def import_embeddings(index_path: str | os.PathLike, embeddings: np.ndarray,
                                  f"{encoder.fingerprint!r}")
     if IndexStore.exists(index_path):
         if encoder is not None:
-            store = open_index(index_path, encoder, vocabulary=vocabulary, lam=lam,
-                               max_concepts=max_concepts, hop_seconds=hop_seconds,
-                               faiss_factory=faiss_factory)
+            store = open_index(index_path, encoder, vocabulary=vocabulary, sparsity=sparsity,
+                               hop_seconds=hop_seconds, faiss_factory=faiss_factory)
         else:
-            store = _open_by_fingerprint(index_path, claimed, vocabulary, lam, max_concepts,
-                                         hop_seconds, faiss_factory)
+            store = _open_by_fingerprint(index_path, claimed, vocabulary, sparsity, hop_seconds,
+                                         faiss_factory)
     else:
         if encoder is None:
             raise ClapdexError(f"no index at {index_path}; creating one needs the model options "
                                "(its concepts are embedded with the model's text encoder)")
-        store = open_index(index_path, encoder, vocabulary=vocabulary, lam=lam,
-                           max_concepts=max_concepts, hop_seconds=hop_seconds,
-                           faiss_factory=faiss_factory)
+        store = open_index(index_path, encoder, vocabulary=vocabulary, sparsity=sparsity,
+                           hop_seconds=hop_seconds, faiss_factory=faiss_factory)
     dense = None
     try:
         dimension = store.settings.dimension
@@ -184,12 +183,10 @@ def _manifest_meta(path: str, rows: list[ManifestRow]) -> FileMeta:
                     sample_rate=fields.get("sample_rate"), channels=fields.get("channels"))
 
 
-def _open_by_fingerprint(index_path, fingerprint: str, vocabulary, lam, max_concepts, hop_seconds,
-                         faiss_factory) -> IndexStore:
+def _open_by_fingerprint(index_path, fingerprint: str, vocabulary, sparsity: Sparsity,
+                         hop_seconds, faiss_factory) -> IndexStore:
     """Open an existing index for embeddings whose model is known only by its fingerprint."""
-    lam, max_concepts = decomposition_mode(lam, max_concepts)
     if faiss_factory is not None:
         validate_factory(faiss_factory)
     return open_existing(index_path, dict(encoder_fingerprint=fingerprint), vocabulary=vocabulary,
-                         lam=lam, max_concepts=max_concepts, hop_seconds=hop_seconds,
-                         faiss_factory=faiss_factory)
+                         sparsity=sparsity, hop_seconds=hop_seconds, faiss_factory=faiss_factory)

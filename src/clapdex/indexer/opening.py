@@ -14,12 +14,6 @@ from clapdex.storage.dense import DEFAULT_FACTORY, validate_factory
 from clapdex.storage.roots import check_name, location_of, name_for, parse_spec
 
 
-def decomposition_mode(lam: float | None, max_concepts: int | None) -> tuple[float | None, int | None]:
-    """(lam, max_concepts), checked (clapdex.sparsity.Sparsity)."""
-    checked = Sparsity(lam, max_concepts)
-    return checked.lam, checked.max_concepts
-
-
 def check_roots(specs: Sequence[str | os.PathLike]) -> list[tuple[str | None, str]]:
     """(name or None, location) of each `--root` spec (NAME=PATH or PATH), checked before any
     work: a bad name or a location that is not a folder is a RootError."""
@@ -38,12 +32,12 @@ def define_roots(store: IndexStore, roots: list[tuple[str | None, str]]) -> None
 
 
 def open_index(index_path: str | os.PathLike, encoder, *, vocabulary: str | None = None,
-               lam: float | None = None, max_concepts: int | None = None,
+               sparsity: Sparsity = Sparsity(),
                hop_seconds: float | None = None, faiss_factory: str | None = None,
                rebuild: bool = False, database_url: str | None = None) -> IndexStore:
     """Open the index at `index_path` for adding audio embedded by `encoder`, creating it if needed.
 
-    A new index takes the given vocabulary (default "default"), λ or max-concepts (default
+    A new index takes the given vocabulary (default "default"), sparsity (default
     DEFAULT_LAMBDA), hop (default: the window) and FAISS factory (default "Flat"). An existing
     index must match the encoder and every option given explicitly, else IndexMismatchError names
     the differences and the rebuild command. `rebuild` empties the index first (in one write
@@ -61,7 +55,6 @@ def open_index(index_path: str | os.PathLike, encoder, *, vocabulary: str | None
 
     root = Path(index_path)
     projection = encoder.projection if isinstance(encoder, ProjectedEncoder) else None
-    lam, max_concepts = decomposition_mode(lam, max_concepts)
     if faiss_factory is not None:
         validate_factory(faiss_factory)
     if hop_seconds is not None and not (0 < hop_seconds <= encoder.window_seconds):
@@ -74,14 +67,13 @@ def open_index(index_path: str | os.PathLike, encoder, *, vocabulary: str | None
     if rebuild or not exists:
         vocab = load_vocabulary(vocabulary or "default")
         dictionary = build_dictionary(encoder, vocab)
-        if lam is None and max_concepts is None:
-            lam = DEFAULT_LAMBDA
+        sparsity = sparsity.otherwise(Sparsity(DEFAULT_LAMBDA))
         settings = IndexSettings(
             encoder_fingerprint=encoder.fingerprint, dimension=int(encoder.dimension),
             sample_rate=int(encoder.sample_rate), window_seconds=float(encoder.window_seconds),
             hop_seconds=float(hop_seconds or encoder.window_seconds),
-            vocabulary_name=vocab.name, vocabulary_hash=vocab.content_hash, lam=lam,
-            max_concepts=max_concepts, faiss_factory=faiss_factory or DEFAULT_FACTORY,
+            vocabulary_name=vocab.name, vocabulary_hash=vocab.content_hash, lam=sparsity.lam,
+            max_concepts=sparsity.max_concepts, faiss_factory=faiss_factory or DEFAULT_FACTORY,
             projection=None if projection is None else projection.matrix,
             projection_hash=None if projection is None else projection.content_hash)
         if exists:
@@ -92,12 +84,12 @@ def open_index(index_path: str | os.PathLike, encoder, *, vocabulary: str | None
     model = dict(encoder_fingerprint=encoder.fingerprint, dimension=int(encoder.dimension),
                  sample_rate=int(encoder.sample_rate), window_seconds=float(encoder.window_seconds),
                  projection_hash=None if projection is None else projection.content_hash)
-    return open_existing(root, model, vocabulary=vocabulary, lam=lam, max_concepts=max_concepts,
+    return open_existing(root, model, vocabulary=vocabulary, sparsity=sparsity,
                          hop_seconds=hop_seconds, faiss_factory=faiss_factory)
 
 
 def open_existing(root: str | os.PathLike, model: dict, *, vocabulary: str | None,
-                  lam: float | None, max_concepts: int | None, hop_seconds: float | None,
+                  sparsity: Sparsity, hop_seconds: float | None,
                   faiss_factory: str | None) -> IndexStore:
     """Open an existing index for writing, refusing (IndexMismatchError) any requested setting that
     differs from the stored one. `model` holds the settings the embeddings' model fixes (at least
@@ -116,8 +108,8 @@ def open_existing(root: str | os.PathLike, model: dict, *, vocabulary: str | Non
             vocab = load_vocabulary(vocabulary)
             requested.vocabulary_name, requested.vocabulary_hash = vocab.name, vocab.content_hash
             requested_concepts = len(vocab)
-        if lam is not None or max_concepts is not None:
-            requested.lam, requested.max_concepts = lam, max_concepts
+        if not sparsity.is_default:
+            requested.lam, requested.max_concepts = sparsity.lam, sparsity.max_concepts
         stored.check_compatible(requested, root, concepts=store.concept_count(),
                                 requested_concepts=requested_concepts)
         if faiss_factory is not None and faiss_factory != stored.faiss_factory:

@@ -51,6 +51,7 @@ from clapdex.indexer.storing import IndexSummary, Work, Writer, save_dense
 from clapdex.indexer.walk import UNLISTED, find_audio_files
 from clapdex.printable import one_line
 from clapdex.progress import AUDIO_SECONDS, Progress, ProgressCallback, duration_words, reporter
+from clapdex.sparsity import Sparsity
 from clapdex.storage.database import FileMeta, IndexSettings
 from clapdex.storage.dense import DenseIndex
 
@@ -316,8 +317,8 @@ def _forget_stale_errors(store, files: list[str], walk_errors: list[tuple[str, s
 
 
 def index_paths(paths: Sequence[str | os.PathLike], encoder, index_path: str | os.PathLike, *,
-                vocabulary: str | None = None, lam: float | None = None,
-                max_concepts: int | None = None, hop_seconds: float | None = None,
+                vocabulary: str | None = None, sparsity: Sparsity = Sparsity(),
+                hop_seconds: float | None = None,
                 prune: bool = False, rebuild: bool = False, faiss_factory: str | None = None,
                 workers: int = DECODE_WORKERS, show_progress: bool | None = None,
                 progress: ProgressCallback | None = None,
@@ -340,9 +341,9 @@ def index_paths(paths: Sequence[str | os.PathLike], encoder, index_path: str | o
     walked = [os.path.abspath(os.fspath(p)) for p in paths]
     unlisted = [path for path, reason in walk_errors if reason.startswith(UNLISTED)]
     summary.files_seen = len(files)
-    store = open_index(index_path, encoder, vocabulary=vocabulary, lam=lam,
-                       max_concepts=max_concepts, hop_seconds=hop_seconds,
-                       faiss_factory=faiss_factory, rebuild=rebuild, database_url=database_url)
+    store = open_index(index_path, encoder, vocabulary=vocabulary, sparsity=sparsity,
+                       hop_seconds=hop_seconds, faiss_factory=faiss_factory, rebuild=rebuild,
+                       database_url=database_url)
     try:
         define_roots(store, checked_roots)
     except BaseException:

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from clapdex.errors import ClapdexError
-from clapdex.indexer.opening import decomposition_mode
 from clapdex.indexer.storing import DECOMPOSE_WINDOWS
 from clapdex.progress import Progress, ProgressCallback, reporter
+from clapdex.sparsity import Sparsity
 from clapdex.storage.database import IndexChangedError, IndexStore
 from clapdex.vectors import unit_rows
 
@@ -30,13 +30,13 @@ class ReindexSummary:
     seconds: float
 
 
-def reindex(index_path: str | os.PathLike, *, lam: float | None = None,
-            max_concepts: int | None = None, vocabulary: str | None = None, encoder=None,
+def reindex(index_path: str | os.PathLike, *, sparsity: Sparsity = Sparsity(),
+            vocabulary: str | None = None, encoder=None,
             recompute_mean: bool = False, show_progress: bool | None = None,
             progress: ProgressCallback | None = None) -> ReindexSummary:
     """Re-decompose every stored segment from its stored embedding (no audio is decoded or encoded).
 
-    New λ / max-concepts / vocabulary replace the stored ones; without any, the stored settings are
+    A new sparsity (λ / max-concepts) or vocabulary replaces the stored one; without any, the stored settings are
     applied again. A new vocabulary needs `encoder` (the index's model) for the concept text
     embeddings. Everything happens in one transaction: an interrupted reindex changes nothing.
     """
@@ -45,7 +45,6 @@ def reindex(index_path: str | os.PathLike, *, lam: float | None = None,
     from clapdex.concepts.vocabulary import load_vocabulary
 
     began = time.perf_counter()
-    lam, max_concepts = decomposition_mode(lam, max_concepts)
     with IndexStore.open(index_path, write=True) as store:
         settings = store.settings
         vocab = dictionary = None
@@ -67,8 +66,7 @@ def reindex(index_path: str | os.PathLike, *, lam: float | None = None,
                     raise IndexChangedError(f"index {index_path} was rebuilt by another process "
                                             "meanwhile; nothing was reindexed")
                 settings = store.settings  # as stored now, under the lock
-                if lam is None and max_concepts is None:
-                    lam, max_concepts = settings.lam, settings.max_concepts
+                sparsity = sparsity.otherwise(settings.sparsity)
                 if dictionary is None:
                     dictionary = store.dictionary()
                 before = store.counts()
@@ -76,7 +74,7 @@ def reindex(index_path: str | os.PathLike, *, lam: float | None = None,
                 mean = settings.audio_mean
                 if recompute_mean or mean is None:
                     mean = _corpus_mean(store)
-                changes = dict(lam=lam, max_concepts=max_concepts,
+                changes = dict(lam=sparsity.lam, max_concepts=sparsity.max_concepts,
                                audio_mean=None if mean is None else np.asarray(mean))
                 if vocab is not None:
                     changes.update(vocabulary_name=vocab.name, vocabulary_hash=vocab.content_hash)
@@ -84,15 +82,15 @@ def reindex(index_path: str | os.PathLike, *, lam: float | None = None,
                 # Settings first: the segments record the version they are decomposed under.
                 store.update_settings(session, **changes)
                 for ids, embeddings in store.iter_segment_embeddings(DECOMPOSE_WINDOWS * 8):
-                    result = decompose(embeddings, dictionary, mean, lam=lam,
-                                       max_concepts=max_concepts)
+                    result = decompose(embeddings, dictionary, mean, sparsity=sparsity)
                     store.replace_postings(session, ids, result)
                     bar.update(len(ids))
         finally:
             bar.close()
         after = store.counts()
         return ReindexSummary(
-            index=str(index_path), segments=after["segments"], lam=lam, max_concepts=max_concepts,
+            index=str(index_path), segments=after["segments"], lam=sparsity.lam,
+            max_concepts=sparsity.max_concepts,
             vocabulary=store.settings.vocabulary_name, concepts=after["concepts"],
             postings_before=before["postings"], postings_after=after["postings"],
             mean_recomputed=bool(recompute_mean or settings.audio_mean is None),

@@ -170,8 +170,7 @@ class Writer:
     def _decompose(self, embeddings: np.ndarray):
         from clapdex.concepts.decompose import decompose
 
-        return decompose(embeddings, self.dictionary, self.mean, lam=self.settings.lam,
-                         max_concepts=self.settings.max_concepts)
+        return decompose(embeddings, self.dictionary, self.mean, sparsity=self.settings.sparsity)
 
     def _adopt_stored_settings(self) -> None:
         """Inside the write lock: the stored settings differ from those this batch was decomposed

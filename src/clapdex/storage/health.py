@@ -275,8 +275,7 @@ def redecompose_stale(store: IndexStore, chunk: int = 4096) -> int:
         for first in range(0, len(ids), chunk):
             part, embeddings = store.segment_embeddings(ids[first:first + chunk])
             store.replace_postings(session, part, decompose(
-                embeddings, dictionary, settings.audio_mean, lam=settings.lam,
-                max_concepts=settings.max_concepts))
+                embeddings, dictionary, settings.audio_mean, sparsity=settings.sparsity))
     return int(len(ids))
 
 

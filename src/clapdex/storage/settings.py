@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from clapdex.errors import IndexMismatchError, Remedy
+from clapdex.sparsity import Sparsity
 from clapdex.storage.roots import roots_from_column, roots_to_column
 from clapdex.storage.schema import IndexSettingsRow, from_blob, to_blob
 
@@ -62,6 +63,11 @@ class IndexSettings:
         "max_concepts": "max concepts",
         "projection_hash": "projection",
     }
+
+    @property
+    def sparsity(self) -> Sparsity:
+        """The stored λ or max-concepts."""
+        return Sparsity(self.lam, self.max_concepts)
 
     def changed(self, **changes) -> "IndexSettings":
         """These settings with `changes`; settings_version moves on if a decomposition input
