@@ -15,9 +15,12 @@ clapdex.progress.ProgressEvent (None: silent). Results are dataclasses; `clapdex
 turns any of them into the JSON the CLI's --json prints.
 
 Threads: an Index may be shared between threads for reads (search, similar, the audit verbs):
-its lazy parts (the database handle, the search state, the model) are built once, under a lock.
-A write (add, reindex, import_embeddings, doctor --repair) drops the cached state afterwards, so
-later reads see the new contents; do not write while other threads read.
+its lazy parts (the database handle, the search state, the model) are built once, under a lock;
+each search uses one immutable search state (that of the database generation it started at), and
+the model embeds one query at a time. report / report_html draw with pyplot, whose state is
+global: call them from one thread at a time. A write (add, reindex, import_embeddings, doctor
+--repair) drops the cached state afterwards, so later reads see the new contents; do not write
+through an Index while other threads read it (other processes may write: searches follow).
 """
 
 from __future__ import annotations

@@ -51,6 +51,7 @@ class Searcher:
         self._encoder = None
         self._engine: SearchEngine | None = None
         self._lock = threading.RLock()  # threads share a Searcher: build each lazy part once
+        self._model_lock = threading.Lock()  # and use the model one at a time
 
     @property
     def engine(self) -> SearchEngine:
@@ -91,7 +92,9 @@ class Searcher:
     def text_vector(self, text: str) -> np.ndarray:
         if not isinstance(text, str) or not text.strip():
             raise QueryError("empty text query")
-        return unit(self.encoder().embed_text([text.strip()])[0], "text query")
+        encoder = self.encoder()
+        with self._model_lock:  # tokenizers and torch modules are not safe to share mid-call
+            return unit(encoder.embed_text([text.strip()])[0], "text query")
 
     def audio_vector(self, audio: str | os.PathLike, engine: SearchEngine | None = None
                      ) -> tuple[np.ndarray, str | None]:
@@ -112,7 +115,9 @@ class Searcher:
             raise QueryError(f"audio query must be a file, not a folder: {_shown(audio)}")
         from clapdex.encoder import mean_window_embedding
 
-        mean, count = mean_window_embedding(self.encoder(), path, self.store.settings.hop_seconds)
+        encoder = self.encoder()
+        with self._model_lock:
+            mean, count = mean_window_embedding(encoder, path, self.store.settings.hop_seconds)
         if count == 0:
             raise QueryError(f"no audio windows in {_shown(audio)}")
         return unit(mean, f"audio query {_shown(audio)}"), None

@@ -81,15 +81,15 @@ def create_app(index, *, token: str | None = None, allowed_hosts: list[str] | No
     remedy_text: phrases an error's Remedy as the command to run (`clapdex serve` passes the
     CLI's); an error response carries the remedy as JSON either way.
     """
-    lock = threading.Lock()  # one index call at a time: the search state is built lazily
-
-    def call(method, *args, **kwargs):
-        with lock:
-            return method(*args, **kwargs)
+    # Index calls run concurrently (FastAPI runs these endpoints in a thread pool): the Index
+    # builds its lazy parts once under its lock, each search uses one immutable engine of the
+    # current generation (search.Searcher guards the refresh and the model), and every database
+    # read has its own session. Only the report is drawn one at a time: pyplot's state is global.
+    report_lock = threading.Lock()
 
     def file_info(file_id: int) -> dict:
         """The file's record as JSON, with whether it is still on disk and browser-playable."""
-        record = to_jsonable(call(index.file_info, file_id))
+        record = to_jsonable(index.file_info(file_id))
         return {**record, "on_disk": os.path.isfile(record["path"]),
                 "playable": media.playable(record["path"])}
 
@@ -105,7 +105,7 @@ def create_app(index, *, token: str | None = None, allowed_hosts: list[str] | No
     def search(**options) -> Response:
         file_id = options.pop("file_id", None)
         if file_id is not None:
-            options["audio"] = call(index.file_info, file_id).path
+            options["audio"] = index.file_info(file_id).path
         if options.get("mode") is not None and options["mode"] not in MODES:
             raise ApiError(400, f"unknown mode {options['mode']!r}; choose one of "
                                 f"{', '.join(MODES)}")
@@ -113,7 +113,7 @@ def create_app(index, *, token: str | None = None, allowed_hosts: list[str] | No
             if not options.get("concepts") and options.get("audio") is None:
                 raise ApiError(400, "empty query: type some text, or add a concept")
             options["text"] = None
-        return json_response(call(index.search, **options))
+        return json_response(index.search(**options))
 
     @app.get("/api/search", response_model=SearchResults, tags=["search"])
     def search_get(text: str | None = Query(None, description="text-to-audio query"),
@@ -182,7 +182,7 @@ def create_app(index, *, token: str | None = None, allowed_hosts: list[str] | No
     def vocabulary(q: str = Query("", description="part of a concept name"),
                    limit: int = Query(20, ge=1, le=1000)):
         """Concept names for autocomplete: names starting with q first, then containing it."""
-        names = call(index.concept_names)
+        names = index.concept_names()
         needle = q.strip().lower()
         starts = [n for n in names if n.lower().startswith(needle)]
         contains = [n for n in names if needle in n.lower() and not n.lower().startswith(needle)]
@@ -196,7 +196,7 @@ def create_app(index, *, token: str | None = None, allowed_hosts: list[str] | No
         """Concept prevalence (as `clapdex concepts --json`), one page of it."""
         if sort not in ("files", "segments", "time", "weight"):
             raise ApiError(400, f"unknown sort {sort!r}; choose files, segments, time or weight")
-        rows = call(index.concepts, sort=sort)
+        rows = index.concepts(sort=sort)
         return json_response({"total": len(rows), "offset": offset, "sort": sort,
                               "rows": rows[offset:offset + limit]})
 
@@ -206,7 +206,7 @@ def create_app(index, *, token: str | None = None, allowed_hosts: list[str] | No
         """Segments matching a concept expression (the language of `clapdex audit`)."""
         if not expression.strip():
             raise ApiError(400, 'empty expression: write one, e.g. siren AND NOT music')
-        result = call(index.audit, expression, limit=offset + limit)
+        result = index.audit(expression, limit=offset + limit)
         return json_response({"expression": result.expression, "segments": result.n_segments,
                               "files": result.n_files, "offset": offset,
                               "matches": [m.to_row() for m in result.matches[offset:]]})
@@ -215,7 +215,7 @@ def create_app(index, *, token: str | None = None, allowed_hosts: list[str] | No
     def cooccurrence(concept: str | None = Query(None, description="one concept, or none: all pairs"),
                      min_count: int = Query(3, ge=1), limit: int = Query(50, ge=1, le=5000)):
         """Concept pairs found in the same segments more often than chance (lift)."""
-        pairs = call(index.cooccurrence, concept=(concept or "").strip() or None, min_count=min_count,
+        pairs = index.cooccurrence(concept=(concept or "").strip() or None, min_count=min_count,
                      limit=limit)
         return json_response({"concept": concept, "min_count": min_count, "pairs": pairs})
 
@@ -223,14 +223,15 @@ def create_app(index, *, token: str | None = None, allowed_hosts: list[str] | No
     def poorly_explained(below: float = Query(0.5, ge=-1.0, le=1.0),
                          offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=5000)):
         """Segments whose fidelity is below a threshold, lowest first."""
-        result = call(index.poorly_explained, below=below, limit=offset + limit)
+        result = index.poorly_explained(below=below, limit=offset + limit)
         return json_response({"below": below, "total": result.total, "offset": offset,
                               "rows": [r.to_row() for r in result.segments[offset:]]})
 
     @app.get("/api/report", response_class=HTMLResponse, tags=["audit"])
     def report(top: int = Query(20, ge=2, le=200), files: int = Query(3, ge=0, le=50)):
         """The self-contained HTML audit report (as `clapdex report`), built for this request."""
-        page = call(index.report_html, top=top, n_files=files)
+        with report_lock:
+            page = index.report_html(top=top, n_files=files)
         return HTMLResponse(page, headers={"Content-Security-Policy": REPORT_POLICY})
 
     # ---- files and audio ------------------------------------------------------------------
@@ -241,8 +242,8 @@ def create_app(index, *, token: str | None = None, allowed_hosts: list[str] | No
         """Files in the index (e.g. status=error: the ones that could not be indexed, with why)."""
         if status not in (None, "indexed", "error"):
             raise ApiError(400, f"unknown status {status!r}; choose indexed or error")
-        rows = call(index.files, status=status, offset=offset, limit=limit)
-        counts = call(index.counts)
+        rows = index.files(status=status, offset=offset, limit=limit)
+        counts = index.counts()
         total = {None: counts["files"] + counts["errors"], "indexed": counts["files"],
                  "error": counts["errors"]}[status]
         return json_response({"total": total, "offset": offset, "files": rows})
@@ -254,7 +255,7 @@ def create_app(index, *, token: str | None = None, allowed_hosts: list[str] | No
         record = file_info(file_id)
         segments = []
         if record["status"] == "indexed":
-            segments = [s.to_row() for s in call(index.file, record["path"], top=top).segments]
+            segments = [s.to_row() for s in index.file(record["path"], top=top).segments]
         return json_response({**record, "profile": segments, "low_fidelity_below": LOW_FIDELITY})
 
     @app.get("/api/files/{file_id}/audio", tags=["files"],
@@ -268,19 +269,19 @@ def create_app(index, *, token: str | None = None, allowed_hosts: list[str] | No
     @app.get("/api/segments/{segment_id}", tags=["files"])
     def segment(segment_id: int):
         """A segment's file id and time range."""
-        return json_response(call(index.segment, segment_id))
+        return json_response(index.segment(segment_id))
 
     @app.get("/api/segments/{segment_id}/audio", tags=["files"])
     def segment_audio(segment_id: int):
         """One segment decoded to WAV (for formats browsers do not play)."""
-        seg = call(index.segment, segment_id)
+        seg = index.segment(segment_id)
         return media.segment_wav(file_info(seg.file_id), seg.start, seg.end)
 
     @app.get("/api/status", tags=["status"])
     def status():
         """The index as `clapdex status --json` (settings, counts, files that could not be
         indexed, sizes), and `server`: what the pages need (playable extensions, upload limit)."""
-        return json_response({**to_jsonable(call(index.status)), "server": {
+        return json_response({**to_jsonable(index.status()), "server": {
             "playable_extensions": sorted(media.PLAYABLE), "max_upload_bytes": max_upload_bytes,
             "token_required": token is not None}})
 
