@@ -27,17 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from clapdex.api import open_index  # noqa: E402
-from clapdex.storage.database import IndexStore  # noqa: E402
-from tests.search_fixtures import build_synthetic_index  # noqa: E402
-
-
-def percentiles(times: list[float]) -> tuple[float, float]:
-    ms = np.array(times) * 1e3
-    return float(np.percentile(ms, 50)), float(np.percentile(ms, 95))
+from _common import percentiles, random_clap_index, synthetic_arguments, synthetic_index
+from clapdex.api import open_index
 
 
 class BruteForce:
@@ -123,28 +114,8 @@ def bench_api(root: Path, n_queries: int, seed: int = 1) -> None:
 
 def bench_cli_cold_start(workdir: Path) -> None:
     """Wall time of `clapdex search` in a fresh process (imports, index open, model load, query)."""
-    import soundfile
-
-    from tests.clap_fixtures import make_random_clap_files
-    from tests.doubles import sine
-
-    files = make_random_clap_files(workdir / "clap-random")
-    audio = workdir / "audio"
-    audio.mkdir()
-    for i, freq in enumerate((220, 440, 880, 1760)):
-        soundfile.write(audio / f"tone_{freq}.wav", np.tile(sine(freq, 1.0, 16000), 9), 16000)
-    vocab = workdir / "vocab.txt"
-    vocab.write_text("\n".join(["dog", "rain", "speech", "siren", "engine", "birdsong", "music",
-                                "glass breaking", "traffic", "water"]) + "\n")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               CLAPDEX_CLAP_WEIGHTS=str(files.weights), CLAPDEX_TEXT_MODEL=str(files.text_model),
-               CLAPDEX_DEVICE="cpu", CLAPDEX_CACHE_DIR=str(workdir / "cache"))
-    clapdex = [str(Path(sys.executable).parent / "clapdex")]
-    index = workdir / "cli-index"
-    built = subprocess.run(clapdex + ["index", str(audio), "--index", str(index), "--vocab",
-                                      str(vocab)], env=env, capture_output=True, text=True)
-    if built.returncode:
-        raise SystemExit(f"clapdex index failed: {built.stderr.strip()[-500:]}")
+    clapdex = [str(Path(sys.executable).parent / "clapdex")]  # the installed console script
+    index, env = random_clap_index(workdir, clapdex, dict(os.environ))
     for label, args in (("text query (loads the model)", ["search", "a dog barking"]),
                         ("concept-only query (no model)", ["search", "--concept", "dog"])):
         times = []
@@ -161,24 +132,12 @@ def bench_cli_cold_start(workdir: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--segments", type=int, default=100_000)
-    parser.add_argument("--concepts", type=int, default=2_000)
-    parser.add_argument("--dimension", type=int, default=1024)
-    parser.add_argument("--queries", type=int, default=100)
+    synthetic_arguments(parser)
     parser.add_argument("--skip-cli", action="store_true")
-    parser.add_argument("--keep", metavar="DIR", default=None,
-                        help="Build the synthetic index in DIR and reuse it on later runs.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
         tmp = Path(tmp)
-        index = Path(args.keep) if args.keep else tmp / "index"
-        print(f"synthetic index: {args.segments:,} segments, K = {args.concepts:,}, "
-              f"d = {args.dimension}, 20 concepts per segment")
-        if not IndexStore.exists(index):
-            t0 = time.perf_counter()
-            build_synthetic_index(index, args.segments, args.concepts, args.dimension)
-            print(f"  built through IndexStore.add_files in {time.perf_counter() - t0:.1f} s")
-        bench_api(index, args.queries)
+        bench_api(synthetic_index(args, tmp), args.queries)
         if not args.skip_cli:
             print()
             bench_cli_cold_start(tmp)

@@ -1,6 +1,7 @@
 """What the HTTP layer of `clapdex serve` costs, against the in-process Python API in the same run.
 
     .venv/bin/python benchmarks/bench_serve.py [--segments 100000] [--concepts 2000] [--queries 100]
+                                               [--baseline COMMIT]
 
 (1) Builds the synthetic index of benchmarks/bench_search.py (random atoms and sparse weights,
     d = 1024; no model involved), or reuses it with --keep DIR.
@@ -9,7 +10,10 @@
     query with a given query vector, k = 10 (and the same plus the JSON encoding the server does).
 (3) Starts `clapdex serve` on that index in another process (real uvicorn, loopback) and times
     the same queries as HTTP requests, keep-alive connections, with 1 and with 8 concurrent
-    clients (threads here, each with its own connection); counts errors.
+    clients (threads here, each with its own connection); counts errors. The same requests go to
+    the server of --baseline COMMIT (default 633a1b4, whose web app answered one index call at a
+    time under one lock), run from its `git archive` in the same run: latency and throughput
+    with 8 clients, and the ratio.
 (4) A warm text query through the server with the random-weights msclap model (tests/
     clap_fixtures.py: real msclap code, random weights) on a small index built by `clapdex index`,
     against the CLI's cold start for the same query (a new process: imports, open, model, query).
@@ -32,23 +36,16 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "src"))
-
-from clapdex import open_index  # noqa: E402
-from clapdex.jsonable import dumps  # noqa: E402
-from clapdex.storage.database import IndexStore  # noqa: E402
-from tests.search_fixtures import build_synthetic_index  # noqa: E402
-from tests.serve_fixtures import free_port  # noqa: E402
+from _common import (REPO, environment_for, extract_src, percentiles, random_clap_index,
+                     synthetic_arguments, synthetic_index)
+from clapdex import open_index
+from clapdex.jsonable import dumps
+from clapdex.storage.database import IndexStore
+from tests.serve_fixtures import free_port
 
 CLI = [sys.executable, "-c", "from clapdex.cli import main; main()"]
-ENV = dict(os.environ, PYTHONPATH=str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
-
-
-def percentiles(times: list[float]) -> tuple[float, float]:
-    ms = np.array(times) * 1e3
-    return float(np.percentile(ms, 50)), float(np.percentile(ms, 95))
+ENV = environment_for(REPO / "src")
+BASELINE = "633a1b4"  # the web app with one lock around every index call
 
 
 def make_queries(root: Path, n: int, seed: int = 1):
@@ -138,9 +135,10 @@ def http_requests(vectors, concepts):
     return out
 
 
-def bench_http(server: Server, requests: list, clients: int) -> tuple[tuple[float, float], int, int]:
-    """Latency percentiles, requests answered and errors, with `clients` concurrent clients that
-    each send every request once (keep-alive connection per client)."""
+def bench_http(server: Server, requests: list, clients: int
+               ) -> tuple[tuple[float, float], int, int, float]:
+    """Latency percentiles, requests answered, errors and requests per second, with `clients`
+    concurrent clients that each send every request once (keep-alive connection per client)."""
     times, errors = [], []
     lock = threading.Lock()
 
@@ -164,30 +162,37 @@ def bench_http(server: Server, requests: list, clients: int) -> tuple[tuple[floa
             errors.append(bad)
 
     threads = [threading.Thread(target=client, args=(c * 7,)) for c in range(clients)]
+    started = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return percentiles(times), len(times), sum(errors)
+    return percentiles(times), len(times), sum(errors), len(times) / (time.perf_counter() - started)
 
 
-def bench_synthetic(args, root: Path) -> None:
+def bench_synthetic(args, root: Path, baseline_src: Path) -> None:
     vectors, concepts = make_queries(root, args.queries)
     base = bench_in_process(root, vectors, concepts)
-    server = Server(root)
-    try:
-        requests = http_requests(vectors, concepts)
-        for kind in requests.values():  # warm the server's search state
-            server.request(*kind[0])
-        rows = []
-        # The floor on this machine: a round trip that does no index work (a JSON 404).
-        (floor50, floor95), _, _ = bench_http(server, [("GET", "/api/no-such-route", None)] * 100, 1)
-        for label in ("concept-only", "hybrid"):
-            for clients in (1, 8):
-                (p50, p95), n, errors = bench_http(server, requests[label], clients)
-                rows.append((label, clients, p50, p95, n, errors))
-    finally:
-        server.stop()
+    requests = http_requests(vectors, concepts)
+    rows, eight = [], {}
+    for name, env in (("baseline", environment_for(baseline_src)), ("this", ENV)):
+        server = Server(root, env)
+        try:
+            for kind in requests.values():  # warm the server's search state
+                server.request(*kind[0])
+            if name == "this":
+                # The floor on this machine: a round trip that does no index work (a JSON 404).
+                (floor50, floor95), _, _, _ = bench_http(
+                    server, [("GET", "/api/no-such-route", None)] * 100, 1)
+            for label in ("concept-only", "hybrid"):
+                for clients in ((8,) if name == "baseline" else (1, 8)):
+                    (p50, p95), n, errors, rate = bench_http(server, requests[label], clients)
+                    if name == "this":
+                        rows.append((label, clients, p50, p95, n, errors))
+                    if clients == 8:
+                        eight[(name, label)] = (p50, p95, rate, n, errors)
+        finally:
+            server.stop()
     print(f"\n  {'query':14s} {'where':28s} {'p50 ms':>8s} {'p95 ms':>8s} {'HTTP adds (p50)':>16s}")
     for label in ("concept-only", "hybrid"):
         api50, api95 = base[(label, False)]
@@ -201,35 +206,25 @@ def bench_synthetic(args, root: Path) -> None:
                 print(f"  {label:14s} {where:28s} {p50:8.2f} {p95:8.2f} {p50 - api50:+14.2f} ms"
                       f"   ({n} requests, {errors} errors)")
     print(f"  {'(floor)':14s} {'HTTP round trip, no index work':28s} {floor50:8.2f} {floor95:8.2f}")
-    print("  (8 clients: latency per request while 8 are in flight; the server answers one index"
-          " call at a time, so it includes queueing)")
+    print(f"\n  8 concurrent clients: this checkout against {args.baseline} (one lock around every "
+          "index call), same run")
+    print(f"  {'query':14s} {'server':12s} {'p50 ms':>8s} {'p95 ms':>8s} {'req/s':>8s}"
+          f" {'p50 ratio':>10s} {'req/s ratio':>12s}")
+    for label in ("concept-only", "hybrid"):
+        b50, b95, brate, bn, berr = eight[("baseline", label)]
+        t50, t95, trate, tn, terr = eight[("this", label)]
+        print(f"  {label:14s} {'baseline':12s} {b50:8.2f} {b95:8.2f} {brate:8.1f} {'1.00':>10s}"
+              f" {'1.00':>12s}   ({bn} requests, {berr} errors)")
+        print(f"  {label:14s} {'this':12s} {t50:8.2f} {t95:8.2f} {trate:8.1f} {b50 / t50:10.2f}"
+              f" {trate / brate:12.2f}   ({tn} requests, {terr} errors)")
+    print("  (p50 ratio: baseline p50 / this p50; req/s ratio: this / baseline)")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"  machine: {os.cpu_count()} CPUs, load average {load:.1f} during the run")
 
 
 def bench_text(workdir: Path, n: int = 20) -> None:
     """A warm text query through the server vs the CLI's cold start, random-weights msclap."""
-    import soundfile
-
-    from tests.clap_fixtures import make_random_clap_files
-    from tests.doubles import sine
-
-    files = make_random_clap_files(workdir / "clap-random")
-    audio = workdir / "audio"
-    audio.mkdir()
-    for freq in (220, 440, 880, 1760):
-        soundfile.write(audio / f"tone_{freq}.wav", np.tile(sine(freq, 1.0, 16000), 9), 16000)
-    vocab = workdir / "vocab.txt"
-    vocab.write_text("\n".join(["dog", "rain", "speech", "siren", "engine", "birdsong", "music",
-                                "glass breaking", "traffic", "water"]) + "\n")
-    env = dict(ENV, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               CLAPDEX_CLAP_WEIGHTS=str(files.weights), CLAPDEX_TEXT_MODEL=str(files.text_model),
-               CLAPDEX_DEVICE="cpu", CLAPDEX_CACHE_DIR=str(workdir / "cache"))
-    index = workdir / "text-index"
-    built = subprocess.run(CLI + ["index", str(audio), "--index", str(index), "--vocab", str(vocab)],
-                           env=env, capture_output=True, text=True)
-    if built.returncode:
-        raise SystemExit(f"clapdex index failed: {built.stderr.strip()[-500:]}")
+    index, env = random_clap_index(workdir, CLI, ENV)
     cold = []
     for _ in range(3):
         t = time.perf_counter()
@@ -265,24 +260,15 @@ def bench_text(workdir: Path, n: int = 20) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--segments", type=int, default=100_000)
-    parser.add_argument("--concepts", type=int, default=2_000)
-    parser.add_argument("--dimension", type=int, default=1024)
-    parser.add_argument("--queries", type=int, default=100)
+    synthetic_arguments(parser)
+    parser.add_argument("--baseline", default=BASELINE, metavar="COMMIT",
+                        help="the commit whose server is the 8-client baseline")
     parser.add_argument("--skip-text", action="store_true")
-    parser.add_argument("--keep", metavar="DIR", default=None,
-                        help="Build the synthetic index in DIR and reuse it on later runs.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         tmp = Path(tmp)
-        index = Path(args.keep) if args.keep else tmp / "index"
-        print(f"synthetic index: {args.segments:,} segments, K = {args.concepts:,}, "
-              f"d = {args.dimension}, 20 concepts per segment; {args.queries} queries per row")
-        if not IndexStore.exists(index):
-            t0 = time.perf_counter()
-            build_synthetic_index(index, args.segments, args.concepts, args.dimension)
-            print(f"  built in {time.perf_counter() - t0:.1f} s")
-        bench_synthetic(args, index)
+        index = synthetic_index(args, tmp)
+        bench_synthetic(args, index, extract_src(args.baseline, tmp / "baseline"))
         if not args.skip_text:
             bench_text(tmp)
 

@@ -12,30 +12,21 @@ neither gets a warmer machine). Prints the median and the ratio before / after.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from _common import REPO, extract_src
+
 CASES = {
     "import clapdex.cli": ["-c", "import clapdex.cli"],
     "clapdex --help": ["-c", "import sys; sys.argv = ['clapdex', '--help']\n"
                              "from clapdex.cli import main\nmain()"],
 }
-
-
-def extract(commit: str, into: Path) -> Path:
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", commit, "src"],
-                             capture_output=True, check=True).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(into)
-    return into / "src"
 
 
 def once(src: Path, args: list[str]) -> float:
@@ -51,7 +42,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15)
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        trees = {"before": extract(options.before, Path(folder)), "after": REPO / "src"}
+        trees = {"before": extract_src(options.before, Path(folder)), "after": REPO / "src"}
         for name, args in CASES.items():
             times = {"before": [], "after": []}
             for tree in trees:  # warm-up: byte-compile both trees
