@@ -40,7 +40,7 @@ def open_index(index_path: str | os.PathLike, encoder, *, vocabulary: str | None
     A new index takes the given vocabulary (default "default"), sparsity (default
     DEFAULT_LAMBDA), hop (default: the window) and FAISS factory (default "Flat"). An existing
     index must match the encoder and every option given explicitly, else IndexMismatchError names
-    the differences and the rebuild command. `rebuild` empties the index first (in one write
+    the differences (its remedy: a reindex or a rebuild). `rebuild` empties the index first (in one write
     transaction; where its data lives is kept). `database_url` (an SQLAlchemy URL, e.g.
     postgresql+psycopg://...) puts a new index's data in that database instead of the folder's
     SQLite file; for an existing index it must name the database the index uses. A changed
