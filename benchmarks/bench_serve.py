@@ -1,7 +1,6 @@
 """What the HTTP layer of `clapdex serve` costs, against the in-process Python API in the same run.
 
     .venv/bin/python benchmarks/bench_serve.py [--segments 100000] [--concepts 2000] [--queries 100]
-                                               [--baseline COMMIT]
 
 (1) Builds the synthetic index of benchmarks/bench_search.py (random atoms and sparse weights,
     d = 1024; no model involved), or reuses it with --keep DIR.
@@ -10,10 +9,9 @@
     query with a given query vector, k = 10 (and the same plus the JSON encoding the server does).
 (3) Starts `clapdex serve` on that index in another process (real uvicorn, loopback) and times
     the same queries as HTTP requests, keep-alive connections, with 1 and with 8 concurrent
-    clients (threads here, each with its own connection); counts errors. The same requests go to
-    the server of --baseline COMMIT (default 633a1b4, whose web app answered one index call at a
-    time under one lock), run from its `git archive` in the same run: latency and throughput
-    with 8 clients, and the ratio.
+    clients (threads here, each with its own connection); counts errors. 8 clients again, against
+    this checkout's web app as it is and as it was before issue 16.6 (baseline: every index call
+    under one lock, the Index wrapped by OneAtATime below), same run: latency, throughput, ratio.
 (4) A warm text query through the server with the random-weights msclap model (tests/
     clap_fixtures.py: real msclap code, random weights) on a small index built by `clapdex index`,
     against the CLI's cold start for the same query (a new process: imports, open, model, query).
@@ -36,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import (REPO, environment_for, extract_src, percentiles, random_clap_index,
-                     synthetic_arguments, synthetic_index)
+from _common import (REPO, environment_for, percentiles, random_clap_index, synthetic_arguments,
+                     synthetic_index)
 from clapdex import open_index
 from clapdex.jsonable import dumps
 from clapdex.storage.database import IndexStore
@@ -45,7 +43,30 @@ from tests.serve_fixtures import free_port
 
 CLI = [sys.executable, "-c", "from clapdex.cli import main; main()"]
 ENV = environment_for(REPO / "src")
-BASELINE = "633a1b4"  # the web app with one lock around every index call
+# The web app over an index, in its own process; "locked": every index call under one lock, as the
+# web app did before issue 16.6.
+APP = r"""
+import sys, threading, uvicorn, clapdex
+from clapdex.server import create_app
+root, port, locked = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "locked"
+
+class OneAtATime:
+    def __init__(self, index):
+        self._index, self._lock = index, threading.Lock()
+    def __getattr__(self, name):
+        attr = getattr(self._index, name)
+        if not callable(attr):
+            return attr
+        def call(*args, **kwargs):
+            with self._lock:
+                return attr(*args, **kwargs)
+        return call
+
+index = clapdex.open_index(root)
+app = create_app(OneAtATime(index) if locked else index)
+print(f"http://127.0.0.1:{port}/", flush=True)
+uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+"""
 
 
 def make_queries(root: Path, n: int, seed: int = 1):
@@ -85,13 +106,13 @@ def bench_in_process(root: Path, vectors, concepts) -> dict:
 
 
 class Server:
-    """`clapdex serve` in its own process."""
+    """`clapdex serve` in its own process (or APP, `app` "locked" or "concurrent")."""
 
-    def __init__(self, index: Path, env: dict | None = None):
+    def __init__(self, index: Path, env: dict | None = None, app: str | None = None):
         self.port = free_port()
-        self.process = subprocess.Popen(CLI + ["serve", "--index", str(index), "--port",
-                                               str(self.port)],
-                                        env=env or ENV, stdout=subprocess.PIPE,
+        command = (CLI + ["serve", "--index", str(index), "--port", str(self.port)] if app is None
+                   else [sys.executable, "-c", APP, str(index), str(self.port), app])
+        self.process = subprocess.Popen(command, env=env or ENV, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True)
         line = self.process.stdout.readline()
         if "http://" not in line:
@@ -170,26 +191,26 @@ def bench_http(server: Server, requests: list, clients: int
     return percentiles(times), len(times), sum(errors), len(times) / (time.perf_counter() - started)
 
 
-def bench_synthetic(args, root: Path, baseline_src: Path) -> None:
+def bench_synthetic(args, root: Path) -> None:
     vectors, concepts = make_queries(root, args.queries)
     base = bench_in_process(root, vectors, concepts)
     requests = http_requests(vectors, concepts)
     rows, eight = [], {}
-    for name, env in (("baseline", environment_for(baseline_src)), ("this", ENV)):
-        server = Server(root, env)
+    for name, app in (("serve", None), ("baseline", "locked"), ("this", "concurrent")):
+        server = Server(root, app=app)
         try:
             for kind in requests.values():  # warm the server's search state
                 server.request(*kind[0])
-            if name == "this":
+            if name == "serve":
                 # The floor on this machine: a round trip that does no index work (a JSON 404).
                 (floor50, floor95), _, _, _ = bench_http(
                     server, [("GET", "/api/no-such-route", None)] * 100, 1)
             for label in ("concept-only", "hybrid"):
-                for clients in ((8,) if name == "baseline" else (1, 8)):
+                for clients in ((1, 8) if name == "serve" else (8,)):
                     (p50, p95), n, errors, rate = bench_http(server, requests[label], clients)
-                    if name == "this":
+                    if name == "serve":
                         rows.append((label, clients, p50, p95, n, errors))
-                    if clients == 8:
+                    else:
                         eight[(name, label)] = (p50, p95, rate, n, errors)
         finally:
             server.stop()
@@ -206,8 +227,8 @@ def bench_synthetic(args, root: Path, baseline_src: Path) -> None:
                 print(f"  {label:14s} {where:28s} {p50:8.2f} {p95:8.2f} {p50 - api50:+14.2f} ms"
                       f"   ({n} requests, {errors} errors)")
     print(f"  {'(floor)':14s} {'HTTP round trip, no index work':28s} {floor50:8.2f} {floor95:8.2f}")
-    print(f"\n  8 concurrent clients: this checkout against {args.baseline} (one lock around every "
-          "index call), same run")
+    print("\n  8 concurrent clients, same run: the web app as it is (this) and with every index call"
+          " under one lock (baseline, as before issue 16.6)")
     print(f"  {'query':14s} {'server':12s} {'p50 ms':>8s} {'p95 ms':>8s} {'req/s':>8s}"
           f" {'p50 ratio':>10s} {'req/s ratio':>12s}")
     for label in ("concept-only", "hybrid"):
@@ -261,14 +282,12 @@ def bench_text(workdir: Path, n: int = 20) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     synthetic_arguments(parser)
-    parser.add_argument("--baseline", default=BASELINE, metavar="COMMIT",
-                        help="the commit whose server is the 8-client baseline")
     parser.add_argument("--skip-text", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         tmp = Path(tmp)
         index = synthetic_index(args, tmp)
-        bench_synthetic(args, index, extract_src(args.baseline, tmp / "baseline"))
+        bench_synthetic(args, index)
         if not args.skip_text:
             bench_text(tmp)
 
