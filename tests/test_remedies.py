@@ -49,7 +49,7 @@ def test_another_model_names_the_model_remedy(fixture, monkeypatch):
     assert result.exit_code == 1
     assert result.output.strip() == (
         f"error: {error}; pass the model options it was built with (--model-version, --weights, "
-        "--backend; import-embeddings: its --fingerprint), or use another --index")
+        "--backend; or --fingerprint, as `clapdex status` shows it), or use another --index")
 
 
 def test_missing_index_names_the_create_remedy(tmp_path):

@@ -66,7 +66,7 @@ def remedy_text(remedy: Remedy) -> str:
         return f"run clapdex reindex {given}{index} to re-decompose it, or use another --index"
     if remedy.action == "model":
         return ("pass the model options it was built with (--model-version, --weights, "
-                "--backend; import-embeddings: its --fingerprint), or use another --index")
+                "--backend; or --fingerprint, as `clapdex status` shows it), or use another --index")
     if remedy.action == "projection":
         return (f"drop --projection (the index applies its own), or rebuild it with: "
                 f"clapdex index --rebuild --projection FILE{index} FOLDER")
