@@ -40,24 +40,6 @@ PER_FILE = 100            # segments per synthetic file
 PER_TRANSACTION = 50      # files per add_files call (5,000 segments)
 
 
-CACHE_MB = int(os.environ.get("CLAPDEX_BENCH_SQLITE_CACHE_MB", "3000"))
-
-
-def _large_cache(store) -> None:
-    """SQLite page cache for the build's connections (clapdex's own is 64 MB). With 25 M postings
-    the three postings B-trees outgrow 64 MB and each insert becomes a page miss: a first 1M build
-    with the default slowed from 38 s to 800 s per 100k segments (load average ~14)."""
-    from sqlalchemy import event
-
-    @event.listens_for(store.engine, "connect")
-    def _on_connect(dbapi_connection, _record):
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA cache_size=-{CACHE_MB * 1024}")
-        cursor.close()
-
-    store.engine.dispose()
-
-
 class _Decomposition:
     def __init__(self, weights, fidelity, recon_norm, shift_norm, concept_fidelity):
         self.weights, self.fidelity = weights, fidelity
@@ -65,12 +47,9 @@ class _Decomposition:
         self.concept_fidelity = concept_fidelity
 
 
-def build(root: Path, n_segments: int, seed: int = 0, noise: float = 0.6) -> dict:
-    """Write the synthetic index; returns the timings (written to root/bench-build.json)."""
-    import scipy.sparse as sp
-
+def _vocabulary(seed: int):
+    """The synthetic concepts: names, text embeddings, atoms, μ_A and a skewed popularity."""
     from clapdex.concepts.dictionary import ConceptDictionary
-    from clapdex.storage.database import FileMeta, IndexSettings, IndexStore, NewFile
 
     rng = np.random.default_rng(seed)
     text = rng.standard_normal((K, DIM)).astype(np.float32)
@@ -78,65 +57,111 @@ def build(root: Path, n_segments: int, seed: int = 0, noise: float = 0.6) -> dic
     atoms = ConceptDictionary.from_text_embeddings(names, text).atoms
     mean = rng.standard_normal(DIM)
     mean = (0.5 * mean / np.linalg.norm(mean)).astype(np.float32)
-    settings = IndexSettings(encoder_fingerprint="synthetic-benchmark", dimension=DIM,
-                             sample_rate=16000, window_seconds=7.0, hop_seconds=7.0,
-                             vocabulary_name="synthetic", vocabulary_hash="synthetic", lam=0.05,
-                             audio_mean=mean, faiss_factory="auto")
-    mean = mean.astype(np.float64)
     popularity = 1.0 / (np.arange(K) + 50.0) ** 0.8
     popularity /= popularity.sum()
-    popularity = popularity[rng.permutation(K)]
-    partial = root.with_name(root.name + ".partial")
-    if partial.exists():
-        import shutil
-        shutil.rmtree(partial)
-    t0 = time.perf_counter()
-    laps = []
-    with IndexStore.create(partial, settings, names, text) as store:
-        _large_cache(store)
-        batch, done, lap = [], 0, time.perf_counter()
-        for first in range(0, n_segments, PER_FILE):
-            n = min(PER_FILE, n_segments - first)
-            draws = np.sort(rng.choice(K, size=(n, 26), p=popularity), axis=1)
-            keep = np.ones(draws.shape, dtype=bool)
-            keep[:, 1:] = np.diff(draws, axis=1) != 0
-            counts = keep.sum(axis=1)
-            indptr = np.concatenate([[0], np.cumsum(counts)])
-            vals = rng.exponential(0.1, size=int(indptr[-1])) + 1e-3
-            weights = sp.csr_matrix((vals, draws[keep], indptr), shape=(n, K))
-            u = weights @ atoms
-            recon = np.linalg.norm(u, axis=1)
-            shifted = u / recon[:, None] + mean
-            shift = np.linalg.norm(shifted, axis=1)
-            r = shifted / shift[:, None]
-            a = r + noise * rng.standard_normal(r.shape) / np.sqrt(DIM)
-            fidelity = np.sum(r * a, axis=1) / np.linalg.norm(a, axis=1)
-            x = a / np.linalg.norm(a, axis=1, keepdims=True)
-            z = (x - mean) / np.linalg.norm(x - mean, axis=1, keepdims=True)
-            concept_fidelity = np.sum(u * z, axis=1) / recon
-            starts = np.arange(n) * 7.0
-            folder = f"/synthetic/{(first // PER_FILE) % 97:02d}"
-            meta = FileMeta(path=f"{folder}/file_{first // PER_FILE:07d}.wav", size=0, mtime_ns=0,
-                            duration=n * 7.0, sample_rate=16000, channels=1)
-            batch.append(NewFile(meta, starts, starts + 7.0, a.astype(np.float32),
-                                 _Decomposition(weights, fidelity, recon, shift,
-                                                concept_fidelity)))
-            if len(batch) == PER_TRANSACTION:
-                store.add_files(batch)
-                done += sum(len(f.starts) for f in batch)
-                batch = []
-                if done % 100_000 == 0:
-                    laps.append(time.perf_counter() - lap)
-                    lap = time.perf_counter()
-                    print(f"    {done:,} segments, {time.perf_counter() - t0:.0f} s", flush=True)
-        if batch:
+    return names, text, atoms, mean, popularity[rng.permutation(K)]
+
+
+def synthetic_file(vocabulary, number: int, seed: int = 0, noise: float = 0.6):
+    """File `number` (PER_FILE segments) as a NewFile; its own random stream, so a build that
+    resumes after an interruption writes exactly what an uninterrupted one would."""
+    import scipy.sparse as sp
+
+    from clapdex.storage.database import FileMeta, NewFile
+
+    _names, _text, atoms, mean, popularity = vocabulary
+    mean = mean.astype(np.float64)
+    rng = np.random.default_rng([seed, number])
+    n = PER_FILE
+    draws = np.sort(rng.choice(K, size=(n, 26), p=popularity), axis=1)
+    keep = np.ones(draws.shape, dtype=bool)
+    keep[:, 1:] = np.diff(draws, axis=1) != 0
+    counts = keep.sum(axis=1)
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    vals = rng.exponential(0.1, size=int(indptr[-1])) + 1e-3
+    weights = sp.csr_matrix((vals, draws[keep], indptr), shape=(n, K))
+    u = weights @ atoms
+    recon = np.linalg.norm(u, axis=1)
+    shifted = u / recon[:, None] + mean
+    shift = np.linalg.norm(shifted, axis=1)
+    r = shifted / shift[:, None]
+    a = r + noise * rng.standard_normal(r.shape) / np.sqrt(DIM)
+    fidelity = np.sum(r * a, axis=1) / np.linalg.norm(a, axis=1)
+    x = a / np.linalg.norm(a, axis=1, keepdims=True)
+    z = (x - mean) / np.linalg.norm(x - mean, axis=1, keepdims=True)
+    concept_fidelity = np.sum(u * z, axis=1) / recon
+    starts = np.arange(n) * 7.0
+    meta = FileMeta(path=f"/synthetic/{number % 97:02d}/file_{number:07d}.wav", size=0,
+                    mtime_ns=0, duration=n * 7.0, sample_rate=16000, channels=1)
+    return NewFile(meta, starts, starts + 7.0, a.astype(np.float32),
+                   _Decomposition(weights, fidelity, recon, shift, concept_fidelity))
+
+
+def settings_for(mean):
+    from clapdex.storage.database import IndexSettings
+
+    return IndexSettings(encoder_fingerprint="synthetic-benchmark", dimension=DIM,
+                         sample_rate=16000, window_seconds=7.0, hop_seconds=7.0,
+                         vocabulary_name="synthetic", vocabulary_hash="synthetic", lam=0.05,
+                         audio_mean=mean, faiss_factory="auto")
+
+
+def append(store, vocabulary, first_file: int, n_files: int, laps_every: int = 100_000,
+           seed: int = 0, say=print) -> list[float]:
+    """Store files first_file .. first_file + n_files - 1, PER_TRANSACTION files per
+    transaction; returns the seconds per `laps_every` segments."""
+    laps, lap, batch = [], time.perf_counter(), []
+    for number in range(first_file, first_file + n_files):
+        batch.append(synthetic_file(vocabulary, number, seed))
+        if len(batch) == PER_TRANSACTION or number == first_file + n_files - 1:
             store.add_files(batch)
-    seconds = time.perf_counter() - t0
+            batch = []
+            done = (number + 1) * PER_FILE
+            if done % laps_every == 0:
+                laps.append(time.perf_counter() - lap)
+                lap = time.perf_counter()
+                say(f"    {done:,} segments, last {laps_every:,} in {laps[-1]:.0f} s")
+    return laps
+
+
+def build(root: Path, n_segments: int, seed: int = 0) -> dict:
+    """Write the synthetic index (resuming root.partial after an interruption: each transaction
+    is whole files); returns the timings (written to root/bench-build.json)."""
+    from clapdex.storage.database import IndexStore
+
+    vocabulary = _vocabulary(seed)
+    names, text, _atoms, mean, _popularity = vocabulary
+    partial = root.with_name(root.name + ".partial")
+    progress = partial.with_name(partial.name + ".json")
+    done = json.loads(progress.read_text()) if progress.exists() and partial.exists() else \
+        {"seconds": 0.0, "laps": []}
+    if IndexStore.exists(partial) and progress.exists():
+        store = IndexStore.open(partial, write=True)
+    else:
+        import shutil
+        shutil.rmtree(partial, ignore_errors=True)
+        store = IndexStore.create(partial, settings_for(mean), names, text)
+    with store:
+        first = store.counts()["segments"] // PER_FILE
+        if first:
+            print(f"    resuming at {first * PER_FILE:,} segments", flush=True)
+        t0 = time.perf_counter()
+        step = PER_FILE * PER_TRANSACTION * 20  # 100k segments: save progress between steps
+        for start in range(first * PER_FILE, n_segments, step):
+            t = time.perf_counter()
+            laps = append(store, vocabulary, start // PER_FILE,
+                          min(step, n_segments - start) // PER_FILE, laps_every=step, seed=seed,
+                          say=lambda line: print(line, flush=True))
+            done["seconds"] += time.perf_counter() - t
+            done["laps"] += laps
+            progress.write_text(json.dumps(done))
+    seconds = done["seconds"]
     timings = {"segments": n_segments, "import_seconds": seconds,
                "import_us_per_segment": 1e6 * seconds / n_segments,
-               "seconds_per_100k": laps, "sqlite_cache_mb": CACHE_MB}
+               "seconds_per_100k": done["laps"]}
     (partial / "bench-build.json").write_text(json.dumps(timings))
     partial.rename(root)
+    progress.unlink()
     return timings
 
 

@@ -61,7 +61,8 @@ def random_clap_encoder(random_clap_files):
 # the reason, unless CLAPDEX_REQUIRE_POSTGRES=1 (CI), where they fail.
 
 BACKEND_MODULES = {"test_storage", "test_indexer", "test_search", "test_audit", "test_audit_files",
-                   "test_postings", "test_dense", "test_concurrency", "test_roots"}
+                   "test_postings", "test_dense", "test_concurrency", "test_roots",
+                   "test_write_path"}
 
 
 def pytest_generate_tests(metafunc):

@@ -265,3 +265,32 @@ def test_upgrade_on_postgresql(tmp_path, postgres, notes):
         indexes = {i["name"] for i in inspect(store.engine).get_indexes("segments")}
         assert "ix_segments_concept_fidelity" in indexes
     assert len(notes) == 1 and "from schema version 3" in notes[0]
+
+
+EXPRESSIONS = ("a 440 hz tone", "a 200 hz tone OR a 440 hz tone", "a 440 hz tone AND NOT a 300 hz tone")
+
+
+def test_a_v4_index_trades_the_weight_ordered_postings_index_for_the_appending_one(fresh, notes):
+    """Schema 5 replaced ix_postings_concept_weight (concept, weight, segment): the upgrade drops
+    it and builds ix_postings_concept_segment_weight; audit answers stay the same."""
+    from clapdex.audit.queries import audit
+
+    root, _ = fresh
+    with IndexStore.open(root) as store:
+        before = [audit(store, e, limit=None) for e in EXPRESSIONS]
+    connection = sqlite3.connect(root / DB_FILE)
+    with connection:
+        connection.execute("DROP INDEX ix_postings_concept_segment_weight")
+        connection.execute("CREATE INDEX ix_postings_concept_weight "
+                           "ON postings (concept_id, weight, segment_id)")
+        connection.execute("UPDATE index_settings SET schema_version = 4")
+    connection.close()
+    with IndexStore.open(root) as store:
+        indexes = {i["name"] for i in inspect(store.engine).get_indexes("postings")}
+        assert "ix_postings_concept_weight" not in indexes
+        assert {"ix_postings_concept_segment_weight", "ix_postings_segment"} <= indexes
+        after = [audit(store, e, limit=None) for e in EXPRESSIONS]
+        with store.session() as session:
+            assert session.scalar(select(IndexSettingsRow.schema_version)) == SCHEMA_VERSION == 5
+    assert before == after and before[0].n_segments > 0
+    assert len(notes) == 1 and "from schema version 4" in notes[0]

@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from clapdex.storage.postings import postings_to_csr
@@ -227,6 +227,16 @@ def _combined(parts: Sequence[Contribution]) -> Contribution:
         corpus_files=sum(c.corpus_files for c in parts),
         corpus_segments=sum(c.corpus_segments for c in parts),
         corpus_seconds=float(sum(c.corpus_seconds for c in parts)))
+
+
+def stored_counts(session: Session) -> tuple[int, int] | None:
+    """(segments, postings) from the totals, None while they are stale. A posting is one segment
+    of one concept, so the postings are the sum of the concepts' n_segments."""
+    if not _is_valid(session):
+        return None
+    segments = session.scalar(select(CorpusStatsRow.n_segments).where(CorpusStatsRow.id == 1))
+    postings = session.scalar(select(func.coalesce(func.sum(ConceptStatsRow.n_segments), 0)))
+    return int(segments), int(postings)
 
 
 def _is_valid(session: Session) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterable, Sequence
 from urllib.request import pathname2url
 
 from sqlalchemy import create_engine, event
@@ -106,6 +107,25 @@ def _configure_sqlite(engine: Engine, read_only: bool = False) -> None:
     def _on_begin(connection: Connection):  # pragma: no cover - trivial
         write = connection.get_execution_options().get(WRITE_OPTION)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def insert_rows(connection: Connection, table: str, columns: Sequence[str],
+                rows: Iterable[tuple]) -> None:
+    """Bulk INSERT of plain tuples, bypassing SQLAlchemy's per-row parameter processing (most of
+    the cost of storing postings): PostgreSQL COPY, SQLite one prepared executemany. The values
+    must already be of the columns' plain Python types (int, float)."""
+    rows = list(rows)
+    if not rows:
+        return
+    if connection.dialect.name == "postgresql":
+        with connection.connection.dbapi_connection.cursor() as cursor, \
+                cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    connection.exec_driver_sql(
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+        rows)
 
 
 def reason(error: BaseException) -> str:

@@ -5,7 +5,8 @@ One transaction, all or nothing:
 2. columns the current schema has and a table lacks are added (ALTER TABLE ... ADD COLUMN), found
    by comparing the SQLAlchemy metadata with the database inspector, so a column any developer
    adds is upgraded without code here, provided it is nullable or has a server_default;
-3. indexes the schema declares and the database lacks are created;
+3. indexes the schema declares and the database lacks are created, and clapdex's own (ix_*) that
+   it no longer declares are dropped (schema 5 replaced the postings' weight-ordered index);
 4. columns computed from stored data are filled in (FILLERS: concept fidelity from the stored
    postings, embeddings, μ_A and concept embeddings; no audio is decoded or encoded);
 5. the schema version is bumped.
@@ -107,6 +108,10 @@ def add_missing(connection: Connection, metadata: MetaData = Base.metadata) -> l
     inspector = inspect(connection)  # a fresh one: the old one caches what it has read
     for table in metadata.sorted_tables:
         have = {i["name"] for i in inspector.get_indexes(table.name)}
+        declared = {index.name for index in table.indexes}
+        for name in sorted(have - declared):
+            if name.startswith("ix_"):  # ours (SQLite's autoindexes and PK indexes are not)
+                connection.exec_driver_sql(f"DROP INDEX {preparer.quote(name)}")
         for index in table.indexes:
             if index.name not in have:
                 index.create(connection)

@@ -2,7 +2,7 @@
 
 Vectors are stored as little-endian float32 bytes (LargeBinary) so the schema is portable between
 SQLite and PostgreSQL. `postings` is the inverted concept index: one row per non-zero concept weight
-of a segment, indexed on (concept_id, weight) for "strongest segments of concept k" and on
+of a segment, indexed on (concept_id, segment_id, weight) for "segments of concept k" and on
 segment_id for "all concepts of this segment".
 """
 
@@ -28,6 +28,8 @@ SCHEMA_VERSION = 5  # 2: concept_stats / corpus_stats tables, segments.fidelity 
                     #    index_settings.alpha (the hybrid α `clapdex tune --apply` chose)
                     # 5: index_settings.roots (named roots: files under one are stored relative
                     #    to it, storage/roots.py)
+                    # 5: ix_postings_concept_weight (concept_id, weight, segment_id) replaced by
+                    #    ix_postings_concept_segment_weight (concept_id, segment_id, weight)
 # Version 4 and later upgrade older indexes in place (storage/migrate.py): a new column must be
 # nullable or have a server_default, and a computed one needs a filler there.
 
@@ -231,9 +233,12 @@ class PostingRow(Base):
     weight: Mapped[float] = mapped_column(Float)
 
     __table_args__ = (
-        # segment_id rides along so that "segments of concept k with weight >= w" is answered
-        # from the index alone (covering), without a table lookup per posting (audit queries).
-        Index("ix_postings_concept_weight", "concept_id", "weight", "segment_id"),
+        # Covering for "segments of concept k (with weight >= w)" (audit queries), without a
+        # table lookup per posting. Ordered by segment_id, not weight: new segments have the
+        # largest ids, so a write appends at the end of each concept's range. An index ordered
+        # by weight took every insert to a random page: importing got ~3x slower per segment
+        # from an empty index to 335k segments (benchmarks/bench_write.py).
+        Index("ix_postings_concept_segment_weight", "concept_id", "segment_id", "weight"),
         Index("ix_postings_segment", "segment_id"),
     )
 
