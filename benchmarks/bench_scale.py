@@ -263,7 +263,10 @@ def _catch_up_schema(root: Path) -> None:
 
     engine = create_engine(f"sqlite:///{root / 'clapdex.sqlite'}")
     with engine.begin() as connection:
-        migrate.add_missing(connection)
+        for table, column in migrate.add_missing(connection):
+            filler = migrate.FILLERS.get((table, column))
+            if filler is not None:
+                filler(connection)
     engine.dispose()
 
 

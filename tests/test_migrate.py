@@ -21,7 +21,8 @@ from clapdex.indexer import index_paths
 from clapdex.notices import set_handler
 from clapdex.storage import migrate
 from clapdex.storage.database import DB_FILE, IndexStore
-from clapdex.storage.schema import SCHEMA_VERSION, FileRow, IndexSettingsRow, SegmentRow
+from clapdex.storage.schema import (SCHEMA_VERSION, ConceptStatsRow, FileRow, IndexSettingsRow,
+                                    SegmentRow)
 from tests.doubles import SpectralTestEncoder, sine
 
 
@@ -283,9 +284,15 @@ def test_a_v4_index_trades_the_weight_ordered_postings_index_for_the_appending_o
         connection.execute("DROP INDEX ix_postings_concept_segment_weight")
         connection.execute("CREATE INDEX ix_postings_concept_weight "
                            "ON postings (concept_id, weight, segment_id)")
+        connection.execute("ALTER TABLE concept_stats DROP COLUMN max_weight")
         connection.execute("UPDATE index_settings SET schema_version = 4")
+        exact = dict(connection.execute("SELECT concept_id, max(weight) FROM postings "
+                                        "GROUP BY concept_id"))
     connection.close()
     with IndexStore.open(root) as store:
+        with store.session() as session:  # filled by the upgrade, from the postings
+            assert dict(session.execute(select(ConceptStatsRow.concept_id,
+                                               ConceptStatsRow.max_weight)).all()) == exact
         indexes = {i["name"] for i in inspect(store.engine).get_indexes("postings")}
         assert "ix_postings_concept_weight" not in indexes
         assert {"ix_postings_concept_segment_weight", "ix_postings_segment"} <= indexes

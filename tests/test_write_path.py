@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from clapdex.storage import concept_stats
 from clapdex.storage.database import FileMeta, IndexSettings, IndexStore, NewFile
-from clapdex.storage.schema import PostingRow, SegmentRow
+from clapdex.storage.schema import ConceptStatsRow, PostingRow, SegmentRow
 
 K, DIM = 7, 8
 
@@ -36,6 +36,17 @@ def _file(rng, number: int, n: int, density: float) -> NewFile:
     starts = np.arange(n) * 7.0
     embeddings = rng.standard_normal((n, DIM)).astype(np.float32)
     return NewFile(meta, starts, starts + 7.0, embeddings, _Decomposition(weights))
+
+
+def _max_weights_agree(store) -> bool:
+    """`concepts`' max weight (kept in concept_stats, looked up where unknown) = the postings'."""
+    from clapdex.audit.stats import prevalence
+
+    with store.session() as session:
+        exact = dict(session.execute(select(PostingRow.concept_id, func.max(PostingRow.weight))
+                                     .group_by(PostingRow.concept_id)).all())
+    shown = {r.concept_id: r.max_weight for r in prevalence(store)}
+    return shown == exact and len(exact) > 0
 
 
 def _exact_counts(store) -> tuple[int, int]:
@@ -70,6 +81,7 @@ def test_postings_round_trip_and_counts_follow_every_write(tmp_path, backend):
         assert matrix.nnz == len(expected) and len(ids) == 80
         assert (store.counts()["segments"], store.counts()["postings"]) == _exact_counts(store) \
             == (80, len(expected))
+        assert _max_weights_agree(store)
 
         assert store.remove_file("/synthetic/file_1.wav")
         store.copy_file("/synthetic/file_0.wav", FileMeta(path="/synthetic/copy.wav", size=1,
@@ -77,6 +89,9 @@ def test_postings_round_trip_and_counts_follow_every_write(tmp_path, backend):
         counts = store.counts()
         assert (counts["segments"], counts["postings"]) == _exact_counts(store)
         assert counts["segments"] == 80 - 25 + 40 and counts["files"] == 4
+        assert _max_weights_agree(store)  # file 1 held the largest weight of some concepts
+        with store.session() as session:
+            assert None in set(session.scalars(select(ConceptStatsRow.max_weight)))
 
         with store.write() as session:  # stale totals (as after a re-decomposition): counted
             concept_stats.invalidate(session)
@@ -84,3 +99,4 @@ def test_postings_round_trip_and_counts_follow_every_write(tmp_path, backend):
             assert concept_stats.stored_counts(session) is None
         counts = store.counts()
         assert (counts["segments"], counts["postings"]) == _exact_counts(store)
+        assert _max_weights_agree(store)  # rebuilt (ensure_fresh), or computed when read-only

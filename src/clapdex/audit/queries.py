@@ -1,8 +1,8 @@
 """Segments matching a concept expression, low-fidelity segments, and one file's concept profile.
 
 All queries are SQLAlchemy Core (portable: SQLite and PostgreSQL). A concept expression compiles
-to set operations over per-concept posting lookups, each a range scan of the (concept_id, weight)
-index: `concept_id = k AND weight >= w`. AND is INTERSECT, OR is UNION (the concepts named
+to set operations over per-concept posting lookups, each a range scan of the covering
+(concept_id, segment_id, weight) index: `concept_id = k AND weight >= w`. AND is INTERSECT, OR is UNION (the concepts named
 directly under one OR share a single lookup, `concept_id IN (...)`), `A AND NOT B` is EXCEPT;
 only an expression without any positive term (e.g. `NOT music`) starts from all segments.
 Matches are evaluated per segment (docs/audit.md).
@@ -246,7 +246,7 @@ def _with_location(ranked) -> Select:
 
 
 def _strongest_of_term(term: Term, lookup: ConceptLookup, limit: int | None) -> Select:
-    """One concept: its strongest postings, read in order from the (concept_id, weight) index."""
+    """One concept: its strongest postings (a top-k sort of its range of the postings index)."""
     strongest = (_term_select(term, lookup).add_columns(PostingRow.weight.label("score"))
                  .order_by(PostingRow.weight.desc(), PostingRow.segment_id))
     return _with_location((strongest.limit(limit) if limit else strongest).subquery("ranked"))

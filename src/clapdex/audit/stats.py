@@ -68,10 +68,12 @@ def prevalence_statement(sort: str = "files", top: int | None = None) -> Select:
     if sort not in SORT_KEYS:
         raise QueryError(f"unknown sort {sort!r}; use one of: {', '.join(SORT_KEYS)}")
     mean = (ConceptStatsRow.weight_sum / ConceptStatsRow.n_segments).label("mean_weight")
-    # Correlated lookup of the largest weight: the last entry of the (concept_id, weight) index.
-    largest = (select(func.max(PostingRow.weight))
-               .where(PostingRow.concept_id == ConceptStatsRow.concept_id)
-               .scalar_subquery().label("max_weight"))
+    # The kept largest weight; where a removal left it unknown, looked up in the concept's range
+    # of the postings index (COALESCE evaluates the lookup only for those).
+    largest = func.coalesce(ConceptStatsRow.max_weight,
+                            select(func.max(PostingRow.weight))
+                            .where(PostingRow.concept_id == ConceptStatsRow.concept_id)
+                            .scalar_subquery()).label("max_weight")
     keys = {"files": [ConceptStatsRow.n_files, ConceptStatsRow.n_segments],
             "segments": [ConceptStatsRow.n_segments, ConceptStatsRow.n_files],
             "time": [ConceptStatsRow.active_seconds, ConceptStatsRow.n_segments],
@@ -120,13 +122,11 @@ def _rows_in_memory(store, computed: concept_stats.Contribution, sort: str,
     stored totals are stale): same columns, same order."""
     with store.session() as session:
         names = dict(session.execute(select(ConceptRow.id, ConceptRow.name)).all())
-        largest = dict(session.execute(select(PostingRow.concept_id, func.max(PostingRow.weight))
-                                       .group_by(PostingRow.concept_id)).all())
     rows = [_Row(int(k), names[int(k)], int(files), int(segments), float(seconds),
-                 float(weights) / int(segments), largest.get(int(k)))
-            for k, files, segments, seconds, weights in zip(
+                 float(weights) / int(segments), float(largest))
+            for k, files, segments, seconds, weights, largest in zip(
                 computed.concept_ids, computed.n_files, computed.n_segments,
-                computed.active_seconds, computed.weight_sum) if segments > 0]
+                computed.active_seconds, computed.weight_sum, computed.max_weight) if segments > 0]
     keys = {"files": ("n_files", "n_segments"), "segments": ("n_segments", "n_files"),
             "time": ("active_seconds", "n_segments"), "weight": ("mean_weight", "n_segments")}[sort]
     rows.sort(key=lambda r: (-getattr(r, keys[0]), -getattr(r, keys[1]), r.name))

@@ -71,6 +71,7 @@ class Contribution:
     n_segments: np.ndarray       # (m,) int64
     active_seconds: np.ndarray   # (m,) float64
     weight_sum: np.ndarray       # (m,) float64
+    max_weight: np.ndarray       # (m,) float64, the largest posting weight
     corpus_files: int
     corpus_segments: int
     corpus_seconds: float
@@ -93,6 +94,7 @@ def file_contribution(starts: np.ndarray, ends: np.ndarray, weights) -> Contribu
         n_segments=np.bincount(group, minlength=len(concept_ids)).astype(np.int64),
         active_seconds=union_lengths(group, starts[rows], ends[rows], len(concept_ids)),
         weight_sum=np.bincount(group, weights=data, minlength=len(concept_ids)),
+        max_weight=_group_max(group, data, len(concept_ids)),
         corpus_files=1 if n else 0,
         corpus_segments=n,
         corpus_seconds=float(union_lengths(np.zeros(n, np.int64), starts, ends, 1)[0]) if n else 0.0,
@@ -203,6 +205,7 @@ def compute(session: Session) -> Contribution:
         n_segments=np.bincount(concept_of_posting, minlength=m).astype(np.int64),
         active_seconds=np.bincount(concept_of_pair, weights=pair_seconds, minlength=m),
         weight_sum=np.bincount(concept_of_posting, weights=weight.astype(np.float64), minlength=m),
+        max_weight=_group_max(concept_of_posting, weight, m),
         corpus_files=n_files,
         corpus_segments=len(seg_ids),
         corpus_seconds=float(union_lengths(file_rank, starts, ends, n_files).sum()),
@@ -224,9 +227,17 @@ def _combined(parts: Sequence[Contribution]) -> Contribution:
         concept_ids=concept_ids.astype(np.int64), n_files=total("n_files", np.int64),
         n_segments=total("n_segments", np.int64), active_seconds=total("active_seconds", np.float64),
         weight_sum=total("weight_sum", np.float64),
+        max_weight=_group_max(where, np.concatenate([c.max_weight for c in parts]),
+                              len(concept_ids)),
         corpus_files=sum(c.corpus_files for c in parts),
         corpus_segments=sum(c.corpus_segments for c in parts),
         corpus_seconds=float(sum(c.corpus_seconds for c in parts)))
+
+
+def _group_max(group: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
+    largest = np.zeros(n_groups, dtype=np.float64)
+    np.maximum.at(largest, np.asarray(group, dtype=np.int64), np.asarray(values, np.float64))
+    return largest
 
 
 def stored_counts(session: Session) -> tuple[int, int] | None:
@@ -247,7 +258,8 @@ def _is_valid(session: Session) -> bool:
 def _rows(c: Contribution) -> list[dict]:
     return [{"concept_id": int(c.concept_ids[i]), "n_files": int(c.n_files[i]),
              "n_segments": int(c.n_segments[i]), "active_seconds": float(c.active_seconds[i]),
-             "weight_sum": float(c.weight_sum[i])} for i in range(len(c.concept_ids))]
+             "weight_sum": float(c.weight_sum[i]), "max_weight": float(c.max_weight[i])}
+            for i in range(len(c.concept_ids))]
 
 
 def _apply(session: Session, c: Contribution, sign: int) -> None:
@@ -261,7 +273,8 @@ def _apply(session: Session, c: Contribution, sign: int) -> None:
     ids = [int(i) for i in c.concept_ids]
     existing = {r.concept_id: r for r in session.execute(
         select(ConceptStatsRow.concept_id, ConceptStatsRow.n_files, ConceptStatsRow.n_segments,
-               ConceptStatsRow.active_seconds, ConceptStatsRow.weight_sum)
+               ConceptStatsRow.active_seconds, ConceptStatsRow.weight_sum,
+               ConceptStatsRow.max_weight)
         .where(ConceptStatsRow.concept_id.in_(ids)))}
     updates, inserts, emptied = [], [], []
     for row in _rows(c):
@@ -274,7 +287,11 @@ def _apply(session: Session, c: Contribution, sign: int) -> None:
                "n_files": old.n_files + sign * row["n_files"],
                "n_segments": old.n_segments + sign * row["n_segments"],
                "active_seconds": max(0.0, old.active_seconds + sign * row["active_seconds"]),
-               "weight_sum": max(0.0, old.weight_sum + sign * row["weight_sum"])}
+               "weight_sum": max(0.0, old.weight_sum + sign * row["weight_sum"]),
+               # a removal that takes the largest weight leaves it unknown (NULL: looked up)
+               "max_weight": None if old.max_weight is None or (
+                   sign < 0 and row["max_weight"] >= old.max_weight) else
+               max(old.max_weight, row["max_weight"]) if sign > 0 else old.max_weight}
         (emptied.append(new["concept_id"]) if new["n_segments"] <= 0 else updates.append(new))
     if updates:
         session.execute(update(ConceptStatsRow), updates)

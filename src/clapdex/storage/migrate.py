@@ -21,13 +21,14 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-from sqlalchemy import Connection, Engine, MetaData, Table, bindparam, inspect, select, update
+from sqlalchemy import (Connection, Engine, MetaData, Table, bindparam, func, inspect, select,
+                        update)
 from sqlalchemy.schema import CreateColumn
 
 from clapdex.storage.engine import WRITE_OPTION
 from clapdex.storage.postings import postings_to_csr
-from clapdex.storage.schema import (SCHEMA_VERSION, Base, ConceptRow, IndexSettingsRow,
-                                    PostingRow, SegmentRow)
+from clapdex.storage.schema import (SCHEMA_VERSION, Base, ConceptRow, ConceptStatsRow,
+                                    IndexSettingsRow, PostingRow, SegmentRow)
 
 UPGRADABLE_FROM = 3  # older indexes are rebuilt (they predate the projection columns)
 _CHUNK = 4096        # segments per fill step: bounds the (rows, d) embedding block
@@ -156,9 +157,18 @@ def fill_concept_fidelity(connection: Connection) -> None:
         last = int(ids[-1])
 
 
+def fill_max_weight(connection: Connection) -> None:
+    """concept_stats.max_weight: each concept's largest posting weight (one pass per concept over
+    its range of the postings index)."""
+    largest = (select(func.max(PostingRow.weight))
+               .where(PostingRow.concept_id == ConceptStatsRow.concept_id).scalar_subquery())
+    connection.execute(update(ConceptStatsRow).values(max_weight=largest))
+
+
 # (table, column) -> fills the column of every existing row, on the upgrade's connection.
 FILLERS: dict[tuple[str, str], Callable[[Connection], None]] = {
     ("segments", "concept_fidelity"): fill_concept_fidelity,
+    ("concept_stats", "max_weight"): fill_max_weight,
 }
 
 

@@ -29,7 +29,8 @@ SCHEMA_VERSION = 5  # 2: concept_stats / corpus_stats tables, segments.fidelity 
                     # 5: index_settings.roots (named roots: files under one are stored relative
                     #    to it, storage/roots.py)
                     # 5: ix_postings_concept_weight (concept_id, weight, segment_id) replaced by
-                    #    ix_postings_concept_segment_weight (concept_id, segment_id, weight)
+                    #    ix_postings_concept_segment_weight (concept_id, segment_id, weight);
+                    #    concept_stats.max_weight (what that index no longer gives cheaply)
 # Version 4 and later upgrade older indexes in place (storage/migrate.py): a new column must be
 # nullable or have a server_default, and a computed one needs a filler there.
 
@@ -255,6 +256,9 @@ class ConceptStatsRow(Base):
     n_segments: Mapped[int] = mapped_column(Integer)      # segments with a posting for the concept
     active_seconds: Mapped[float] = mapped_column(Float)  # per-file union of active segments, summed
     weight_sum: Mapped[float] = mapped_column(Float)      # sum of the concept's posting weights
+    # The concept's largest posting weight. NULL while unknown (a removal took the largest one):
+    # readers then look it up in the postings.
+    max_weight: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class CorpusStatsRow(Base):
