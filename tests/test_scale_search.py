@@ -107,3 +107,32 @@ def test_auto_picks_ivf_past_flat_max_and_records_its_recall(tmp_path, monkeypat
     with open_index(root) as index:
         index.search(vector=q, mode="dense", k=10)
     assert json.loads((root / "dense.json").read_text())["kind"] == "Flat"
+
+
+def test_the_faiss_stamp_alone_says_what_the_file_holds(tmp_path):
+    """dense.json keeps what search measured, not a generation of its own: the stamp (build id,
+    generation) is the one record. A write that leaves the segments as they are moves the
+    generation on; the next search re-stamps the file without rewriting it."""
+    from clapdex.storage.database import IndexStore
+    from clapdex.storage.dense import read_stamp
+
+    root = tmp_path / "idx"
+    build_synthetic_index(root, n_segments=300, n_concepts=20, dimension=16, per_segment=4,
+                          per_file=30)
+    with open_index(root) as index:
+        q = next(queries(index._searcher.engine, 1))
+        index.search(vector=q, mode="dense", k=5)
+    meta = json.loads((root / "dense.json").read_text())
+    assert "generation" not in meta and meta["kind"] == "Flat" and meta["segments"] == 300
+    with IndexStore.open(root) as store:
+        build, generation = store.state()
+        assert read_stamp(store.faiss_path) == (build, generation)
+        store.update_file_stat("/synthetic/file_000003.wav", 7, 7)  # no segment changes
+        assert store.generation() == generation + 1
+    before = (root / "dense.faiss").stat()
+    with open_index(root) as index:
+        hits = index.search(vector=q, mode="dense", k=5, segments=True)
+    after = (root / "dense.faiss").stat()
+    assert (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns)
+    assert read_stamp(root / "dense.faiss") == (build, generation + 1)
+    assert len(hits) == 5

@@ -299,9 +299,7 @@ class DenseIndex:
                 return False
             self._write_checked(path)  # fsync: must survive a crash
             if self.state is not None:
-                with atomic_path(_stamp_path(path), fsync=True) as temporary:
-                    temporary.write_text(json.dumps({"build_id": self.state[0],
-                                                     "generation": self.state[1]}))
+                _write_stamp(path, self.state)
             else:
                 _stamp_path(path).unlink(missing_ok=True)
         return True
@@ -418,25 +416,28 @@ def _wanted(factory: str, n_segments: int, current: str | None) -> str:
 def for_search(store: "IndexStore", state) -> DenseIndex:
     """The FAISS index matching one version of the derived search files, memory-mapped.
 
-    dense.json records the generation the file was last brought in line with; when it is the
-    state's, the file is mapped as it is (O(1)). Otherwise, under the derived files' lock, the file
-    is read, compared with the state's segment ids and extended (added from the mapped unit
-    embeddings), or rebuilt when it cannot remove, is unreadable or is not the wanted type, then
-    saved with its new dense.json (and its recall@10 measured, for approximate types)."""
+    The file's stamp (build id, generation) is the one record of which database state it holds
+    (whoever saved it: the indexer or search). When it is the state's, and dense.json (what search
+    measured: type, recall) describes it, the file is mapped as it is (O(1)). Otherwise, under the
+    derived files' lock, the file is read, compared with the state's segment ids and extended
+    (added from the mapped unit embeddings), or rebuilt when it cannot remove, is unreadable or is
+    not the wanted type, then saved and stamped (only stamped when its ids already agree), with
+    dense.json (its recall@10 measured, for approximate types)."""
     from clapdex.storage.derived import locked
 
     settings = store.settings
     path = store.faiss_path
     dimension = int(state.manifest["d"])
+    holds = (store.state()[0], int(state.generation))  # what the file must say it holds
 
     def current(meta):
-        if meta and meta.get("generation") == state.generation and \
-                meta.get("factory") == settings.faiss_factory and path.exists():
+        if meta and meta.get("factory") == settings.faiss_factory and path.exists() and \
+                read_stamp(path) == holds:
             try:
                 dense = DenseIndex.load(path, dimension, settings.faiss_factory, mmap=True)
             except DenseIndexError:
                 return None
-            if dense.ntotal == state.n_segments:
+            if dense.ntotal == state.n_segments and meta.get("kind") == dense.kind():
                 return dense
         return None
 
@@ -456,7 +457,8 @@ def for_search(store: "IndexStore", state) -> DenseIndex:
                 dense = None
         ids = np.asarray(state.array("segment_ids"))
         wanted = _wanted(settings.faiss_factory, len(ids), dense.kind() if dense else None)
-        recall = meta.get("recall_at_10") if meta and dense is not None else None
+        recall = meta.get("recall_at_10") if meta and dense is not None and \
+            meta.get("kind") == dense.kind() else None
         changed = True
         if dense is not None and resolve_factory(wanted, len(ids)) == dense.kind():
             held = dense.ids()
@@ -478,13 +480,14 @@ def for_search(store: "IndexStore", state) -> DenseIndex:
         if recall is None:
             recall = 1.0 if dense.kind() == "Flat" else measure_recall(dense, state)
         dense.factory = settings.faiss_factory
-        meta = {"generation": state.generation, "factory": settings.faiss_factory,
-                "kind": dense.kind(), "segments": dense.ntotal, "recall_at_10": recall,
-                "recall_queries": RECALL_QUERIES}
+        meta = {"factory": settings.faiss_factory, "kind": dense.kind(), "segments": dense.ntotal,
+                "recall_at_10": recall, "recall_queries": RECALL_QUERIES}
         try:
-            if changed:  # (the indexer may already have saved exactly these segments)
-                dense.state = (store.state()[0], state.generation)  # the stamp (module docstring)
+            if changed:
+                dense.state = holds
                 dense.save(path)
+            else:  # the ids agree (e.g. the indexer saved these segments): only say so
+                _restamp(path, holds)
             with atomic_path(path.with_name(META_FILE)) as temporary:
                 temporary.write_text(json.dumps(meta))
         except OSError:
@@ -546,6 +549,20 @@ def measure_recall(dense: DenseIndex, state, queries: int = RECALL_QUERIES, k: i
 
 def _stamp_path(path: Path) -> Path:
     return path.with_name(path.name + ".stamp")
+
+
+def _write_stamp(path: Path, state: tuple[str | None, int]) -> None:
+    with atomic_path(_stamp_path(path), fsync=True) as temporary:
+        temporary.write_text(json.dumps({"build_id": state[0], "generation": state[1]}))
+
+
+def _restamp(path: Path, state: tuple[str | None, int]) -> None:
+    """The file at `path` holds exactly `state`'s segments: stamp it so, unless its stamp already
+    says a newer generation of the same build."""
+    with _save_lock(path):
+        stamp = read_stamp(path)
+        if stamp is None or stamp[0] != state[0] or stamp[1] < state[1]:
+            _write_stamp(path, state)
 
 
 def read_stamp(path: str | Path) -> tuple[str | None, int] | None:

@@ -18,7 +18,8 @@ and a query reads only the pages it touches (docs/indexing.md, "Derived search f
 
 `manifest.json` names the files of the current version with their dtype, shape and a checksum of
 their first and last 64 KB, the database generation they reflect and the index's identity (the
-settings row's creation time and model), so files copied from another index are never trusted.
+settings row's build id, which a rebuild renews, and model), so files copied from another index (or
+left from before a rebuild) are never trusted.
 It is replaced atomically (temporary file, fsync, os.replace) after every data file is complete
 and fsynced; a process that crashes half-way leaves the previous version readable.
 
@@ -92,12 +93,14 @@ def _snapshot(store):
 
 
 def _identity(connection) -> str:
-    """Which index the files belong to: its settings row's creation time (as stored text) and
-    model. Files copied from another index carry another identity."""
-    row = connection.execute(select(cast(IndexSettingsRow.created_at, String),
+    """Which index (and which build of it) the files belong to: the settings row's build id, the
+    one a rebuild renews and the FAISS file's stamp carries (an index from before build ids: its
+    creation time, as stored text), and model. Files copied from another index carry another."""
+    row = connection.execute(select(IndexSettingsRow.build_id,
+                                    cast(IndexSettingsRow.created_at, String),
                                     IndexSettingsRow.encoder_fingerprint,
                                     IndexSettingsRow.dimension)).one()
-    return f"{row[0]}|{row[1]}|{row[2]}"
+    return f"{row[0] or row[1]}|{row[2]}|{row[3]}"
 
 
 def _settings_key(connection) -> str:
