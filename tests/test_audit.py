@@ -268,6 +268,9 @@ def test_cooccurrence_equals_brute_force(index):
                 expected[(truth.names[a], truth.names[b])] = (together[a, b], lift)
     pairs = all_pairs(store, min_count=3, limit=None)
     assert {(p.concept_a, p.concept_b): (p.count, pytest.approx(p.lift)) for p in pairs} == expected
+    from clapdex.audit.cooccurrence import cooccurrence_counts
+    some = [3, 0, active.shape[1] - 1, 1]  # the report's heatmap: a subset, in its own order
+    assert np.array_equal(cooccurrence_counts(store, some), together[np.ix_(some, some)])
     assert [p.lift for p in pairs] == sorted((p.lift for p in pairs), reverse=True)
     # The correlated pair built into the fixture is found, with a lift well above 1.
     dog = [p for p in partners(store, "dog", min_count=3, limit=None)]
