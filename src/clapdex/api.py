@@ -622,10 +622,10 @@ def _audio_mean(source, encoder, embeddings, projection) -> np.ndarray:
         try:
             mean = np.load(source, allow_pickle=False)
         except (OSError, ValueError) as error:
-            raise DatasetError(f"--audio-mean {source}: not dataset, reference or a readable .npy "
+            raise DatasetError(f"audio mean {source}: not dataset, reference or a readable .npy "
                                f"file ({one_line(str(error))})") from None
     if mean.shape != (embeddings.shape[1],) or not np.all(np.isfinite(mean)):
-        raise DatasetError(f"--audio-mean {source}: expected a finite array of shape "
+        raise DatasetError(f"audio mean {source}: expected a finite array of shape "
                            f"({embeddings.shape[1]},), got {mean.shape}")
     return np.asarray(mean, dtype=np.float64)
 
@@ -948,6 +948,6 @@ def check_model(encoder: EncoderSource = None, compare: Sequence[str | os.PathLi
         from clapdex.encoder import ClapEncoder, compare_with_pytorch
 
         if not isinstance(encoder, ClapEncoder):
-            raise ModelError("--compare compares CLAP backends; this encoder is not CLAP")
+            raise ModelError("comparing backends needs a CLAP encoder; this one is not CLAP")
         info["compare"] = compare_with_pytorch(encoder, compare)
     return info

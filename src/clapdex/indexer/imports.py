@@ -104,7 +104,8 @@ def import_embeddings(index_path: str | os.PathLike, embeddings: np.ndarray,
         raise ClapdexError(f"{len(matrix)} embedding rows but {len(manifest)} manifest rows; "
                            "they must correspond one to one")
     if fingerprint is None and encoder is None:
-        raise ClapdexError("give --fingerprint or the model options, so the model can be checked")
+        raise ClapdexError("give the embeddings' fingerprint or the model options, so the model "
+                           "can be checked")
     claimed = fingerprint if fingerprint is not None else encoder.fingerprint
     if encoder is not None and claimed != encoder.fingerprint:
         raise IndexMismatchError(f"the embeddings' fingerprint {claimed!r} is not the model's "
