@@ -788,6 +788,8 @@ def test_a_long_file_interrupted_late_keeps_its_encoding(tmp_path):
     finally:
         process.kill()
     assert process.returncode == 143, err
+    assert re.search(r"terminated: 1 file part-done \([0-9a-z ]+ of 6 min 40 s\); "
+                     r"index the same paths again to resume", err), err
     saved = list((index_path / FOLDER).glob("*.npz"))
     assert len(saved) == 1
     with np.load(saved[0]) as data:

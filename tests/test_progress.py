@@ -78,7 +78,7 @@ def test_the_bar_moves_with_the_seconds_of_one_long_file():
 def test_no_rate_yet_means_no_eta_and_no_total_means_no_percentage():
     assert "ETA" not in progress_line(_event(5.0), rate=None, width=100)
     line = progress_line(ProgressEvent("embedding", 12, None, "file"), rate=3.0, width=100)
-    assert line == "embedding: 12 file, 3/s"
+    assert line == "embedding: 12 files, 3/s"
 
 
 @pytest.mark.parametrize("path,width,expected", [

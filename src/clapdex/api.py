@@ -559,7 +559,8 @@ def _embed_dataset(encoder, paths, cache_dir, use_cache, progress, on_skipped):
     bar = Progress(progress, total=len(paths), desc="embedding", unit="file")
 
     def counted(iterable):
-        for item in iterable:
+        for item in iterable:  # (position, path)
+            bar.set_item(os.fspath(item[1]))
             yield item
             bar.update(1)
 

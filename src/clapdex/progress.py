@@ -149,6 +149,11 @@ def _count(value: float, unit: str) -> str:
     return clock(value) if unit == AUDIO_SECONDS else f"{value:g}"
 
 
+def _plural(unit: str, count: float | None) -> str:
+    """"file" -> "files" (counted things: file, segment, tag, epoch)."""
+    return unit if count == 1 or unit.endswith("s") else unit + "s"
+
+
 def _rate(rate: float, unit: str, short: bool) -> str:
     if unit == AUDIO_SECONDS:  # seconds of audio per second of work
         number = f"{rate:.1f}" if rate < 100 else f"{rate:.0f}"
@@ -172,7 +177,7 @@ def progress_line(event: ProgressEvent, rate: float | None, width: int,
     wanted = min(len(item), len(item.rsplit("/", 1)[-1])) + 2 if item else 0
 
     def stats(short: bool) -> str:
-        label = "" if short else " audio" if unit == AUDIO_SECONDS else f" {unit}"
+        label = "" if short else " audio" if unit == AUDIO_SECONDS else f" {_plural(unit, total)}"
         done = _count(event.done, unit)
         parts = [f"{done}/{_count(total, unit)}{label}" if total is not None else done + label]
         if rate:

@@ -138,6 +138,7 @@ def import_embeddings(index_path: str | os.PathLike, embeddings: np.ndarray,
         writer = Writer(store, dense, summary, bar, "importing", batch_windows=IMPORT_WINDOWS)
         try:
             for path, rows in groups.items():
+                bar.set_item(path)
                 rows.sort(key=lambda i: (manifest[i].start, i))
                 part = np.asarray(matrix[rows], dtype=np.float32)  # reads only these rows (mmap)
                 bad = _bad_rows(part)
