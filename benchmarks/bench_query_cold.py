@@ -6,7 +6,7 @@ same run, same index, same model files, interleaved.
 Model: msclap 2023 with RANDOM weights and the tiny GPT-2 of tests/clap_fixtures.py (loading and
 import costs do not depend on the weight values; the real GPT-2 is ~124 M parameters, so its first
 forward costs a little more). The index holds two short files and a 3-concept vocabulary, built
-by this tree beforehand (untimed). Timed, each in a new Python process (`python -m clapdex`-style
+by each tree beforehand (untimed). Timed, each in a new Python process (`python -m clapdex`-style
 entry, the installed packages already in the OS page cache after the first run):
   text     `clapdex search "a dog barking"`     (needs the text encoder only)
   concept  `clapdex search -c "a dog barking"`  (needs no model)
@@ -81,18 +81,22 @@ def main() -> None:
             cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
             return seconds, cpu
 
-        index = str(root / "index")
-        clapdex(REPO / "src", "index", str(audio), "--index", index, "--vocab", str(root / "vocab.txt"))
-        queries = {"text": ["search", "a dog barking", "--index", index],
-                   "concept": ["search", "-c", "a dog barking", "--index", index]}
-        best = {(tree, kind): (float("inf"), float("inf")) for tree in trees for kind in queries}
+        # Each tree builds its own index (an older tree may not read a newer schema).
+        queries = {}
+        for number, (tree, src) in enumerate(trees.items()):
+            index = str(root / f"index-{number}")
+            clapdex(src, "index", str(audio), "--index", index, "--vocab", str(root / "vocab.txt"))
+            queries[tree] = {"text": ["search", "a dog barking", "--index", index],
+                             "concept": ["search", "-c", "a dog barking", "--index", index]}
+        kinds = ("text", "concept")
+        best = {(tree, kind): (float("inf"), float("inf")) for tree in trees for kind in kinds}
         for _ in range(args.repeats):
             for tree, src in trees.items():
-                for kind, arguments in queries.items():
-                    best[tree, kind] = min(best[tree, kind], clapdex(src, *arguments))
+                for kind in kinds:
+                    best[tree, kind] = min(best[tree, kind], clapdex(src, *queries[tree][kind]))
         for graph in (root / "cache" / "onnx").glob("text-*"):
             graph.unlink()
-        first = clapdex(REPO / "src", *queries["text"])
+        first = clapdex(REPO / "src", *queries["this tree"]["text"])
 
     def shown(figure: tuple[float, float]) -> str:
         return f"{figure[0]:6.2f} s ({figure[1]:5.2f} s CPU)"
