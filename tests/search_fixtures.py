@@ -9,6 +9,7 @@ pseudo-random text embeddings.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,7 +60,8 @@ def write_corpus(folder: Path, sample_rate: int, corpus: dict = CORPUS) -> dict[
     for name, parts in corpus.items():
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        soundfile.write(path, render(parts, sample_rate), sample_rate, subtype="FLOAT")
+        soundfile.write(os.fsencode(path), render(parts, sample_rate), sample_rate,  # any name
+                        subtype="FLOAT")
         out[name] = path
     return out
 

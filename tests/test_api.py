@@ -53,7 +53,9 @@ def test_every_read_verb_answers_on_the_index(built):
     index = built["index"]
     hits = index.search(text="a 400 hz tone", k=2)
     assert hits.results[0].path.endswith("b400.flac")
-    assert index.similar(hits.results[0].path, k=1).results[0].path == hits.results[0].path
+    assert index.similar(hits.results[0].path, k=1, include_self=True).results[0].path == \
+        hits.results[0].path
+    assert hits.results[0].path not in {r.path for r in index.similar(hits.results[0].path)}
     assert index.concepts(top=3)[0].files >= 1
     name = index.concepts(top=1)[0].concept
     assert index.count(name).segments >= 1

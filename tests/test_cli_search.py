@@ -75,16 +75,20 @@ def test_concept_only_search_loads_no_model(fixture, loads):
     assert loads == []
 
 
-def test_similar_on_an_indexed_file_returns_it_first_without_the_model(fixture, loads):
+def test_similar_on_an_indexed_file_leaves_it_out_without_the_model(fixture, loads):
     target = fixture.audio_dir / "tone_2000_then_250.wav"
     result = run("similar", target, "--index", fixture.root, "--segments", "-k", "2")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    first = next(line for line in lines if line.startswith("1. "))
-    assert "tone_2000_then_250.wav" in first
+    ranked = [line for line in lines if line[:1].isdigit()]
+    assert len(ranked) == 2 and not any("tone_2000_then_250.wav" in line for line in ranked)
     assert any("shared with query:" in line for line in lines)
-    assert loads == []
     assert all(len(line) <= 80 for line in lines if not line[:1].isdigit())
+    kept = run("similar", target, "--index", fixture.root, "--segments", "-k", "2",
+               "--include-self")
+    first = next(line for line in kept.output.splitlines() if line.startswith("1. "))
+    assert "tone_2000_then_250.wav" in first
+    assert loads == []
 
 
 def test_steering_and_options_reach_the_search(fixture, loads):
@@ -197,7 +201,7 @@ def test_time_ranges_cover_the_window_and_json_keeps_seconds(named, loads):
 def test_similar_takes_the_names_show_takes(named, loads, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for args in (["similar", "kick.wav"], ["search", "--audio", "drums/kick.wav"]):
-        result = run(*args, "--index", named.root, "-k", "1", "--json")
+        result = run(*args, "--index", named.root, "-k", "1", "--json", "--include-self")
         assert result.exit_code == 0, result.output
         row = json.loads(result.output)
         assert row["query"]["audio_file"] == named.paths["drums/kick.wav"]

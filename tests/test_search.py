@@ -156,13 +156,23 @@ def test_low_fidelity_is_flagged(index):
 
 # ---- audio queries ------------------------------------------------------------------------------
 
-def test_indexed_file_queried_by_audio_returns_itself_first_without_encoding(fixture):
+def test_indexed_file_queried_by_audio_leaves_itself_out_unless_asked(fixture):
+    """Its stored embeddings are used (nothing encoded). By default none of its segments is a
+    result; include_self=True keeps them, and it is then its own best match."""
     encoder = SpectralTestEncoder()
     with open_index(fixture.root, encoder=encoder) as index:
         for name in ("tone_500_1500.wav", "tone_2000_then_250.wav", "sub/tone_3000.wav"):
-            results = index.similar(fixture.audio_dir / name, k=3)
-            assert results[0].path == fixture.paths[name]
-            assert results.query.audio_indexed
+            own = fixture.paths[name]
+            kept = index.similar(fixture.audio_dir / name, k=ALL, include_self=True)
+            assert kept[0].path == own
+            assert kept.query.audio_indexed
+            left_out = index.similar(fixture.audio_dir / name, k=ALL)
+            assert [r.path for r in left_out] == [r.path for r in kept if r.path != own]
+            segments = index.similar(fixture.audio_dir / name, k=ALL, segments=True)
+            assert segments.results and own not in {r.path for r in segments}
+            with_own = index.similar(fixture.audio_dir / name, k=ALL, segments=True,
+                                     include_self=True)
+            assert own in {r.path for r in with_own}
     assert encoder.audio_calls == 0
 
 
@@ -201,7 +211,7 @@ def test_audio_names_resolve_like_show(named, tmp_path, monkeypatch):
     encoder = SpectralTestEncoder()
     with open_index(named.root, encoder=encoder) as index:
         for name in ("kick.wav", "drums/kick.wav", "./drums/kick.wav"):
-            results = index.similar(name, k=1)
+            results = index.similar(name, k=1, include_self=True)
             assert results.query.audio_indexed
             assert results.query.audio_file == named.paths["drums/kick.wav"]
             assert results[0].path == named.paths["drums/kick.wav"]
@@ -242,7 +252,7 @@ def test_a_file_on_disk_is_not_taken_for_an_indexed_file_of_the_same_name(named,
 
 
 def test_audio_query_reports_shared_concepts(index, fixture):
-    results = index.similar(fixture.audio_dir / "tone_500_1500.wav", k=ALL)
+    results = index.similar(fixture.audio_dir / "tone_500_1500.wav", k=ALL, include_self=True)
     query = {c.concept: c.weight for c in results.query.query_concepts}
     assert "a 1500 hz tone" in query and "a 500 hz tone" in query
     for r in results:

@@ -99,9 +99,14 @@ def test_post_search_with_a_query_vector_and_more_like_this(client, index, fixtu
     source = file_id(client, fixture, "tone_500_2500.wav")
     similar = client.get("/api/similar", params={"file_id": source, "k": 2}).json()
     assert similar["query"]["audio_indexed"] is True
-    assert similar["results"][0]["path"] == fixture.paths["tone_500_2500.wav"]
+    assert fixture.paths["tone_500_2500.wav"] not in {r["path"] for r in similar["results"]}
     same = client.post("/api/search", json={"file_id": source, "k": 2}).json()
     assert same["results"] == similar["results"]
+    kept = client.get("/api/similar", params={"file_id": source, "k": 2,
+                                              "include_self": "true"}).json()
+    assert kept["results"][0]["path"] == fixture.paths["tone_500_2500.wav"]
+    assert client.post("/api/search", json={"file_id": source, "k": 2, "include_self": True}
+                       ).json()["results"] == kept["results"]
 
 
 def test_search_refusals_are_json_4xx(client):

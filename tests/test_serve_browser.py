@@ -253,5 +253,5 @@ def test_search_by_example_upload_and_more_like_this(page, site):
     wanted = third.locator("a.path").inner_text()
     third.locator("button.similar").click()
     page.wait_for_function(f"() => document.querySelector('#query-info').textContent.includes({wanted!r})")
-    assert result_paths(page)[0] == wanted
+    assert result_paths(page) and wanted not in result_paths(page)  # the query file is left out
     assert "similar=" in page.url

@@ -306,8 +306,9 @@ class Index:
     def search(self, text: str | None = None, audio: str | os.PathLike | None = None,
                concepts: Sequence[str | tuple[str, float]] = (), mode: str | None = None,
                k: int = 10, offset: int = 0, min_score: float | None = None,
-               path: str | None = None, segments: bool = False, alpha: float | None = None,
-               vector: np.ndarray | None = None):
+               path: str | Sequence[str] | None = None, segments: bool = False,
+               alpha: float | None = None, vector: np.ndarray | None = None,
+               include_self: bool = False):
         """Search by one of `text`, `audio` (an audio file, or an indexed file named as
         `clapdex show` takes it, e.g. by the end of its path; an indexed file's stored embeddings
         are used, and `results.query.audio_file` names it) or
@@ -317,17 +318,23 @@ class Index:
 
         mode: "hybrid" (default with a text/audio/vector query), "dense" or "concept" (default and
         only choice for concept-only queries). k results after skipping `offset`; `min_score`
-        drops weaker results; `path` is a glob on file paths ('[[]' matches a literal '['; a '['
-        that opens no set is a QueryError); `segments=True` ranks segments
+        drops weaker results; `path` is a glob on file paths, or a list of globs (a file matching
+        any of them is kept; case and Unicode normalisation are ignored; '[[]' matches a literal
+        '['; a '[' that opens no set is a QueryError); `segments=True` ranks segments
         instead of files; `alpha` is the dense weight of the hybrid score (None: the index's
-        tuned α, stored by `tune(apply=...)`, else DEFAULT_ALPHA). Returns SearchResults.
+        tuned α, stored by `tune(apply=...)`, else DEFAULT_ALPHA). An indexed query file is
+        left out of its own results unless `include_self`. Each result's `missing` says whether
+        its file is gone from disk (checked for the results returned only). Returns
+        SearchResults.
         """
         return self._searcher.search(text=text, audio=audio, concepts=concepts, mode=mode, k=k,
                                      offset=offset, min_score=min_score, path=path,
-                                     segments=segments, alpha=alpha, vector=vector)
+                                     segments=segments, alpha=alpha, vector=vector,
+                                     include_self=include_self)
 
     def similar(self, audio: str | os.PathLike, **options):
-        """Files that sound like `audio` (same as search(audio=...))."""
+        """Files that sound like `audio` (same as search(audio=...)): an indexed file is left out
+        of its own results unless include_self=True."""
         return self.search(audio=audio, **options)
 
     def explain(self, file: str | os.PathLike, *, lam: float | None = None,

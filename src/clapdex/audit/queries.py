@@ -10,6 +10,7 @@ Matches are evaluated per segment (docs/audit.md).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from sqlalchemy import (Select, and_, desc, distinct, except_, func, intersect, literal, or_,
@@ -349,10 +350,12 @@ class FileProfile:
     duration: float | None
     segments: list[SegmentProfile]
     file_id: int | None = None
+    missing: bool = False           # the file is no longer on disk (its concepts are still indexed)
 
     def rows(self) -> list[dict]:
         """One segment record per segment (docs/output.md), in time order."""
-        return [{"path": self.path, "file_id": self.file_id, **s.to_row()} for s in self.segments]
+        return [{"path": self.path, "file_id": self.file_id, **s.to_row(), "missing": self.missing}
+                for s in self.segments]
 
 
 def file_profile(store, name: str, top: int = 5) -> FileProfile:
@@ -370,5 +373,5 @@ def file_profile(store, name: str, top: int = 5) -> FileProfile:
         SegmentProfile(float(s.start), float(s.end), float(s.fidelity),
                        [(lookup.name_of(c), w) for c, w in weights.get(int(s.id), [])[:top]],
                        float(s.concept_fidelity), int(s.id))
-        for s in segments], int(indexed.id))
+        for s in segments], int(indexed.id), not os.path.exists(indexed.path))
 

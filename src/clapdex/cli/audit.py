@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from clapdex.cli.common import emit_json, emit_ndjson, index_option, json_option, resolve_index_path
-from clapdex.cli.format import (fit, fit_list, format_time, format_time_range,
+from clapdex.cli.format import (MISSING, fit, fit_list, format_time, format_time_range,
                                 output_width, plural, shown_path)
 from clapdex.errors import QueryError
 from clapdex.printable import one_line
@@ -227,7 +227,7 @@ def show_command(file, top, index_path, as_json, csv_path):
     if profile.duration is not None:
         about.insert(0, format_time(profile.duration, tenths=None, nearest=True))
     width = output_width()
-    click.echo(shown_path(profile.path))
+    click.echo(shown_path(profile.path) + (f"  {MISSING}" if profile.missing else ""))
     click.echo(fit(f"  {', '.join(about)}", width))
     for s, span in zip(profile.segments, _ranges(profile.segments)):
         click.echo(fit_list(f"  {span}  concept fidelity {s.concept_fidelity:.2f}  ",

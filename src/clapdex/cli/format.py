@@ -14,6 +14,7 @@ from clapdex.printable import one_line
 
 SHORT_RANGE_SECONDS = 2.0  # ranges shorter than this are shown to the tenth of a second
 _EPSILON = 1e-6            # in display units: 6.9999999 s is 7 s, not 6 s (float noise)
+MISSING = "[missing from disk]"  # after the path of an indexed file that is gone
 
 
 def format_time(seconds: float, end: bool = False, *, tenths: bool | None = False,

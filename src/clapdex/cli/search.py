@@ -13,7 +13,8 @@ import click
 from clapdex import DEFAULT_ALPHA, MODES, to_jsonable
 from clapdex.cli.common import (emit_ndjson, encoder_options, encoder_settings, index_option,
                                 json_option, resolve_index_path)
-from clapdex.cli.format import fit, fit_list, format_time_range, output_width, shown_path
+from clapdex.cli.format import (MISSING, fit, fit_list, format_time_range, output_width,
+                                shown_path)
 
 INDENT = "    "
 
@@ -25,8 +26,9 @@ SIMILAR_CONCEPT_HELP = ("Concept to steer the results by; repeatable. '-NAME' pu
 SEARCH_MODE_HELP = ("Ranking: hybrid (default), dense (FAISS) or concept (exact sparse). "
                     "Concept-only queries use concept.")
 SIMILAR_MODE_HELP = "Ranking: hybrid (default), dense (FAISS) or concept (exact sparse)."
-PATH_HELP = ("Only files whose path matches GLOB (e.g. '*.flac', 'drums/*'; '*' also matches '/'). "
-             "'[[]' matches a literal '['.")
+PATH_HELP = ("Only files whose path matches GLOB (e.g. '*.flac', 'drums/*'; '*' also matches '/'; "
+             "case is ignored); repeatable: files matching any. '[[]' matches a literal '['.")
+INCLUDE_SELF_HELP = "Keep the query file's own segments (an indexed file is left out by default)."
 
 
 def _search_options(concept_help: str, mode_help: str):
@@ -43,7 +45,7 @@ def _add_search_options(func, concept_help: str, mode_help: str):
                      help="Number of results."),
         click.option("--offset", type=click.IntRange(min=0), default=0, help="Skip this many results."),
         click.option("--min-score", type=float, default=None, help="Drop results scoring below this."),
-        click.option("--path", "path_glob", metavar="GLOB", default=None, help=PATH_HELP),
+        click.option("--path", "path_glob", metavar="GLOB", multiple=True, help=PATH_HELP),
         click.option("--segments", is_flag=True, help="List segments instead of files."),
         click.option("--alpha", type=click.FloatRange(0.0, 1.0), default=None,
                      help="Hybrid: weight of the dense score (rest: concept); default: the "
@@ -61,6 +63,7 @@ def _add_search_options(func, concept_help: str, mode_help: str):
 @click.option("--audio", metavar="FILE", default=None,
               help="Search by example: an audio file, or an indexed file named as for "
                    "`clapdex show` (its stored embeddings are used).")
+@click.option("--include-self", is_flag=True, help=INCLUDE_SELF_HELP)
 @_search_options(SEARCH_CONCEPT_HELP, SEARCH_MODE_HELP)
 def search_command(text, audio, **kwargs) -> None:
     """Search the index by TEXT, by --audio FILE, and/or by --concept."""
@@ -70,6 +73,7 @@ def search_command(text, audio, **kwargs) -> None:
 
 @click.command("similar")
 @click.argument("file", metavar="FILE")
+@click.option("--include-self", is_flag=True, help=INCLUDE_SELF_HELP)
 @_search_options(SIMILAR_CONCEPT_HELP, SIMILAR_MODE_HELP)
 def similar_command(file, **kwargs) -> None:
     """Files that sound like FILE: an audio file, or an indexed file named as for `clapdex show`
@@ -83,7 +87,8 @@ def _run(kwargs: dict, text: str | None, audio: str | None) -> None:
     as_json = kwargs.pop("as_json")
     index_path = resolve_index_path(kwargs.pop("index_path"))
     search_options = {name: kwargs.pop(name) for name in
-                      ("concepts", "mode", "k", "offset", "min_score", "segments", "alpha")}
+                      ("concepts", "mode", "k", "offset", "min_score", "segments", "alpha",
+                       "include_self")}
     search_options["path"] = kwargs.pop("path_glob")
 
     with open_index(index_path, **encoder_settings(kwargs)) as index:  # loads the model if needed
@@ -124,7 +129,7 @@ def format_result(result, width: int | None = None) -> list[str]:
     width = width or output_width()
     explanation = result.explanation
     span = format_time_range(result.start, result.end)
-    lines = [f"{result.rank}. {shown_path(result.path)}",
+    lines = [f"{result.rank}. {shown_path(result.path)}" + (f"  {MISSING}" if result.missing else ""),
              fit(f"{INDENT}{span}  score {result.score:.2f} (dense {result.dense:.2f}, "
                  f"concept {result.concept:.2f})", width),
              _contribution_line(result, width)]

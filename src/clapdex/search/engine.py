@@ -21,16 +21,16 @@ recall it keeps.
 
 from __future__ import annotations
 
-import fnmatch
 import threading
 from contextlib import contextmanager
+from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
 from clapdex.defaults import DEFAULT_ALPHA, MODES  # noqa: F401  (re-exported)
 from clapdex.errors import IndexMismatchError, Remedy
-from clapdex.search.query import ConceptTermSpec, unit
+from clapdex.search.query import ConceptTermSpec, path_matcher, unit
 from clapdex.search.results import (LOW_FIDELITY, ConceptTerm, ConceptWeight, Explanation,
                                     SearchResult, SharedConcept)
 
@@ -210,17 +210,19 @@ class SearchEngine:
 
     # ---- ranking ---------------------------------------------------------------------------
 
-    def allowed_rows(self, path_glob: str | None) -> np.ndarray | None:
-        """Boolean mask of segments whose file path matches the glob (None: all allowed).
-
-        A pattern that starts with neither '/' nor '*' is matched against the end of the path
-        ('dogs/*.wav' matches '/data/dogs/a.wav'); '*' also matches '/'.
-        """
-        if not path_glob:
+    def allowed_rows(self, path_globs: Sequence[str] = (), exclude_file: int | None = None
+                     ) -> np.ndarray | None:
+        """Boolean mask of segments whose file path matches one of the globs (query.path_matcher)
+        and whose file is not `exclude_file` (a file position). None: all allowed."""
+        if not path_globs and exclude_file is None:
             return None
-        pattern = path_glob if path_glob.startswith(("/", "*")) else "*/" + path_glob
-        keep_file = np.array([fnmatch.fnmatchcase(p, pattern) or fnmatch.fnmatchcase(p, path_glob)
-                              for p in self.file_paths], dtype=bool)
+        if path_globs:
+            matches = path_matcher(path_globs)
+            keep_file = np.array([matches(p) for p in self.file_paths], dtype=bool)
+        else:
+            keep_file = np.ones(len(self.file_paths), dtype=bool)
+        if exclude_file is not None:
+            keep_file[exclude_file] = False
         return keep_file[self.file_index] if self.n_segments else np.zeros(0, dtype=bool)
 
     def rank_array(self, scores: np.ndarray, need: int, per_file: bool,

@@ -7,11 +7,12 @@ import difflib
 import fnmatch
 import re
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
 from clapdex.errors import QueryError, Remedy
+from clapdex.storage.naming import folded
 from clapdex.vectors import mean_of_unit_rows
 
 
@@ -68,6 +69,32 @@ def resolve_concepts(specs: Iterable[str | tuple[str, float]], names: Sequence[s
                              remedy=None if close else Remedy("list-vocabulary"))
         weights[concept_id] = weights.get(concept_id, 0.0) + weight
     return [ConceptTermSpec(i, names[i], w) for i, w in weights.items() if w != 0]
+
+
+def path_globs(path: str | Sequence[str] | None) -> tuple[str, ...]:
+    """search's `path`: None, one glob or several (ORed) -> the non-empty globs, each checked."""
+    globs = () if path is None else (path,) if isinstance(path, str) else tuple(path)
+    if not all(isinstance(glob, str) for glob in globs):
+        raise QueryError("a path filter is a glob (text) or a list of globs")
+    globs = tuple(glob for glob in globs if glob)
+    for glob in globs:
+        check_path_glob(glob)
+    return globs
+
+
+def path_matcher(globs: Sequence[str]) -> Callable[[str], bool]:
+    """Whether a stored path matches any of `globs`. The match ignores case and Unicode
+    normalisation on both sides (`*.wav` matches `KICK.WAV`, an NFD `é` matches an NFC one), as
+    the indexer takes `.WAV` for `.wav`: a filter that hides a file is worse than one that shows
+    one more. A glob that starts with neither '/' nor '*' also matches the end of the path
+    ('dogs/*.wav' matches '/data/dogs/a.wav'); '*' also matches '/'."""
+    patterns = []
+    for glob in map(folded, globs):
+        patterns.append(fnmatch.translate(glob))
+        if not glob.startswith(("/", "*")):
+            patterns.append(fnmatch.translate("*/" + glob))
+    regex = re.compile("|".join(patterns))
+    return lambda path: regex.match(folded(path)) is not None
 
 
 def check_path_glob(glob: str) -> None:

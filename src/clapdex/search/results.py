@@ -69,6 +69,7 @@ class SearchResult:
     dense: float      # cos(a, q)
     concept: float    # ⟨r, q⟩, or Σ β_k w_k for concept-only queries
     explanation: Explanation
+    missing: bool = False  # the file is no longer on disk (checked when the page was made)
 
 
 @dataclass

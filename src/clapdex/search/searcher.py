@@ -28,8 +28,8 @@ from clapdex.printable import one_line
 from clapdex.projection import encoder_for_index
 from clapdex.search.engine import (DEFAULT_ALPHA, EXACT_HYBRID_MAX, MODES, SearchEngine,
                                    concept_text_direction)
-from clapdex.search.query import (ConceptTermSpec, check_path_glob, mean_direction,
-                                  resolve_concepts, steer, unit)
+from clapdex.search.query import (ConceptTermSpec, mean_direction, path_globs, resolve_concepts,
+                                  steer, unit)
 from clapdex.search.results import ConceptWeight, QueryInfo, SearchResults
 from clapdex.storage.derived import open_state
 
@@ -178,10 +178,13 @@ class Searcher:
     def search(self, text: str | None = None, audio: str | os.PathLike | None = None,
                concepts: Sequence[str | tuple[str, float]] = (), mode: str | None = None,
                k: int = 10, offset: int = 0, min_score: float | None = None,
-               path: str | None = None, segments: bool = False, alpha: float | None = None,
-               vector: np.ndarray | None = None) -> SearchResults:
+               path: str | Sequence[str] | None = None, segments: bool = False,
+               alpha: float | None = None, vector: np.ndarray | None = None,
+               include_self: bool = False) -> SearchResults:
         """Rank files (or segments) for one query. See the module docstring and docs/search.md.
-        `alpha` None: the index's tuned α (`clapdex tune --apply`), else DEFAULT_ALPHA."""
+        `alpha` None: the index's tuned α (`clapdex tune --apply`), else DEFAULT_ALPHA. `path`:
+        one glob or several (ORed). An indexed query file is left out of its own results unless
+        `include_self`. Each result says whether its file is `missing` from disk now."""
         if alpha is None:
             stored = self.store.settings.alpha
             alpha = DEFAULT_ALPHA if stored is None else stored
@@ -202,8 +205,7 @@ class Searcher:
             raise QueryError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         if min_score is not None and not np.isfinite(min_score):
             raise QueryError("min_score must be a finite number")
-        if path:
-            check_path_glob(path)
+        globs = path_globs(path)
 
         engine = self.engine
         terms = resolve_concepts(concepts, engine.concept_names) if concepts else []
@@ -231,8 +233,11 @@ class Searcher:
                     key=lambda c: -c.weight)
             query = steer(base, engine.atoms, terms) if terms else base
             mode = mode or "hybrid"
-            results = self._vector_search(engine, query, mode, need, offset, min_score, path,
-                                          segments, alpha, query_weights)
+            itself = None if include_self or info.audio_file is None else \
+                engine.file_position[info.audio_file]
+            results = self._vector_search(engine, query, mode, need, offset, min_score,
+                                          engine.allowed_rows(globs, itself), segments, alpha,
+                                          query_weights)
         else:
             mode = mode or "concept"
             if mode != "concept":
@@ -240,15 +245,17 @@ class Searcher:
                                  f"'concept', or add a text or audio query for {mode} search")
             if not any(t.weight > 0 for t in terms):
                 raise QueryError("a concept-only query needs at least one positive concept")
-            results = self._concept_search(engine, terms, need, offset, min_score, path, segments)
+            results = self._concept_search(engine, terms, need, offset, min_score,
+                                           engine.allowed_rows(globs), segments)
+        for result in results:  # a cheap check of this page only; doctor checks every file
+            result.missing = not os.path.exists(result.path)
         return SearchResults(query=info, mode=mode, alpha=float(alpha) if mode == "hybrid" else None,
                              segments=bool(segments), offset=int(offset), results=results)
 
-    def _vector_search(self, engine, query, mode, need, offset, min_score, path, per_segment,
+    def _vector_search(self, engine, query, mode, need, offset, min_score, allowed, per_segment,
                        alpha, query_weights):
         if not engine.n_segments:
             return []
-        allowed = engine.allowed_rows(path)
         per_file = not per_segment
         projection = engine.concept_projection(query)
         if mode == "dense":
@@ -286,11 +293,10 @@ class Searcher:
         return out
 
     def _concept_search(self, engine, terms: list[ConceptTermSpec], need, offset, min_score,
-                        path, per_segment):
+                        allowed, per_segment):
         if not engine.n_segments:
             return []
         holders, scores = engine.concept_weight_scores(terms)
-        allowed = engine.allowed_rows(path)
         rows = engine.rank_rows(holders, scores, need, not per_segment, allowed, min_score)[offset:]
         score_of = scores[np.searchsorted(holders, rows)]
         dense = engine.dense_scores(concept_text_direction(engine, terms), rows)

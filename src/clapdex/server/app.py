@@ -59,7 +59,9 @@ class SearchRequest(BaseModel):
     mode: str | None = Field(None, description="hybrid | dense | concept")
     k: int = Field(10, ge=1, le=500)
     offset: int = Field(0, ge=0)
-    path: str | None = Field(None, description="glob on file paths")
+    path: str | list[str] | None = Field(None, description="glob on file paths, or several "
+                                                            "(files matching any)")
+    include_self: bool = Field(False, description="with file_id: keep that file in its results")
     segments: bool = False
     alpha: float = Field(0.5, ge=0.0, le=1.0)
     min_score: float | None = None
@@ -121,30 +123,30 @@ def create_app(index, *, token: str | None = None, allowed_hosts: list[str] | No
                                                           '"dog", "-speech", "rain:0.5"'),
                    mode: str | None = Query(None, description="hybrid | dense | concept"),
                    k: int = Query(10, ge=1, le=500), offset: int = Query(0, ge=0),
-                   path: str | None = Query(None, description="glob on file paths"),
+                   path: list[str] = Query([], description="glob on file paths; repeatable "
+                                                           "(files matching any)"),
                    segments: bool = False, alpha: float = Query(0.5, ge=0.0, le=1.0),
                    min_score: float | None = None):
         """Search by text and/or concepts. Same results as `clapdex search --json`."""
-        return search(text=text, concepts=concept, mode=mode, k=k, offset=offset, path=path or None,
+        return search(text=text, concepts=concept, mode=mode, k=k, offset=offset, path=path,
                       segments=segments, alpha=alpha, min_score=min_score)
 
     @app.post("/api/search", response_model=SearchResults, tags=["search"])
     def search_post(request: SearchRequest):
         """Search by text, a raw query vector, or an indexed file (more like this), and/or
         concepts."""
-        options = request.model_dump()
-        options["path"] = options["path"] or None
-        return search(**options)
+        return search(**request.model_dump())
 
     @app.get("/api/similar", response_model=SearchResults, tags=["search"])
     def similar(file_id: int = Query(..., description="an indexed file"),
                 concept: list[str] = Query([]), mode: str | None = None,
                 k: int = Query(10, ge=1, le=500), offset: int = Query(0, ge=0),
-                path: str | None = None, segments: bool = False,
-                alpha: float = Query(0.5, ge=0.0, le=1.0)):
-        """More like this: files that sound like an indexed file (its stored embeddings)."""
+                path: list[str] = Query([]), segments: bool = False,
+                alpha: float = Query(0.5, ge=0.0, le=1.0), include_self: bool = False):
+        """More like this: files that sound like an indexed file (its stored embeddings), the
+        file itself left out unless include_self."""
         return search(file_id=file_id, concepts=concept, mode=mode, k=k, offset=offset,
-                      path=path or None, segments=segments, alpha=alpha)
+                      path=path, segments=segments, alpha=alpha, include_self=include_self)
 
     @app.post("/api/search/upload", response_model=SearchResults, tags=["search"])
     async def search_upload(request: Request, file: UploadFile = File(...),

@@ -7,15 +7,21 @@ A name is resolved in this order:
    boundary: `kick.wav` or `drums/kick.wav` matches `/music/drums/kick.wav`, but `ick.wav` does
    not. Leading `./` prefixes are dropped first; `../x.wav` only ever means the file next to the
    current folder (step 1).
+Each step compares the name exactly as typed first, and only when nothing matches that way after
+Unicode normalisation (NFC) of both sides: `café.wav` typed in NFD (as macOS types it) finds
+`café.wav` stored in NFC, and the other way round. Two indexed files whose names differ only in
+normalisation stay two files: each is found by its own exact name, and another form of the name
+matches both (an AmbiguousFileError). Non-UTF-8 names (lone surrogates) are left as they are.
 A file that was recorded but could not be indexed is reported with the reason its indexing failed.
 """
 
 from __future__ import annotations
 
 import os
+import unicodedata
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from clapdex.errors import AmbiguousFileError, FileNotInIndexError, FileNotIndexedError
@@ -23,6 +29,18 @@ from clapdex.printable import one_line
 from clapdex.storage.schema import FileRow
 
 _SHOWN_CANDIDATES = 3
+
+
+def nfc(text: str) -> str:
+    """`text` in Unicode normal form C: how a name typed on one system (macOS types NFD) is
+    compared with a name stored from another. Lone surrogates (names that are not UTF-8) pass
+    through unchanged."""
+    return unicodedata.normalize("NFC", text)
+
+
+def folded(text: str) -> str:
+    """`text` for case-insensitive, normalisation-insensitive matching (path globs)."""
+    return nfc(text.casefold())
 
 
 @dataclass(frozen=True)
@@ -54,10 +72,7 @@ def find_indexed_file(session: Session, name: str) -> IndexedFile:
         if not rows:
             raise FileNotInIndexError(f"no indexed file matches {name!r}")
         if len(rows) > 1:
-            shown = ", ".join(one_line(r.path) for r in rows[:_SHOWN_CANDIDATES])
-            more = ", ..." if len(rows) > _SHOWN_CANDIDATES else ""
-            raise AmbiguousFileError(f"{name!r} matches {len(rows)} files ({shown}{more}); "
-                                     "give more of the path")
+            raise _ambiguous(name, rows)
         row = rows[0]
     if row.status != "indexed":
         raise FileNotIndexedError(row.path, row.status, row.error)
@@ -72,7 +87,38 @@ def _exact_match(session: Session, name: str):
     expanded = os.path.expanduser(name)
     candidates = list(dict.fromkeys([os.path.abspath(expanded), os.path.realpath(expanded), name]))
     found = {r.path: r for r in session.execute(_columns().where(FileRow.path.in_(candidates)))}
-    return next((found[c] for c in candidates if c in found), None)
+    row = next((found[c] for c in candidates if c in found), None)
+    if row is not None or all(_one_form(c) for c in candidates):
+        return row
+    wanted = {nfc(c) for c in candidates}
+    rows = [r for r in _ending_with(session, {os.path.basename(c) for c in candidates})
+            if nfc(r.path) in wanted]
+    if len(rows) > 1:
+        raise _ambiguous(name, rows)
+    return rows[0] if rows else None
+
+
+def _one_form(text: str) -> bool:
+    """Whether no other Unicode normalisation of `text` exists (e.g. plain ASCII)."""
+    return nfc(text) == text == unicodedata.normalize("NFD", text)
+
+
+def _ending_with(session: Session, names) -> list:
+    """Rows whose path ends with one of `names`, in any of its normalisations. SQLite's LIKE
+    ignores ASCII case, so callers check the match exactly."""
+    forms = {form for n in names if n for form in (n, nfc(n), unicodedata.normalize("NFD", n))}
+    if not forms:
+        return []
+    return session.execute(_columns().where(or_(*(FileRow.path.endswith(f, autoescape=True)
+                                                   for f in sorted(forms))))
+                           .order_by(FileRow.path)).all()
+
+
+def _ambiguous(name: str, rows) -> AmbiguousFileError:
+    shown = ", ".join(one_line(r.path) for r in rows[:_SHOWN_CANDIDATES])
+    more = ", ..." if len(rows) > _SHOWN_CANDIDATES else ""
+    return AmbiguousFileError(f"{name!r} matches {len(rows)} files ({shown}{more}); "
+                              "give more of the path")
 
 
 def _suffix(name: str) -> str | None:
@@ -91,13 +137,16 @@ def _suffix(name: str) -> str | None:
 
 
 def _suffix_matches(session: Session, suffix: str) -> list:
-    # LIKE narrows the rows on the file name (SQLite's LIKE ignores ASCII case); the exact
-    # component-boundary check is done here.
-    last = suffix.rsplit("/", 1)[-1]
-    rows = session.execute(_columns().where(FileRow.path.endswith(last, autoescape=True))
-                           .order_by(FileRow.path)).all()
-    return [r for r in rows
-            if _slashes(r.path) == suffix or _slashes(r.path).endswith("/" + suffix)]
+    """Indexed paths that end with `suffix` on a component boundary: exactly as typed if any
+    does, else after Unicode normalisation (NFC) of both."""
+    rows = _ending_with(session, {suffix.rsplit("/", 1)[-1]})
+    for form in (lambda text: text, nfc):
+        wanted = form(suffix)
+        matches = [r for r in rows if (path := form(_slashes(r.path))) == wanted
+                   or path.endswith("/" + wanted)]
+        if matches:
+            return matches
+    return []
 
 
 def _slashes(path: str) -> str:

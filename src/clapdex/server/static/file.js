@@ -84,8 +84,7 @@
 
   async function similar(file) {
     try {
-      const data = await api("/api/similar", {file_id: file.id, k: 9});
-      const others = data.results.filter((r) => r.file_id !== file.id).slice(0, 8);
+      const others = (await api("/api/similar", {file_id: file.id, k: 8})).results;  // not itself
       $("similar-panel").hidden = false;
       clear($("similar"), others.length ? others.map((r) => el("li", {},
         fileLink(r.file_id, r.path, {segment: r.segment_id}), " ",

@@ -127,6 +127,7 @@
       el("div", {class: "head"},
         el("span", {class: "rank"}, `${result.rank}.`),
         fileLink(result.file_id, result.path),
+        result.missing ? el("span", {class: "missing"}, "missing from disk") : null,
         el("span", {class: "range"}, range(result.start, result.end))),
       el("div", {class: "scores"},
         el("span", {class: "score"}, `score ${num(result.score)}`),
