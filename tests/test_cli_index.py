@@ -188,6 +188,10 @@ def test_doctor_finds_and_repairs_problems(setup, encoders):
     missing = run("doctor", "--index", setup["index"])
     assert missing.exit_code == 1 and "no longer exist" in missing.output
     assert "short.aiff" in missing.output
+    rerun = _index(setup)
+    assert rerun.exit_code == 0, rerun.output
+    assert "  1 indexed file no longer on disk; --prune removes it from the index" in \
+        rerun.output.splitlines()
     pruned = _index(setup, "--prune", "--json")
     assert json.loads(pruned.stdout)["removed"] == 1
     assert run("doctor", "--index", setup["index"]).exit_code == 0

@@ -163,6 +163,7 @@ def test_touch_modify_delete_prune(collection):
     calls = encoder.audio_calls
     summary = _run(collection, encoder)
     assert summary.touched == 1 and summary.updated == 1 and summary.removed == 0
+    assert summary.missing == 1                        # c700, reported: --prune removes it
     assert encoder.audio_calls == calls + 3             # only b400 (6 s -> 3 windows) re-encoded
     with IndexStore.open(collection["index"]) as store:
         assert store.file_by_path(str(a200)).mtime_ns == a200.stat().st_mtime_ns
@@ -174,7 +175,8 @@ def test_touch_modify_delete_prune(collection):
         assert agreement(store)["agree"]
 
     summary = _run(collection, encoder, prune=True)
-    assert summary.removed == 1 and summary.unchanged == 4
+    assert summary.removed == 1 and summary.unchanged == 4 and summary.missing == 0
+    assert _run(collection, encoder).missing == 0
     with IndexStore.open(collection["index"]) as store:
         assert store.file_by_path(str(c700)) is None
         assert agreement(store)["agree"]

@@ -110,6 +110,10 @@ def index_command(paths, index_path, vocabulary, lam, max_concepts, hop_seconds,
         for line in wrap_parts(f"  {plural(summary.files_seen, 'file')}: ", parts, output_width(),
                                indent="    "):
             click.echo(line)
+        if summary.missing:
+            them = "it" if summary.missing == 1 else "them"
+            click.echo(fit(f"  {plural(summary.missing, 'indexed file')} no longer on disk; "
+                           f"--prune removes {them} from the index", output_width()))
         _print_failures(f"skipped {plural(len(summary.skipped), 'file')}:", summary.skipped)
     _print_warnings(summary)
     if strict and summary.skipped:

@@ -370,12 +370,14 @@ def index_paths(paths: Sequence[str | os.PathLike], encoder, index_path: str | o
         for meta in duplicates:  # their twins are stored now: copy them
             if not reuse(store, summary, meta):
                 record(store, summary, meta, _twin_failed(store, meta, twins[meta.content_hash]))
-        if prune:
-            for row in store.files():
-                # Never what could not be listed: an unreadable folder is not an empty one.
-                if _under(row.path, walked) and not _under(row.path, unlisted) and _gone(row.path):
-                    store.remove_file(row.path)
-                    summary.removed += 1
+        found = set(files)
+        # Indexed files under `paths` that are gone (--prune removes them, else the summary
+        # counts them); never under what could not be listed: an unreadable folder is not empty.
+        gone = [row.path for row in store.files() if row.path not in found
+                and _under(row.path, walked) and not _under(row.path, unlisted) and _gone(row.path)]
+        for path in gone if prune else ():
+            store.remove_file(path)
+        summary.removed, summary.missing = (len(gone), 0) if prune else (0, len(gone))
         summary.completed = True
     finally:
         bar.close()

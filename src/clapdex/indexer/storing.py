@@ -35,6 +35,7 @@ class IndexSummary:
     moved: int = 0          # same content as a vanished indexed file: its row was renamed
     copied: int = 0         # same content as another indexed file: segments copied
     removed: int = 0        # --prune: indexed files that no longer exist
+    missing: int = 0        # without --prune: indexed files under the paths that no longer exist
     segments_added: int = 0
     audio_seconds: float = 0.0   # seconds of audio of the files added or updated
     skipped: list[dict] = field(default_factory=list)   # {"path": ..., "error": ...}
