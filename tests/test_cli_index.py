@@ -184,6 +184,16 @@ def test_doctor_finds_and_repairs_problems(setup, encoders):
     report = json.loads(repaired.stdout)
     assert report["ok"] and report["faiss"]["agree"] and report["repaired"]
 
+    faiss_file = setup["index"] / "dense.faiss"
+    faiss_file.write_bytes(faiss_file.read_bytes()[:40] + b"\x07" * 200)  # damaged
+    damaged = run("doctor", "--index", setup["index"])
+    assert damaged.exit_code == 1
+    problems = [line for line in damaged.output.splitlines() if line.startswith("problem:")]
+    assert problems == [f"problem: the FAISS file {faiss_file} is damaged (FAISS cannot read "
+                        "it); clapdex doctor --repair rebuilds it from the database"]
+    assert "faiss::" not in damaged.output and "index_read" not in damaged.output
+    assert run("doctor", "--index", setup["index"], "--repair").exit_code == 0
+
     (setup["audio"] / "short.aiff").unlink()
     missing = run("doctor", "--index", setup["index"])
     assert missing.exit_code == 1 and "no longer exist" in missing.output

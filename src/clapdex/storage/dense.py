@@ -357,8 +357,8 @@ class DenseIndex:
                 inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
                 if isinstance(inner, faiss.IndexFlat):
                     index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)
-        except RuntimeError as error:
-            raise DenseIndexError(f"cannot read FAISS index {path} ({str(error).strip()[:120]})"
+        except RuntimeError:  # FAISS's own text names its C++ internals, nothing a user can act on
+            raise DenseIndexError(f"the FAISS file {path} is damaged (FAISS cannot read it)"
                                   ) from None
         if not isinstance(index, faiss.IndexIDMap2) or index.d != dimension:
             raise DenseIndexError(f"FAISS index {path} does not match this index's settings")

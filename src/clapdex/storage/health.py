@@ -214,7 +214,8 @@ def doctor(index_path: str | Path, repair: bool = False) -> DoctorReport:
                      f"{dense['database_segments']} segments); synced automatically on the next "
                      "search or index run")
     else:
-        lines.append(f"problem: {dense['problem']}; run clapdex doctor --repair")
+        lines.append(f"problem: {dense['problem']}; clapdex doctor --repair rebuilds it from "
+                     "the database")
     if len(stale):
         lines.append(f"problem: {len(stale)} segment(s) were decomposed under other settings "
                      "than the index's; run clapdex doctor --repair")
