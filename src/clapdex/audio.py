@@ -43,6 +43,7 @@ import soundfile
 import soxr
 
 from clapdex.errors import AudioError
+from clapdex.native_stderr import quiet_native_stderr
 
 AUDIO_EXTENSIONS: frozenset[str] = frozenset(
     {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff"}
@@ -171,7 +172,8 @@ def _open(path: str | os.PathLike) -> soundfile.SoundFile:
         raise AudioError(path, f"cannot read file ({error.strerror or error})") from None
     try:
         # Bytes: soundfile encodes a str name strictly, which fails on names that are not UTF-8.
-        return soundfile.SoundFile(os.fsencode(path))
+        with quiet_native_stderr():  # libmpg123's notes on a file that is not MP3
+            return soundfile.SoundFile(os.fsencode(path))
     except (soundfile.SoundFileError, OSError, ValueError) as error:
         reason = _short(error)
         if "possibly a pipe" in reason:  # libsndfile's guess; we checked it is a regular file
