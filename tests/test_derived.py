@@ -170,7 +170,7 @@ def test_a_long_lived_index_follows_new_generations(tones):
         path = add_tone(tones, "late_750.wav", 750)
         after = index.search(concepts=["a 750 hz tone"], k=50)
         assert path in {r.path for r in after} and path not in before
-        hits = index.search(audio=path, k=3)  # by its stored embeddings: no encoding
+        hits = index.search(audio=path, k=3, include_self=True)  # stored embeddings: no encoding
         assert hits.query.audio_indexed and hits[0].path == path
 
 
