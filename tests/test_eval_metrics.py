@@ -110,6 +110,35 @@ def test_embeddings_are_cached_per_content_and_encoder(tmp_path):
     assert embed_files(other, paths, cache_dir=tmp_path / "cache").encoded == 1  # another fingerprint
 
 
+def test_files_are_embedded_in_batches_across_files(tmp_path):
+    """Ten one-window files and a three-window file, batch size 4: 13 windows in 4 forward passes
+    (4 + 4 + 4 + 1), not 11; each file's embedding is the one embed_file gives it alone, and a
+    broken file in between loses nothing."""
+    from clapdex.evaluation.embeddings import embed_file
+
+    encoder = SpectralTestEncoder(dimension=16, window_seconds=0.5)
+    encoder.batch_size = 4
+    paths = []
+    for i in range(10):
+        paths.append(tmp_path / f"one_{i}.wav")
+        _write_sine(paths[-1], 300 + 150 * i, seconds=0.4)
+        if i == 4:
+            paths.append(tmp_path / "broken.wav")
+            paths[-1].write_bytes(b"not audio at all")
+    paths.append(tmp_path / "three.wav")
+    _write_sine(paths[-1], 2000, seconds=1.3)
+    calls = []
+    embed_audio = encoder.embed_audio
+    encoder.embed_audio = lambda windows: calls.append(len(windows)) or embed_audio(windows)
+    batched = embed_files(encoder, paths, use_cache=False)
+    assert calls == [4, 4, 4, 1]
+    assert batched.kept == [i for i in range(len(paths)) if i != 5]
+    assert [p for p, _ in batched.skipped] == [str(tmp_path / "broken.wav")]
+    assert batched.encoded == 11
+    alone = np.stack([embed_file(encoder, paths[i]) for i in batched.kept])
+    np.testing.assert_allclose(batched.embeddings, alone, rtol=1e-5, atol=1e-6)
+
+
 def test_file_embedding_is_the_mean_of_unit_window_embeddings(tmp_path):
     from clapdex.audio import cut_windows, load_audio
 

@@ -43,6 +43,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from clapdex.batching import batch_size, take_batch
 from clapdex.errors import AudioError, ClapdexError
 from clapdex.indexer.incremental import plan, record, reuse
 from clapdex.indexer.opening import check_roots, define_roots, open_index
@@ -145,7 +146,7 @@ def _encode_files(works: list[Work], encoder, settings: IndexSettings, writer: W
     """Decode (threads) -> encode full batches -> hand finished files to the writer. Windows
     whose embeddings a parts file holds (indexer/parts.py) are not encoded again. `bar` counts
     seconds of audio embedded (or taken from a parts file) and names the file being read."""
-    batch = max(1, int(getattr(encoder, "batch_size", 16)))
+    batch = batch_size(encoder)
     saved = {id(work): parts.load(work.meta.content_hash) for work in works}
     decoder = _DecodeAhead([w.meta.path for w in works], settings.sample_rate,
                            settings.window_seconds, settings.hop_seconds, batch, workers)
@@ -167,18 +168,7 @@ def _encode_files(works: list[Work], encoder, settings: IndexSettings, writer: W
         nonlocal buffer
         buffer = [(w, x) for w, x in buffer if not w.failed]
         while buffer and (final or sum(len(x) for _, x in buffer) >= batch):
-            take, rest, room = [], [], batch
-            for work, windows in buffer:
-                if room >= len(windows):
-                    take.append((work, windows))
-                    room -= len(windows)
-                elif room > 0:
-                    take.append((work, windows[:room]))
-                    rest.append((work, windows[room:]))
-                    room = 0
-                else:
-                    rest.append((work, windows))
-            buffer = rest
+            take, buffer = take_batch(buffer, batch)
             embeddings = np.asarray(encoder.embed_audio(np.concatenate([x for _, x in take])),
                                     dtype=np.float32)
             first = 0
