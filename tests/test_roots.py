@@ -83,7 +83,7 @@ def test_a_copied_index_works_after_one_setting_change(built, backend):
         assert hits[0].path == str(mount / "drums/snare.wav")
         assert index.file("snare.wav").path == str(mount / "drums/snare.wav")
         assert index.file(str(mount / "pads/warm.flac")).path == str(mount / "pads/warm.flac")
-        similar = index.similar(str(mount / "drums/kick.wav"), k=1)
+        similar = index.similar(str(mount / "drums/kick.wav"), k=1, include_self=True)
         assert similar.query.audio_indexed and similar[0].path == str(mount / "drums/kick.wav")
         audit = index.audit("a 200 hz tone")
         assert audit.matches and all(m.path.startswith(str(mount)) for m in audit.matches)
