@@ -159,6 +159,10 @@ def test_import_embeddings_cli(setup, encoders):
 
     wrong = run(*args, "--fingerprint", "another-model")
     assert wrong.exit_code == 1 and "was built with model" in wrong.output
+    # issue 15.8g: the fix given is the index's fingerprint (where to see it) or another index
+    assert len(wrong.output.strip().splitlines()) == 1 and "rebuild" not in wrong.output
+    assert "--fingerprint" in wrong.output and "clapdex status" in wrong.output
+    assert "--index" in wrong.output
     np.save(setup["tmp"] / "short.npy", embeddings[:3])
     short = run("import-embeddings", setup["tmp"] / "short.npy", "--manifest",
                 setup["tmp"] / "files.csv", "--index", setup["index"])
