@@ -12,7 +12,7 @@ import pytest
 from sklearn.linear_model import Lasso
 
 from clapdex.concepts.solver import (kkt_violation, lambda_max, nonneg_lasso, nonneg_lasso_max_concepts,
-                                     objective)
+                                     nonneg_lasso_path, objective)
 from clapdex.errors import DecompositionError
 
 
@@ -395,3 +395,69 @@ def test_path_equals_independent_solves(kind):
     assert np.count_nonzero(path[4], axis=1).min() > np.count_nonzero(path[1], axis=1).max()
     # rows are independent: one row alone gives the same path
     np.testing.assert_array_equal(nonneg_lasso_path(gram, b[3:4], lams)[:, 0], path[:, 3])
+
+
+def test_gram_object_is_checked_once_and_gives_the_same_answer():
+    from clapdex.concepts.solver import Gram
+
+    rng = np.random.default_rng(24)
+    atoms = centred_atoms(rng, 400, 64)
+    z = unit_rows(rng.standard_normal((6, 64)))
+    gram, b = problem(atoms, z)
+    prepared = Gram(gram)
+    assert prepared.matrix is gram  # no copy of the float64 matrix
+    np.testing.assert_array_equal(nonneg_lasso(prepared, b, 0.03), nonneg_lasso(gram, b, 0.03))
+    np.testing.assert_array_equal(nonneg_lasso_path(prepared, b, [0.1, 0.03]), nonneg_lasso_path(gram, b, [0.1, 0.03]))
+    bad = gram.copy()
+    bad[3, 5] = np.nan
+    with pytest.raises(DecompositionError, match="NaN"):
+        Gram(bad)
+    with pytest.raises(DecompositionError, match="square"):
+        Gram(gram[:, :10])
+    with pytest.raises(DecompositionError, match="expected"):
+        nonneg_lasso(prepared, b[:, :10], 0.03)
+
+
+def test_kkt_is_exact_although_violators_are_screened_in_float32():
+    # Near-duplicates (cosine 1 − O(1e-11)) of supported atoms have gradients within ~1e-9 of zero,
+    # below what G's float32 copy can resolve; deciding them from float32 alone left KKT
+    # violations of ~3e-9 here. They must be decided from the float64 G.
+    rng = np.random.default_rng(25)
+    d, k, n = 64, 400, 40
+    base = centred_atoms(rng, k, d)
+    near = unit_rows(base[:200] + 3e-6 * rng.standard_normal((200, d)))
+    atoms = np.concatenate([base, near])
+    z = unit_rows(rng.standard_normal((n, d)))
+    gram, b = problem(atoms, z)
+    for lam in (0.05, 0.01):
+        w = nonneg_lasso(gram, b, lam)
+        assert np.count_nonzero(w, axis=1).min() >= 20
+        assert kkt_violation(gram, b, w, lam).max() <= 1e-10
+
+
+def test_a_block_appends_exactly_like_one_concept_at_a_time():
+    from clapdex.concepts.solver import _append_block, _new_state
+
+    rng = np.random.default_rng(26)
+    atoms = centred_atoms(rng, 60, 24)
+    atoms = np.concatenate([atoms, atoms[:2], unit_rows(atoms[2:3] + atoms[3:4])])  # dependent ones
+    gram, b = problem(atoms, unit_rows(rng.standard_normal(24)))
+    order = rng.permutation(atoms.shape[0])
+    k = atoms.shape[0]
+    states = []
+    for grouping in ([k], [1] * k, [7, 1, 13, 30, k]):
+        members, chol, gpp, x, y = _new_state(k, k)
+        in_set = np.zeros(k, dtype=np.bool_)
+        p = start = 0
+        for size in grouping:
+            p += _append_block(gram, b, members, chol, gpp, y, p, order[start:start + size].copy(), in_set)
+            start += size
+        states.append((p, members[:p].copy(), chol[:p, :p].copy(), gpp[:p, :p].copy(), y[:p].copy()))
+    p, members, chol, gpp, y = states[0]
+    assert p == 24  # the dimension: every later atom is in the span
+    np.testing.assert_array_equal(gpp, gram[np.ix_(members, members)])
+    np.testing.assert_allclose(chol.T @ chol, gpp, atol=1e-12)
+    for other in states[1:]:
+        assert other[0] == p
+        for mine, theirs in zip(states[0][1:], other[1:]):
+            np.testing.assert_array_equal(mine, theirs)

@@ -130,7 +130,7 @@ def decompose(embeddings, dictionary: ConceptDictionary, audio_mean, lam: float 
         lam = DEFAULT_LAMBDA if lam is None else lam
         _warn_if_slow(lam)
     x, z, mu = _targets(embeddings, dictionary, audio_mean)
-    gram = dictionary.gram()
+    gram = dictionary.solver_gram()
     blocks, lams = [], []
     for start in range(0, x.shape[0], _CHUNK):
         b = dictionary.correlations(z[start:start + _CHUNK])
@@ -155,7 +155,7 @@ def decompose_path(embeddings, dictionary: ConceptDictionary, audio_mean, lams) 
         raise DecompositionError(f"lambdas must be finite numbers >= 0, got {lams!r}")
     _warn_if_slow(min(lams))
     x, z, mu = _targets(embeddings, dictionary, audio_mean)
-    gram = dictionary.gram()
+    gram = dictionary.solver_gram()
     chunk = max(1, _CHUNK // len(lams))  # bounds the (lams, rows, K) path array
     blocks = [[] for _ in lams]
     for start in range(0, x.shape[0], chunk):

@@ -23,13 +23,16 @@ import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from clapdex.errors import DecompositionError
 from clapdex.fileio import atomic_path, cache_dir
 from clapdex.vectors import unit_rows as normalize_rows  # the name decompose.py uses
+
+if TYPE_CHECKING:
+    from clapdex.concepts.solver import Gram
 
 CACHE_FORMAT = 1
 
@@ -41,7 +44,7 @@ class ConceptDictionary:
     names: tuple[str, ...]
     text_embeddings: np.ndarray  # (K, d) float32, raw as the encoder returned them
     atoms: np.ndarray            # (K, d) float64, rows c_k
-    _gram: np.ndarray | None = field(default=None, repr=False)
+    _gram: "Gram | None" = field(default=None, repr=False)
 
     @classmethod
     def from_text_embeddings(cls, names: Sequence[str], embeddings: np.ndarray) -> "ConceptDictionary":
@@ -76,8 +79,15 @@ class ConceptDictionary:
 
     def gram(self) -> np.ndarray:
         """G = C Cᵀ (K, K) float64, computed once."""
+        return self.solver_gram().matrix
+
+    def solver_gram(self) -> "Gram":
+        """G checked and prepared for the solver (with its float32 screening copy), once per
+        dictionary: what decompose passes to every solver call."""
         if self._gram is None:
-            self._gram = self.atoms @ self.atoms.T
+            from clapdex.concepts.solver import Gram  # numba: imported when first needed
+
+            self._gram = Gram(self.atoms @ self.atoms.T)
         return self._gram
 
     def correlations(self, z: np.ndarray) -> np.ndarray:

@@ -70,7 +70,7 @@ def objective(gram: np.ndarray, correlations: np.ndarray, weights: np.ndarray, l
     w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
     b = np.atleast_2d(np.asarray(correlations, dtype=np.float64))
     lam = np.broadcast_to(np.asarray(lam, dtype=np.float64), (w.shape[0],))
-    quad = np.einsum("ij,ij->i", w @ gram, w)
+    quad = np.einsum("ij,ij->i", w @ _matrix(gram), w)
     return 0.5 * quad - np.einsum("ij,ij->i", b, w) + 0.5 * np.asarray(z_sq_norm) + lam * w.sum(axis=1)
 
 
@@ -79,7 +79,7 @@ def kkt_violation(gram: np.ndarray, correlations: np.ndarray, weights: np.ndarra
     w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
     b = np.atleast_2d(np.asarray(correlations, dtype=np.float64))
     lam = np.broadcast_to(np.asarray(lam, dtype=np.float64), (w.shape[0],))
-    grad = w @ gram - b + lam[:, None]
+    grad = w @ _matrix(gram) - b + lam[:, None]
     on_support = np.where(w > 0, np.abs(grad), 0.0)
     off_support = np.where(w == 0, np.maximum(-grad, 0.0), 0.0)
     negative = np.maximum(-w, 0.0)
@@ -97,7 +97,7 @@ def nonneg_lasso(gram: np.ndarray, correlations: np.ndarray, lam, *, tol: float 
     single = np.ndim(correlations) == 1
     b = np.ascontiguousarray(np.atleast_2d(np.asarray(correlations, dtype=np.float64)))
     n, k = b.shape
-    gram = _checked_gram(gram, k)
+    gram = _prepared(gram, k)
     lam = np.asarray(lam, dtype=np.float64)
     if lam.ndim == 0:
         lam = np.full(n, float(lam))
@@ -129,7 +129,7 @@ def nonneg_lasso_path(gram: np.ndarray, correlations: np.ndarray, lams, *,
     """
     b = np.ascontiguousarray(np.atleast_2d(np.asarray(correlations, dtype=np.float64)))
     n, k = b.shape
-    gram = _checked_gram(gram, k)
+    gram = _prepared(gram, k)
     lams = np.asarray(lams, dtype=np.float64).ravel()
     if not np.all(np.isfinite(b)) or not np.all(np.isfinite(lams)):
         raise DecompositionError("correlations and lams must be finite")
@@ -139,7 +139,8 @@ def nonneg_lasso_path(gram: np.ndarray, correlations: np.ndarray, lams, *,
     out = np.zeros((lams.size, n, k))
     if n and k:
         rounds = np.zeros(n, dtype=np.int64)
-        _path_batch(gram, b, np.ascontiguousarray(np.broadcast_to(lams[order], (n, lams.size))), out,
+        _path_batch(gram.matrix, gram.screen, gram.scale, b,
+                    np.ascontiguousarray(np.broadcast_to(lams[order], (n, lams.size))), out,
                     float(tol), FIRST_WORKING_SET, MIN_GROWTH, rounds)
         _warn_unconverged(rounds, tol)
     result = np.empty_like(out)
@@ -147,21 +148,51 @@ def nonneg_lasso_path(gram: np.ndarray, correlations: np.ndarray, lams, *,
     return result
 
 
-def _checked_gram(gram, k: int) -> np.ndarray:
-    gram = np.ascontiguousarray(gram, dtype=np.float64)
-    if gram.shape != (k, k):
-        raise DecompositionError(f"Gram matrix has shape {gram.shape}, expected ({k}, {k})")
-    if not np.all(np.isfinite(gram)):
-        raise DecompositionError("Gram matrix contains NaN or infinite values")
-    return gram
+class Gram:
+    """The Gram matrix G = CᵀC (K, K) checked once (square, finite), with the float32 copy that the
+    solver's screening gradient reads. Build one per dictionary (ConceptDictionary.solver_gram() does)
+    and pass it to every call: a plain array is checked and copied again on every call (at K = 10,000
+    that is ~0.1 s per call, which dominates single-query decompositions). The arrays must not be
+    changed afterwards."""
+
+    __slots__ = ("matrix", "screen", "scale")
+
+    def __init__(self, matrix):
+        g = np.ascontiguousarray(matrix, dtype=np.float64)
+        if g.ndim != 2 or g.shape[0] != g.shape[1]:
+            raise DecompositionError(f"Gram matrix must be square, got shape {g.shape}")
+        if not np.all(np.isfinite(g)):
+            raise DecompositionError("Gram matrix contains NaN or infinite values")
+        self.scale = float(np.abs(g).max()) if g.size else 0.0
+        if self.scale > np.finfo(np.float32).max / 2:
+            raise DecompositionError(f"Gram matrix entries are too large ({self.scale:g})")
+        self.matrix = g
+        self.screen = g.astype(np.float32)
+
+    @property
+    def size(self) -> int:
+        return self.matrix.shape[0]
 
 
-def _solve_in_place(gram, b, lam, w, tol) -> None:
-    """The solver on checked, contiguous float64 inputs; w (the warm start) becomes the solution."""
+def _prepared(gram, k: int) -> Gram:
+    shape = gram.matrix.shape if isinstance(gram, Gram) else np.shape(gram)
+    if shape != (k, k):
+        raise DecompositionError(f"Gram matrix has shape {shape}, expected ({k}, {k})")
+    return gram if isinstance(gram, Gram) else Gram(gram)
+
+
+def _matrix(gram) -> np.ndarray:
+    return gram.matrix if isinstance(gram, Gram) else np.asarray(gram, dtype=np.float64)
+
+
+def _solve_in_place(gram: Gram, b, lam, w, tol) -> None:
+    """The solver on a Gram and checked, contiguous float64 inputs; w (the warm start) becomes the
+    solution."""
     n, k = b.shape
     if n and k:
         rounds = np.zeros(n, dtype=np.int64)
-        _solve_batch(gram, b, lam, w, float(tol), FIRST_WORKING_SET, MIN_GROWTH, rounds)
+        _solve_batch(gram.matrix, gram.screen, gram.scale, b, lam, w, float(tol), FIRST_WORKING_SET,
+                     MIN_GROWTH, rounds)
         _warn_unconverged(rounds, tol)
 
 
@@ -205,7 +236,7 @@ def nonneg_lasso_max_concepts(gram: np.ndarray, correlations: np.ndarray, max_co
         raise DecompositionError("need 0 < lam_floor < 1, rel_precision > 0 and 0 < walk_ratio < 1")
     b = np.atleast_2d(np.asarray(correlations, dtype=np.float64))
     n, k = b.shape
-    gram = _checked_gram(gram, k)
+    gram = _prepared(gram, k)
     if not np.all(np.isfinite(b)):
         raise DecompositionError("correlations contains NaN or infinite values")
     lmax = lambda_max(b)
@@ -243,34 +274,42 @@ def nonneg_lasso_max_concepts(gram: np.ndarray, correlations: np.ndarray, max_co
 # --- compiled kernel -----------------------------------------------------------------------------
 #
 # Per row the state is the passive set P (the support, in the order it entered), the Cholesky factor
-# R of G_PP = RᵀR (upper triangular, row-major: column r of R belongs to P[r]), the weights x on P
-# and y = R⁻ᵀ q_P. Entering a concept appends a column to R (one triangular solve, O(p²)); leaving
-# deletes a column and restores the triangle with Givens rotations on rows (O(p·(p − r))); the
-# weights come from one back solve. Every loop runs along rows of R (contiguous memory).
+# R of G_PP = RᵀR (upper triangular, row-major: column r of R belongs to P[r]), G_PP itself (gpp,
+# for the exact gradient on P), the weights x on P and y = R⁻ᵀ q_P. A block of entering concepts is
+# appended in one go (one triangular solve with the block as right-hand side, then a Cholesky of the
+# Schur complement: the same operations, in the same order, as appending them one at a time, but in
+# loops that vectorise); a leaving concept is deleted with Givens rotations on rows (O(p·(p − r))); the
+# weights come from one back solve. Every loop runs along rows (contiguous memory).
+# The full-K gradient that finds violators is read from the float32 copy of G (half the memory
+# traffic, which is what it costs) with a bound on its error; entries within the bound of the
+# threshold are recomputed from the float64 G, so the KKT check stays exact.
 # R is never refactorised except to repair rounding drift (not seen in practice, but checked).
 # No fastmath: reassociated sums would depend on memory alignment, and a row must get the same
 # weights alone or in any batch.
 
 _DEPENDENT = 1e-12  # squared pivot / G_jj below this: the atom is in the span
+_SCREEN_EPS = 2.0 ** -23  # relative error of a float32 copy of G (2^-24), with room for the float64 sums
+_SCREEN_TINY = 2.0 ** -126  # absolute error of float32 near zero (subnormals)
 
 
 @njit(parallel=True, cache=True)
-def _solve_batch(gram, b, lam, w, tol, first_size, min_growth, rounds):
+def _solve_batch(gram, screen, scale, b, lam, w, tol, first_size, min_growth, rounds):
     for i in prange(b.shape[0]):
-        rounds[i] = _solve_row(gram, b[i], lam[i], w[i], tol, first_size, min_growth)
+        rounds[i] = _solve_row(gram, screen, scale, b[i], lam[i], w[i], tol, first_size, min_growth)
 
 
 @njit(parallel=True, cache=True)
-def _path_batch(gram, b, lams, out, tol, first_size, min_growth, rounds):
+def _path_batch(gram, screen, scale, b, lams, out, tol, first_size, min_growth, rounds):
     """Row i solved at lams[i, 0], lams[i, 1], … in that order, the state kept between them."""
     k = b.shape[1]
     for i in prange(b.shape[0]):
-        members, chol, x, y = _new_state(k, 64)
+        members, chol, gpp, x, y = _new_state(k, 64)
         in_set = np.zeros(k, dtype=np.bool_)
         p = 0
         for t in range(lams.shape[1]):
-            r, p, members, chol, x, y = _solve_state(gram, b[i], lams[i, t], tol, first_size, min_growth,
-                                                     members, chol, x, y, p, in_set)
+            r, p, members, chol, gpp, x, y = _solve_state(gram, screen, scale, b[i], lams[i, t], tol,
+                                                          first_size, min_growth, members, chol, gpp, x, y,
+                                                          p, in_set)
             if r < 0:
                 rounds[i] = -1
             for s in range(p):
@@ -278,20 +317,18 @@ def _path_batch(gram, b, lams, out, tol, first_size, min_growth, rounds):
 
 
 @njit(cache=True)
-def _solve_row(gram, b, lam, w, tol, first_size, min_growth):
+def _solve_row(gram, screen, scale, b, lam, w, tol, first_size, min_growth):
     """One row from the warm start w (updated in place to the solution). Returns the rounds used, -1
     if MAX_ROUNDS did not reach the tolerance."""
     k = b.shape[0]
     start = np.flatnonzero(w > 0)
-    members, chol, x, y = _new_state(k, max(64, 2 * start.size))
+    members, chol, gpp, x, y = _new_state(k, max(64, 2 * start.size))
     in_set = np.zeros(k, dtype=np.bool_)
-    p = 0
-    for j in start:
-        if _append(gram, b, members, chol, y, p, j, in_set):
-            x[p] = w[j]
-            p += 1
-    r, p, members, chol, x, y = _solve_state(gram, b, lam, tol, first_size, min_growth,
-                                             members, chol, x, y, p, in_set)
+    p = _append_block(gram, b, members, chol, gpp, y, 0, start, in_set)
+    for s in range(p):
+        x[s] = w[members[s]]
+    r, p, members, chol, gpp, x, y = _solve_state(gram, screen, scale, b, lam, tol, first_size, min_growth,
+                                                  members, chol, gpp, x, y, p, in_set)
     w[:] = 0.0
     for s in range(p):
         w[members[s]] = x[s]
@@ -301,28 +338,31 @@ def _solve_row(gram, b, lam, w, tol, first_size, min_growth):
 @njit(cache=True)
 def _new_state(k, cap):
     cap = max(1, min(k, cap))
-    return np.empty(cap, dtype=np.int64), np.zeros((cap, cap)), np.zeros(cap), np.zeros(cap)
+    return (np.empty(cap, dtype=np.int64), np.zeros((cap, cap)), np.zeros((cap, cap)), np.zeros(cap),
+            np.zeros(cap))
 
 
 @njit(cache=True)
-def _grow(members, chol, x, y, p, need, k):
+def _grow(members, chol, gpp, x, y, p, need, k):
     cap = members.shape[0]
     if need <= cap:
-        return members, chol, x, y
-    members2, chol2, x2, y2 = _new_state(k, max(need, 2 * cap))
+        return members, chol, gpp, x, y
+    members2, chol2, gpp2, x2, y2 = _new_state(k, max(need, 2 * cap))
     members2[:p] = members[:p]
     chol2[:p, :p] = chol[:p, :p]
+    gpp2[:p, :p] = gpp[:p, :p]
     x2[:p] = x[:p]
     y2[:p] = y[:p]
-    return members2, chol2, x2, y2
+    return members2, chol2, gpp2, x2, y2
 
 
 @njit(cache=True)
-def _solve_state(gram, b, lam, tol, first_size, min_growth, members, chol, x, y, p, in_set):
-    """Working-set rounds at one lam from a feasible state (x > 0 on P, L = chol(G_PP)).
+def _solve_state(gram, screen, scale, b, lam, tol, first_size, min_growth, members, chol, gpp, x, y, p,
+                 in_set):
+    """Working-set rounds at one lam from a feasible state (x > 0 on P, R = chol(G_PP)).
 
     Each round: the gradient over all K (K·p work), then the worst violators enter as a block and the
-    Lawson–Hanson step-back on P settles them. Returns (rounds or -1, p, members, chol, x, y)."""
+    Lawson–Hanson step-back on P settles them. Returns (rounds or -1, p, members, chol, gpp, x, y)."""
     k = b.shape[0]
     q = b - lam
     grad = np.empty(k)
@@ -332,65 +372,167 @@ def _solve_state(gram, b, lam, tol, first_size, min_growth, members, chol, x, y,
     for round_ in range(MAX_ROUNDS):
         if work.shape[0] < members.shape[0]:
             work = np.empty(members.shape[0])
-        p = _settle(chol, x, y, p, members, in_set, work)
-        _gradient(gram, q, members, x, p, grad)
-        worst_on_support = 0.0
-        for s in range(p):
-            worst_on_support = max(worst_on_support, abs(grad[members[s]]))
+        p = _settle(chol, gpp, x, y, p, members, in_set, work)
+        worst_on_support = _support_gradient(gpp, q, members, x, p, work)
+        _screen_gradient(gram, screen, scale, q, members, x, p, in_set, tol, grad)
         grow = first_size if p == 0 else max(min_growth, p)
         picked = _most_negative(grad, in_set, -tol, grow)
         if picked.size == 0:
             if worst_on_support <= tol:
-                return round_, p, members, chol, x, y
+                return round_, p, members, chol, gpp, x, y
             if repairs == 3:
-                return -1, p, members, chol, x, y
-            repairs += 1  # rounding drift in L: refactorise P from G and solve again
-            p = _refactor(gram, q, members, chol, x, y, p, in_set)
+                return -1, p, members, chol, gpp, x, y
+            repairs += 1  # rounding drift in R: refactorise P from G and solve again
+            p = _refactor(gram, q, members, chol, gpp, x, y, p, in_set)
             continue
-        members, chol, x, y = _grow(members, chol, x, y, p, p + picked.size, k)
-        added = 0
-        for j in picked:
-            if _append(gram, q, members, chol, y, p, j, in_set):
-                x[p] = 0.0
-                p += 1
-                added += 1
+        members, chol, gpp, x, y = _grow(members, chol, gpp, x, y, p, p + picked.size, k)
+        added = _append_block(gram, q, members, chol, gpp, y, p, picked, in_set)
+        for s in range(p, p + added):
+            x[s] = 0.0
+        p += added
         if added == 0:
             # Every violator lies in the span of P (K > d, duplicated concepts): swap one in.
-            p, ok = _swap_in(gram, q, members, chol, x, y, p, picked[0], in_set, work)
+            if work.shape[0] < members.shape[0]:
+                work = np.empty(members.shape[0])
+            p, ok = _swap_in(gram, q, members, chol, gpp, x, y, p, picked[0], in_set, work)
             if not ok:
-                return -1, p, members, chol, x, y
-    return -1, p, members, chol, x, y
+                return -1, p, members, chol, gpp, x, y
+    return -1, p, members, chol, gpp, x, y
+
 
 @njit(cache=True)
-def _append(gram, q, members, chol, y, p, j, in_set):
-    """Append concept j to P (column p of R, entry p of y). False, changing nothing, if its atom is
-    numerically in the span of P's atoms."""
-    row = gram[j]
-    v = chol[p]  # scratch: row p of R is unused until the column is accepted
-    for t in range(p):
-        v[t] = row[members[t]]
-    _solve_rt(chol, v, p)  # Rᵀ v = G_P,j
-    d = row[j]
-    for t in range(p):
-        d -= v[t] * v[t]
-    if not d > _DEPENDENT * row[j]:
-        return False
-    d = np.sqrt(d)
-    yp = q[j]
-    for t in range(p):
-        chol[t, p] = v[t]
-        yp -= v[t] * y[t]
-    chol[p, :p + 1] = 0.0
-    chol[p, p] = d
-    y[p] = yp / d
-    members[p] = j
-    in_set[j] = True
-    return True
+def _append_block(gram, q, members, chol, gpp, y, p, block, in_set):
+    """Append the concepts in `block` (in that order) to P, skipping any whose atom is numerically in
+    the span of P and the block's earlier atoms. Returns how many were appended (at p, p+1, …).
+
+    V = R⁻ᵀ G_P,B (all right-hand sides at once), S = G_BB − VᵀV, then a right-looking Cholesky of S
+    that leaves out dependent pivots: per entry the same operations in the same order as appending
+    one concept at a time, so the result does not depend on how concepts were grouped."""
+    m = block.size
+    if m == 0:
+        return 0
+    v = np.empty((p, m))
+    for a in range(m):
+        row = gram[block[a]]
+        for t in range(p):
+            v[t, a] = row[members[t]]
+    gpb = v.copy()
+    _solve_rt_block(chol, v, p)
+    gbb = np.empty((m, m))
+    for a in range(m):
+        row = gram[block[a]]
+        for c in range(m):
+            gbb[a, c] = row[block[c]]
+    s = gbb.copy()  # upper triangle used
+    _schur(v, s, p)
+    keep = np.zeros(m, dtype=np.bool_)
+    for a in range(m):  # right-looking Cholesky of S without the dependent pivots
+        sa = s[a]
+        d = sa[a]
+        if not d > _DEPENDENT * gbb[a, a]:
+            continue
+        keep[a] = True
+        d = np.sqrt(d)
+        sa[a] = d
+        for c in range(a + 1, m):
+            sa[c] = sa[c] / d
+        for c in range(a + 1, m):
+            f = sa[c]
+            sc = s[c]
+            for e in range(c, m):
+                sc[e] -= f * sa[e]
+    pos = np.empty(m, dtype=np.int64)
+    n = p
+    for a in range(m):
+        if keep[a]:
+            pos[a] = n
+            n += 1
+    for a in range(m):
+        if not keep[a]:
+            continue
+        pa = pos[a]
+        ra = chol[pa]
+        ga = gpp[pa]
+        for c in range(pa):
+            ra[c] = 0.0
+        for t in range(p):
+            chol[t, pa] = v[t, a]
+            gpp[t, pa] = gpb[t, a]
+            ga[t] = gpb[t, a]
+        yp = q[block[a]]
+        for t in range(p):
+            yp -= v[t, a] * y[t]
+        for e in range(a):
+            if keep[e]:
+                chol[pos[e], pa] = s[e, a]
+                gpp[pos[e], pa] = gbb[e, a]
+                ga[pos[e]] = gbb[e, a]
+                yp -= s[e, a] * y[pos[e]]
+        ra[pa] = s[a, a]
+        ga[pa] = gbb[a, a]
+        y[pa] = yp / s[a, a]
+        members[pa] = block[a]
+        in_set[block[a]] = True
+    return n - p
+
 
 @njit(cache=True)
-def _remove(members, chol, x, y, p, r, in_set):
+def _solve_rt_block(chol, v, p):
+    """V ← R⁻ᵀ V for a (p, m) block of right-hand sides. Column-oriented (rows of R and V are
+    contiguous), four rows of R at a time: each entry gets the same operations in the same order as
+    `_solve_rt` on its column, with a quarter of the passes over V."""
+    m = v.shape[1]
+    for t0 in range(0, p, 4):
+        t1 = min(t0 + 4, p)
+        for t in range(t0, t1):  # finish rows t0..t1-1
+            rt = chol[t]
+            vt = v[t]
+            piv = rt[t]
+            for a in range(m):
+                vt[a] = vt[a] / piv
+            for u in range(t + 1, t1):
+                c = rt[u]
+                vu = v[u]
+                for a in range(m):
+                    vu[a] -= c * vt[a]
+        if t1 - t0 < 4:
+            continue  # the last rows: nothing below them
+        r0, r1, r2, r3 = chol[t0], chol[t0 + 1], chol[t0 + 2], chol[t0 + 3]
+        v0, v1, v2, v3 = v[t0], v[t0 + 1], v[t0 + 2], v[t0 + 3]
+        for u in range(t1, p):
+            c0, c1, c2, c3 = r0[u], r1[u], r2[u], r3[u]
+            vu = v[u]
+            for a in range(m):
+                vu[a] = (((vu[a] - c0 * v0[a]) - c1 * v1[a]) - c2 * v2[a]) - c3 * v3[a]
+
+
+@njit(cache=True)
+def _schur(v, s, p):
+    """s ← s − VᵀV on the upper triangle, rows of V taken in order (four at a time)."""
+    m = v.shape[1]
+    t = 0
+    while t + 4 <= p:
+        v0, v1, v2, v3 = v[t], v[t + 1], v[t + 2], v[t + 3]
+        for a in range(m):
+            a0, a1, a2, a3 = v0[a], v1[a], v2[a], v3[a]
+            sa = s[a]
+            for c in range(a, m):
+                sa[c] = (((sa[c] - a0 * v0[c]) - a1 * v1[c]) - a2 * v2[c]) - a3 * v3[c]
+        t += 4
+    for t in range(t, p):
+        vt = v[t]
+        for a in range(m):
+            va = vt[a]
+            sa = s[a]
+            for c in range(a, m):
+                sa[c] -= va * vt[c]
+
+
+@njit(cache=True)
+def _remove(members, chol, gpp, x, y, p, r, in_set):
     """Delete position r from P: drop column r of R, then Givens rotations on rows (i, i+1) restore
-    the triangle (and are applied to y, so Rᵀ y = q_P still holds). Returns the new p."""
+    the triangle (and are applied to y, so Rᵀ y = q_P still holds); drop row and column r of G_PP.
+    Returns the new p."""
     in_set[members[r]] = False
     for i in range(r, p - 1):
         members[i] = members[i + 1]
@@ -417,17 +559,41 @@ def _remove(members, chol, x, y, p, r, in_set):
         v = y[i + 1]
         y[i] = cs * u + sn * v
         y[i + 1] = cs * v - sn * u
+    for t in range(r):  # G_PP: drop column r, then row r
+        gt = gpp[t]
+        for c in range(r, p - 1):
+            gt[c] = gt[c + 1]
+    for t in range(r, p - 1):
+        gt = gpp[t]
+        gn = gpp[t + 1]
+        for c in range(r):
+            gt[c] = gn[c]
+        for c in range(r, p - 1):
+            gt[c] = gn[c + 1]
     return p - 1
+
 
 @njit(cache=True)
 def _back(chol, y, p, s):
-    """s = R⁻¹ y (row r of R is contiguous)."""
+    """s = R⁻¹ y (row r of R is contiguous). Four partial sums, in a fixed pattern, so that the dot
+    products do not wait on one chain of additions (and stay independent of memory alignment)."""
     for r in range(p - 1, -1, -1):
         rr = chol[r]
-        v = y[r]
-        for c in range(r + 1, p):
-            v -= rr[c] * s[c]
-        s[r] = v / rr[r]
+        a0 = 0.0
+        a1 = 0.0
+        a2 = 0.0
+        a3 = 0.0
+        c = r + 1
+        while c + 4 <= p:
+            a0 += rr[c] * s[c]
+            a1 += rr[c + 1] * s[c + 1]
+            a2 += rr[c + 2] * s[c + 2]
+            a3 += rr[c + 3] * s[c + 3]
+            c += 4
+        while c < p:
+            a0 += rr[c] * s[c]
+            c += 1
+        s[r] = (y[r] - ((a0 + a1) + (a2 + a3))) / rr[r]
 
 
 @njit(cache=True)
@@ -440,6 +606,7 @@ def _solve_rt(chol, v, p):
         for u in range(t + 1, p):
             v[u] -= rt[u] * vt
 
+
 @njit(cache=True)
 def _forward(chol, q, members, p, y):
     """y = R⁻ᵀ q_P."""
@@ -449,7 +616,7 @@ def _forward(chol, q, members, p, y):
 
 
 @njit(cache=True)
-def _settle(chol, x, y, p, members, in_set, s):
+def _settle(chol, gpp, x, y, p, members, in_set, s):
     """Lawson–Hanson on P from the feasible x: move towards the least-squares solution s on P; when a
     weight would turn negative stop at the boundary and drop the weights that reached zero. Ends
     with x = s > 0 on the remaining P. Returns the new p."""
@@ -472,38 +639,69 @@ def _settle(chol, x, y, p, members, in_set, s):
             x[r] += alpha * (s[r] - x[r])
         for r in range(p - 1, -1, -1):  # from the end: earlier positions stay valid
             if ratio[r] <= alpha:
-                p = _remove(members, chol, x, y, p, r, in_set)
+                p = _remove(members, chol, gpp, x, y, p, r, in_set)
     return p
 
 
 @njit(cache=True)
-def _gradient(gram, q, members, x, p, grad):
-    """grad = G w − q, touching only the rows of G on P (G is symmetric)."""
-    grad[:] = -q
+def _support_gradient(gpp, q, members, x, p, acc):
+    """max over P of |(G w − q)_j|, exactly (float64 G_PP)."""
+    for t in range(p):
+        acc[t] = -q[members[t]]
     for s in range(p):
         ws = x[s]
-        row = gram[members[s]]
-        for j in range(grad.shape[0]):
-            grad[j] += ws * row[j]
+        row = gpp[s]
+        for t in range(p):
+            acc[t] += ws * row[t]
+    worst = 0.0
+    for t in range(p):
+        worst = max(worst, abs(acc[t]))
+    return worst
 
 
 @njit(cache=True)
-def _refactor(gram, q, members, chol, x, y, p, in_set):
-    """Rebuild L from G for the current P (dropping atoms that are now numerically dependent)."""
+def _screen_gradient(gram, screen, scale, q, members, x, p, in_set, tol, grad):
+    """grad = G w − q over all K from the float32 copy of G (only the rows on P are read), with the
+    entries outside P that lie within its error bound of −tol recomputed from the float64 G: so
+    grad < −tol exactly where the true gradient is (the violators), up to float64 rounding."""
+    grad[:] = -q
+    total = 0.0
+    for s in range(p):
+        ws = x[s]
+        total += abs(ws)
+        row = screen[members[s]]
+        for j in range(grad.shape[0]):
+            grad[j] += ws * row[j]
+    bound = total * (scale * _SCREEN_EPS + _SCREEN_TINY)
+    low = -tol - bound
+    high = -tol + bound
+    for j in range(grad.shape[0]):
+        g = grad[j]
+        if g < low or g >= high or in_set[j]:
+            continue
+        row = gram[j]
+        e = -q[j]
+        for s in range(p):
+            e += x[s] * row[members[s]]
+        grad[j] = e
+
+
+@njit(cache=True)
+def _refactor(gram, q, members, chol, gpp, x, y, p, in_set):
+    """Rebuild R from G for the current P (dropping atoms that are now numerically dependent)."""
     old = members[:p].copy()
-    weights = x[:p].copy()
-    for j in old:
-        in_set[j] = False
-    n = 0
-    for t in range(old.size):
-        if _append(gram, q, members, chol, y, n, old[t], in_set):
-            x[n] = weights[t]
-            n += 1
+    weights = np.zeros(in_set.shape[0])
+    for t in range(p):
+        weights[old[t]] = x[t]
+        in_set[old[t]] = False
+    n = _append_block(gram, q, members, chol, gpp, y, 0, old, in_set)
+    for t in range(n):
+        x[t] = weights[members[t]]
     return n
 
 
 @njit(cache=True)
-def _swap_in(gram, q, members, chol, x, y, p, new, in_set, work):
+def _swap_in(gram, q, members, chol, gpp, x, y, p, new, in_set, work):
     """Enter `new`, whose atom is (numerically) Σ α_r c_{P[r]}: along e_new − α the fit does not change
     and the objective falls at the rate of new's (negative) gradient, so move until the first weight
     with α_r > 0 reaches zero and swap it out. Returns (p, False) if no such weight exists."""
@@ -529,8 +727,9 @@ def _swap_in(gram, q, members, chol, x, y, p, new, in_set, work):
     x[out] = 0.0
     for r in range(p - 1, -1, -1):
         if x[r] <= 0.0:
-            p = _remove(members, chol, x, y, p, r, in_set)
-    if not _append(gram, q, members, chol, y, p, new, in_set):
+            p = _remove(members, chol, gpp, x, y, p, r, in_set)
+    one = np.full(1, new, dtype=np.int64)
+    if _append_block(gram, q, members, chol, gpp, y, p, one, in_set) == 0:
         return p, False
     x[p] = step
     return p + 1, True

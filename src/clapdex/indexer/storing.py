@@ -160,7 +160,7 @@ class Writer:
 
     def _prepare_dictionary(self) -> None:
         self.dictionary = self.store.dictionary()
-        self.dictionary.gram()  # cached on the dictionary; decompose reuses it
+        self.dictionary.solver_gram()  # cached on the dictionary; decompose reuses it
 
     def _record_error(self, meta: FileMeta, error: str) -> None:
         self.store.record_error(meta, error)
