@@ -14,7 +14,8 @@ For each K, lam is calibrated (on a few vectors, with clapdex) to give mean supp
   - the speed ratio; the largest relative objective gap (sklearn − clapdex)/clapdex (positive:
     clapdex lower); support agreement and gap with a tight sklearn fit (tol=1e-12) on --tight
     vectors; clapdex's largest KKT violation over all K.
-Then the target-sparsity mode (max_concepts = 20 and 100, first --mc-batch vectors) against the
+Then the target-sparsity mode (max_concepts = 20 and 100, first --mc-batch vectors; the support just
+below the lam picked is printed, to show it is a crossing), both counts in one walk, against the
 fixed-lam solve of similar sparsity, and a 6-point sweep (nonneg_lasso_path, geometric lam from the
 ~5 to the ~300 concepts value) against 6 independent solves and against its smallest-lam solve.
 
@@ -103,10 +104,10 @@ def sklearn_fits(atoms_t, z, lam, tight=False):
 
 def bench(k: int, d: int, n: int, subset: int, tight: int, mc_batch: int) -> None:
     from clapdex.concepts.solver import (kkt_violation, nonneg_lasso, nonneg_lasso_max_concepts,
-                                         nonneg_lasso_path, objective)
+                                         nonneg_lasso_max_concepts_path, nonneg_lasso_path, objective)
 
     dictionary, z, raw_cos = make_problem(k, d, n)
-    t_gram, gram = timed(dictionary.gram)
+    t_gram, gram = timed(dictionary.solver_gram)  # G, checked, and its float32 screening copy
     b = z @ dictionary.atoms.T
     atoms_t = dictionary.atoms.T
     sample = dictionary.atoms[:500]
@@ -142,16 +143,25 @@ def bench(k: int, d: int, n: int, subset: int, tight: int, mc_batch: int) -> Non
               f"| {kkt_violation(gram, b, w, lam).max():.1e} |", flush=True)
 
     bm = b[:mc_batch]
+    t_separate = 0.0
+    separate = []
     for n_max, target in ((20, 25), (100, 100)):
         lam, _, _ = fixed[target]
         t_fixed, w_fixed = timed(lambda: nonneg_lasso(gram, bm, lam))
         t_mc, (w, lam_used) = timed(lambda: nonneg_lasso_max_concepts(gram, bm, n_max))
+        t_separate += t_mc
+        separate.append(w)
         nnz = np.count_nonzero(w, axis=1)
+        below = np.count_nonzero(nonneg_lasso(gram, bm, lam_used * (1 - 1e-7)), axis=1)
         print(f"  max_concepts = {n_max} ({mc_batch} vectors): {t_mc / mc_batch * 1e3:.2f} ms/vector, "
               f"{t_mc / t_fixed:.1f}× the fixed-lam solve at lam = {lam:.4f} ({t_fixed / mc_batch * 1e3:.2f} ms, "
               f"mean active {np.count_nonzero(w_fixed, axis=1).mean():.1f}); non-zeros mean {nnz.mean():.1f}, "
-              f"max {nnz.max()}; KKT at the lam picked {kkt_violation(gram, bm, w, lam_used).max():.1e}",
-              flush=True)
+              f"max {nnz.max()}; just below the lam picked: min {below.min()} (> {n_max}: a crossing); "
+              f"KKT at the lam picked {kkt_violation(gram, bm, w, lam_used).max():.1e}", flush=True)
+    t_both, (w_both, _) = timed(lambda: nonneg_lasso_max_concepts_path(gram, bm, [20, 100]))
+    same = all(np.array_equal(w_both[t], separate[t]) for t in range(2))
+    print(f"  max_concepts = 20,100 together: {t_both / mc_batch * 1e3:.2f} ms/vector, {t_both / t_separate:.2f}× "
+          f"the two separate searches; identical results: {same}", flush=True)
 
     sweep = np.geomspace(lams[0], lams[-1], 6)
     t_path, path = timed(lambda: nonneg_lasso_path(gram, b, sweep))

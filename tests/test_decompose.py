@@ -205,6 +205,24 @@ def test_decompose_path_equals_separate_decompositions(setup):
         decompose_path(audio, dictionary, mu, [0.1, -1.0])
 
 
+def test_max_concepts_path_equals_separate_decompositions(setup):
+    from clapdex.concepts.decompose import decompose_max_concepts_path
+
+    dictionary, audio, mu, _ = setup
+    counts = [5, 2, 12]
+    results = decompose_max_concepts_path(audio, dictionary, mu, counts)
+    assert len(results) == 3
+    for n_max, result in zip(counts, results):
+        alone = decompose(audio, dictionary, mu, max_concepts=n_max)
+        np.testing.assert_array_equal(result.lam, alone.lam)
+        np.testing.assert_array_equal(result.weights.toarray(), alone.weights.toarray())
+        for field in ("fidelity", "concept_fidelity", "recon_norm", "shift_norm"):
+            np.testing.assert_array_equal(getattr(result, field), getattr(alone, field))
+        assert np.diff(result.weights.indptr).max() <= n_max
+    with pytest.raises(DecompositionError):
+        decompose_max_concepts_path(audio, dictionary, mu, [3, 0])
+
+
 def test_very_small_lambda_warns_and_says_why(setup):
     from clapdex.concepts.decompose import SLOW_LAMBDA, SlowDecompositionWarning
 

@@ -102,7 +102,7 @@ def test_concept_views_of_a_sweep_equal_one_setting_at_a_time():
     audio, targets, class_text, dictionary = _planted(seed=5, per_class=6)
     mu = audio_mean(audio)
     settings = [ConceptSetting(lam=0.2), ConceptSetting(max_concepts=3), ConceptSetting(lam=0.005),
-                ConceptSetting(lam=0.05)]
+                ConceptSetting(lam=0.05), ConceptSetting(max_concepts=8)]
     views = list(concept_views(audio, dictionary, mu, settings))
     assert [v.setting for v in views] == settings
     for view, setting in zip(views, settings):

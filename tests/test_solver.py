@@ -230,38 +230,50 @@ def sparse_targets(rng, atoms, n, active=15, noise=0.3):
                                                                                                keepdims=True))
 
 
-@pytest.mark.parametrize("walk_ratio", [0.5, 0.7, 0.9])
-@pytest.mark.parametrize("n_max", [3, 20])
-def test_max_concepts_is_exact_and_minimal_on_its_grid(walk_ratio, n_max):
+@pytest.mark.parametrize("kind", ["clustered", "centred"])
+def test_max_concepts_is_the_exact_first_crossing(kind):
     rng = np.random.default_rng(5)
-    atoms = clustered_atoms(rng, 400, 96, clusters=40, spread=2.0)
+    atoms = clustered_atoms(rng, 400, 96, clusters=40, spread=2.0) if kind == "clustered" else centred_atoms(rng, 400, 96)
     z = sparse_targets(rng, atoms, 12)
     gram, b = problem(atoms, z)
-    precision = 1e-3
-    w, lam_used = nonneg_lasso_max_concepts(gram, b, n_max, rel_precision=precision, walk_ratio=walk_ratio)
-    counts = np.count_nonzero(w, axis=1)
-    assert counts.max() <= n_max
-    assert counts.min() >= 1
-    # lam_used lies on the grid λ_max·(1 + precision)^(−j), above the floor
     lmax = lambda_max(b)
-    steps = np.log(lmax / lam_used) / np.log1p(precision)
-    np.testing.assert_allclose(steps, np.round(steps), atol=1e-6)
-    assert np.all(lam_used > 1e-4 * lmax)
-    # exact: the weights are the fixed-lambda solution (solved from scratch) at the reported lambda
-    fixed = nonneg_lasso(gram, b, lam_used)
-    np.testing.assert_array_equal(w > 0, fixed > 0)
-    np.testing.assert_allclose(w, fixed, rtol=0, atol=1e-9)
-    assert kkt_violation(gram, b, w, lam_used).max() <= 1e-9
-    # minimal to the grid's precision: the next grid point gives more than n_max concepts
-    next_point = nonneg_lasso(gram, b, lam_used / (1 + precision))
-    assert np.all(np.count_nonzero(next_point, axis=1) > n_max)
-    # and (docs/method.md) every walk point above lam_used fits; nothing is promised between them
-    stride = int(round(np.log(1 / walk_ratio) / np.log1p(precision)))
-    for i in range(len(b)):
-        walk = np.arange(stride, int(round(steps[i])), stride)
-        if walk.size:
-            fits = nonneg_lasso(gram, np.repeat(b[i:i + 1], walk.size, axis=0), lmax[i] * (1 + precision) ** -walk)
-            assert np.count_nonzero(fits, axis=1).max() <= n_max
+    for n_max in (3, 20):
+        w, lam_used = nonneg_lasso_max_concepts(gram, b, n_max)
+        counts = np.count_nonzero(w, axis=1)
+        assert counts.max() <= n_max
+        assert np.all(lam_used > 1e-4 * lmax)
+        # exact: the weights are the fixed-lambda solution (solved from scratch) at the reported lambda
+        fixed = nonneg_lasso(gram, b, lam_used)
+        np.testing.assert_array_equal(w > 0, fixed > 0)
+        np.testing.assert_allclose(w, fixed, rtol=0, atol=1e-9)
+        assert kkt_violation(gram, b, w, lam_used).max() <= 1e-10
+        # a crossing: just below lam_used the support exceeds n_max
+        below = nonneg_lasso(gram, b, lam_used * (1 - 1e-7))
+        assert np.all(np.count_nonzero(below, axis=1) > n_max)
+        # the first one: no lam above it exceeds n_max (checked on 300 points per row)
+        for i in range(len(b)):
+            grid = np.geomspace(lmax[i], lam_used[i], 302)[1:-1] * (1 + 1e-9)
+            above = nonneg_lasso(gram, np.repeat(b[i:i + 1], grid.size, axis=0), grid)
+            assert np.count_nonzero(above, axis=1).max() <= n_max
+
+
+def test_max_concepts_path_equals_separate_searches():
+    from clapdex.concepts.solver import nonneg_lasso_max_concepts_path
+
+    rng = np.random.default_rng(7)
+    atoms = centred_atoms(rng, 300, 64)
+    z = sparse_targets(rng, atoms, 6)
+    gram, b = problem(atoms, z)
+    counts = [20, 3, 8, 3]
+    weights, lams = nonneg_lasso_max_concepts_path(gram, b, counts)
+    assert weights.shape == (4, 6, 300) and lams.shape == (4, 6)
+    for t, n_max in enumerate(counts):
+        w, lam_used = nonneg_lasso_max_concepts(gram, b, n_max)
+        np.testing.assert_array_equal(lams[t], lam_used)
+        np.testing.assert_array_equal(weights[t], w)
+    # rows are independent
+    w1, l1 = nonneg_lasso_max_concepts_path(gram, b[2:3], counts)
+    np.testing.assert_array_equal(w1[:, 0], weights[:, 2])
 
 
 def test_max_concepts_returns_the_floor_when_the_limit_never_binds_and_zero_for_no_signal():
@@ -274,8 +286,7 @@ def test_max_concepts_returns_the_floor_when_the_limit_never_binds_and_zero_for_
     lmax = lambda_max(b)
     assert lam_used[1] == 0 and not w[1].any()
     for row in (0, 2):
-        # the first grid point at or below the floor 1e-2·λ_max
-        assert 1e-2 * lmax[row] / 1.001 < lam_used[row] <= 1e-2 * lmax[row]
+        np.testing.assert_allclose(lam_used[row], 1e-2 * lmax[row], rtol=1e-12)
         np.testing.assert_allclose(w[row], nonneg_lasso(gram, b[row], lam_used[row]), atol=1e-9)
 
 
@@ -303,7 +314,7 @@ def test_rejects_bad_shapes_and_settings():
     with pytest.raises(DecompositionError):
         nonneg_lasso_max_concepts(np.eye(4), np.ones((2, 3)), 2)
     with pytest.raises(DecompositionError):
-        nonneg_lasso_max_concepts(np.eye(3), np.ones((2, 3)), 2, walk_ratio=1.0)
+        nonneg_lasso_max_concepts(np.eye(3), np.ones((2, 3)), 2, lam_floor=1.0)
 
 
 # --- large supports, degenerate dictionaries, lam -> 0, paths ---------------------------------------

@@ -32,7 +32,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from clapdex.concepts.dictionary import ConceptDictionary, normalize_rows
-from clapdex.concepts.solver import nonneg_lasso, nonneg_lasso_max_concepts, nonneg_lasso_path
+from clapdex.concepts.solver import (nonneg_lasso, nonneg_lasso_max_concepts, nonneg_lasso_max_concepts_path,
+                                    nonneg_lasso_path)
 from clapdex.errors import DecompositionError
 from clapdex.sparsity import Sparsity
 from clapdex.vectors import mean_of_unit_rows
@@ -117,9 +118,9 @@ def decompose(embeddings, dictionary: ConceptDictionary, audio_mean, lam: float 
               max_concepts: int | None = None, *, sparsity: Sparsity | None = None) -> Decomposition:
     """Decompose raw embeddings (n, d) into sparse non-negative concept weights.
 
-    Give `lam` (default DEFAULT_LAMBDA) or `max_concepts` (per row the exact solution at a lam found
-    by a search down a grid: it has at most that many concepts and the next grid lam has more; see
-    solver.nonneg_lasso_max_concepts and docs/method.md for what it does not promise), not both.
+    Give `lam` (default DEFAULT_LAMBDA) or `max_concepts` (per row the exact solution at the first
+    crossing: the largest lam below which the support would exceed that many concepts; every larger
+    lam has at most that many; see solver.nonneg_lasso_max_concepts and docs/method.md), not both.
     A lam below SLOW_LAMBDA warns (SlowDecompositionWarning): slow and poorly conditioned.
     `sparsity` (a checked Sparsity) may be given instead of the pair.
     """
@@ -163,6 +164,28 @@ def decompose_path(embeddings, dictionary: ConceptDictionary, audio_mean, lams) 
         for t in range(len(lams)):
             blocks[t].append(sp.csr_matrix(path[t]))
     return [_result(blocks[t], [np.full(x.shape[0], lam)], dictionary, mu, x, z) for t, lam in enumerate(lams)]
+
+
+def decompose_max_concepts_path(embeddings, dictionary: ConceptDictionary, audio_mean,
+                                counts) -> list[Decomposition]:
+    """`decompose(max_concepts=N)` for several N, one Decomposition per N in the order given: one walk
+    down each row's path serves them all (solver.nonneg_lasso_max_concepts_path); the results equal
+    separate `decompose` calls."""
+    counts = list(np.atleast_1d(np.asarray(counts, dtype=object)))
+    for n_max in counts:
+        Sparsity(None, n_max)  # the one check of a count
+    x, z, mu = _targets(embeddings, dictionary, audio_mean)
+    gram = dictionary.solver_gram()
+    chunk = max(1, _CHUNK // len(counts))  # bounds the (counts, rows, K) array
+    blocks = [[] for _ in counts]
+    lams = [[] for _ in counts]
+    for start in range(0, x.shape[0], chunk):
+        weights, lam_used = nonneg_lasso_max_concepts_path(
+            gram, dictionary.correlations(z[start:start + chunk]), counts)
+        for t in range(len(counts)):
+            blocks[t].append(sp.csr_matrix(weights[t]))
+            lams[t].append(lam_used[t])
+    return [_result(blocks[t], lams[t], dictionary, mu, x, z) for t in range(len(counts))]
 
 
 def _targets(embeddings, dictionary: ConceptDictionary, audio_mean):

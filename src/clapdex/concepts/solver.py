@@ -52,8 +52,7 @@ DEFAULT_TOL = 1e-10
 FIRST_WORKING_SET = 32   # concepts in the first working set (most rows need 10–40)
 MIN_GROWTH = 16          # violators added per round, at least; else as many as the support holds
 MAX_ROUNDS = 200
-DEFAULT_REL_PRECISION = 1e-3  # target-sparsity mode: neighbouring grid values of lam differ by 0.1 %
-WALK_RATIO = 0.7              # target-sparsity mode: lam shrinks by about this factor per walk step
+DEFAULT_LAM_FLOOR = 1e-4  # target-sparsity mode: the path is followed down to this fraction of λ_max
 
 
 def lambda_max(correlations: np.ndarray) -> np.ndarray:
@@ -203,72 +202,59 @@ def _warn_unconverged(rounds, tol) -> None:
                       RuntimeWarning, stacklevel=4)
 
 
-def lambda_on_grid(lam_max, steps, rel_precision: float = DEFAULT_REL_PRECISION) -> np.ndarray:
-    """The target-sparsity grid: lam_max·(1 + rel_precision)^(−steps), elementwise."""
-    return np.asarray(lam_max, dtype=np.float64) * np.exp(-np.asarray(steps) * np.log1p(rel_precision))
+def nonneg_lasso_max_concepts(gram, correlations, max_concepts: int, *, tol: float = DEFAULT_TOL,
+                              lam_floor: float = DEFAULT_LAM_FLOOR) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the exact solution at the first crossing of `max_concepts` non-zero weights.
 
-
-def nonneg_lasso_max_concepts(gram: np.ndarray, correlations: np.ndarray, max_concepts: int, *,
-                              tol: float = DEFAULT_TOL, lam_floor: float = 1e-4,
-                              rel_precision: float = DEFAULT_REL_PRECISION,
-                              walk_ratio: float = WALK_RATIO) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the exact solution at a lam where the path crosses `max_concepts` non-zero weights.
-
-    lam is searched on the geometric grid λ_j = λ_max·(1 + rel_precision)^(−j) (`lambda_on_grid`),
-    from j = 0 (λ_max, where w = 0) down to the first grid point at or below lam_floor·λ_max:
-      1. walk down the path in strides of about `walk_ratio`, each solve warm-started from the
-         previous one, until a walk point gives more than `max_concepts` non-zeros;
-      2. bisect on the grid between the last walk point that fits and that one, warm-started from
-         the side that fits, until they are neighbours.
-    What is guaranteed: the answer is the exact solution at λ_j, it has at most `max_concepts`
-    non-zeros, the next grid point λ_{j+1} = λ_j/(1 + rel_precision) gives more, and every walk
-    point above λ_j fits. What is not: the number of non-zeros is not monotone in lam, so the path
-    may exceed `max_concepts` between two walk points and come back (the first crossing can lie
-    above λ_j), and a grid lam below λ_j may fit again; λ_j is *a* crossing, the same one every time
-    (deterministic, per row). If the walk reaches the floor and it still fits, the floor's solution
-    is returned. Supports stay near `max_concepts` in every solve, so the mode costs a few fixed-lam
-    solves, not one at the floor.
-    Returns (weights (n, K), lam_used (n,)); lam_used is 0 for rows with λ_max = 0 (w = 0).
+    Going down the regularisation path from λ_max (where w = 0), the first crossing λ* is the largest
+    lam at which a concept enters that would make the support exceed `max_concepts`. It is found
+    exactly (to rounding) by following the path event by event (a homotopy: each concept entering or
+    leaving costs one pass over the rows of G on the support). The lam returned is λ*·(1 + 1e-9)
+    (inside the path's last segment above λ*, where the support is unambiguous: at λ* itself the
+    entering concept's gradient is 0), and the weights are re-solved there with the exact solver, so
+    KKT holds to `tol`. Guarantees: at most `max_concepts` non-zeros, at most that many at every larger
+    lam, and more just below λ*. If the path never
+    exceeds `max_concepts` above lam_floor·λ_max, the solution at lam_floor·λ_max is returned.
+    Deterministic. Returns (weights (n, K), lam_used (n,)); lam_used is 0 for rows with λ_max = 0.
     """
-    if isinstance(max_concepts, bool) or int(max_concepts) != max_concepts or max_concepts < 1:
-        raise DecompositionError(f"max_concepts must be a positive integer, got {max_concepts!r}")
-    if not (0 < lam_floor < 1 and 0 < rel_precision and 0 < walk_ratio < 1):
-        raise DecompositionError("need 0 < lam_floor < 1, rel_precision > 0 and 0 < walk_ratio < 1")
-    b = np.atleast_2d(np.asarray(correlations, dtype=np.float64))
+    weights, lams = nonneg_lasso_max_concepts_path(gram, correlations, [max_concepts], tol=tol,
+                                                   lam_floor=lam_floor)
+    return weights[0], lams[0]
+
+
+def nonneg_lasso_max_concepts_path(gram, correlations, counts, *, tol: float = DEFAULT_TOL,
+                                   lam_floor: float = DEFAULT_LAM_FLOOR) -> tuple[np.ndarray, np.ndarray]:
+    """`nonneg_lasso_max_concepts` for several counts at once: one walk down the path per row serves
+    them all (it stops at the largest count's first crossing). Returns (weights (len(counts), n, K),
+    lam_used (len(counts), n)), in the order of `counts`. Memory is len(counts)·n·K floats: callers
+    chunk the rows."""
+    counts = list(np.atleast_1d(np.asarray(counts, dtype=object)))
+    if not counts or any(isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 1 for c in counts):
+        raise DecompositionError(f"max_concepts must be positive integers, got {counts!r}")
+    if not 0 < lam_floor < 1:
+        raise DecompositionError(f"lam_floor must lie strictly between 0 and 1, got {lam_floor!r}")
+    b = np.ascontiguousarray(np.atleast_2d(np.asarray(correlations, dtype=np.float64)))
     n, k = b.shape
     gram = _prepared(gram, k)
     if not np.all(np.isfinite(b)):
         raise DecompositionError("correlations contains NaN or infinite values")
-    lmax = lambda_max(b)
-    floor = int(np.ceil(np.log(1.0 / lam_floor) / np.log1p(rel_precision)))   # grid index of the floor
-    stride = max(1, int(round(np.log(1.0 / walk_ratio) / np.log1p(rel_precision))))
-    fit = np.zeros(n, dtype=np.int64)         # grid index of the smallest lam known to fit (0: λ_max)
-    too_many = np.full(n, -1, dtype=np.int64)  # grid index known to give too many; -1: none yet
-    lam_fit = lmax.copy()                     # λ at that index (0 where λ_max = 0)
-    w_fit = np.zeros((n, k))                  # the exact solution at lam_fit
-
-    def solve_and_sort(rows, steps):
-        """Solve rows at grid indices `steps`; record each as fitting or as giving too many."""
-        lam = lambda_on_grid(lmax[rows], steps, rel_precision)
-        w = np.ascontiguousarray(w_fit[rows])  # warm start from the side that fits
-        _solve_in_place(gram, np.ascontiguousarray(b[rows]), lam, w, tol)
-        fits = np.count_nonzero(w, axis=1) <= max_concepts
-        fit[rows[fits]] = steps[fits]
-        lam_fit[rows[fits]] = lam[fits]
-        w_fit[rows[fits]] = w[fits]
-        too_many[rows[~fits]] = steps[~fits]
-        return fits
-
-    rows = np.flatnonzero(lmax > 0)
-    while rows.size:  # 1. walk down the path
-        steps = np.minimum(fit[rows] + stride, floor)
-        fits = solve_and_sort(rows, steps)
-        rows = rows[fits & (steps < floor)]
-    rows = np.flatnonzero(too_many > fit + 1)
-    while rows.size:  # 2. bisect on the grid until the bracket ends are neighbours
-        solve_and_sort(rows, (fit[rows] + too_many[rows]) // 2)
-        rows = rows[too_many[rows] > fit[rows] + 1]
-    return w_fit, lam_fit
+    counts = np.asarray(counts, dtype=np.int64)
+    order = np.argsort(counts, kind="stable")
+    weights = np.zeros((counts.size, n, k))
+    lams = np.zeros((counts.size, n))
+    if n and k:
+        events = np.zeros(n, dtype=np.int64)
+        _crossings_batch(gram.matrix, b, counts[order], float(lam_floor), weights, lams, events)
+        if np.any(events < 0):
+            warnings.warn(f"nonneg_lasso_max_concepts: the path of {int((events < 0).sum())} of {n} rows did not "
+                          f"reach the limit; their last point is used", RuntimeWarning, stacklevel=3)
+        for t in range(counts.size):  # the exact solution at each crossing, from the path's weights
+            _solve_in_place(gram, b, lams[t], weights[t], tol)
+    result_w = np.empty_like(weights)
+    result_l = np.empty_like(lams)
+    result_w[order] = weights
+    result_l[order] = lams
+    return result_w, result_l
 
 
 # --- compiled kernel -----------------------------------------------------------------------------
@@ -290,6 +276,7 @@ def nonneg_lasso_max_concepts(gram: np.ndarray, correlations: np.ndarray, max_co
 _DEPENDENT = 1e-12  # squared pivot / G_jj below this: the atom is in the span
 _SCREEN_EPS = 2.0 ** -23  # relative error of a float32 copy of G (2^-24), with room for the float64 sums
 _SCREEN_TINY = 2.0 ** -126  # absolute error of float32 near zero (subnormals)
+_ABOVE_CROSSING = 1e-9  # max-concepts: the lam returned lies this much (relative) above the crossing
 
 
 @njit(parallel=True, cache=True)
@@ -733,6 +720,115 @@ def _swap_in(gram, q, members, chol, gpp, x, y, p, new, in_set, work):
         return p, False
     x[p] = step
     return p + 1, True
+
+
+@njit(parallel=True, cache=True)
+def _crossings_batch(gram, b, counts, floor_ratio, out_w, out_lam, events):
+    for i in prange(b.shape[0]):
+        events[i] = _crossings_row(gram, b[i], counts, floor_ratio, out_w[:, i], out_lam[:, i])
+
+
+@njit(cache=True)
+def _crossings_row(gram, b, counts, floor_ratio, out_w, out_lam):
+    """Follow the path w(lam) from λ_max down, one event (a concept entering or leaving) at a time,
+    and record for each count N in `counts` (ascending) the weights and lam at its first crossing:
+    the event where an entering concept would make the support exceed N. Counts never exceeded
+    above floor_ratio·λ_max get the weights there. Between events w_P moves along d = G_PP⁻¹·1
+    (dw_P/d(−lam)), and the gradient outside P along G d − 1: one pass over the rows of G on P per
+    event. The weights are recomputed from the factor at every event, so rounding does not build up;
+    the caller re-solves each recorded point exactly. Returns the number of events, -1 if it gave up."""
+    k = b.shape[0]
+    members, chol, gpp, x, y = _new_state(k, 64)
+    in_set = np.zeros(k, dtype=np.bool_)
+    blocked = np.zeros(k, dtype=np.bool_)
+    lam = 0.0
+    for j in range(k):
+        lam = max(lam, b[j])
+    floor = floor_ratio * lam
+    grad = np.empty(k)
+    for j in range(k):
+        grad[j] = lam - b[j]
+    gd = np.empty(k)
+    d = np.empty(members.shape[0])
+    ones = np.empty(members.shape[0])
+    p = 0
+    t = 0
+    entered = -1  # the concept of the last event, kept from the opposite event for one step
+    left = -1
+    for event in range(50 * k + 100):
+        if d.shape[0] < members.shape[0]:
+            d = np.empty(members.shape[0])
+            ones = np.empty(members.shape[0])
+        for s in range(p):
+            ones[s] = 1.0
+        _solve_rt(chol, ones, p)
+        _back(chol, ones, p, d)
+        gd[:] = 0.0
+        for s in range(p):
+            ds = d[s]
+            row = gram[members[s]]
+            for j in range(k):
+                gd[j] += ds * row[j]
+        step = lam - floor
+        kind = 0
+        who = -1
+        for j in range(k):
+            if in_set[j] or blocked[j] or j == left:
+                continue
+            slope = 1.0 - gd[j]
+            if slope > 0.0:
+                dj = max(grad[j], 0.0) / slope
+                if dj < step:
+                    step = dj
+                    kind = 1
+                    who = j
+        for s in range(p):
+            if d[s] < 0.0 and members[s] != entered:
+                ds = x[s] / -d[s]
+                if ds < step:
+                    step = ds
+                    kind = 2
+                    who = s
+        step = max(step, 0.0)
+        before = lam
+        lam -= step
+        for s in range(p):
+            x[s] = max(x[s] + step * d[s], 0.0)
+        for j in range(k):
+            grad[j] += step * (gd[j] - 1.0)
+        # The first crossing of counts[t] (or the floor). At the crossing itself the entering concept's
+        # gradient is 0, so a solver may give it a weight of 1e-17: record a point just above it
+        # (1e-9 relative, inside the segment), where the support is unambiguous.
+        back = 0.0 if kind == 0 else min(lam * _ABOVE_CROSSING, 0.5 * (before - lam))
+        while t < counts.size and (kind == 0 or (kind == 1 and p + 1 > counts[t])):
+            out_lam[t] = lam + back
+            for s in range(p):
+                out_w[t, members[s]] = max(x[s] - back * d[s], 0.0)
+            t += 1
+        if t == counts.size or kind == 0:
+            return event + 1
+        entered = -1
+        left = -1
+        if kind == 1:
+            members, chol, gpp, x, y = _grow(members, chol, gpp, x, y, p, p + 1, k)
+            one = np.full(1, who, dtype=np.int64)
+            if _append_block(gram, b, members, chol, gpp, y, p, one, in_set) == 0:
+                blocked[who] = True  # numerically in the span of P: enters only at lam = 0
+                continue
+            p += 1
+            entered = who
+        else:
+            left = members[who]
+            p = _remove(members, chol, gpp, x, y, p, who, in_set)
+        _forward(chol, b - lam, members, p, y)  # exact weights at this lam from the factor
+        _back(chol, y, p, x)
+        for s in range(p):
+            if members[s] != entered:
+                x[s] = max(x[s], 0.0)
+        for s in range(p):
+            if members[s] == entered:
+                x[s] = 0.0
+    return -1
 
 
 @njit(cache=True)

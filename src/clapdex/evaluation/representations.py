@@ -64,15 +64,21 @@ def concept_view(embeddings: np.ndarray, dictionary, audio_mean: np.ndarray,
 def concept_views(embeddings: np.ndarray, dictionary, audio_mean: np.ndarray,
                   settings: Sequence[ConceptSetting]) -> Iterator[ConceptView]:
     """One ConceptView per setting, in order. The λ settings of a sweep are solved together, from the
-    largest λ down with warm starts (decompose_path): about the cost of the smallest λ alone."""
+    largest λ down with warm starts (decompose_path): about the cost of the smallest λ alone; the
+    max-concepts settings share one walk down the path (decompose_max_concepts_path)."""
     from clapdex.concepts import decompose as decomposition
 
     lams = sorted({s.lam for s in settings if s.max_concepts is None and s.lam is not None}, reverse=True)
     by_lam = {}
     if len(lams) > 1:
         by_lam = dict(zip(lams, decomposition.decompose_path(embeddings, dictionary, audio_mean, lams)))
+    counts = sorted({s.max_concepts for s in settings if s.max_concepts is not None})
+    by_count = {}
+    if len(counts) > 1:  # one walk down the path serves every N
+        by_count = dict(zip(counts, decomposition.decompose_max_concepts_path(embeddings, dictionary,
+                                                                              audio_mean, counts)))
     for setting in settings:
-        result = by_lam.get(setting.lam) if setting.max_concepts is None else None
+        result = by_lam.get(setting.lam) if setting.max_concepts is None else by_count.get(setting.max_concepts)
         if result is None:
             result = decomposition.decompose(embeddings, dictionary, audio_mean, lam=setting.lam,
                                              max_concepts=setting.max_concepts)
