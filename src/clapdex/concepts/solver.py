@@ -11,17 +11,22 @@ Optimality (KKT), with the gradient g = G w − b + lam:
     w_k > 0  ⇒  g_k = 0        and        w_k = 0  ⇒  g_k >= 0.
 
 Method, per row (rows run in parallel; each row's result depends only on that row):
-  1. Rounds: the gradient over all K concepts (K·|support| work with G) finds the KKT violators;
-     the worst of them (32 at w = 0, later as many as the support holds, at least 16) enter the
-     passive set P as one block.
+  1. Rounds: the gradient over all K concepts (K·|support| work: the rows of G on the support, read
+     from G's float32 copy, with the entries near the threshold recomputed from the float64 G) finds
+     the KKT violators; the worst of them (32 at w = 0, later as many as the support holds, at
+     least 16) enter the passive set P as one block.
   2. Lawson–Hanson on P: solve the linear system on P exactly, and when a weight would turn
      negative step back to the boundary and drop it. The Cholesky factor of G_PP is kept and
-     updated: an entering concept appends a row (O(p²)), a leaving one is deleted with Givens
-     rotations, so no step refactorises. An atom (numerically) in the span of P is not entered;
-     if only such violators remain, one is swapped in along the null direction (K > d, duplicates).
-  3. Repeat until no violator is left and the gradient on P is zero to `tol`.
-Warm starts (`warm_start`, `nonneg_lasso_path`, the max-concepts search) begin from a given support;
-a path keeps P and its factor from one lam to the next.
+     updated: an entering block is appended in one go (a triangular solve with the block as
+     right-hand side and a Cholesky of its Schur complement, O(p²) per concept), a leaving concept
+     is deleted with Givens rotations, so no step refactorises. An atom (numerically) in the span of
+     P is not entered; if only such violators remain, one is swapped in along the null direction
+     (K > d, duplicates).
+  3. Repeat until no violator is left and the gradient on P (from the kept float64 G_PP) is zero
+     to `tol`.
+Warm starts (`warm_start`, `nonneg_lasso_path`) begin from a given support; a path keeps P and its
+factor from one lam to the next. `nonneg_lasso_max_concepts` follows the path event by event
+(a homotopy) to the first crossing of the count, then solves there exactly.
 The result satisfies the KKT conditions over all K to `tol` (default 1e-10), and the weights on the
 support come from a direct linear solve, so they are exact to rounding. No iteration counts to tune,
 no randomness: the same input gives the same output.
