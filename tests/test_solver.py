@@ -472,3 +472,27 @@ def test_a_block_appends_exactly_like_one_concept_at_a_time():
         assert other[0] == p
         for mine, theirs in zip(states[0][1:], other[1:]):
             np.testing.assert_array_equal(mine, theirs)
+
+
+def test_max_concepts_at_large_supports_and_with_degenerate_atoms():
+    rng = np.random.default_rng(27)
+    d, k = 256, 1200
+    atoms = centred_atoms(rng, k, d)
+    z = unit_rows(rng.standard_normal((2, d)))
+    gram, b = problem(atoms, z)
+    w, lam_used = nonneg_lasso_max_concepts(gram, b, 200)
+    assert np.all(np.count_nonzero(w, axis=1) == 200)
+    assert kkt_violation(gram, b, w, lam_used).max() <= 1e-10
+    assert np.all(np.count_nonzero(nonneg_lasso(gram, b, lam_used * (1 - 1e-7)), axis=1) > 200)
+    # duplicates, near-parallel atoms and atoms in the span of others: the path must not stall on them
+    base = random_atoms(rng, 60, 24)
+    near = unit_rows(base[:10] + 1e-9 * rng.standard_normal((10, 24)))
+    mix = unit_rows(base[20:25] + base[25:30])
+    atoms = np.concatenate([base, base[:5], near, mix])
+    z = unit_rows(rng.standard_normal((8, 24)))
+    gram, b = problem(atoms, z)
+    for n_max in (5, 20):
+        w, lam_used = nonneg_lasso_max_concepts(gram, b, n_max)
+        assert np.count_nonzero(w, axis=1).max() <= n_max
+        assert kkt_violation(gram, b, w, lam_used).max() <= 1e-10
+        assert np.all(lam_used > 1e-4 * lambda_max(b))
