@@ -289,3 +289,34 @@ def test_a_rebuild_keeps_the_roots(built):
         summary = index.add([library], rebuild=True, vocabulary=str(base / "tones.txt"))
         assert summary.added == len(TONES)
         assert [(r.name, r.files) for r in index.roots()] == [("lib", len(TONES))]
+
+
+def test_files_indexed_both_ways_keep_the_roots_rows_when_the_root_moves_onto_them(built):
+    base, library, outside = built
+    second = base / "second"
+    shutil.copytree(library, second, copy_function=shutil.copy2)
+    with clapdex.open_index(base / "index", SpectralTestEncoder()) as index:
+        assert index.add([second]).copied == len(TONES)  # absolute rows: another copy
+        with IndexStore.open(base / "index") as store:
+            kept = {p: i for i, p in ((r.id, r.path) for r in store.files())
+                    if p.startswith(str(library))}
+        index.set_root("lib", second)
+        with IndexStore.open(base / "index") as store:
+            assert stored_paths(store) == sorted([str(outside)] + [f"{ROOT_MARK}lib/{name}"
+                                                                   for name in TONES])
+            assert sorted(r.id for r in store.files() if r.path != str(outside)) == \
+                sorted(kept.values())  # the root's rows, not the copies
+        assert index.doctor()["ok"]
+
+
+def test_a_root_named_after_its_folder_must_not_take_another_roots_name(built):
+    base, library, _ = built
+    other = base / "x" / "lib"
+    other.mkdir(parents=True)
+    with clapdex.open_index(base / "index", SpectralTestEncoder()) as index:
+        index.add([library], roots=[str(library)])  # the root already there: `lib`
+        assert [r.name for r in index.roots()] == ["lib"]
+        with pytest.raises(RootError, match="a root named 'lib' is already at"):
+            index.add([other], roots=[str(other)])
+        index.add([other], roots=[f"other={other}"])
+        assert [r.name for r in index.roots()] == ["lib", "other"]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -263,20 +264,28 @@ class Index:
         absolute paths under `location` become relative to it. Returns its RootInfo."""
         from clapdex.storage.roots import describe
 
-        self.refresh()
-        try:
-            with IndexStore.open(self.path, write=True) as store:
-                store.set_root(name, location)
-                return next(info for info in describe(store) if info.name == name)
-        finally:
-            self.refresh()
+        with self._writing() as store:
+            store.set_root(name, location)
+            return next(info for info in describe(store) if info.name == name)
 
     def remove_root(self, name: str) -> int:
         """Forget the root `name`; its files get absolute paths again. Returns how many."""
+        with self._writing() as store:
+            return store.remove_root(name)
+
+    @contextmanager
+    def _writing(self):
+        """The index opened for a change of its file rows. If the change deleted segments (a
+        file indexed both with and without a root keeps one row), the FAISS file follows."""
+        from clapdex.storage.dense import DenseIndex
+
         self.refresh()
         try:
             with IndexStore.open(self.path, write=True) as store:
-                return store.remove_root(name)
+                before = store.counts()["segments"]
+                yield store
+                if store.counts()["segments"] != before and store.faiss_path.exists():
+                    DenseIndex.open(store)  # synced with the database and saved
         finally:
             self.refresh()
 

@@ -24,7 +24,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import scipy.sparse as sp
-from sqlalchemy import Text, delete, func, insert, select, type_coerce, update
+from sqlalchemy import Text, bindparam, delete, func, insert, select, type_coerce, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session, sessionmaker
@@ -403,7 +403,7 @@ class IndexStore:
     @property
     def roots(self) -> Roots:
         """The index's roots for this process: the stored locations, $CLAPDEX_ROOT_<NAME>."""
-        settings = self.settings
+        settings = self._settings or self.settings
         if self._roots is None or self._roots[0] is not settings:
             self._roots = (settings, Roots(settings.roots, str(self.root)))
         return self._roots[1]
@@ -459,21 +459,29 @@ class IndexStore:
         return len(rows)
 
     def _restore_paths(self, session: Session, rows) -> None:
-        """Store each (file id, OS path) again under the current roots. A file whose new stored
-        form is another row's (the same file, indexed both with and without a root) is dropped."""
-        dropped = 0
-        for file_id, path in rows:
-            other = session.scalar(select(FileRow.id).where(FileRow.path == path,
-                                                            FileRow.id != file_id))
-            if other is not None:
-                self._delete_id(session, file_id)
-                dropped += 1
-            else:
-                session.execute(update(FileRow).where(FileRow.id == file_id).values(path=path))
+        """Store each (file id, OS path) again under the current roots, in bulk. A file whose new
+        stored form another row already has (the same file, indexed both with and without a
+        root) is dropped: that row keeps it."""
+        raw = type_coerce(FileRow.path, Text())
+        new = {int(file_id): self.roots.to_db(path) for file_id, path in rows}
+        forms = list(new.values())
+        holders: dict[str, int] = {}
+        for start in range(0, len(forms), _CHUNK):
+            holders.update(session.execute(select(raw, FileRow.id).where(
+                raw.in_(forms[start:start + _CHUNK]))).all())
+        dropped = [file_id for file_id, form in new.items() if holders.get(form, file_id) != file_id]
+        for file_id in dropped:
+            self._delete_id(session, file_id)
+        table = FileRow.__table__
+        changes = [{"file_id": file_id, "stored": form} for file_id, form in new.items()
+                   if form not in holders]
+        if changes:
+            session.execute(update(table).where(table.c.id == bindparam("file_id"))
+                            .values(path=bindparam("stored", type_=Text())), changes)
         if dropped:
             from clapdex.notices import notify
 
-            notify(f"{dropped} file(s) were indexed both with and without a root; "
+            notify(f"{len(dropped)} file(s) were indexed both with and without a root; "
                    "kept the root's rows")
 
     def root_counts(self) -> dict[str, int]:

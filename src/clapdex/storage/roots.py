@@ -23,7 +23,8 @@ from typing import Mapping
 
 from clapdex.errors import IndexDamagedError, RootError, UnknownRootError
 from clapdex.printable import one_line
-from clapdex.storage.schema import os_text_from_db, os_text_to_db, parse_root_form, root_form
+from clapdex.storage.schema import (ROOT_MARK, os_text_from_db, os_text_to_db, parse_root_form,
+                                    root_form)
 
 ENV_PREFIX = "CLAPDEX_ROOT_"
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
@@ -170,10 +171,9 @@ class Roots:
 
     def from_db(self, stored: str) -> str:
         """The OS path of a stored one (UnknownRootError for a root this index does not define)."""
-        parsed = parse_root_form(stored)
-        if parsed is None:
+        if not stored.startswith(ROOT_MARK):
             return os_text_from_db(stored)
-        name, relative = parsed
+        name, relative = parse_root_form(stored)
         root = self.roots.get(name)
         if root is None:
             raise UnknownRootError(
@@ -181,7 +181,7 @@ class Roots:
                 f"({one_line(relative)}), a root it does not define; set that root's location")
         if os.sep != "/":
             relative = relative.replace("/", os.sep)
-        return os.path.join(root.effective, relative) if relative else root.effective
+        return root.effective + os.sep + relative if relative else root.effective
 
 
 @dataclass(frozen=True)
