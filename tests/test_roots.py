@@ -306,7 +306,7 @@ def test_files_indexed_both_ways_keep_the_roots_rows_when_the_root_moves_onto_th
                                                                    for name in TONES])
             assert sorted(r.id for r in store.files() if r.path != str(outside)) == \
                 sorted(kept.values())  # the root's rows, not the copies
-        assert index.doctor()["ok"]
+        assert index.doctor().ok
 
 
 def test_a_root_named_after_its_folder_must_not_take_another_roots_name(built):
