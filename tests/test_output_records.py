@@ -10,6 +10,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -42,6 +43,10 @@ def corpus(tmp_path_factory):
     write_audio(root / "audio/a.wav", tone_mix((400, 1000), 5.0, 8000), 8000)
     write_audio(root / "audio/b.wav", tone_mix((700,), 3.0, 8000), 8000)
     shutil.copy(root / "audio/b.wav", root / "audio/b_copy.wav")
+    write_audio(root / "audio/quiet.wav", np.zeros(8000 * 3, np.float32), 8000)  # flagged silent
+    cut = root / "audio/cut.wav"  # flagged truncated
+    write_audio(cut, tone_mix((400,), 4.0, 8000), 8000)
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
     vocab = write_vocabulary(root)
     with clapdex.create_index(root / "index", SpectralTestEncoder(), vocabulary=str(vocab),
                               lam=0.01) as index:
@@ -53,6 +58,9 @@ COMMANDS = [  # (record kind, arguments)
     ("Segment", ["show", "a.wav"]),
     ("Segment", ["audit", "a 400 hz tone OR a 700 hz tone"]),
     ("Segment", ["audit", "--poorly-explained", "--below", "1"]),
+    ("Segment", ["audit", "--flag", "silent"]),
+    ("Segment", ["show", "quiet.wav"]),
+    ("Flagged file", ["audit", "--flag", "truncated"]),
     ("Window", ["explain", "{root}/audio/a.wav", "--vocab", "{root}/tones.txt"]),
     ("Search result", ["search", "a 400 hz tone", "-k", "2"]),
     ("Search result", ["search", "-c", "a 400 hz tone", "--segments"]),

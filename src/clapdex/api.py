@@ -82,6 +82,18 @@ class PoorlyExplainedResult:
     segments: list = field(default_factory=list)   # audit.queries.PoorlyExplained, lowest first
 
 
+@dataclass
+class FlaggedResult:
+    """`audit --flag`: `total` flagged files ("truncated") or segments ("silent", "clipped") in
+    `files` files; `rows` lists the first ones in path and time order (audit.queries.FlaggedFile
+    or FlaggedSegment)."""
+
+    flag: str
+    total: int
+    files: int
+    rows: list = field(default_factory=list)
+
+
 # ---- the index ---------------------------------------------------------------------------------
 
 class Index:
@@ -411,6 +423,14 @@ class Index:
 
         total, rows = poorly_explained(self.store, below=below, limit=limit)
         return PoorlyExplainedResult(total=total, below=below, segments=rows)
+
+    def flagged(self, flag: str, limit: int | None = 100) -> FlaggedResult:
+        """Damaged and silent audio: the files flagged "truncated" (indexed with what decoded,
+        with their warning) or the segments flagged "silent" or "clipped" (docs/indexing.md)."""
+        from clapdex.audit.queries import flagged
+
+        total, files, rows = flagged(self.store, flag, limit=limit)
+        return FlaggedResult(flag=flag, total=total, files=files, rows=rows)
 
     def duplicates(self, threshold: float | None = None, near: bool = True) -> list:
         """Exact copies (same content) and, with `near`, near-duplicates (the same audio in another

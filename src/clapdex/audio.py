@@ -23,11 +23,16 @@ block the reader, a device never ends), permission denied, empty file, not audio
 an implausible sample rate or more than 1 s of audio per MIN_BYTES_PER_SECOND bytes (a few KB must
 not become hours of audio at the model's rate), zero-length audio, NaN/inf samples, decoder errors.
 Memory stays bounded whatever a header says (blocks shrink with the channel count and upsampling).
-Truncated files: the header's length is not trusted; decoding stops where the data really ends and what was decoded is used (WAV, AIFF,
-MP3 and most cut OGG files stop cleanly). If the decoder reports corruption instead (e.g. FLAC
-"lost sync"), or nothing decodable is left, the file is refused with AudioError; `iter_windows` may
-have yielded earlier windows by then, so callers should discard a file's windows on AudioError.
-Silent audio is valid; `is_silent` tells callers cheaply.
+Damaged files (docs/indexing.md "Damaged, silent and clipped audio"): the header's length is not
+trusted. Decoding goes on until the data really ends or the decoder reports damage (e.g. FLAC
+"lost sync"); then the part before the damage is re-read in small steps, so what decodes is used
+whatever the format. `DecodeReport.warning` tells the truth about it ("header says 12.0 s, decoded
+6.0 s"): the claim is the WAV data chunk, the AIFF COMM chunk, FLAC's STREAMINFO or an MP3's
+Xing/Info frame count (an MP3 without one has no claim to compare); an OGG stream whose last page
+lacks its end-of-stream mark was cut short. Nothing decodable, or less than MIN_AUDIO_SECONDS, is
+refused with AudioError (short audio is not repeated from a few samples into a buzz).
+`DecodeReport.levels` measures each window's RMS level and clipped samples (at the source rate,
+before downmixing and resampling), which the indexer turns into silent / clipped flags.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ import numpy as np
 import soundfile
 import soxr
 
+from clapdex.defaults import (CLIP_LEVEL, CLIP_RUN, CLIPPED_FRACTION, LEVEL_FLOOR_DB,
+                              MIN_AUDIO_SECONDS, SILENT_LEVEL_DB, TRUNCATION_TOLERANCE_SECONDS)
 from clapdex.errors import AudioError
 from clapdex.native_stderr import quiet_native_stderr
 
@@ -50,9 +57,10 @@ AUDIO_EXTENSIONS: frozenset[str] = frozenset(
 )
 
 MAX_LOAD_SECONDS = 3600.0    # load_audio refuses longer files (use iter_windows): ~0.6 GB at 44.1 kHz
-SILENCE_PEAK = 1e-4          # |sample| at or below this everywhere counts as silence (-80 dBFS)
 _BLOCK_FRAMES = 1 << 16      # source frames decoded per block (fewer for many channels or upsampling)
 _BLOCK_SAMPLES = 1 << 19     # at most this many samples per block, in and out of the resampler
+_RECOVER_FRAMES = 1024       # read size when re-reading up to damage (FLAC blocks are 4096 frames)
+_LEVEL_BIN_SECONDS = 0.01    # levels are kept per 10 ms of source audio (bounded memory for 1 h)
 # Limits on what a header may claim (a 4 KB WAV at 1 Hz would otherwise become 33 minutes of audio
 # at the model's rate). Real audio lies far inside: 8 kHz is the lowest common rate, 768 kHz the
 # highest; FLAC of digital silence at 8 kHz still takes ~23 bytes per second.
@@ -70,11 +78,29 @@ class Window:
 
 @dataclass(frozen=True)
 class AudioInfo:
-    """The source file: its duration, native sample rate, channel count and frame count."""
+    """The source file: its duration, native sample rate, channel count and frame count, and
+    (load_audio) the truncation warning of DecodeReport.warning."""
     duration: float
     sample_rate: int
     channels: int
     frames: int
+    warning: str | None = None
+
+
+@dataclass(frozen=True)
+class WindowLevels:
+    """Per window: RMS level in dBFS (LEVEL_FLOOR_DB for digital silence) and the fraction of its
+    source samples that are clipped. The flags' thresholds live in clapdex.defaults."""
+    level_db: np.ndarray          # (n,) float64
+    clipped_fraction: np.ndarray  # (n,) float64, 0..1
+
+    @property
+    def silent(self) -> np.ndarray:
+        return self.level_db < SILENT_LEVEL_DB
+
+    @property
+    def clipped(self) -> np.ndarray:
+        return self.clipped_fraction >= CLIPPED_FRACTION
 
 
 def probe(path: str | os.PathLike) -> AudioInfo:
@@ -92,13 +118,13 @@ def load_audio(path: str | os.PathLike, sample_rate: int,
     iter_windows instead.
     """
     chunks: list[np.ndarray] = []
-    decoded = _Decoded()
+    decoded = DecodeReport()
     for chunk in _decode(path, sample_rate, decoded, max_seconds=max_seconds):
         chunks.append(chunk)
     samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     info = decoded.info
     info = AudioInfo(duration=decoded.frames / info.sample_rate, sample_rate=info.sample_rate,
-                     channels=info.channels, frames=decoded.frames)
+                     channels=info.channels, frames=decoded.frames, warning=decoded.warning)
     return samples, info
 
 
@@ -115,16 +141,18 @@ def cut_windows(samples: np.ndarray, sample_rate: int, window_seconds: float,
 
 def iter_windows(path: str | os.PathLike, sample_rate: int, window_seconds: float,
                  hop_seconds: float | None = None,
-                 batch: int = 64) -> Iterator[tuple[np.ndarray, list[Window]]]:
+                 batch: int = 64, report: "DecodeReport | None" = None
+                 ) -> Iterator[tuple[np.ndarray, list[Window]]]:
     """Stream a file's windows in batches of at most `batch`, in bounded memory.
 
     Yields exactly what cut_windows(load_audio(path, sample_rate)[0], ...) returns, split in batches.
+    Pass a DecodeReport to learn, once iteration ends, what decoding found (warning, levels).
     """
     if batch < 1:
         raise ValueError("batch must be at least 1")
     cutter = _WindowCutter(sample_rate, window_seconds, hop_seconds)
     pending: list[tuple[np.ndarray, Window]] = []
-    for chunk in _decode(path, sample_rate, _Decoded()):
+    for chunk in _decode(path, sample_rate, DecodeReport() if report is None else report):
         for pair in cutter.feed(chunk):
             pending.append(pair)
             if len(pending) == batch:
@@ -135,19 +163,89 @@ def iter_windows(path: str | os.PathLike, sample_rate: int, window_seconds: floa
         yield _stack(pending, cutter.window_samples)
 
 
-def is_silent(samples: np.ndarray, threshold: float = SILENCE_PEAK) -> bool:
-    """True if no sample's magnitude exceeds `threshold` (works on audio or a batch of windows)."""
-    return samples.size == 0 or float(np.max(np.abs(samples))) <= threshold
-
-
 # --- decoding -----------------------------------------------------------------------------------
 
-class _Decoded:
-    """What _decode learned about the file: its header info and how many frames it really held."""
+class DecodeReport:
+    """What decoding one file found: its header, the frames really decoded, what the header
+    claimed, whether damage stopped the decoder (and why), and per 10 ms of source audio the
+    energy and the clipped samples that `levels` turns into per-window measures."""
 
     def __init__(self) -> None:
         self.info: AudioInfo | None = None
         self.frames = 0
+        self.claimed_frames: int | None = None  # None: the format states no length (OGG)
+        self.no_end_mark = False                # OGG: the last page lacks its end-of-stream flag
+        self.stopped: str | None = None         # the decoder's reason, when damage ended decoding
+        self._bin = 1
+        self._bins: list[tuple[int, np.ndarray, np.ndarray]] = []  # (first bin, energy, clipped)
+
+    @property
+    def truncated(self) -> bool:
+        return self.warning is not None
+
+    @property
+    def warning(self) -> str | None:
+        """One line when the file is damaged or cut short: "header says 12.0 s, decoded 6.0 s"."""
+        if self.info is None:
+            return None
+        rate = self.info.sample_rate
+        decoded = _duration(self.frames / rate)
+        short = (self.claimed_frames is not None and
+                 (self.claimed_frames - self.frames) / rate > TRUNCATION_TOLERANCE_SECONDS)
+        if short:
+            text = f"header says {_duration(self.claimed_frames / rate)}, decoded {decoded}"
+        elif self.no_end_mark:
+            text = f"cut short (the stream has no end-of-stream mark), decoded {decoded}"
+        elif self.stopped:
+            text = f"decoded {decoded}"
+        else:
+            return None
+        return text + (f"; decoding stopped: {self.stopped}" if self.stopped else "")
+
+    def _measure(self, block: np.ndarray, mono: np.ndarray) -> None:
+        """Energy (mono) and clipped frames (any channel at full scale for CLIP_RUN samples) of a
+        block that starts at frame self.frames, added per bin."""
+        n = len(block)
+        first = self.frames // self._bin
+        bins = (self.frames + np.arange(n)) // self._bin - first
+        energy = np.bincount(bins, weights=np.square(mono, dtype=np.float64))
+        hot = np.abs(block) >= CLIP_LEVEL
+        clipped = np.zeros(len(energy))
+        if n >= CLIP_RUN and hot.any():
+            run = np.logical_and.reduce([hot[k:n - CLIP_RUN + 1 + k] for k in range(CLIP_RUN)])
+            marked = np.zeros_like(hot)
+            for k in range(CLIP_RUN):
+                marked[k:n - CLIP_RUN + 1 + k] |= run
+            clipped = np.bincount(bins, weights=marked.any(axis=1), minlength=len(energy))
+        self._bins.append((first, energy, clipped))
+
+    def levels(self, windows: list[Window]) -> WindowLevels:
+        """RMS level and clipped fraction of each window (times in seconds), from the source audio
+        it covers (to 10 ms at its edges; a short file's one window: the file itself)."""
+        total = -(-self.frames // self._bin) if self.frames else 0
+        energy, clipped, count = np.zeros(total), np.zeros(total), np.full(total, float(self._bin))
+        if total:
+            count[-1] = self.frames - (total - 1) * self._bin
+        for first, e, c in self._bins:
+            energy[first:first + len(e)] += e
+            clipped[first:first + len(c)] += c
+        sums = [np.concatenate([[0.0], np.cumsum(a)]) for a in (energy, clipped, count)]
+        rate = self.info.sample_rate if self.info else 1
+        starts = np.array([w.start for w in windows], np.float64) * rate / self._bin
+        ends = np.array([w.end for w in windows], np.float64) * rate / self._bin
+        lo = np.clip(np.floor(starts + 1e-9).astype(np.int64), 0, total)
+        hi = np.clip(np.ceil(ends - 1e-9).astype(np.int64), 0, total)
+        hi = np.maximum(hi, np.minimum(lo + 1, total))
+        e, c, n = (s[hi] - s[lo] for s in sums)
+        n = np.maximum(n, 1.0)
+        with np.errstate(divide="ignore"):
+            level = 10 * np.log10(e / n)
+        return WindowLevels(level_db=np.maximum(level, LEVEL_FLOOR_DB),
+                            clipped_fraction=np.minimum(c / n, 1.0))
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.1f} s"
 
 
 def _open(path: str | os.PathLike) -> soundfile.SoundFile:
@@ -206,13 +304,15 @@ def _info_of(path: str | os.PathLike, sound: soundfile.SoundFile) -> AudioInfo:
                      channels=sound.channels, frames=sound.frames)
 
 
-def _decode(path: str | os.PathLike, sample_rate: int, decoded: _Decoded,
+def _decode(path: str | os.PathLike, sample_rate: int, decoded: DecodeReport,
             max_seconds: float | None = None) -> Iterator[np.ndarray]:
     """Yield float32 mono chunks at `sample_rate`; fills `decoded` as it goes."""
     if int(sample_rate) != sample_rate or sample_rate <= 0:
         raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
     with _open(path) as sound:
         info = decoded.info = _info_of(path, sound)
+        decoded.claimed_frames, decoded.no_end_mark = _header_claim(path, sound)
+        decoded._bin = max(1, round(info.sample_rate * _LEVEL_BIN_SECONDS))
         if max_seconds is not None and info.duration > max_seconds:
             raise AudioError(path, f"too long to load whole ({info.duration:.0f} s > "
                                    f"{max_seconds:.0f} s); stream it with iter_windows")
@@ -221,10 +321,11 @@ def _decode(path: str | os.PathLike, sample_rate: int, decoded: _Decoded,
             resampler = soxr.ResampleStream(info.sample_rate, sample_rate, 1,
                                             dtype="float32", quality="HQ")
         # Read until the data really ends: headers of truncated files overstate the length.
-        for block in _blocks(path, sound, _block_frames(info, sample_rate)):
+        for block in _blocks(path, sound, _block_frames(info, sample_rate), decoded):
             mono = _downmix(block)
             if not np.isfinite(mono).all():
                 raise AudioError(path, "contains NaN or infinite samples")
+            decoded._measure(block, mono)
             decoded.frames += len(block)
             if max_seconds is not None and decoded.frames > max_seconds * info.sample_rate:
                 raise AudioError(path, f"too long to load whole (> {max_seconds:.0f} s); "
@@ -232,8 +333,15 @@ def _decode(path: str | os.PathLike, sample_rate: int, decoded: _Decoded,
             out = resampler.resample_chunk(mono, last=False) if resampler else mono
             if out.size:
                 yield out
+        if decoded.frames == 0 and decoded.stopped:
+            raise AudioError(path, f"decoding failed, file damaged or truncated ({decoded.stopped})")
         if decoded.frames == 0:
             raise AudioError(path, "zero-length audio (no samples could be decoded)")
+        if decoded.frames < MIN_AUDIO_SECONDS * info.sample_rate:
+            least = f"at least {_duration(MIN_AUDIO_SECONDS)}"
+            raise AudioError(path, f"{decoded.warning}: too short to index ({least})"
+                             if decoded.warning else f"too short to index: only "
+                             f"{_duration(decoded.frames / info.sample_rate)} of audio ({least})")
         if resampler:
             out = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
             if out.size:
@@ -248,18 +356,109 @@ def _block_frames(info: AudioInfo, sample_rate: int) -> int:
                       int(_BLOCK_SAMPLES / upsampling)))
 
 
-def _blocks(path: str | os.PathLike, sound: soundfile.SoundFile,
-            frames: int = _BLOCK_FRAMES) -> Iterator[np.ndarray]:
+def _blocks(path: str | os.PathLike, sound: soundfile.SoundFile, frames: int,
+            decoded: DecodeReport) -> Iterator[np.ndarray]:
+    """The file's blocks until its data ends. When the decoder reports damage, the audio from the
+    last whole block up to the damage is re-read in small steps (a failed read returns nothing)
+    and decoding stops there, with the reason in `decoded.stopped`."""
     while True:
         try:
             block = sound.read(frames, dtype="float32", always_2d=True)
         except (soundfile.SoundFileError, OSError, ValueError) as error:
-            raise AudioError(path, f"decoding failed, file damaged or truncated "
-                                   f"({_short(error)})") from None
+            decoded.stopped = _short(error)
+            yield from _reread_up_to_damage(path, decoded.frames)
+            return
         if len(block):
             yield block
         if len(block) < frames:
             return
+
+
+def _reread_up_to_damage(path: str | os.PathLike, start: int) -> Iterator[np.ndarray]:
+    try:  # a fresh decoder: the failed one may be unable even to seek
+        with soundfile.SoundFile(os.fsencode(path)) as sound:
+            sound.seek(start)
+            while True:
+                block = sound.read(_RECOVER_FRAMES, dtype="float32", always_2d=True)
+                if len(block):
+                    yield block
+                if len(block) < _RECOVER_FRAMES:
+                    return
+    except (soundfile.SoundFileError, OSError, ValueError):
+        return  # the damage: what came before it has been yielded
+
+
+def _header_claim(path: str | os.PathLike, sound: soundfile.SoundFile) -> tuple[int | None, bool]:
+    """(frames the header claims, whether an OGG stream lacks its end mark). libsndfile reports
+    what a cut WAV or AIFF file holds, so their headers are read here; FLAC and MP3 (Xing/Info)
+    lengths are what libsndfile reports; OGG states no length."""
+    try:
+        with open(path, "rb") as handle:
+            if sound.format in ("WAV", "WAVEX"):
+                return _riff_frames(handle) or sound.frames, False
+            if sound.format == "AIFF":
+                return _aiff_frames(handle) or sound.frames, False
+            if sound.format == "OGG":
+                return None, not _ogg_ends_cleanly(handle)
+    except (OSError, ValueError, IndexError):
+        pass
+    return sound.frames, False
+
+
+def _riff_frames(handle) -> int | None:
+    """Frames the 'data' chunk claims (its byte size / block align), None when unknown."""
+    head = handle.read(12)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    align = None
+    for _ in range(64):
+        chunk = handle.read(8)
+        if len(chunk) < 8:
+            return None
+        kind, size = chunk[:4], int.from_bytes(chunk[4:], "little")
+        if kind == b"fmt ":
+            body = handle.read(size + (size & 1))
+            align = int.from_bytes(body[12:14], "little")
+        elif kind == b"data":
+            if not align or size in (0, 0xFFFFFFFF):  # streamed WAVs leave the size open
+                return None
+            return size // align
+        else:
+            handle.seek(size + (size & 1), os.SEEK_CUR)
+    return None
+
+
+def _aiff_frames(handle) -> int | None:
+    """numSampleFrames of the COMM chunk."""
+    head = handle.read(12)
+    if head[:4] != b"FORM" or head[8:12] not in (b"AIFF", b"AIFC"):
+        return None
+    for _ in range(64):
+        chunk = handle.read(8)
+        if len(chunk) < 8:
+            return None
+        kind, size = chunk[:4], int.from_bytes(chunk[4:], "big")
+        if kind == b"COMM":
+            return int.from_bytes(handle.read(6)[2:6], "big") or None
+        handle.seek(size + (size & 1), os.SEEK_CUR)
+    return None
+
+
+def _ogg_ends_cleanly(handle) -> bool:
+    """Whether the file ends with a whole OGG page that carries the end-of-stream flag."""
+    handle.seek(0, os.SEEK_END)
+    size = handle.tell()
+    handle.seek(max(0, size - 65536))  # a page is at most 65,307 bytes
+    tail = handle.read()
+    at = tail.rfind(b"OggS")
+    while at >= 0:
+        if at + 27 <= len(tail):
+            segments = tail[at + 26]
+            table = tail[at + 27: at + 27 + segments]
+            if len(table) == segments and at + 27 + segments + sum(table) == len(tail):
+                return bool(tail[at + 5] & 0x04)
+        at = tail.rfind(b"OggS", 0, at)
+    return False
 
 
 def _downmix(block: np.ndarray) -> np.ndarray:
@@ -270,7 +469,8 @@ def _downmix(block: np.ndarray) -> np.ndarray:
 
 def _short(error: Exception) -> str:
     text = getattr(error, "error_string", None) or str(error)  # libsndfile's reason, without the path
-    return " ".join(text.split()).rstrip(".") or type(error).__name__
+    text = " ".join(text.split()).rstrip(".").removeprefix("Error : ")
+    return text or type(error).__name__
 
 
 # --- windowing ----------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from clapdex.audit.concepts import ConceptLookup, UnknownConceptError
 from clapdex.audit.expression import (ExpressionError, Node, Not, Or, Term, parse,
                                       positive_terms, terms, to_text)
 from clapdex.audit.files import find_indexed_file
+from clapdex.defaults import FLAGS
 from clapdex.errors import QueryError
 from clapdex.storage.schema import FileRow, PostingRow, SegmentRow
 
@@ -304,16 +305,18 @@ class PoorlyExplained:
 def poorly_explained(store, below: float = 0.5, limit: int | None = 50,
                      n_concepts: int = 3) -> tuple[int, list[PoorlyExplained]]:
     """(count of segments with concept fidelity < below, the lowest ones first). Concept
-    fidelity, not reconstruction fidelity: a window no concept explains (silence, an
-    off-vocabulary sound) has concept fidelity 0 but a reconstruction fidelity near ‖μ_A‖."""
+    fidelity, not reconstruction fidelity: a window no concept explains (an off-vocabulary
+    sound) has concept fidelity 0 but a reconstruction fidelity near ‖μ_A‖. Segments flagged
+    silent are left out: they have no concept by design (`flagged(store, "silent")`)."""
     lookup = ConceptLookup.load(store)
+    # Silent segments have no concept on purpose: `audit --flag silent` lists them, not this.
+    poor = and_(SegmentRow.concept_fidelity < below, SegmentRow.silent.is_not(True))
     with store.session() as session:
-        total = session.scalar(select(func.count()).select_from(SegmentRow)
-                               .where(SegmentRow.concept_fidelity < below))
+        total = session.scalar(select(func.count()).select_from(SegmentRow).where(poor))
         statement = (select(SegmentRow.id, FileRow.path, SegmentRow.file_id, SegmentRow.start,
                             SegmentRow.end, SegmentRow.concept_fidelity, SegmentRow.fidelity)
                      .join(FileRow, FileRow.id == SegmentRow.file_id)
-                     .where(SegmentRow.concept_fidelity < below)
+                     .where(poor)
                      .order_by(SegmentRow.concept_fidelity, SegmentRow.id))
         rows = session.execute(statement.limit(limit) if limit else statement).all()
         weights = _weights_of(session, [r.id for r in rows], None)
@@ -336,12 +339,17 @@ class SegmentProfile:
     concepts: list[tuple[str, float]]  # strongest first
     concept_fidelity: float = 0.0
     segment_id: int | None = None
+    flags: list[str] | None = None     # "silent", "clipped"; None: not measured
+    level_db: float | None = None      # RMS level of the window's audio, dBFS
+    clipped_fraction: float | None = None
 
     def to_row(self) -> dict:
         return {"segment_id": self.segment_id, "start": self.start, "end": self.end,
                 "concept_fidelity": self.concept_fidelity,
                 "fidelity": self.fidelity,
-                "concepts": [{"concept": n, "weight": w} for n, w in self.concepts]}
+                "concepts": [{"concept": n, "weight": w} for n, w in self.concepts],
+                "flags": self.flags, "level_db": self.level_db,
+                "clipped_fraction": self.clipped_fraction}
 
 
 @dataclass
@@ -351,11 +359,12 @@ class FileProfile:
     segments: list[SegmentProfile]
     file_id: int | None = None
     missing: bool = False           # the file is no longer on disk (its concepts are still indexed)
+    warning: str | None = None      # truncated: "header says 12.0 s, decoded 6.0 s"
 
     def rows(self) -> list[dict]:
         """One segment record per segment (docs/output.md), in time order."""
-        return [{"path": self.path, "file_id": self.file_id, **s.to_row(), "missing": self.missing}
-                for s in self.segments]
+        return [{"path": self.path, "file_id": self.file_id, "warning": self.warning,
+                 **s.to_row(), "missing": self.missing} for s in self.segments]
 
 
 def file_profile(store, name: str, top: int = 5) -> FileProfile:
@@ -363,8 +372,10 @@ def file_profile(store, name: str, top: int = 5) -> FileProfile:
     lookup = ConceptLookup.load(store)
     with store.session() as session:
         indexed = find_indexed_file(session, name)
+        warning = session.scalar(select(FileRow.warning).where(FileRow.id == indexed.id))
         segments = session.execute(select(SegmentRow.id, SegmentRow.start, SegmentRow.end,
-                                          SegmentRow.fidelity, SegmentRow.concept_fidelity)
+                                          SegmentRow.fidelity, SegmentRow.concept_fidelity,
+                                          *_LEVELS)
                                    .where(SegmentRow.file_id == indexed.id)
                                    .order_by(SegmentRow.start, SegmentRow.id)).all()
         weights = _weights_of(session, [s.id for s in segments], None)
@@ -372,6 +383,89 @@ def file_profile(store, name: str, top: int = 5) -> FileProfile:
     return FileProfile(indexed.path, indexed.duration, [
         SegmentProfile(float(s.start), float(s.end), float(s.fidelity),
                        [(lookup.name_of(c), w) for c, w in weights.get(int(s.id), [])[:top]],
-                       float(s.concept_fidelity), int(s.id))
-        for s in segments], int(indexed.id), not os.path.exists(indexed.path))
+                       float(s.concept_fidelity), int(s.id), *_levels_of(s))
+        for s in segments], int(indexed.id), not os.path.exists(indexed.path), warning)
+
+
+# ---- damaged, silent and clipped audio -----------------------------------------------------------
+
+_LEVELS = (SegmentRow.silent, SegmentRow.clipped, SegmentRow.level_db, SegmentRow.clipped_fraction)
+
+
+def _levels_of(row) -> tuple:
+    """(flags, level_db, clipped_fraction) of a row holding the _LEVELS columns; flags are None
+    for a segment never measured (indexed before schema 5, or imported embeddings)."""
+    flags = None
+    if row.silent is not None or row.clipped is not None:
+        flags = [name for name, on in (("silent", row.silent), ("clipped", row.clipped)) if on]
+    return (flags, None if row.level_db is None else float(row.level_db),
+            None if row.clipped_fraction is None else float(row.clipped_fraction))
+
+
+@dataclass
+class FlaggedFile:
+    """A file indexed with what decoded of it: `warning` says what its header claimed."""
+
+    path: str
+    file_id: int
+    duration: float | None
+    warning: str
+
+    def to_row(self) -> dict:
+        return {"path": self.path, "file_id": self.file_id, "duration": self.duration,
+                "flags": ["truncated"], "warning": self.warning}
+
+
+@dataclass
+class FlaggedSegment:
+    """A segment flagged silent or clipped, with its measures and (clipped) its concepts."""
+
+    path: str
+    file_id: int
+    segment_id: int
+    start: float
+    end: float
+    flags: list[str]
+    level_db: float | None
+    clipped_fraction: float | None
+    concepts: list[tuple[str, float]]
+
+    def to_row(self) -> dict:
+        return {"path": self.path, "file_id": self.file_id, "segment_id": self.segment_id,
+                "start": self.start, "end": self.end, "flags": self.flags,
+                "level_db": self.level_db, "clipped_fraction": self.clipped_fraction,
+                "concepts": [{"concept": n, "weight": w} for n, w in self.concepts]}
+
+
+def flagged(store, flag: str, limit: int | None = 100,
+            n_concepts: int = 3) -> tuple[int, int, list]:
+    """(count, files, rows): the files flagged "truncated" (FlaggedFile) or the segments flagged
+    "silent" / "clipped" (FlaggedSegment), in path and time order, at most `limit` rows."""
+    if flag not in FLAGS:
+        raise QueryError(f"unknown flag {flag!r}; flags: {', '.join(FLAGS)}")
+    with store.session() as session:
+        if flag == "truncated":
+            where = and_(FileRow.status == "indexed", FileRow.warning.is_not(None))
+            total = session.scalar(select(func.count()).select_from(FileRow).where(where)) or 0
+            statement = (select(FileRow.path, FileRow.id, FileRow.duration, FileRow.warning)
+                         .where(where).order_by(FileRow.path))
+            rows = session.execute(statement.limit(limit) if limit else statement).all()
+            return int(total), int(total), [FlaggedFile(r.path, int(r.id), r.duration, r.warning)
+                                            for r in rows]
+        where = getattr(SegmentRow, flag).is_(True)
+        total, files = session.execute(select(func.count(), func.count(distinct(SegmentRow.file_id)))
+                                       .where(where)).one()
+        statement = (select(FileRow.path, SegmentRow.file_id, SegmentRow.id, SegmentRow.start,
+                            SegmentRow.end, *_LEVELS)
+                     .join(FileRow, FileRow.id == SegmentRow.file_id).where(where)
+                     .order_by(FileRow.path, SegmentRow.start, SegmentRow.id))
+        rows = session.execute(statement.limit(limit) if limit else statement).all()
+        weights = _weights_of(session, [r.id for r in rows], None)
+    lookup = ConceptLookup.load(store)
+    lookup.preload(c for pairs in weights.values() for c, _ in pairs[:n_concepts])
+    return int(total or 0), int(files or 0), [
+        FlaggedSegment(r.path, int(r.file_id), int(r.id), float(r.start), float(r.end),
+                       *_levels_of(r),
+                       [(lookup.name_of(c), w) for c, w in weights.get(int(r.id), [])[:n_concepts]])
+        for r in rows]
 

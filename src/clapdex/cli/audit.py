@@ -9,8 +9,9 @@ from __future__ import annotations
 import click
 
 from clapdex.cli.common import emit_json, emit_ndjson, index_option, json_option, resolve_index_path
-from clapdex.cli.format import (MISSING, fit, fit_list, format_time, format_time_range,
+from clapdex.cli.format import (MISSING, fit, fit_list, flag_text, format_time, format_time_range,
                                 output_width, plural, shown_path)
+from clapdex.defaults import FLAGS
 from clapdex.errors import QueryError
 from clapdex.printable import one_line
 
@@ -120,21 +121,28 @@ def concepts_command(top, sort, index_path, as_json, csv_path):
                    "concepts explain) is below --below: sounds the vocabulary misses, silence.")
 @click.option("--below", type=click.FloatRange(-1.0, 1.0), default=0.5, show_default=True,
               help="With --poorly-explained: the concept fidelity threshold.")
+@click.option("--flag", type=click.Choice(FLAGS), default=None,
+              help="Damaged and silent audio: files indexed truncated (with what their header "
+                   "claimed), or segments flagged silent or clipped.")
 @index_option
 @json_option
 @csv_option
 def audit_command(expression, count_only, limit, cooccur, min_count, poorly_explained, below,
-                  index_path, as_json, csv_path):
+                  flag, index_path, as_json, csv_path):
     """Files and segments matching a concept EXPRESSION, e.g. "siren AND NOT music", "dog:0.2 OR cat:0.2".
 
     AND, OR, NOT (NOT binds tightest, then AND), parentheses, NAME:MIN_WEIGHT, quoted multi-word
     names ("rain on roof"). Matches are segments; rows are ordered by the summed weight of the
     expression's (non-negated) concepts.
     """
-    if cooccur and poorly_explained:
-        raise QueryError("use --cooccur or --poorly-explained, not both")
+    if sum(map(bool, (cooccur, poorly_explained, flag))) > 1:
+        raise QueryError("use one of --cooccur, --poorly-explained and --flag")
+    if flag and expression:
+        raise QueryError("--flag takes no expression")
     with _open(index_path) as index:
-        if cooccur:
+        if flag:
+            _flagged(index, flag, count_only, limit, as_json, csv_path)
+        elif cooccur:
             _cooccur(index, expression, min_count, limit, as_json, csv_path)
         elif poorly_explained:
             if expression:
@@ -206,6 +214,36 @@ def _poorly_explained(index, below, count_only, limit, as_json, csv_path):
     _output([r.to_row() for r in rows], as_json, csv_path, None)
 
 
+def _flagged(index, flag, count_only, limit, as_json, csv_path):
+    result = index.flagged(flag, limit=1 if count_only else (limit or None))
+    what = (plural(result.total, "file") if flag == "truncated" else
+            _segments_in_files(result.total, result.files))
+    if count_only:
+        if as_json:
+            emit_json({"files": result.files} if flag == "truncated" else
+                      {"segments": result.total, "files": result.files})
+        else:
+            click.echo(f"{what} {flag}")
+        return
+    if as_json or csv_path:
+        _output([r.to_row() for r in result.rows], as_json, csv_path, None)
+        return
+    width = output_width()
+    shown = "" if len(result.rows) == result.total else f" (showing the first {len(result.rows)})"
+    click.echo(fit(f"{what} {flag}{shown}", width))
+    previous = None
+    for r in result.rows:
+        if r.path != previous:
+            click.echo(f"  {shown_path(r.path)}")
+            previous = r.path
+        if flag == "truncated":
+            click.echo(fit(f"    {one_line(r.warning)}", width))
+            continue
+        span = format_time_range(r.start, r.end)
+        click.echo(fit_list(f"    {span}  {flag_text(r.flags, r.level_db, r.clipped_fraction)}  ",
+                            _concept_items(r.concepts), width, "(no concept)"))
+
+
 # ---- show ----------------------------------------------------------------------------------------
 
 @click.command("show")
@@ -229,8 +267,15 @@ def show_command(file, top, index_path, as_json, csv_path):
     width = output_width()
     click.echo(shown_path(profile.path) + (f"  {MISSING}" if profile.missing else ""))
     click.echo(fit(f"  {', '.join(about)}", width))
+    if profile.warning:
+        click.echo(fit(f"  truncated: {one_line(profile.warning)}", width))
     for s, span in zip(profile.segments, _ranges(profile.segments)):
-        click.echo(fit_list(f"  {span}  concept fidelity {s.concept_fidelity:.2f}  ",
+        flags = flag_text(s.flags, s.level_db, s.clipped_fraction)
+        if s.flags and "silent" in s.flags:  # no concepts by design: say why instead
+            click.echo(fit(f"  {span}  {flags}", width))
+            continue
+        click.echo(fit_list(f"  {span}  concept fidelity {s.concept_fidelity:.2f}  "
+                            + (f"{flags}  " if flags else ""),
                             _concept_items(s.concepts), width, "(no concept)"))
 
 

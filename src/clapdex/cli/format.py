@@ -141,3 +141,19 @@ def format_bytes(n: int | None) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n} B"
+
+
+def flag_text(flags: list[str] | None, level_db: float | None,
+              clipped_fraction: float | None) -> str:
+    """A segment's flags for people: "silent (-70 dBFS)", "silent (digital silence)",
+    "clipped (2.3%)"; "" when it has none (or was never measured)."""
+    from clapdex.defaults import LEVEL_FLOOR_DB
+
+    parts = []
+    if flags and "silent" in flags:
+        digital = level_db is not None and level_db <= LEVEL_FLOOR_DB
+        parts.append("silent (digital silence)" if digital or level_db is None
+                     else f"silent ({level_db:.0f} dBFS)")
+    if flags and "clipped" in flags:
+        parts.append(f"clipped ({100 * (clipped_fraction or 0):.1f}%)")
+    return ", ".join(parts)

@@ -52,6 +52,10 @@ def _print_failures(title: str, failures: list[dict]) -> None:
             click.echo(fit(f"    {one_line(item['error'])}", width))
 
 
+def _print_truncated(title: str, files: list[dict]) -> None:
+    _print_failures(title, [{"path": f["path"], "error": f["warning"]} for f in files])
+
+
 def _print_warnings(summary) -> None:
     for warning in summary.warnings:
         click.echo(f"warning: {one_line(warning)}", err=True)
@@ -115,6 +119,8 @@ def index_command(paths, index_path, vocabulary, lam, max_concepts, hop_seconds,
             click.echo(fit(f"  {plural(summary.missing, 'indexed file')} no longer on disk; "
                            f"--prune removes {them} from the index", output_width()))
         _print_failures(f"skipped {plural(len(summary.skipped), 'file')}:", summary.skipped)
+        _print_truncated(f"indexed truncated ({plural(len(summary.truncated), 'file')}, "
+                         "what decoded):", summary.truncated)
     _print_warnings(summary)
     if strict and summary.skipped:
         raise ClapdexError(f"{plural(len(summary.skipped), 'file')} skipped (--strict)")
@@ -217,6 +223,12 @@ def status_command(index_path, as_json):
         field(f"root {root.name}", shown_path(root.effective), plural(root.files, "file"),
               *([f"from ${root.env_var}"] if root.from_env else []),
               *([] if root.exists else ["MISSING here"]))
+    flags = status.flags
+    field("flags", f"{plural(flags['truncated'], 'file')} truncated",
+          f"{plural(flags['silent'], 'segment')} silent",
+          f"{plural(flags['clipped'], 'segment')} clipped",
+          *([f"{plural(flags['unmeasured'], 'segment')} not measured (indexed before clapdex "
+             "measured levels, or imported)"] if flags["unmeasured"] else []))
     field("database", one_line(status.database))
     field("disk", f"database {format_bytes(disk['database_bytes'])}",
           f"FAISS {settings['faiss_factory']} {format_bytes(disk['faiss_bytes'])}")
@@ -228,6 +240,7 @@ def status_command(index_path, as_json):
                                             f" ({ann.get('recall_queries')} queries near stored "
                                             "segments)"))
     _print_failures("errors:", status.errors)
+    _print_truncated("truncated (indexed with what decoded):", status.truncated)
 
 
 @click.command("doctor")

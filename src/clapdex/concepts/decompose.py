@@ -115,7 +115,8 @@ def _check_mean(mean, d: int) -> np.ndarray:
 
 
 def decompose(embeddings, dictionary: ConceptDictionary, audio_mean, lam: float | None = None,
-              max_concepts: int | None = None, *, sparsity: Sparsity | None = None) -> Decomposition:
+              max_concepts: int | None = None, *, sparsity: Sparsity | None = None,
+              skip=None) -> Decomposition:
     """Decompose raw embeddings (n, d) into sparse non-negative concept weights.
 
     Give `lam` (default DEFAULT_LAMBDA) or `max_concepts` (per row the exact solution at the first
@@ -123,6 +124,9 @@ def decompose(embeddings, dictionary: ConceptDictionary, audio_mean, lam: float 
     lam has at most that many; see solver.nonneg_lasso_max_concepts and docs/method.md), not both.
     A lam below SLOW_LAMBDA warns (SlowDecompositionWarning): slow and poorly conditioned.
     `sparsity` (a checked Sparsity) may be given instead of the pair.
+    Rows where the boolean mask `skip` is true (silent windows) are not decomposed: no concept
+    (w = 0, the answer for a target with no correlation) and no reconstruction either (fidelity
+    0: search gives them no concept score, not even the μ_A baseline; docs/search.md).
     """
     if sparsity is None:
         sparsity = Sparsity(lam, max_concepts)  # the one check of the pair
@@ -135,6 +139,8 @@ def decompose(embeddings, dictionary: ConceptDictionary, audio_mean, lam: float 
     blocks, lams = [], []
     for start in range(0, x.shape[0], _CHUNK):
         b = dictionary.correlations(z[start:start + _CHUNK])
+        if skip is not None:
+            b[np.asarray(skip, bool)[start:start + _CHUNK]] = 0.0
         if max_concepts is None:
             w = nonneg_lasso(gram, b, lam)
             lam_used = np.full(b.shape[0], float(lam))

@@ -53,7 +53,7 @@ from clapdex.indexer.walk import UNLISTED, find_audio_files
 from clapdex.printable import one_line
 from clapdex.progress import AUDIO_SECONDS, Progress, ProgressCallback, duration_words, reporter
 from clapdex.sparsity import Sparsity
-from clapdex.storage.database import FileMeta, IndexSettings
+from clapdex.storage.database import FileMeta, IndexSettings, SegmentLevels
 from clapdex.storage.dense import DenseIndex
 
 DECODE_WORKERS = 2         # decoding (and hashing) threads
@@ -64,7 +64,8 @@ class _DecodeAhead:
     """Decodes files in worker threads, a few files ahead of the consumer, in bounded memory.
 
     Iterating yields (file position, message) in file order; messages are ("info", AudioInfo),
-    ("windows", array, [Window]) ..., then ("end",) or ("error", reason).
+    ("windows", array, [Window]) ..., then ("end", warning or None, SegmentLevels of every
+    window) or ("error", reason).
     """
 
     def __init__(self, paths: Sequence[str], sample_rate: int, window_seconds: float,
@@ -97,15 +98,18 @@ class _DecodeAhead:
         self.executor.submit(self._decode, self.paths[position], channel)
 
     def _decode(self, path: str, channel: queue.Queue) -> None:
-        from clapdex.audio import iter_windows, probe
+        from clapdex.audio import DecodeReport, iter_windows, probe
 
         sample_rate, window_seconds, hop_seconds, batch = self.args
+        report, every = DecodeReport(), []
         try:
             self._put(channel, ("info", probe(path)))
-            for windows, times in iter_windows(path, sample_rate, window_seconds, hop_seconds, batch):
+            for windows, times in iter_windows(path, sample_rate, window_seconds, hop_seconds,
+                                               batch, report):
+                every.extend(times)
                 if not self._put(channel, ("windows", windows, times)):
                     return
-            self._put(channel, ("end",))
+            self._put(channel, ("end", report.warning, SegmentLevels.of(report.levels(every))))
         except AudioError as error:
             self._put(channel, ("error", error.reason))
         except Exception as error:  # a decoder bug must not stop the run: record it on the file
@@ -223,6 +227,7 @@ def _encode_files(works: list[Work], encoder, settings: IndexSettings, writer: W
                 if sum(len(x) for _, x in buffer) >= batch:
                     encode_buffer()
             elif kind == "end":
+                work.meta.warning, work.levels = message[1], message[2]
                 work.finished = True
                 work.meta.duration = max(work.ends) if work.ends else 0.0
                 if work.complete:  # everything was embedded already

@@ -82,7 +82,8 @@ def reindex(index_path: str | os.PathLike, *, sparsity: Sparsity = Sparsity(),
                 # Settings first: the segments record the version they are decomposed under.
                 store.update_settings(session, **changes)
                 for ids, embeddings in store.iter_segment_embeddings(DECOMPOSE_WINDOWS * 8):
-                    result = decompose(embeddings, dictionary, mean, sparsity=sparsity)
+                    result = decompose(embeddings, dictionary, mean, sparsity=sparsity,
+                                       skip=store.silent_among(ids))
                     store.replace_postings(session, ids, result)
                     bar.update(len(ids))
         finally:
@@ -98,10 +99,11 @@ def reindex(index_path: str | os.PathLike, *, sparsity: Sparsity = Sparsity(),
 
 
 def _corpus_mean(store: IndexStore) -> np.ndarray | None:
-    """Mean of the L2-normalised embeddings of every stored segment (streamed in chunks)."""
+    """Mean of the L2-normalised embeddings of every stored segment that is not flagged silent
+    (streamed in chunks)."""
     total, count = None, 0
-    for _, embeddings in store.iter_segment_embeddings():
-        rows = unit_rows(embeddings)
+    for ids, embeddings in store.iter_segment_embeddings():
+        rows = unit_rows(embeddings[~store.silent_among(ids)])  # as indexing: silence has no say
         total = rows.sum(axis=0) if total is None else total + rows.sum(axis=0)
         count += len(rows)
     return None if count == 0 else total / count

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from clapdex.storage.database import FileMeta, IndexChangedError, IndexStore, NewFile
+from clapdex.storage.database import (FileMeta, IndexChangedError, IndexStore, NewFile,
+                                     SegmentLevels)
 from clapdex.storage.dense import DenseIndex, DenseSaveError
 
 MEAN_WINDOWS = 512         # windows that estimate μ_A when an index receives its first audio
@@ -42,6 +43,7 @@ class IndexSummary:
     seconds: float = 0.0
     completed: bool = False
     warnings: list[str] = field(default_factory=list)   # one line each (e.g. FAISS file not saved)
+    truncated: list[dict] = field(default_factory=list)  # {"path", "warning"}: indexed as decoded
 
     def skip(self, path: str, error: str) -> None:
         self.skipped.append({"path": path, "error": error})
@@ -74,6 +76,13 @@ class Work:
     counted: float = 0.0                             # seconds of it reported to the progress bar
     finished: bool = False                           # all windows decoded
     failed: bool = False
+    levels: SegmentLevels | None = None              # per window, known when finished
+
+    def silent(self) -> np.ndarray:
+        """Which windows are flagged silent (they get no concepts, nor a say in μ_A)."""
+        if self.levels is None:
+            return np.zeros(len(self.starts), bool)
+        return np.array([bool(flag) for flag in self.levels.silent], bool)
 
     @property
     def complete(self) -> bool:
@@ -131,7 +140,9 @@ class Writer:
             return
         new_mean = None
         if self.mean is None:
-            self.mean = new_mean = audio_mean(np.concatenate([e for _, e in self.pending]))
+            embeddings = np.concatenate([e for _, e in self.pending])
+            sounding = ~np.concatenate([work.silent() for work, _ in self.pending])
+            self.mean = new_mean = audio_mean(embeddings[sounding] if sounding.any() else embeddings)
             self._describe(self.label)
         self._submit(self._store_batch, self.pending, new_mean)
         self.pending, self.pending_windows = [], 0
@@ -168,10 +179,11 @@ class Writer:
         if self.count_files:
             self.bar.update(1)
 
-    def _decompose(self, embeddings: np.ndarray):
+    def _decompose(self, embeddings: np.ndarray, silent: np.ndarray):
         from clapdex.concepts.decompose import decompose
 
-        return decompose(embeddings, self.dictionary, self.mean, sparsity=self.settings.sparsity)
+        return decompose(embeddings, self.dictionary, self.mean, sparsity=self.settings.sparsity,
+                         skip=silent)
 
     def _adopt_stored_settings(self) -> None:
         """Inside the write lock: the stored settings differ from those this batch was decomposed
@@ -184,7 +196,8 @@ class Writer:
 
     def _store_batch(self, pending: list[tuple[Work, np.ndarray]], new_mean) -> None:
         embeddings = np.concatenate([e for _, e in pending])
-        decomposition = self._decompose(embeddings)  # outside the lock: usually it stands
+        silent = np.concatenate([work.silent() for work, _ in pending])
+        decomposition = self._decompose(embeddings, silent)  # outside the lock: usually it stands
         with self.store.write() as session:  # the write lock; settings re-read under it
             if self.store.settings.build_id != self.settings.build_id:
                 raise IndexChangedError(
@@ -195,12 +208,15 @@ class Writer:
                 self.settings = self.store.settings
             if self.store.settings.settings_version != self.settings.settings_version:
                 self._adopt_stored_settings()
-                decomposition = self._decompose(embeddings)
+                decomposition = self._decompose(embeddings, silent)
             stored = self.store.add_files(self._files(pending, decomposition), session=session)
         segment_ids = np.concatenate([ids for _, ids in stored])
         self.dense.add(segment_ids, embeddings)
         for work, _ in pending:
             setattr(self.summary, work.kind, getattr(self.summary, work.kind) + 1)
+            if work.meta.warning:
+                self.summary.truncated.append({"path": work.meta.path,
+                                               "warning": work.meta.warning})
         self.summary.segments_added += len(segment_ids)
         self.summary.audio_seconds += sum(work.meta.duration or 0.0 for work, _ in pending)
         if self.count_files:
@@ -216,7 +232,8 @@ class Writer:
                          np.asarray(decomposition.concept_fidelity)[first:first + n],
                          np.asarray(decomposition.recon_norm)[first:first + n],
                          np.asarray(decomposition.shift_norm)[first:first + n])
-            files.append(NewFile(work.meta, np.asarray(work.starts), np.asarray(work.ends), part, rows))
+            files.append(NewFile(work.meta, np.asarray(work.starts), np.asarray(work.ends), part, rows,
+                                 work.levels))
             first += n
         return files
 

@@ -60,6 +60,7 @@ class FileMeta:
     duration: float | None = None
     sample_rate: int | None = None
     channels: int | None = None
+    warning: str | None = None   # damaged or cut short: what was decoded (audio.DecodeReport)
 
 
 class IndexStore:
@@ -640,7 +641,8 @@ class IndexStore:
                                              for i in files]))
         segment_ids = self._insert_segments(
             session, owners, starts, ends,
-            np.concatenate(embeddings) if embeddings else np.zeros((0, 0), np.float32), joined)
+            np.concatenate(embeddings) if embeddings else np.zeros((0, 0), np.float32), joined,
+            SegmentLevels.join(files))
         results, first = [], 0
         for file_id, item, n in zip(file_ids, files, counts):
             results.append((int(file_id), segment_ids[first:first + n]))
@@ -650,7 +652,7 @@ class IndexStore:
         return results
 
     def _insert_segments(self, session: Session, file_ids, starts, ends, embeddings,
-                         decomposition) -> np.ndarray:
+                         decomposition, levels: "SegmentLevels") -> np.ndarray:
         """Segment rows (file_ids: one id, or one per segment) and their postings."""
         weights = sp.csr_matrix(decomposition.weights)
         n = len(starts)
@@ -665,10 +667,12 @@ class IndexStore:
         recon = np.asarray(decomposition.recon_norm, np.float64).tolist()
         shift = np.asarray(decomposition.shift_norm, np.float64).tolist()
         versions = _versions(decomposition, self.settings).tolist()
+        measured = levels.rows()
         rows = [{"file_id": owners[i], "start": starts[i], "end": ends[i], "embedding": blobs[i],
                  "fidelity": fidelity[i], "concept_fidelity": concept_fidelity[i],
                  "n_concepts": n_concepts[i], "recon_norm": recon[i],
-                 "shift_norm": shift[i], "settings_version": versions[i]} for i in range(n)]
+                 "shift_norm": shift[i], "settings_version": versions[i], **measured[i]}
+                for i in range(n)]
         table = SegmentRow.__table__  # Core insert: the ORM bulk path costs ~3x more per row
         result = session.execute(
             insert(table).returning(table.c.id, sort_by_parameter_order=True), rows)
@@ -731,7 +735,8 @@ class IndexStore:
             rows = session.execute(
                 select(SegmentRow.id, SegmentRow.start, SegmentRow.end, SegmentRow.embedding,
                        SegmentRow.fidelity, SegmentRow.recon_norm, SegmentRow.shift_norm,
-                       SegmentRow.concept_fidelity, SegmentRow.settings_version)
+                       SegmentRow.concept_fidelity, SegmentRow.settings_version,
+                       *_LEVEL_COLUMNS)
                 .where(SegmentRow.file_id == source.id).order_by(SegmentRow.id)).all()
             old_ids = np.array([r[0] for r in rows], dtype=np.int64)
             postings = session.execute(
@@ -740,7 +745,8 @@ class IndexStore:
             weights = postings_to_csr(old_ids, postings, _count_concepts(session))
             copied = dataclasses.replace(meta, duration=meta.duration or source.duration,
                                          sample_rate=meta.sample_rate or source.sample_rate,
-                                         channels=meta.channels or source.channels)
+                                         channels=meta.channels or source.channels,
+                                         warning=source.warning)
             embeddings = self._vectors([r[3] for r in rows], self.settings.dimension,
                                        "embedding of segment", [r[0] for r in rows])
             item = NewFile(copied, np.array([r[1] for r in rows]), np.array([r[2] for r in rows]),
@@ -749,14 +755,19 @@ class IndexStore:
                                concept_fidelity=np.array([r[7] for r in rows], np.float64),
                                recon_norm=np.array([r[5] for r in rows]),
                                shift_norm=np.array([r[6] for r in rows]),
-                               settings_version=np.array([r[8] for r in rows], np.int64)))
+                               settings_version=np.array([r[8] for r in rows], np.int64)),
+                           SegmentLevels(*(np.array([r[9 + i] for r in rows], object)
+                                           for i in range(4))))
             return self._add_files(session, [item])[0]
 
-    def files(self, status: str | None = None) -> list[FileRow]:
-        """All file rows (optionally only "indexed" or "error"), ordered by path."""
+    def files(self, status: str | None = None, warned: bool = False) -> list[FileRow]:
+        """All file rows (optionally only "indexed" or "error"; `warned`: only those indexed with
+        a warning, i.e. truncated), ordered by path."""
         statement = select(FileRow).order_by(FileRow.path)
         if status is not None:
             statement = statement.where(FileRow.status == status)
+        if warned:
+            statement = statement.where(FileRow.warning.is_not(None))
         with self.session() as session:
             return list(session.scalars(statement))
 
@@ -882,6 +893,16 @@ class IndexStore:
                 concept_stats.invalidate(session)
         return found
 
+    def silent_among(self, segment_ids: np.ndarray) -> np.ndarray:
+        """Which of the given segments are flagged silent (bool, in the order given)."""
+        ids = [int(i) for i in segment_ids]
+        found: set[int] = set()
+        with self.session() as session:
+            for start in range(0, len(ids), _CHUNK):
+                found.update(session.scalars(select(SegmentRow.id).where(
+                    SegmentRow.id.in_(ids[start:start + _CHUNK]), SegmentRow.silent.is_(True))))
+        return np.array([i in found for i in ids], dtype=bool)
+
     def stale_segments(self) -> np.ndarray:
         """Ids of the segments decomposed under other settings than the current ones (sorted)."""
         with self.session() as session:
@@ -890,6 +911,18 @@ class IndexStore:
             return np.fromiter(session.scalars(
                 select(SegmentRow.id).where(SegmentRow.settings_version != current)
                 .order_by(SegmentRow.id)), dtype=np.int64)
+
+    def flag_counts(self) -> dict:
+        """Files flagged truncated (indexed with a warning), segments flagged silent / clipped,
+        and segments never measured (indexed before schema 5, or imported embeddings)."""
+        with self.session() as session:
+            def count(model, *where):
+                return session.scalar(select(func.count()).select_from(model).where(*where)) or 0
+            return {"truncated": count(FileRow, FileRow.status == "indexed",
+                                       FileRow.warning.is_not(None)),
+                    "silent": count(SegmentRow, SegmentRow.silent.is_(True)),
+                    "clipped": count(SegmentRow, SegmentRow.clipped.is_(True)),
+                    "unmeasured": count(SegmentRow, SegmentRow.silent.is_(None))}
 
     def counts(self) -> dict:
         """Rows per kind. Segments and postings come from the totals every write keeps
@@ -937,13 +970,50 @@ def _file_values(meta: FileMeta, status: str, error: str | None) -> dict:
 
 @dataclass
 class NewFile:
-    """One file to store: its metadata, segment times, raw embeddings and decomposition."""
+    """One file to store: its metadata, segment times, raw embeddings and decomposition, and what
+    its windows' audio measured (None: not measured, e.g. imported embeddings)."""
 
     meta: FileMeta
     starts: np.ndarray
     ends: np.ndarray
     embeddings: np.ndarray
     decomposition: object  # weights (csr n x K), fidelity, concept_fidelity, recon_norm, shift_norm
+    levels: "SegmentLevels | None" = None
+
+
+_LEVEL_COLUMNS = (SegmentRow.level_db, SegmentRow.clipped_fraction, SegmentRow.silent,
+                  SegmentRow.clipped)
+
+
+@dataclass
+class SegmentLevels:
+    """Per segment (arrays of one length): level in dBFS, clipped fraction, the silent and clipped
+    flags (audio.WindowLevels as measured; None entries: not measured)."""
+
+    level_db: np.ndarray
+    clipped_fraction: np.ndarray
+    silent: np.ndarray
+    clipped: np.ndarray
+
+    @classmethod
+    def of(cls, levels) -> "SegmentLevels":
+        """From an audio.WindowLevels (the flags under today's thresholds)."""
+        return cls(levels.level_db, levels.clipped_fraction, levels.silent, levels.clipped)
+
+    @classmethod
+    def join(cls, files: Sequence[NewFile]) -> "SegmentLevels":
+        parts = [item.levels or cls(*([None] * len(item.starts),) * 4) for item in files]
+        return cls(*(np.concatenate([np.asarray(getattr(p, name), object) for p in parts])
+                     if parts else np.zeros(0, object)
+                     for name in ("level_db", "clipped_fraction", "silent", "clipped")))
+
+    def rows(self) -> list[dict]:
+        def plain(value, kind):
+            return None if value is None else kind(value)
+        return [{"level_db": plain(a, float), "clipped_fraction": plain(b, float),
+                 "silent": plain(c, bool), "clipped": plain(d, bool)}
+                for a, b, c, d in zip(self.level_db, self.clipped_fraction, self.silent,
+                                      self.clipped)]
 
 
 @dataclass

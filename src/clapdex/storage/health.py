@@ -32,6 +32,10 @@ class IndexStatus:
     # the FAISS type search built ("auto" picks it by size) and its recall@10 against exact
     # search, as measured when it was built (None: no dense search yet)
     ann: dict | None = None
+    # truncated files, silent / clipped / never measured segments (docs/indexing.md "Damaged,
+    # silent and clipped audio"), and the truncated files with their warnings: {"path", "warning"}
+    flags: dict | None = None
+    truncated: list = field(default_factory=list)
 
 
 @dataclass
@@ -153,6 +157,9 @@ def index_status(index_path: str | Path) -> IndexStatus:
             errors=[{"path": row.path, "error": row.error} for row in store.files("error")],
             disk=store.disk_usage(),
             ann=read_meta(store),
+            flags=store.flag_counts(),
+            truncated=[{"path": row.path, "warning": row.warning}
+                       for row in store.files("indexed", warned=True)],
         )
 
 
@@ -276,7 +283,8 @@ def redecompose_stale(store: IndexStore, chunk: int = 4096) -> int:
         for first in range(0, len(ids), chunk):
             part, embeddings = store.segment_embeddings(ids[first:first + chunk])
             store.replace_postings(session, part, decompose(
-                embeddings, dictionary, settings.audio_mean, sparsity=settings.sparsity))
+                embeddings, dictionary, settings.audio_mean, sparsity=settings.sparsity,
+                skip=store.silent_among(part)))
     return int(len(ids))
 
 

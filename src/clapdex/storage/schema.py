@@ -31,6 +31,9 @@ SCHEMA_VERSION = 5  # 2: concept_stats / corpus_stats tables, segments.fidelity 
                     # 5: ix_postings_concept_weight (concept_id, weight, segment_id) replaced by
                     #    ix_postings_concept_segment_weight (concept_id, segment_id, weight);
                     #    concept_stats.max_weight (what that index no longer gives cheaply)
+                    # 5: files.warning (truncated / damaged audio); segments.level_db,
+                    #    clipped_fraction, silent, clipped (NULL: not measured, e.g. indexed
+                    #    before version 5 or imported embeddings)
 # Version 4 and later upgrade older indexes in place (storage/migrate.py): a new column must be
 # nullable or have a server_default, and a computed one needs a filler there.
 
@@ -188,6 +191,9 @@ class FileRow(Base):
     channels: Mapped[int | None] = mapped_column(Integer, nullable=True)
     status: Mapped[str] = mapped_column(String(16), index=True)  # "indexed" | "error"
     error: Mapped[str | None] = mapped_column(OsText, nullable=True)
+    # One line when the audio is damaged or cut short ("header says 12.0 s, decoded 6.0 s"): the file
+    # is indexed with what decodes and flagged truncated. NULL: nothing wrong (or indexed before v5).
+    warning: Mapped[str | None] = mapped_column(OsText, nullable=True)
     indexed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -213,6 +219,13 @@ class SegmentRow(Base):
     shift_norm: Mapped[float] = mapped_column(Float)
     # index_settings.settings_version this segment's postings were decomposed under.
     settings_version: Mapped[int] = mapped_column(Integer, server_default=text("0"), default=0)
+    # What the window's source audio measured (audio.DecodeReport.levels): RMS level in dBFS and
+    # the fraction of clipped samples, and the flags they gave under clapdex.defaults' thresholds
+    # when it was indexed. A silent segment has no concepts. NULL: not measured (see version 5).
+    level_db: Mapped[float | None] = mapped_column(Float, nullable=True)
+    clipped_fraction: Mapped[float | None] = mapped_column(Float, nullable=True)
+    silent: Mapped[bool | None] = mapped_column(Boolean, index=True, nullable=True)
+    clipped: Mapped[bool | None] = mapped_column(Boolean, index=True, nullable=True)
 
 
 class ConceptRow(Base):
