@@ -108,9 +108,10 @@ def test_upgraded_index_lists_the_same_poorly_explained_segments(fresh, notes):
     downgrade_to_v3(root)
     with IndexStore.open(root) as store:
         after = poorly_explained(store, limit=None)
-    assert before[0] == after[0] >= 2
+    assert before[0] == after[0] >= 1
     assert {r.segment_id for r in before[1]} == {r.segment_id for r in after[1]}
-    assert {r.path.rsplit("/", 1)[-1] for r in after[1]} == {"silence.wav", "whistle.wav"}
+    # silence.wav is flagged silent (schema 5), so `audit --flag silent` lists it, not this
+    assert {r.path.rsplit("/", 1)[-1] for r in after[1]} == {"whistle.wav"}
 
 
 def test_a_failed_upgrade_changes_nothing(fresh, notes, monkeypatch):
@@ -194,7 +195,9 @@ def test_every_column_of_the_schema_could_be_added_by_an_upgrade():
     from clapdex.storage.schema import Base
 
     added_since_3 = {("segments", "concept_fidelity"), ("index_settings", "alpha"),
-                     ("index_settings", "generation")}
+                     ("index_settings", "generation"), ("files", "warning"),
+                     ("segments", "level_db"), ("segments", "clipped_fraction"),
+                     ("segments", "silent"), ("segments", "clipped")}
     for table in Base.metadata.sorted_tables:
         for column in table.columns:
             if (table.name, column.name) in added_since_3:

@@ -78,8 +78,9 @@ def write_csv(rows: Iterable[dict], path: str | Path) -> int:
 
 
 def csv_cell(value):
-    """A value as one CSV cell: concept lists joined as name=weight (full float precision), text
-    that could start a formula prefixed with '."""
+    """A value as one CSV cell: concept lists joined as name=weight (full float precision), other
+    lists (flags) joined by "; ", text that could start a formula prefixed with '."""
     if isinstance(value, list):
-        value = "; ".join(f"{item['concept']}={item['weight']!r}" for item in value)
+        value = "; ".join(f"{item['concept']}={item['weight']!r}" if isinstance(item, dict)
+                          else str(item) for item in value)
     return spreadsheet_safe(value)

@@ -2,8 +2,9 @@
 
 The page needs nothing but itself: no scripts, no fonts, no CDN; it opens offline in any browser.
 Sections: summary, top concepts by share of audio time (bar chart + prevalence table), fidelity
-histogram (+ the lowest fidelity segments), concepts over time for the longest files (a heat-map
-per file, clock-time axis), co-occurrence heatmap of the top concepts (+ the strongest pairs).
+histogram (+ the lowest fidelity segments), damaged, silent and clipped audio (when there is any),
+concepts over time for the longest files (a heat-map per file, clock-time axis), co-occurrence
+heatmap of the top concepts (+ the strongest pairs).
 The layout fills the window's width; wide charts scale to it.
 """
 
@@ -19,7 +20,7 @@ import numpy as np
 from sqlalchemy import desc, func, select
 
 from clapdex.audit.cooccurrence import all_pairs, cooccurrence_counts
-from clapdex.audit.queries import file_profile, poorly_explained
+from clapdex.audit.queries import file_profile, flagged, poorly_explained
 from clapdex.audit.stats import corpus_totals, prevalence
 from clapdex.errors import ClapdexError
 from clapdex.printable import one_line
@@ -274,6 +275,11 @@ def build_report(store, top: int = 20, n_files: int = 3, below: float = 0.5) -> 
                        else "")
                     + low_part + "</section>")
 
+    flags = store.flag_counts()
+    damage = _damage_section(store, flags)
+    if damage:
+        sections.append(damage)
+
     timelines = [file_timeline_chart(file_profile(store, path, top=8))
                  for path in _longest_files(store, n_files)]
     if timelines:
@@ -303,8 +309,32 @@ def build_report(store, top: int = 20, n_files: int = 3, below: float = 0.5) -> 
             + "\n".join(sections) + "\n</body></html>\n")
     summary = {"files": totals.files, "segments": totals.segments,
                "indexed_seconds": totals.indexed_seconds, "charts": page.count("<img "),
-               "concepts": len(top_rows)}
+               "concepts": len(top_rows), "flags": flags}
     return page, summary
+
+
+def _damage_section(store, flags: dict, limit: int = 20) -> str:
+    """Truncated files (with their warnings) and silent / clipped segments, when there are any."""
+    if not (flags["truncated"] or flags["silent"] or flags["clipped"]):
+        return ""
+    parts = [f"<p>{flags['truncated']} file(s) indexed truncated (with what decoded), "
+             f"{flags['silent']} segment(s) silent (no concepts; left out of the fidelity "
+             f"listing above), {flags['clipped']} segment(s) clipped.</p>"]
+    for flag, title, columns in (
+            ("truncated", "Truncated files", [("path", "file"), ("warning", "what decoded")]),
+            ("silent", "Silent segments", [("path", "file"), ("start", "start (s)"),
+                                           ("end", "end (s)"), ("level_db", "level (dBFS)")]),
+            ("clipped", "Clipped segments", [("path", "file"), ("start", "start (s)"),
+                                             ("end", "end (s)"), ("clipped_pct", "clipped %"),
+                                             ("concepts", "concepts")])):
+        if not flags[flag]:
+            continue
+        total, _files, rows = flagged(store, flag, limit=limit)
+        records = [dict(r.to_row(), clipped_pct=100 * (getattr(r, "clipped_fraction", 0) or 0))
+                   for r in rows]
+        shown = f" (the first {len(rows)})" if len(rows) < total else ""
+        parts.append(f"<h3>{title}{shown}</h3>" + _table(records, columns))
+    return "<section><h2>Damaged, silent and clipped audio</h2>" + "".join(parts) + "</section>"
 
 
 def write_report(store, path: str | Path, top: int = 20, n_files: int = 3,

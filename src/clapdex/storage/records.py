@@ -21,6 +21,7 @@ class FileRecord:
     channels: int | None
     size: int                   # bytes, when it was indexed
     segments: int
+    warning: str | None = None  # indexed truncated: "header says 12.0 s, decoded 6.0 s"
 
 
 @dataclass
@@ -36,7 +37,7 @@ def _file_columns():
     segments = (select(func.count(SegmentRow.id)).where(SegmentRow.file_id == FileRow.id)
                 .correlate(FileRow).scalar_subquery())
     return (FileRow.id, FileRow.path, FileRow.status, FileRow.error, FileRow.duration,
-            FileRow.sample_rate, FileRow.channels, FileRow.size, segments)
+            FileRow.sample_rate, FileRow.channels, FileRow.size, segments, FileRow.warning)
 
 
 def file_record(store, file_id: int) -> FileRecord:

@@ -23,6 +23,15 @@
     showError($("error"), error);
   }
 
+  // A segment's flags (docs/indexing.md "Damaged, silent and clipped audio"), as the CLI's show.
+  function flagText(s) {
+    const parts = [];
+    if ((s.flags || []).includes("silent"))
+      parts.push(s.level_db != null && s.level_db > -120 ? `silent (${Math.round(s.level_db)} dBFS), no concepts` : "silent (digital silence), no concepts");
+    if ((s.flags || []).includes("clipped")) parts.push(`clipped (${(100 * (s.clipped_fraction || 0)).toFixed(1)}%)`);
+    return parts.join(", ");
+  }
+
   function head(file) {
     const facts = [file.status === "indexed" ? `${file.segments} segments` : `status: ${file.status}`];
     if (file.duration != null) facts.push(`${CX.clock(file.duration, false)} long`);
@@ -32,6 +41,7 @@
       el("h1", {class: "path"}, file.path),
       el("p", {class: "muted"}, facts.join(" \u00B7 ")),
       file.error ? el("p", {class: "failure", role: "alert"}, `Could not be indexed: ${file.error}`) : null,
+      file.warning ? el("p", {class: "failure", role: "alert"}, `Truncated, indexed as decoded: ${file.warning}`) : null,
       !file.on_disk ? el("p", {class: "error", role: "alert"},
         "File missing: it is no longer on disk (moved or deleted since it was indexed). Its concepts are still in the index; it cannot be played.") : null);
   }
@@ -75,7 +85,8 @@
         el("td", {}, range(s.start, s.end)),
         el("td", {class: s.concept_fidelity < low ? "lowcell" : null, title: `reconstruction fidelity ${num(s.fidelity)}`},
            num(s.concept_fidelity), s.concept_fidelity < low ? " (concepts explain it poorly)" : ""),
-        el("td", {}, s.concepts.map((c) => `${c.concept} ${num(c.weight)}`).join(", ") || "(no concept)"),
+        el("td", {}, [flagText(s), s.concepts.map((c) => `${c.concept} ${num(c.weight)}`).join(", ")]
+          .filter(Boolean).join(" \u00B7 ") || "(no concept)"),
         el("td", {}, file.on_disk ? buttons : null));
       if (focusSegment && String(s.segment_id) === focusSegment) row.classList.add("selected");
       return row;
