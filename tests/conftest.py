@@ -62,7 +62,7 @@ def random_clap_encoder(random_clap_files):
 
 BACKEND_MODULES = {"test_storage", "test_indexer", "test_search", "test_audit", "test_audit_files",
                    "test_postings", "test_dense", "test_concurrency", "test_roots",
-                   "test_write_path"}
+                   "test_write_path", "test_damaged_audio"}
 
 
 def pytest_generate_tests(metafunc):

@@ -148,7 +148,10 @@ def decompose(embeddings, dictionary: ConceptDictionary, audio_mean, lam: float 
             w, lam_used = nonneg_lasso_max_concepts(gram, b, max_concepts)
         blocks.append(sp.csr_matrix(w))
         lams.append(lam_used)
-    return _result(blocks, lams, dictionary, mu, x, z)
+    result = _result(blocks, lams, dictionary, mu, x, z)
+    if skip is not None:
+        result.fidelity[np.asarray(skip, bool)] = 0.0
+    return result
 
 
 def decompose_path(embeddings, dictionary: ConceptDictionary, audio_mean, lams) -> list[Decomposition]:

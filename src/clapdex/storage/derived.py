@@ -415,7 +415,7 @@ def _append_segments(store, connection, folder: Path, writer: _Writer, manifest:
         rows = store._plain_rows(connection.execute(  # the driver's tuples: no Row objects
             select(SegmentRow.id, SegmentRow.file_id, SegmentRow.start, SegmentRow.end,
                    SegmentRow.fidelity, SegmentRow.recon_norm, SegmentRow.shift_norm,
-                   SegmentRow.concept_fidelity, SegmentRow.embedding)
+                   SegmentRow.concept_fidelity, SegmentRow.embedding, SegmentRow.silent)
             .where(SegmentRow.id > last).order_by(SegmentRow.id).limit(_CHUNK)))
         if not rows:
             break
@@ -447,7 +447,9 @@ def _append_segments(store, connection, folder: Path, writer: _Writer, manifest:
         writer.append("fidelity", columns[2], "<f8")
         writer.append("concept_fidelity", columns[5], "<f8")
         writer.append("row_scale", 1.0 / (recon * shift), "<f8")
-        writer.append("base_scale", 1.0 / shift, "<f8")
+        # A segment flagged silent has no reconstruction: no concept score, not even μ_A's part.
+        silent = np.fromiter((bool(r[9]) for r in rows), dtype=bool, count=len(rows))
+        writer.append("base_scale", np.where(silent, 0.0, 1.0 / shift), "<f8")
         writer.append("embeddings", units, "<f4")
         writer.append("csr_indptr", nnz + np.cumsum(counts), "<i8")
         writer.append("csr_indices", p_con, "<i4")
