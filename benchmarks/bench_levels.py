@@ -29,8 +29,8 @@ def make_file(path: Path, seconds: float, rate: int, channels: int) -> None:
         for start in range(0, int(seconds), 60):
             t = np.arange(60 * rate) / rate
             block = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(len(t))
-            block[: 5 * rate] = np.clip(4 * block[: 5 * rate], -1, 1)   # 5 s clipped
-            block[-5 * rate:] = 0.0                                       # 5 s silent
+            block[: 15 * rate] = np.clip(4 * block[: 15 * rate], -1, 1)  # 15 s clipped
+            block[-15 * rate:] = 0.0                                      # 15 s silent
             out.write(np.repeat(block[:, None], channels, axis=1).astype(np.float32))
 
 

@@ -204,19 +204,22 @@ class DecodeReport:
 
     def _measure(self, block: np.ndarray, mono: np.ndarray) -> None:
         """Energy (mono) and clipped frames (any channel at full scale for CLIP_RUN samples) of a
-        block that starts at frame self.frames, added per bin."""
-        n = len(block)
-        first = self.frames // self._bin
-        bins = (self.frames + np.arange(n)) // self._bin - first
-        energy = np.bincount(bins, weights=np.square(mono, dtype=np.float64))
+        block that starts at frame self.frames, summed per bin."""
+        n, first = len(block), self.frames // self._bin
+        # offsets in the block where a new bin starts (bins are contiguous runs of frames)
+        edges = np.arange(first * self._bin, self.frames + n, self._bin) - self.frames
+        edges[0] = 0
+        energy = np.add.reduceat(np.square(mono, dtype=np.float64), edges)
+        clipped = np.zeros(len(edges))
         hot = np.abs(block) >= CLIP_LEVEL
-        clipped = np.zeros(len(energy))
         if n >= CLIP_RUN and hot.any():
-            run = np.logical_and.reduce([hot[k:n - CLIP_RUN + 1 + k] for k in range(CLIP_RUN)])
+            run = hot[: n - CLIP_RUN + 1].copy()
+            for k in range(1, CLIP_RUN):
+                run &= hot[k: n - CLIP_RUN + 1 + k]
             marked = np.zeros_like(hot)
             for k in range(CLIP_RUN):
-                marked[k:n - CLIP_RUN + 1 + k] |= run
-            clipped = np.bincount(bins, weights=marked.any(axis=1), minlength=len(energy))
+                marked[k: n - CLIP_RUN + 1 + k] |= run
+            clipped = np.add.reduceat(marked.any(axis=1).astype(np.float64), edges)
         self._bins.append((first, energy, clipped))
 
     def levels(self, windows: list[Window]) -> WindowLevels:
