@@ -68,7 +68,8 @@ def test_every_read_verb_answers_on_the_index(built):
     assert status.counts["files"] == 5 and report.ok
     # typed records whose JSON is what `status --json` / `doctor --json` always printed
     assert list(clapdex.to_jsonable(status)) == ["index", "database", "settings", "counts",
-                                                 "roots", "errors", "disk", "ann"]
+                                                 "roots", "errors", "disk", "ann", "flags",
+                                                 "truncated"]
     assert list(clapdex.to_jsonable(report)) == [
         "index", "integrity", "faiss", "orphans", "missing_files", "stale_segments", "repaired",
         "faiss_lags", "roots", "unknown_roots", "ok", "lines"]
