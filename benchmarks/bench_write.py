@@ -35,18 +35,10 @@ from sqlalchemy import func, select
 from clapdex.storage.schema import SegmentRow
 roots, n = sys.argv[3].split(","), int(sys.argv[2])
 vocabulary = b._vocabulary(0)
-from sqlalchemy import create_engine
-from clapdex.storage import migrate
+from pathlib import Path
 stores, first = [], []
 for root in roots:
-    # a cached index from before a column was added this round: catch up with the code under test
-    engine = create_engine(f"sqlite:///{root}/clapdex.sqlite")
-    with engine.begin() as connection:
-        for table, column in migrate.add_missing(connection):
-            filler = migrate.FILLERS.get((table, column))
-            if filler is not None:
-                filler(connection)
-    engine.dispose()
+    b._catch_up_schema(Path(root))  # a cached index from before a column was added this round
     store = IndexStore.open(root, write=True)
     with store.session() as session:
         have = session.scalar(select(func.count()).select_from(SegmentRow))
