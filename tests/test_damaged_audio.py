@@ -327,6 +327,26 @@ def test_show_says_what_was_decoded_and_flags_segments(collection, monkeypatch):
     assert all(r["flags"] == [] and r["level_db"] > -30 for r in rows)
 
 
+def test_search_results_carry_the_segment_flags(collection, monkeypatch):
+    root, _ = collection
+
+    def search(glob, *more):
+        return run(monkeypatch, root, "search", "a 300 hz tone", "--segments", "--path", glob,
+                   *more)
+
+    rows = [json.loads(line) for line in search("*silence.wav", "--json").splitlines()]
+    assert len(rows) == 3 and all(r["flags"] == ["silent"] for r in rows)
+    assert all(r["explanation"]["low_fidelity"] for r in rows)  # fidelity 0, yet no "poorly" note
+    out = search("*silence.wav")
+    assert out.count("    ! silent (no concepts)\n") == 3 and "poorly" not in out
+    rows = [json.loads(line) for line in search("*clipped.wav", "--json").splitlines()]
+    assert len(rows) == 2 and all(r["flags"] == ["clipped"] for r in rows)
+    assert search("*clipped.wav").count("    ! clipped\n") == 2
+    rows = [json.loads(line) for line in search("*tone.wav", "--json").splitlines()]
+    assert rows and all(r["flags"] == [] for r in rows)
+    assert "! silent" not in search("*tone.wav") and "! clipped" not in search("*tone.wav")
+
+
 def test_audit_flag_lists_files_or_segments(collection, monkeypatch):
     root, _ = collection
     out = run(monkeypatch, root, "audit", "--flag", "truncated").splitlines()

@@ -345,8 +345,8 @@ class Index:
         instead of files; `alpha` is the dense weight of the hybrid score (None: the index's
         tuned α, stored by `tune(apply=...)`, else DEFAULT_ALPHA). An indexed query file is
         left out of its own results unless `include_self`. Each result's `missing` says whether
-        its file is gone from disk (checked for the results returned only). Returns
-        SearchResults.
+        its file is gone from disk, and its `flags` the segment's "silent" / "clipped" flags
+        (both read for the results returned only). Returns SearchResults.
         """
         return self._searcher.search(text=text, audio=audio, concepts=concepts, mode=mode, k=k,
                                      offset=offset, min_score=min_score, path=path,

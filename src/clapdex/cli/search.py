@@ -139,7 +139,10 @@ def format_result(result, width: int | None = None) -> list[str]:
     if explanation.shared is not None:
         shared = [c.concept for c in explanation.shared]
         lines.append(fit_list(f"{INDENT}shared with query: ", shared, width, "none"))
-    if explanation.low_fidelity:
+    for flag in result.flags:  # a silent segment has no concepts by design: not a poor fit
+        lines.append(fit(f"{INDENT}! {flag}" + (" (no concepts)" if flag == "silent" else ""),
+                         width))
+    if explanation.low_fidelity and "silent" not in result.flags:
         from clapdex import LOW_FIDELITY_NOTE
 
         lines.append(fit(f"{INDENT}! {LOW_FIDELITY_NOTE} "

@@ -70,6 +70,7 @@ class SearchResult:
     concept: float    # ⟨r, q⟩, or Σ β_k w_k for concept-only queries
     explanation: Explanation
     missing: bool = False  # the file is no longer on disk (checked when the page was made)
+    flags: list[str] = field(default_factory=list)  # "silent", "clipped" (read for the page shown)
 
 
 @dataclass
