@@ -265,14 +265,13 @@ def test_search_and_audit_leave_silent_segments_out_of_concept_answers(collectio
                 assert hit.rank > max(tone)
 
 
+@pytest.mark.sqlite_only  # it reindexes a copy of the index folder: a copy of the data on SQLite only
 def test_reindex_and_copies_keep_the_flags(collection, tmp_path):
     import shutil
 
     root, _ = collection
     index_copy = tmp_path / "index"
     shutil.copytree(root / "index", index_copy)
-    if (index_copy / "database.url").exists():
-        pytest.skip("a copied folder of a PostgreSQL index shares its database")
     with clapdex.open_index(index_copy, SpectralTestEncoder()) as index:
         index.reindex(lam=0.01)  # a smaller λ: every other window gets more concepts
         shutil.copy(root / "audio/silence.wav", tmp_path / "silence copy.wav")
