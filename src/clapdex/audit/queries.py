@@ -23,6 +23,7 @@ from clapdex.audit.expression import (ExpressionError, Node, Not, Or, Term, pars
 from clapdex.audit.files import find_indexed_file
 from clapdex.defaults import FLAGS
 from clapdex.errors import QueryError
+from clapdex.storage.records import level_flags
 from clapdex.storage.schema import FileRow, PostingRow, SegmentRow
 
 _IN_CHUNK = 5_000  # ids per IN (...) list: well under every backend's bound-parameter limit
@@ -395,10 +396,8 @@ _LEVELS = (SegmentRow.silent, SegmentRow.clipped, SegmentRow.level_db, SegmentRo
 def _levels_of(row) -> tuple:
     """(flags, level_db, clipped_fraction) of a row holding the _LEVELS columns; flags are None
     for a segment never measured (indexed before schema 5, or imported embeddings)."""
-    flags = None
-    if row.silent is not None or row.clipped is not None:
-        flags = [name for name, on in (("silent", row.silent), ("clipped", row.clipped)) if on]
-    return (flags, None if row.level_db is None else float(row.level_db),
+    return (level_flags(row.silent, row.clipped),
+            None if row.level_db is None else float(row.level_db),
             None if row.clipped_fraction is None else float(row.clipped_fraction))
 
 

@@ -32,6 +32,7 @@ from clapdex.search.query import (ConceptTermSpec, mean_direction, path_globs, r
                                   steer, unit)
 from clapdex.search.results import ConceptWeight, QueryInfo, SearchResults
 from clapdex.storage.derived import open_state
+from clapdex.storage.records import segment_flags
 
 EncoderSource = Callable[[], object]
 
@@ -247,10 +248,10 @@ class Searcher:
                 raise QueryError("a concept-only query needs at least one positive concept")
             results = self._concept_search(engine, terms, need, offset, min_score,
                                            engine.allowed_rows(globs), segments)
-        flags = _segment_flags(self.store, [result.segment_id for result in results])
+        flags = segment_flags(self.store, [result.segment_id for result in results])
         for result in results:  # a cheap check of this page only; doctor checks every file
             result.missing = not os.path.exists(result.path)
-            result.flags = flags.get(result.segment_id, [])
+            result.flags = flags.get(result.segment_id) or []  # [] also when not measured
         return SearchResults(query=info, mode=mode, alpha=float(alpha) if mode == "hybrid" else None,
                              segments=bool(segments), offset=int(offset), results=results)
 
@@ -305,21 +306,6 @@ class Searcher:
         return [engine.result(offset + i + 1, row, score_of[i], dense[i], score_of[i],
                               engine.explain_terms(row, terms), 0.0, None)
                 for i, row in enumerate(rows.tolist())]
-
-
-def _segment_flags(store, segment_ids: list[int]) -> dict[int, list[str]]:
-    """The silent / clipped flags of the shown page's segments (one query; NULL: not measured)."""
-    if not segment_ids:
-        return {}
-    from sqlalchemy import select
-
-    from clapdex.storage.schema import SegmentRow
-
-    with store.session() as session:
-        rows = session.execute(select(SegmentRow.id, SegmentRow.silent, SegmentRow.clipped)
-                               .where(SegmentRow.id.in_(segment_ids)))
-        return {int(id_): [name for name, on in (("silent", silent), ("clipped", clipped)) if on]
-                for id_, silent, clipped in rows}
 
 
 def _shown(audio: str | os.PathLike) -> str:

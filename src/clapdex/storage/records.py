@@ -72,3 +72,21 @@ def segment_record(store, segment_id: int) -> SegmentRecord:
     if row is None:
         raise NotFoundError(f"no segment with id {segment_id} in this index")
     return SegmentRecord(*row)
+
+
+def level_flags(silent: bool | None, clipped: bool | None) -> list[str] | None:
+    """A segment's level flags ("silent", "clipped"), or None when it was never measured
+    (indexed before schema 5, or imported embeddings)."""
+    if silent is None and clipped is None:
+        return None
+    return [name for name, on in (("silent", silent), ("clipped", clipped)) if on]
+
+
+def segment_flags(store, segment_ids: list[int]) -> dict[int, list[str] | None]:
+    """level_flags of these segments (one query), by segment id."""
+    if not segment_ids:
+        return {}
+    with store.session() as session:
+        rows = session.execute(select(SegmentRow.id, SegmentRow.silent, SegmentRow.clipped)
+                               .where(SegmentRow.id.in_(segment_ids)))
+        return {int(id_): level_flags(silent, clipped) for id_, silent, clipped in rows}
