@@ -916,29 +916,31 @@ class IndexStore:
         """Files flagged truncated (indexed with a warning), segments flagged silent / clipped,
         and segments never measured (indexed before schema 5, or imported embeddings)."""
         with self.session() as session:
-            def count(model, *where):
-                return session.scalar(select(func.count()).select_from(model).where(*where)) or 0
-            return {"truncated": count(FileRow, FileRow.status == "indexed",
-                                       FileRow.warning.is_not(None)),
-                    "silent": count(SegmentRow, SegmentRow.silent.is_(True)),
-                    "clipped": count(SegmentRow, SegmentRow.clipped.is_(True)),
-                    "unmeasured": count(SegmentRow, SegmentRow.silent.is_(None))}
+            return {"truncated": _count(session, FileRow, FileRow.status == "indexed",
+                                        FileRow.warning.is_not(None)),
+                    "silent": _count(session, SegmentRow, SegmentRow.silent.is_(True)),
+                    "clipped": _count(session, SegmentRow, SegmentRow.clipped.is_(True)),
+                    "unmeasured": _count(session, SegmentRow, SegmentRow.silent.is_(None))}
 
     def counts(self) -> dict:
         """Rows per kind. Segments and postings come from the totals every write keeps
         (concept_stats) while they are valid: counting 25 M postings takes seconds."""
         with self.session() as session:
-            def count(model, *where):
-                return session.scalar(select(func.count()).select_from(model).where(*where)) or 0
             kept = concept_stats.stored_counts(session)
-            segments, postings = kept if kept else (count(SegmentRow), count(PostingRow))
+            segments, postings = kept if kept else (_count(session, SegmentRow),
+                                                    _count(session, PostingRow))
             return {
-                "files": count(FileRow, FileRow.status == "indexed"),
-                "errors": count(FileRow, FileRow.status == "error"),
+                "files": _count(session, FileRow, FileRow.status == "indexed"),
+                "errors": _count(session, FileRow, FileRow.status == "error"),
                 "segments": segments,
-                "concepts": count(ConceptRow),
+                "concepts": _count(session, ConceptRow),
                 "postings": postings,
             }
+
+
+def _count(session: Session, model, *where) -> int:
+    """Rows of `model` matching `where`."""
+    return session.scalar(select(func.count()).select_from(model).where(*where)) or 0
 
 
 def _orphan_conditions() -> dict:
