@@ -110,10 +110,14 @@ def test_concurrent_searches_during_a_write_get_one_generations_answers(tmp_path
             assert same(_ask(base, query, vector), before[i]), query
 
         stop = tmp_path / "stop"
-        clients = [subprocess.Popen(
-            [sys.executable, "-c", CLIENT, base, json.dumps(QUERIES), json.dumps(vector),
-             str(stop), str(seed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=env) for seed in range(CLIENTS)]
+        # stderr to files: communicate() on two pipes reads the descriptors directly and would
+        # lose the lines readline() below has already buffered; stdout is read with read() instead
+        logs = [tmp_path / f"client-{seed}.err" for seed in range(CLIENTS)]
+        for seed, log in enumerate(logs):
+            with log.open("w") as err:
+                clients.append(subprocess.Popen(
+                    [sys.executable, "-c", CLIENT, base, json.dumps(QUERIES), json.dumps(vector),
+                     str(stop), str(seed)], stdout=subprocess.PIPE, stderr=err, text=True, env=env))
         first = [client.stdout.readline() for client in clients]  # all of them are searching
         writer = subprocess.run(
             [sys.executable, "-c", "from clapdex.cli import main; main()", "index",
@@ -121,7 +125,11 @@ def test_concurrent_searches_during_a_write_get_one_generations_answers(tmp_path
             capture_output=True, text=True, env=env, timeout=300)
         assert writer.returncode == 0, writer.stderr
         stop.touch()  # each client ends its round, then asks every query once more
-        outputs = [client.communicate(timeout=600) for client in clients]
+        outputs = []
+        for client, log in zip(clients, logs):
+            out = client.stdout.read()  # through the reader that readline() used: no line lost
+            client.wait(timeout=600)
+            outputs.append((out, log.read_text()))
         after = expected_answers(fixture.root, fixture.encoder, vector)
         assert any(not same(a, b) for a, b in zip(after, before))  # the write changed answers
         assert {Path(p).name for answer in after for p, _ in answer} & {p.name for p in extra.values()}
