@@ -185,7 +185,8 @@ out = {"open_s": time.perf_counter() - t, "import_s": imported - t0, "rss_open_m
 rng = np.random.default_rng(7)
 n, names = engine.n_segments, engine.concept_names
 picks = np.sort(rng.choice(n, n_queries, replace=False))
-queries = np.asarray(engine.embeddings[picks], dtype=np.float64)
+# read as search reads rows (not through the map, which would count their pages in RSS)
+queries = engine.embedding_rows(picks).astype(np.float64)
 queries += 0.5 * rng.standard_normal(queries.shape) / np.sqrt(queries.shape[1])
 queries /= np.linalg.norm(queries, axis=1, keepdims=True)
 t = time.perf_counter(); index.search(vector=queries[0], mode="dense")

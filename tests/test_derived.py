@@ -101,6 +101,60 @@ def test_files_equal_the_database_and_follow_additions_by_extending(tones):
         assert len(state.array("segment_ids")) == state.n_segments
 
 
+def mapped_kb(path) -> int:
+    """Resident KB of this process's mappings of `path` (/proc/self/smaps)."""
+    total, current = 0, None
+    with open("/proc/self/smaps") as handle:
+        for line in handle:
+            parts = line.split()
+            if "-" in parts[0] and len(parts) >= 5:
+                current = parts[5] if len(parts) > 5 else None
+            elif parts[0] == "Rss:" and current == str(path):
+                total += int(parts[1])
+    return total
+
+
+def test_rows_read_with_pread_equal_the_mapped_rows(tones):
+    """DerivedState.rows (pread) returns exactly array[rows] in any order, with runs, repeats or
+    nothing selected, without paging the file into this process; a row out of range is an
+    IndexError; an old version stays readable after an extension appended to its file."""
+    with IndexStore.open(tones.root) as store:
+        state = open_state(store)
+        embeddings = np.array(state.array("embeddings"))
+        n = len(embeddings)
+        rng = np.random.default_rng(0)
+        selections = [np.arange(n), np.arange(n)[::-1], rng.permutation(n)[: n // 2],
+                      np.array([0, 1, 2, 5, 6, n - 1, n - 1, 3]), np.zeros(0, np.int64)]
+        for rows in selections:
+            got = state.rows("embeddings", rows)
+            assert got.dtype == embeddings.dtype and got.shape == (len(rows),) + embeddings.shape[1:]
+            assert np.array_equal(got, embeddings[rows])
+        for bad in ([n], [-1]):
+            with pytest.raises(IndexError):
+                state.rows("embeddings", bad)
+        fresh = open_state(store)  # a new state: its map has not been touched
+        path = fresh.folder / fresh.manifest["arrays"]["embeddings"]["file"]
+        if os.path.exists("/proc/self/smaps"):
+            before = mapped_kb(path)  # (the first state's map holds what np.array read)
+            fresh.rows("embeddings", np.arange(n))
+            assert mapped_kb(path) == before
+            np.array(fresh.array("embeddings"))  # the check can fail: reading the map counts
+            assert mapped_kb(path) > before
+        engine = open_index(tones.root)._searcher.engine
+        q = embeddings[0].astype(np.float64)
+        rows = rng.permutation(n)[:7]
+        mapped = np.empty(len(rows))  # the read through the map it replaced
+        mapped[np.argsort(rows)] = embeddings[np.sort(rows)] @ q.astype(np.float32)
+        assert np.array_equal(engine.dense_scores(q, rows), mapped)
+    add_tone(tones, "later.wav", 990)
+    with IndexStore.open(tones.root) as store:
+        newer = open_state(store, state)
+        assert newer.n_segments > n
+        assert np.array_equal(state.rows("embeddings", np.arange(n)), embeddings)
+        assert np.array_equal(newer.rows("embeddings", np.arange(newer.n_segments)),
+                              newer.array("embeddings"))
+
+
 def test_removal_reindex_and_vocabulary_change_rebuild(tones, tmp_path):
     from clapdex.indexer.reindexing import reindex
     from tests.doubles import SpectralTestEncoder

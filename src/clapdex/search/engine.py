@@ -180,10 +180,16 @@ class SearchEngine:
                 out[lo:lo + _MATVEC_ROWS] = self.embeddings[lo:lo + _MATVEC_ROWS] @ q32
             return out
         rows = np.asarray(rows, dtype=np.int64)
-        order = np.argsort(rows)  # ascending reads of the mapped file
+        order = np.argsort(rows)  # ascending reads of the file
         out = np.empty(len(rows))
-        out[order] = self.embeddings[rows[order]] @ q32
+        out[order] = self.embedding_rows(rows[order]) @ q32
         return out
+
+    def embedding_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The unit embeddings of some rows, read without mapping their pages into this process
+        (DerivedState.rows): a long-lived search process would otherwise hold every row it ever
+        re-scored."""
+        return self.state.rows("embeddings", rows)
 
     def concept_columns(self, concept_ids: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
         """(rows, weights) of each concept: the inverted index, read column by column."""
@@ -401,8 +407,12 @@ class SearchEngine:
             return np.zeros(0, np.int64)
         col_rows = np.concatenate([r for r, _ in columns])
         col_vals = np.concatenate([w * s[c] for (_, w), c in zip(columns, strongest)])
-        held, where = np.unique(col_rows, return_inverse=True)
-        partial = np.bincount(where, weights=col_vals, minlength=len(held))
+        # Sums in one array over every row instead of np.unique's sort of the postings read
+        # (~500k at 1M segments): O(n) but memory-speed, several times cheaper.
+        touched = np.zeros(self.n_segments, dtype=bool)
+        touched[col_rows] = True
+        held = np.flatnonzero(touched)
+        partial = np.bincount(col_rows, weights=col_vals, minlength=self.n_segments)[held]
         partial = self.row_scale[held] * partial + self.base_scale[held] * mean_dot
         if len(held) > budget:
             held = np.sort(held[np.argpartition(-partial, budget - 1)[:budget]])

@@ -105,7 +105,7 @@ class Searcher:
         indexed = self._indexed_rows(audio, engine)
         if indexed is not None:
             indexed_path, rows = indexed
-            vector = mean_direction(engine.embeddings[rows].astype(np.float64),
+            vector = mean_direction(engine.embedding_rows(rows).astype(np.float64),
                                     f"audio query {_shown(audio)}")
             return vector, indexed_path
         path = Path(audio).expanduser()
