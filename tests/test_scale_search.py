@@ -68,9 +68,32 @@ def test_small_candidate_budget_is_exact_on_the_test_index(synthetic):
             assert list(found[0]) == list(np.argsort(-fused)[:10])
 
 
+def test_posting_candidates_are_the_best_partial_concept_scores(synthetic):
+    """The postings' candidates are exactly the `budget` best segments by the part of the concept
+    score the HYBRID_CONCEPTS strongest concepts give, among the segments holding one of them
+    (computed here from the whole weight matrix)."""
+    from clapdex.search.engine import HYBRID_CONCEPTS
+
+    with open_index(synthetic) as index:
+        engine = index._searcher.engine
+        weights = engine.weights.tocsc()
+        for q in queries(engine, 6, seed=11):
+            s, mean_dot = engine.concept_projection(q)
+            strongest = np.argsort(-s)[:HYBRID_CONCEPTS]
+            strongest = strongest[s[strongest] > 0]
+            part = weights[:, strongest]
+            holders = np.flatnonzero(part.getnnz(axis=1))
+            partial = engine.row_scale * (part @ s[strongest]) + engine.base_scale * mean_dot
+            for budget in (1, 50, len(holders), len(holders) + 10):
+                expected = holders[np.argsort(-partial[holders], kind="stable")[:budget]]
+                got = engine._posting_candidates((s, mean_dot), budget)
+                assert list(got) == sorted(expected.tolist())
+
+
 def test_candidates_that_cannot_fill_the_page_fall_back_to_every_segment(synthetic, monkeypatch):
     monkeypatch.setattr("clapdex.search.searcher.EXACT_HYBRID_MAX", 0)
     monkeypatch.setattr("clapdex.search.engine.HYBRID_CANDIDATES", 5)
+    monkeypatch.setattr("clapdex.search.engine.CANDIDATES_PER_RESULT", 0)
     with open_index(synthetic) as index:
         engine = index._searcher.engine
         q = next(queries(engine, 1, seed=9))

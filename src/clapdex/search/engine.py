@@ -42,8 +42,15 @@ _PRUNE_FRACTION = 16
 # Above this many segments hybrid re-scores candidates instead of scoring every segment: a full
 # pass over W and E costs ~10 ms per 20k segments on a busy 2-core machine (bench_scale.py).
 EXACT_HYBRID_MAX = 20_000
-HYBRID_CANDIDATES = 1000   # segments taken from each source (ANN hits, concept postings)
-HYBRID_CONCEPTS = 32       # the query's strongest concepts whose postings give candidates
+# Candidates per source (ANN hits, concept postings): 20 per result asked for, at least 200. At 1M
+# synthetic segments the exact top 10 all lay within the first 200 of the two sources together
+# (docs/search.md); each candidate costs one embedding read.
+HYBRID_CANDIDATES = 200
+CANDIDATES_PER_RESULT = 20
+HYBRID_CONCEPTS = 16       # the query's strongest concepts whose postings give candidates
+# Hybrid's ANN searches half the IVF lists dense mode does (storage/dense.py IVF_NPROBE): the
+# postings find what the narrower probe misses (the same recall at 1M, docs/search.md).
+HYBRID_NPROBE = 16
 _MATVEC_ROWS = 200_000     # rows of W per sparse product (int32 offsets, no copy of the map)
 
 
@@ -272,8 +279,8 @@ class SearchEngine:
         Returns (rows, dense, concept) of the picked rows, or None when the candidates hold fewer
         than `need` results (the caller then scores every segment). Not exact in general: a segment
         outside both lists can be missed (docs/search.md gives the recall measured)."""
-        budget = budget or HYBRID_CANDIDATES
-        dense_rows = self._ann_rows(query, budget)
+        budget = budget or candidate_budget(need)
+        dense_rows = self._ann_rows(query, budget, HYBRID_NPROBE)
         held = self._posting_candidates(projection, budget)
         rows = np.union1d(dense_rows, held)
         if allowed is not None:
@@ -372,7 +379,7 @@ class SearchEngine:
         n = self.n_segments
         extra = np.zeros(0, np.int64)
         if projection is not None and index.kind() != "Flat":
-            extra = self._posting_candidates(projection, HYBRID_CANDIDATES)
+            extra = self._posting_candidates(projection, candidate_budget(need))
         size = min(n, max(64, 8 * need))
         while True:
             rows = np.union1d(self._ann_rows(query, size), extra)
@@ -387,10 +394,12 @@ class SearchEngine:
                 return picked, scores[np.searchsorted(rows, picked)]
             size = min(n, size * 4)
 
-    def _ann_rows(self, query: np.ndarray, k: int) -> np.ndarray:
-        """Rows of the FAISS index's k best hits (ascending)."""
+    def _ann_rows(self, query: np.ndarray, k: int, nprobe: int | None = None) -> np.ndarray:
+        """Rows of the FAISS index's k best hits (ascending); nprobe: IVF lists searched (None:
+        the index's own)."""
         with _faiss_single_thread():
-            _scores, ids = self.dense_index().search(query.astype(np.float32)[None, :], k)
+            _scores, ids = self.dense_index().search(query.astype(np.float32)[None, :], k,
+                                                     nprobe)
         ids = ids[0][ids[0] >= 0]
         n = self.n_segments
         rows = np.minimum(np.searchsorted(self.segment_ids, ids), max(n - 1, 0))
@@ -403,16 +412,17 @@ class SearchEngine:
         strongest = np.argsort(-s)[:HYBRID_CONCEPTS]
         strongest = strongest[s[strongest] > 0]
         columns = self.concept_columns(strongest.tolist())
-        if not columns:
-            return np.zeros(0, np.int64)
-        col_rows = np.concatenate([r for r, _ in columns])
+        col_rows = np.concatenate([r for r, _ in columns] + [np.zeros(0, np.int64)])
+        if not len(col_rows):
+            return col_rows
         col_vals = np.concatenate([w * s[c] for (_, w), c in zip(columns, strongest)])
-        # Sums in one array over every row instead of np.unique's sort of the postings read
-        # (~500k at 1M segments): O(n) but memory-speed, several times cheaper.
-        touched = np.zeros(self.n_segments, dtype=bool)
-        touched[col_rows] = True
-        held = np.flatnonzero(touched)
-        partial = np.bincount(col_rows, weights=col_vals, minlength=self.n_segments)[held]
+        # Each column's rows ascend, so a stable sort (timsort: it merges the runs) costs about
+        # half of np.unique's, and nothing here is proportional to the whole index.
+        order = np.argsort(col_rows, kind="stable")
+        col_rows = col_rows[order]
+        first = np.flatnonzero(np.diff(col_rows, prepend=-1))
+        held = col_rows[first]
+        partial = np.add.reduceat(col_vals[order], first)
         partial = self.row_scale[held] * partial + self.base_scale[held] * mean_dot
         if len(held) > budget:
             held = np.sort(held[np.argpartition(-partial, budget - 1)[:budget]])
@@ -466,6 +476,11 @@ class SearchEngine:
                             segment_id=int(self.segment_ids[row]), start=float(self.starts[row]),
                             end=float(self.ends[row]), score=float(fused), dense=float(dense),
                             concept=float(concept), explanation=explanation)
+
+
+def candidate_budget(need: int) -> int:
+    """Candidates taken from each source for a page of `need` results."""
+    return max(HYBRID_CANDIDATES, CANDIDATES_PER_RESULT * int(need))
 
 
 @contextmanager

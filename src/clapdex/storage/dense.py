@@ -213,12 +213,14 @@ class DenseIndex:
         """Segment ids held, sorted (int64)."""
         return np.sort(faiss.vector_to_array(self._index.id_map).astype(np.int64))
 
-    def search(self, query_unit_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, query_unit_vectors: np.ndarray, k: int, nprobe: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k segments for each query: (scores float32 (q, k'), segment ids int64 (q, k')).
 
         k' = min(k, number of segments). Queries should be unit vectors; scores are then cosine
         similarities, best first. Approximate index types may return fewer than k' hits per
-        query; missing hits have id -1 and score -inf.
+        query; missing hits have id -1 and score -inf. nprobe: IVF lists searched for this call
+        (IVF types only; default: the index's own, IVF_NPROBE).
         """
         queries = np.ascontiguousarray(np.atleast_2d(query_unit_vectors), dtype=np.float32)
         if queries.shape[1] != self.dimension:
@@ -226,7 +228,11 @@ class DenseIndex:
         k = min(int(k), self.ntotal)
         if k <= 0:
             return (np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64))
-        scores, ids = self._index.search(queries, k)
+        params = None
+        if nprobe is not None and isinstance(faiss.downcast_index(self._index.index),
+                                             faiss.IndexIVF):
+            params = faiss.SearchParametersIVF(nprobe=int(nprobe))
+        scores, ids = self._index.search(queries, k, params=params)
         scores = np.where(ids < 0, -np.inf, scores).astype(np.float32)
         return scores, ids.astype(np.int64)
 
