@@ -155,6 +155,20 @@ def test_rows_read_with_pread_equal_the_mapped_rows(tones):
                               newer.array("embeddings"))
 
 
+def test_concept_products_read_the_mapped_weights_without_copying(tones):
+    """W·s runs block by block over the mapped CSR files: a block shares their memory (scipy
+    copies a slice of a plain array much smaller than its base, which cost a copy of all of W
+    per concept-mode query)."""
+    with open_index(tones.root) as index:
+        engine = index._searcher.engine
+        row = int(np.argmax(np.diff(engine.state.array("csr_indptr"))))  # one row of many
+        block = engine._block(row, row + 1)
+        assert block.nnz and block.nnz * 4 < len(engine.state.array("csr_data"))
+        assert np.shares_memory(block.data, engine.state.array("csr_data"))
+        assert np.shares_memory(block.indices, engine.state.array("csr_indices"))
+        assert np.array_equal(block.toarray(), engine.weights.toarray()[row:row + 1])
+
+
 def test_removal_reindex_and_vocabulary_change_rebuild(tones, tmp_path):
     from clapdex.indexer.reindexing import reindex
     from tests.doubles import SpectralTestEncoder

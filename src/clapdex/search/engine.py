@@ -151,16 +151,20 @@ class SearchEngine:
 
     def _weights_times(self, s: np.ndarray) -> np.ndarray:
         """W s over every row, a block of rows at a time (scipy over views of the mapped files)."""
-        n, k = self.n_segments, len(s)
+        n = self.n_segments
         out = np.empty(n)
         for lo in range(0, n, _MATVEC_ROWS):
             hi = min(n, lo + _MATVEC_ROWS)
-            a, b = int(self._indptr[lo]), int(self._indptr[hi])
-            indptr = (np.asarray(self._indptr[lo:hi + 1]) - a).astype(np.int32)
-            block = sp.csr_matrix((self._data[a:b], self._indices[a:b], indptr),
-                                  shape=(hi - lo, k), copy=False)
-            out[lo:hi] = block @ s
+            out[lo:hi] = self._block(lo, hi) @ s
         return out
+
+    def _block(self, lo: int, hi: int) -> sp.csr_matrix:
+        """Rows lo..hi of W over the mapped files, not copied (state.array keeps np.memmap
+        objects: scipy copies a slice of a plain array much smaller than its base)."""
+        a, b = int(self._indptr[lo]), int(self._indptr[hi])
+        indptr = (np.asarray(self._indptr[lo:hi + 1]) - a).astype(np.int32)
+        return sp.csr_matrix((self._data[a:b], self._indices[a:b], indptr),
+                             shape=(hi - lo, len(self.concept_names)), copy=False)
 
     def _rows_times(self, rows: np.ndarray, s: np.ndarray) -> np.ndarray:
         """(W s)[rows], reading only those rows."""

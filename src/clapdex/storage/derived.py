@@ -206,9 +206,10 @@ class DerivedState:
                                   shape=shape)
                 if name in _RANDOM_ACCESS:  # rows are gathered: no readahead around each one
                     array._mmap.madvise(mmap.MADV_RANDOM)
-                # a plain view of the map: np.memmap wraps every index and slice in a new
-                # memmap object (~3 µs a slice; explanations take hundreds per query)
-                self._arrays[name] = array.view(np.ndarray)
+                # kept an np.memmap, not a plain view of it: scipy.sparse copies a slice of a
+                # plain array much smaller than the array (a memmap's slice is its own base), so
+                # concept mode's W·s would copy all of W on every query (SearchEngine._block)
+                self._arrays[name] = array
         self._handles = {name: open(self.folder / file, "rb")
                          for name, file in self.manifest["json"].items()}
         self._json: dict[str, object] = {}
