@@ -256,8 +256,13 @@ def _catch_up_schema(root: Path) -> None:
 
     from clapdex.storage import migrate
 
+    from clapdex.storage.schema import SCHEMA_VERSION
+
     engine = create_engine(f"sqlite:///{root / 'clapdex.sqlite'}")
     with engine.begin() as connection:
+        version = connection.exec_driver_sql("SELECT schema_version FROM index_settings").scalar()
+        if version != SCHEMA_VERSION:  # an older version: IndexStore.open upgrades it properly
+            return
         for table, column in migrate.add_missing(connection):
             filler = migrate.FILLERS.get((table, column))
             if filler is not None:

@@ -542,7 +542,7 @@ def _zero_page_of(index_path: Path, name: str) -> None:
         handle.write(b"\0" * page_size)
 
 
-@pytest.mark.parametrize("damaged", ["concept_stats", "ix_postings_segment"])
+@pytest.mark.parametrize("damaged", ["concept_stats", "ix_postings_segment_concept_weight"])
 def test_doctor_finds_and_repairs_damage_to_derived_data(small_index, damaged):
     _zero_page_of(small_index, damaged)
     found = run("doctor", "--index", small_index)

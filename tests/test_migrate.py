@@ -45,7 +45,7 @@ def downgrade_to_v3(root) -> None:
 
 @pytest.fixture
 def fresh(tmp_path):
-    """An index (schema 4) of tones, chords, silence and an off-vocabulary whistle."""
+    """An index (the current schema) of tones, chords, silence and an off-vocabulary whistle."""
     audio = tmp_path / "audio"
     audio.mkdir()
     sr = 8000
@@ -93,6 +93,7 @@ def test_upgrade_fills_concept_fidelity_like_a_fresh_index(fresh, notes):
             assert session.scalar(select(IndexSettingsRow.generation)) == 1  # default 0, + upgrade
             assert session.scalar(select(IndexSettingsRow.alpha)) is None
         assert store.settings.lam is not None  # the settings read as a whole again
+    # its postings already have schema 6's layout: nothing is rebuilt, nothing announced
     assert len(notes) == 1 and "upgraded index" in notes[0] and "from schema version 3" in notes[0]
     with IndexStore.open(root):
         pass
@@ -129,7 +130,7 @@ def test_a_failed_upgrade_changes_nothing(fresh, notes, monkeypatch):
     version = connection.execute("SELECT schema_version FROM index_settings").fetchone()[0]
     connection.close()
     assert "concept_fidelity" not in columns and version == 3  # the DDL was rolled back too
-    assert notes == []
+    assert not [n for n in notes if "upgraded index" in n]  # only the "upgrading" one
     monkeypatch.undo()
     with IndexStore.open(root) as store:
         assert None not in _concept_fidelity(store).values()
@@ -224,7 +225,8 @@ def postgres():
 
 def test_upgrade_on_postgresql(tmp_path, postgres, notes):
     """The same upgrade on a PostgreSQL index: columns added, concept fidelity filled, generation
-    defaulted, version bumped, all in one transaction."""
+    defaulted, the postings' primary key made covering (schema 6), version bumped, all in one
+    transaction."""
     from sqlalchemy import create_engine, text
 
     from clapdex.concepts.decompose import audio_mean, decompose
@@ -258,8 +260,26 @@ def test_upgrade_on_postgresql(tmp_path, postgres, notes):
         connection.execute(text("ALTER TABLE index_settings DROP COLUMN generation"))
         connection.execute(text("ALTER TABLE index_settings DROP COLUMN alpha"))
         connection.execute(text("UPDATE index_settings SET schema_version = 3"))
+        # the postings as schema 5 had them: a plain primary key and two more indexes
+        postings = connection.execute(text("SELECT concept_id, segment_id, weight FROM postings "
+                                           "ORDER BY 1, 2")).all()
+        connection.execute(text("ALTER TABLE postings DROP CONSTRAINT postings_pkey"))
+        connection.execute(text("ALTER TABLE postings ADD PRIMARY KEY (concept_id, segment_id)"))
+        connection.execute(text("DROP INDEX ix_postings_segment_concept_weight"))
+        connection.execute(text("CREATE INDEX ix_postings_segment ON postings (segment_id)"))
+        connection.execute(text("CREATE INDEX ix_postings_concept_segment_weight "
+                                "ON postings (concept_id, segment_id, weight)"))
     engine.dispose()
+    assert len(postings) > 3
     with IndexStore.open(root) as store:
+        key = inspect(store.engine).get_pk_constraint("postings")
+        assert key["constrained_columns"] == ["concept_id", "segment_id"]
+        assert key["dialect_options"]["postgresql_include"] == ["weight"]
+        assert {i["name"] for i in inspect(store.engine).get_indexes("postings")} == \
+            {"ix_postings_segment_concept_weight"}
+        with store.engine.connect() as connection:
+            assert connection.execute(text("SELECT concept_id, segment_id, weight FROM postings "
+                                           "ORDER BY 1, 2")).all() == postings
         upgraded = _concept_fidelity(store)
         assert upgraded.keys() == expected.keys()
         for segment, value in expected.items():
@@ -268,15 +288,48 @@ def test_upgrade_on_postgresql(tmp_path, postgres, notes):
         assert store.generation() == 1
         indexes = {i["name"] for i in inspect(store.engine).get_indexes("segments")}
         assert "ix_segments_concept_fidelity" in indexes
-    assert len(notes) == 1 and "from schema version 3" in notes[0]
+    assert len(notes) == 2 and "from schema version 3" in notes[1]
 
 
 EXPRESSIONS = ("a 440 hz tone", "a 200 hz tone OR a 440 hz tone", "a 440 hz tone AND NOT a 300 hz tone")
 
 
+# What postings looked like up to schema 5: a rowid table, its primary key's index and two more.
+_V5_POSTINGS = """CREATE TABLE postings (concept_id INTEGER NOT NULL, segment_id INTEGER NOT NULL,
+    weight FLOAT NOT NULL, PRIMARY KEY (concept_id, segment_id),
+    FOREIGN KEY(concept_id) REFERENCES concepts (id),
+    FOREIGN KEY(segment_id) REFERENCES segments (id) ON DELETE CASCADE)"""
+
+
+def downgrade_postings_to_v5(connection: sqlite3.Connection) -> None:
+    connection.execute("CREATE TABLE old_postings AS SELECT * FROM postings")
+    connection.execute("DROP TABLE postings")
+    connection.execute(_V5_POSTINGS)
+    connection.execute("INSERT INTO postings SELECT * FROM old_postings ORDER BY segment_id")
+    connection.execute("DROP TABLE old_postings")
+    connection.execute("CREATE INDEX ix_postings_segment ON postings (segment_id)")
+    connection.execute("CREATE INDEX ix_postings_concept_segment_weight "
+                       "ON postings (concept_id, segment_id, weight)")
+
+
+def _postings_layout(connection: sqlite3.Connection) -> tuple:
+    """(WITHOUT ROWID?, primary key, foreign keys, {index: columns}) of the postings table."""
+    table = connection.execute("SELECT sql FROM sqlite_master WHERE type = 'table' "
+                               "AND name = 'postings'").fetchone()[0]
+    key = [r[1] for r in sorted(connection.execute("PRAGMA table_info(postings)"),
+                                key=lambda r: r[5]) if r[5]]
+    foreign = {(r[2], r[3], r[4], r[6]) for r in connection.execute(
+        "PRAGMA foreign_key_list(postings)")}
+    indexes = {name: [r[2] for r in connection.execute(f"PRAGMA index_info({name})")]
+               for (name,) in connection.execute(
+                   "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'postings' "
+                   "AND sql IS NOT NULL")}
+    return "WITHOUT ROWID" in table.upper(), key, foreign, indexes
+
+
 def test_a_v4_index_trades_the_weight_ordered_postings_index_for_the_appending_one(fresh, notes):
     """Schema 5 replaced ix_postings_concept_weight (concept, weight, segment): the upgrade drops
-    it and builds ix_postings_concept_segment_weight; audit answers stay the same."""
+    it (and, since schema 6, the whole old postings table); audit answers stay the same."""
     from clapdex.audit.queries import audit
 
     root, _ = fresh
@@ -284,6 +337,7 @@ def test_a_v4_index_trades_the_weight_ordered_postings_index_for_the_appending_o
         before = [audit(store, e, limit=None) for e in EXPRESSIONS]
     connection = sqlite3.connect(root / DB_FILE)
     with connection:
+        downgrade_postings_to_v5(connection)
         connection.execute("DROP INDEX ix_postings_concept_segment_weight")
         connection.execute("CREATE INDEX ix_postings_concept_weight "
                            "ON postings (concept_id, weight, segment_id)")
@@ -297,10 +351,73 @@ def test_a_v4_index_trades_the_weight_ordered_postings_index_for_the_appending_o
             assert dict(session.execute(select(ConceptStatsRow.concept_id,
                                                ConceptStatsRow.max_weight)).all()) == exact
         indexes = {i["name"] for i in inspect(store.engine).get_indexes("postings")}
-        assert "ix_postings_concept_weight" not in indexes
-        assert {"ix_postings_concept_segment_weight", "ix_postings_segment"} <= indexes
+        assert indexes == {"ix_postings_segment_concept_weight"}
         after = [audit(store, e, limit=None) for e in EXPRESSIONS]
         with store.session() as session:
-            assert session.scalar(select(IndexSettingsRow.schema_version)) == SCHEMA_VERSION == 5
+            assert session.scalar(select(IndexSettingsRow.schema_version)) == SCHEMA_VERSION == 6
     assert before == after and before[0].n_segments > 0
-    assert len(notes) == 1 and "from schema version 4" in notes[0]
+    assert len(notes) == 2 and "from schema version 4" in notes[1]
+
+
+def test_a_v5_index_gets_its_postings_clustered_by_concept(fresh, notes):
+    """Schema 6: the postings table becomes the (concept, segment) B-tree itself (WITHOUT ROWID)
+    with one covering segment index; every posting, audit answer, search file and foreign key
+    survives the copy, and the index goes on taking writes."""
+    from clapdex.audit.queries import audit
+
+    root, _ = fresh
+    connection = sqlite3.connect(root / DB_FILE)
+    fresh_layout = _postings_layout(connection)
+    rows = sorted(connection.execute("SELECT concept_id, segment_id, weight FROM postings"))
+    connection.close()
+    with IndexStore.open(root) as store:
+        before = [audit(store, e, limit=None) for e in EXPRESSIONS]
+        _, matrix_before = store.concept_matrix()
+    assert fresh_layout[0] and len(rows) > 10
+    connection = sqlite3.connect(root / DB_FILE)
+    with connection:
+        downgrade_postings_to_v5(connection)
+        connection.execute("UPDATE index_settings SET schema_version = 5")
+    assert not _postings_layout(connection)[0]
+    connection.close()
+    with IndexStore.open(root) as store:
+        assert [audit(store, e, limit=None) for e in EXPRESSIONS] == before
+        _, matrix_after = store.concept_matrix()
+        assert (matrix_after != matrix_before).nnz == 0
+        with store.engine.connect() as c:  # foreign keys are checked again on the pooled connection
+            assert c.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        store.remove_file(store.files()[0].path)  # a write after the upgrade
+    connection = sqlite3.connect(root / DB_FILE)
+    upgraded_layout = _postings_layout(connection)
+    left = connection.execute("SELECT count(*) FROM postings").fetchone()[0]
+    assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert connection.execute("PRAGMA foreign_key_check").fetchall() == []
+    connection.close()
+    assert upgraded_layout == fresh_layout  # the same table and index as a new index's
+    assert 0 < left < len(rows)
+    assert len(notes) == 2 and "from schema version 5" in notes[1]
+    assert notes[0].startswith(f"upgrading index {root} from schema version 5 to 6: rebuilding "
+                               "the postings table")
+
+
+def test_a_failed_reshape_keeps_the_old_postings(fresh, notes, monkeypatch):
+    root, _ = fresh
+    connection = sqlite3.connect(root / DB_FILE)
+    with connection:
+        downgrade_postings_to_v5(connection)
+        connection.execute("UPDATE index_settings SET schema_version = 5")
+    before = _postings_layout(connection)
+    connection.close()
+
+    def broken(connection):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setitem(migrate.FILLERS, ("segments", "concept_fidelity"), broken)
+    monkeypatch.setattr(migrate, "add_missing", lambda connection: [("segments", "concept_fidelity")])
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        IndexStore.open(root)
+    connection = sqlite3.connect(root / DB_FILE)
+    assert _postings_layout(connection) == before  # the copy and the DROP TABLE rolled back
+    assert len(notes) == 1 and "upgrading index" in notes[0]  # said before, never "upgraded"
+    assert connection.execute("SELECT schema_version FROM index_settings").fetchone()[0] == 5
+    connection.close()

@@ -242,7 +242,7 @@ def test_a_version_4_index_upgrades_and_takes_roots(built):
     with IndexStore.open(base / "index", write=True) as store:
         assert store.settings.roots == {}
         with store.session() as session:
-            assert session.scalar(select(IndexSettingsRow.schema_version)) == SCHEMA_VERSION == 5
+            assert session.scalar(select(IndexSettingsRow.schema_version)) == SCHEMA_VERSION == 6
         store.set_root("lib", library)
         assert sum(p.startswith(ROOT_MARK) for p in stored_paths(store)) == len(TONES)
 

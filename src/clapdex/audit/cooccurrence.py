@@ -5,8 +5,8 @@ lift = n_ab · N / (n_a · n_b), the ratio of the observed co-occurrence to the 
 two were independent. Pairs are listed when lift > 1 and n_ab >= min_count (rare pairs have
 unstable lifts), highest lift first.
 
-For one concept the counts come from SQL (the concept's segments via the (concept_id, segment_id,
-weight) index, their other postings via the segment_id index). Over all pairs (and for the report's
+For one concept the counts come from SQL (the concept's segments from its range of the postings'
+(concept_id, segment_id) key, their other postings via the (segment_id, concept_id, weight) index). Over all pairs (and for the report's
 heatmap), XᵀX of the segment × concept incidence matrix X gives every n_ab, a row (one concept)
 at a time from the memory-mapped concept matrix of the derived search files (storage/derived.py),
 so memory stays bounded at any size.

@@ -1,8 +1,8 @@
 """Segments matching a concept expression, low-fidelity segments, and one file's concept profile.
 
 All queries are SQLAlchemy Core (portable: SQLite and PostgreSQL). A concept expression compiles
-to set operations over per-concept posting lookups, each a range scan of the covering
-(concept_id, segment_id, weight) index: `concept_id = k AND weight >= w`. AND is INTERSECT, OR is UNION (the concepts named
+to set operations over per-concept posting lookups, each a range scan of the postings' (concept_id,
+segment_id) key, which holds the weight: `concept_id = k AND weight >= w`. AND is INTERSECT, OR is UNION (the concepts named
 directly under one OR share a single lookup, `concept_id IN (...)`), `A AND NOT B` is EXCEPT;
 only an expression without any positive term (e.g. `NOT music`) starts from all segments.
 Matches are evaluated per segment (docs/audit.md).

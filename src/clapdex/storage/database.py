@@ -241,8 +241,12 @@ class IndexStore:
             self.close()
             raise ReadOnlyIndexError(migrate.read_only_message(root, version),
                                      remedy=Remedy("open-writable", str(root)))
+        def announce(version: int, rebuilt: str) -> None:  # minutes at scale: say so before
+            notify(f"upgrading index {root} from schema version {version} to {SCHEMA_VERSION}: "
+                   f"rebuilding {rebuilt} (minutes at a million segments)")
+
         try:
-            upgraded = migrate.upgrade(self.engine)
+            upgraded = migrate.upgrade(self.engine, announce)
         except BaseException:
             self.close()
             raise
@@ -852,14 +856,16 @@ class IndexStore:
 
         What opening an index for search costs most: millions of postings. They are read with a
         Core select as the driver's plain tuples (a SQLAlchemy Row per posting cost more than the
-        query itself) in table order, which is segment order, so the CSR needs no sort.
+        query itself) in segment order (the order of the postings' segment index, which covers
+        them), so the CSR needs no sort.
         """
         with self.engine.connect() as connection:
             ids = np.fromiter(connection.execute(
                 select(SegmentRow.id).order_by(SegmentRow.id)).scalars(), dtype=np.int64)
             n_concepts = _count_concepts(connection)
             postings = self._plain_rows(connection.execute(
-                select(PostingRow.segment_id, PostingRow.concept_id, PostingRow.weight)))
+                select(PostingRow.segment_id, PostingRow.concept_id, PostingRow.weight)
+                .order_by(PostingRow.segment_id, PostingRow.concept_id)))
         return ids, postings_to_csr(ids, postings, n_concepts)
 
     def _plain_rows(self, result) -> list[tuple]:

@@ -1,6 +1,8 @@
 """In-place upgrade of an index written by an older clapdex (schema version UPGRADABLE_FROM or later).
 
 One transaction, all or nothing:
+0. tables whose layout changed are rebuilt (RESHAPES: schema 6 clusters the postings by
+   (concept, segment));
 1. tables the current schema has and the database lacks are created (with their indexes);
 2. columns the current schema has and a table lacks are added (ALTER TABLE ... ADD COLUMN), found
    by comparing the SQLAlchemy metadata with the database inspector, so a column any developer
@@ -18,12 +20,13 @@ transaction, then finds the version current and does nothing.
 
 from __future__ import annotations
 
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import numpy as np
 from sqlalchemy import (Connection, Engine, MetaData, Table, bindparam, func, inspect, select,
                         update)
-from sqlalchemy.schema import CreateColumn
+from sqlalchemy.schema import CreateColumn, CreateTable
 
 from clapdex.storage.engine import WRITE_OPTION
 from clapdex.storage.postings import postings_to_csr
@@ -38,10 +41,11 @@ class SchemaRuleError(RuntimeError):
     """A programming error: a new column that an upgrade cannot add (not nullable, no default)."""
 
 
-def upgrade(engine: Engine) -> int | None:
+def upgrade(engine: Engine, announce: Callable[[int, str], None] | None = None) -> int | None:
     """Upgrade the database to SCHEMA_VERSION in one transaction. Returns the version it had, or
-    None when it was already current (e.g. another process upgraded it meanwhile)."""
-    with engine.connect() as connection:
+    None when it was already current (e.g. another process upgraded it meanwhile). `announce`
+    is called with (the version, what is rebuilt) before a table is rebuilt: the slow part."""
+    with engine.connect() as connection, _foreign_keys_unchecked(connection):
         # A writer's transaction (engine.py: SQLite BEGIN IMMEDIATE), and the settings row locked
         # (PostgreSQL), so a concurrent upgrader waits here and then sees the new version.
         connection.execution_options(**{WRITE_OPTION: True})
@@ -52,6 +56,11 @@ def upgrade(engine: Engine) -> int | None:
             if version is None or version >= SCHEMA_VERSION:
                 connection.rollback()
                 return None
+            for below, what, needed, reshape in RESHAPES:
+                if version < below and needed(connection):
+                    if announce is not None:
+                        announce(int(version), what)
+                    reshape(connection)
             added = add_missing(connection)
             for table, column in added:
                 filler = FILLERS.get((table, column))
@@ -65,6 +74,22 @@ def upgrade(engine: Engine) -> int | None:
             connection.rollback()
             raise
     return int(version)
+
+
+@contextmanager
+def _foreign_keys_unchecked(connection: Connection) -> Iterator[None]:
+    """DIALECT SPOT. SQLite checks every row a reshape copies against its parent rows (two
+    look-ups per posting: 20 s instead of 1 s at 100k segments); the rows were checked when they
+    were written. The pragma only takes effect outside a transaction, so it is set before the
+    upgrade's begins, and restored for the pooled connection afterwards."""
+    raw = connection.connection.dbapi_connection if connection.dialect.name == "sqlite" else None
+    if raw is not None:
+        raw.execute("PRAGMA foreign_keys=OFF")
+    try:
+        yield
+    finally:
+        if raw is not None:
+            raw.execute("PRAGMA foreign_keys=ON")
 
 
 def _begin_write(connection: Connection) -> None:
@@ -117,6 +142,54 @@ def add_missing(connection: Connection, metadata: MetaData = Base.metadata) -> l
             if index.name not in have:
                 index.create(connection)
     return [(table.name, column.name) for table, column in columns]
+
+
+# ---- tables whose layout changed ---------------------------------------------------------------
+
+def postings_need_reshape(connection: Connection) -> bool:
+    """Whether the postings table still has its schema-5 layout. DIALECT SPOT."""
+    if connection.dialect.name == "sqlite":
+        declared = connection.exec_driver_sql(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'postings'").scalar()
+        return declared is not None and "WITHOUT ROWID" not in declared.upper()
+    if connection.dialect.name == "postgresql":
+        key = inspect(connection).get_pk_constraint("postings")
+        return bool(key.get("name")) and \
+            not key.get("dialect_options", {}).get("postgresql_include")
+    return False
+
+
+def reshape_postings(connection: Connection) -> None:
+    """Schema 6: the postings clustered by (concept_id, segment_id), no second copy in concept
+    order (schema.PostingRow). SQLite cannot change a table into WITHOUT ROWID: the rows are
+    copied, in the new key's order (each insert appends), into a new table that replaces the old
+    one (its indexes go with it); PostgreSQL's primary key is rebuilt to include the weight. The
+    old indexes that remain are dropped and the new one built by add_missing. DIALECT SPOT."""
+    if connection.dialect.name == "sqlite":
+        staged = MetaData()  # with the tables its foreign keys name
+        for parent in (ConceptRow, SegmentRow):
+            parent.__table__.to_metadata(staged)
+        staging = PostingRow.__table__.to_metadata(staged, name="postings_reshaped")
+        connection.execute(CreateTable(staging))  # the table alone: its index is built after
+        connection.exec_driver_sql(
+            "INSERT INTO postings_reshaped (concept_id, segment_id, weight) SELECT concept_id, "
+            "segment_id, weight FROM postings ORDER BY concept_id, segment_id")
+        connection.exec_driver_sql("DROP TABLE postings")
+        connection.exec_driver_sql("ALTER TABLE postings_reshaped RENAME TO postings")
+    elif connection.dialect.name == "postgresql":
+        key = inspect(connection).get_pk_constraint("postings")
+        preparer = connection.dialect.identifier_preparer
+        connection.exec_driver_sql(f"ALTER TABLE postings DROP CONSTRAINT "
+                                   f"{preparer.quote(key['name'])}")
+        connection.exec_driver_sql("ALTER TABLE postings ADD PRIMARY KEY (concept_id, segment_id) "
+                                   "INCLUDE (weight)")
+
+
+# (schema version, what is rebuilt, whether it still has to be, the rebuild): run for an index
+# older than that version, before columns are added.
+RESHAPES: list[tuple[int, str, Callable[[Connection], bool], Callable[[Connection], None]]] = [
+    (6, "the postings table", postings_need_reshape, reshape_postings),
+]
 
 
 # ---- computed columns ---------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 Vectors are stored as little-endian float32 bytes (LargeBinary) so the schema is portable between
 SQLite and PostgreSQL. `postings` is the inverted concept index: one row per non-zero concept weight
-of a segment, indexed on (concept_id, segment_id, weight) for "segments of concept k" and on
-segment_id for "all concepts of this segment".
+of a segment, clustered by (concept_id, segment_id) for "segments of concept k" and indexed on
+(segment_id, concept_id, weight) for "all concepts of this segment".
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from datetime import datetime, timezone
 
 import numpy as np
 from sqlalchemy import (BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer,
-                        LargeBinary, String, Text, text)
+                        LargeBinary, PrimaryKeyConstraint, String, Text, text)
 from sqlalchemy.types import TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from clapdex.errors import IndexDamagedError
 
-SCHEMA_VERSION = 5  # 2: concept_stats / corpus_stats tables, segments.fidelity index, covering
+SCHEMA_VERSION = 6  # 2: concept_stats / corpus_stats tables, segments.fidelity index, covering
                     #    (concept_id, weight, segment_id) postings index (audit)
                     # 3: index_settings.projection / projection_hash (optional linear projection)
                     # 4: index_settings.generation (bumped by every write transaction),
@@ -34,6 +34,11 @@ SCHEMA_VERSION = 5  # 2: concept_stats / corpus_stats tables, segments.fidelity 
                     # 5: files.warning (truncated / damaged audio); segments.level_db,
                     #    clipped_fraction, silent, clipped (NULL: not measured, e.g. indexed
                     #    before version 5 or imported embeddings)
+                    # 6: postings clustered by (concept_id, segment_id): SQLite WITHOUT ROWID,
+                    #    PostgreSQL's primary key INCLUDE (weight); the (concept, segment, weight)
+                    #    index and the rowid table are gone, ix_postings_segment became the
+                    #    covering ix_postings_segment_concept_weight (migrate.reshape_postings)
+                    # 6: ix_segments_fidelity dropped (nothing reads by it)
 # Version 4 and later upgrade older indexes in place (storage/migrate.py): a new column must be
 # nullable or have a server_default, and a computed one needs a filler there.
 
@@ -206,9 +211,10 @@ class SegmentRow(Base):
     start: Mapped[float] = mapped_column(Float)   # seconds in the file
     end: Mapped[float] = mapped_column(Float)
     embedding: Mapped[bytes] = mapped_column(LargeBinary)  # dense CLAP embedding, float32, raw
-    # cos(recomposed, normalize(embedding)); indexed for the audit's low-fidelity listing (the
-    # column lies after the embedding blob, so a table scan would read every embedding).
-    fidelity: Mapped[float] = mapped_column(Float, index=True)
+    # cos(recomposed, normalize(embedding)). Not indexed since schema 6: no query filters or sorts
+    # by it (the audit's listing uses concept_fidelity), and every insert into an index ordered
+    # by a random value dirties its own page.
+    fidelity: Mapped[float] = mapped_column(Float)
     # cos(Cw, z) on the centred window, 0 without concepts: how much of what is distinctive about
     # the window the concepts explain (the low-fidelity flag and audit use this). Indexed for the
     # audit's listing. NULL only inside an upgrade, before storage/migrate.py fills it.
@@ -237,23 +243,29 @@ class ConceptRow(Base):
 
 
 class PostingRow(Base):
-    """Inverted concept index: segment `segment_id` has weight `weight` > 0 on concept `concept_id`."""
+    """Inverted concept index: segment `segment_id` has weight `weight` > 0 on concept `concept_id`.
+
+    Two B-trees hold every posting, one per way it is read: the table itself, clustered by
+    (concept_id, segment_id) with the weight in the row ("segments of concept k (with weight >=
+    w)", audit), and a covering (segment_id, concept_id, weight) index ("all concepts of these
+    segments": search files, copies, removals). Both are ordered by segment id within their key,
+    and new segments have the largest ids, so a write appends at the end of each concept's range
+    and at the end of the segment index. Until schema 5 four B-trees held every posting (a rowid
+    table, its primary key's index, a covering concept index and a segment index), two of them
+    in concept order: twice the pages a write touches away from the end (docs/indexing.md,
+    "Storing at scale")."""
 
     __tablename__ = "postings"
 
-    concept_id: Mapped[int] = mapped_column(ForeignKey("concepts.id"), primary_key=True)
-    segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id", ondelete="CASCADE"),
-                                            primary_key=True)
+    concept_id: Mapped[int] = mapped_column(ForeignKey("concepts.id"))
+    segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id", ondelete="CASCADE"))
     weight: Mapped[float] = mapped_column(Float)
 
     __table_args__ = (
-        # Covering for "segments of concept k (with weight >= w)" (audit queries), without a
-        # table lookup per posting. Ordered by segment_id, not weight: new segments have the
-        # largest ids, so a write appends at the end of each concept's range. An index ordered
-        # by weight took every insert to a random page: importing got ~3x slower per segment
-        # from an empty index to 335k segments (benchmarks/bench_write.py).
-        Index("ix_postings_concept_segment_weight", "concept_id", "segment_id", "weight"),
-        Index("ix_postings_segment", "segment_id"),
+        # PostgreSQL keeps rows in a heap: the weight in the primary key's index makes it covering.
+        PrimaryKeyConstraint("concept_id", "segment_id", postgresql_include=["weight"]),
+        Index("ix_postings_segment_concept_weight", "segment_id", "concept_id", "weight"),
+        {"sqlite_with_rowid": False},  # SQLite: the table is the (concept, segment) B-tree
     )
 
 
