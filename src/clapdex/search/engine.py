@@ -383,7 +383,8 @@ class SearchEngine:
         n = self.n_segments
         extra = np.zeros(0, np.int64)
         if projection is not None and index.kind() != "Flat":
-            extra = self._posting_candidates(projection, candidate_budget(need))
+            # twice hybrid's: at 1M, 200 kept recall@10 0.998 of dense mode's, 400 1.000
+            extra = self._posting_candidates(projection, 2 * candidate_budget(need))
         size = min(n, max(64, 8 * need))
         while True:
             rows = np.union1d(self._ann_rows(query, size), extra)
