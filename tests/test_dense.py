@@ -50,6 +50,31 @@ def test_flat_search_is_exact_cosine_over_unit_vectors():
     assert dense.search(queries, 500)[1].shape == (3, 50)
 
 
+def test_nprobe_applies_to_one_search_of_an_ivf_index():
+    """search(nprobe=...) sets the IVF lists searched for that call only: all lists give exact
+    results, one list fewer hits; the index's own nprobe is unchanged; Flat ignores it."""
+    import faiss
+
+    rng = np.random.default_rng(2)
+    vectors = unit_rows(rng.standard_normal((800, D)))
+    ids = np.arange(800)
+    dense = DenseIndex.empty(D, "IVF16,Flat")
+    dense._train(vectors)
+    dense.add(ids, vectors)
+    inner = faiss.downcast_index(dense._index.index)
+    own = inner.nprobe
+    queries = unit_rows(rng.standard_normal((20, D)))
+    exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
+    _, every = dense.search(queries, 10, nprobe=16)
+    assert np.array_equal(every, exact)
+    _, one = dense.search(queries, 10, nprobe=1)
+    assert np.mean([len(set(a) & set(b)) for a, b in zip(one, exact)]) < 10
+    assert inner.nprobe == own
+    flat = DenseIndex.empty(D)
+    flat.add(ids, vectors)
+    assert np.array_equal(flat.search(queries, 10, nprobe=1)[1], exact)
+
+
 def test_remove_and_ids():
     dense = DenseIndex.empty(D)
     dense.add(np.array([5, 9, 2]), np.eye(3, D, dtype=np.float32))
