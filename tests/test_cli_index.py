@@ -173,6 +173,35 @@ def test_import_embeddings_cli(setup, encoders):
     assert junk.exit_code == 1 and "not a readable .npy" in junk.output
 
 
+def test_import_embeddings_under_a_root(setup, encoders):
+    """--root as for `clapdex index`: defined before anything is stored, manifest paths under it
+    stored relative to it, others absolute; a bad root changes nothing."""
+    from sqlalchemy import Text, select, type_coerce
+
+    from clapdex.storage.schema import ROOT_MARK, FileRow
+
+    library = setup["tmp"] / "library"
+    (library / "a").mkdir(parents=True)
+    np.save(setup["tmp"] / "emb.npy",
+            np.random.default_rng(1).standard_normal((3, 64)).astype(np.float32))
+    (setup["tmp"] / "files.csv").write_text(
+        "path,start,end\nlibrary/a/x.wav,0,2\nlibrary/a/x.wav,2,4\n/abs/z.wav,0,1\n")
+    args = ("import-embeddings", setup["tmp"] / "emb.npy", "--manifest", setup["tmp"] / "files.csv",
+            "--index", setup["index"], "--vocab", setup["vocab"])
+    result = run(*args, "--root", f"lib={library}")
+    assert result.exit_code == 0, result.output
+    with IndexStore.open(setup["index"]) as store:
+        assert store.settings.roots == {"lib": str(library)}
+        with store.session() as session:
+            stored = sorted(session.scalars(select(type_coerce(FileRow.path, Text()))))
+        assert stored == sorted([f"{ROOT_MARK}lib/a/x.wav", "/abs/z.wav"])
+        assert {row.path for row in store.files()} == {str(library / "a" / "x.wav"), "/abs/z.wav"}
+    bad = run(*args, "--root", f"lib={setup['tmp'] / 'nowhere'}")
+    assert bad.exit_code == 1 and "Traceback" not in bad.output
+    with IndexStore.open(setup["index"]) as store:
+        assert store.settings.roots == {"lib": str(library)} and store.counts()["files"] == 2
+
+
 def test_doctor_finds_and_repairs_problems(setup, encoders):
     assert _index(setup).exit_code == 0
     healthy = run("doctor", "--index", setup["index"], "--json")

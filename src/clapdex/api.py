@@ -234,10 +234,12 @@ class Index:
     def import_embeddings(self, embeddings, manifest, *, fingerprint: str | None = None,
                           vocabulary: str | None = None, lam: float | None = None,
                           max_concepts: int | None = None, faiss_factory: str | None = None,
+                          roots: Sequence[str | os.PathLike] = (),
                           progress: ProgressCallback | None = None):
         """Index precomputed window embeddings: `embeddings` an (n, d) array or a .npy file,
         `manifest` a FILES.csv path or its rows (indexer.read_manifest). `fingerprint` names the
-        model that made them; without it (or to create the index) the model is loaded."""
+        model that made them; without it (or to create the index) the model is loaded. `roots`
+        ("NAME=PATH" or "PATH") are defined first, as for `add`."""
         from clapdex.indexer import import_embeddings, read_manifest
 
         if isinstance(embeddings, (str, os.PathLike)):
@@ -256,7 +258,7 @@ class Index:
             return import_embeddings(self.path, embeddings, manifest, fingerprint=fingerprint,
                                      encoder=encoder, vocabulary=vocabulary,
                                      sparsity=Sparsity(lam, max_concepts),
-                                     faiss_factory=faiss_factory,
+                                     faiss_factory=faiss_factory, roots=roots,
                                      show_progress=False, progress=progress)
         finally:
             self.refresh()

@@ -196,6 +196,12 @@ projection_option = click.option(
     help="Linear projection from `clapdex finetune`, applied to the audio embeddings (an index "
          "stores it: later commands on that index apply it without this option).")
 
+root_option = click.option(
+    "--root", "roots", multiple=True, metavar="NAME=PATH",
+    help="Store files under PATH relative to the root NAME, so the index keeps working when the "
+         "collection moves (repeatable; a bare PATH is named after its folder; given again with "
+         "another PATH, the root moves). See `clapdex roots`.")
+
 
 def progress():
     """The progress callback the CLI gives the library: a line redrawn in place on stderr when it

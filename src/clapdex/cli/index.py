@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from clapdex.cli.common import (emit_json, encoder_options, encoder_settings, index_option,
-                                json_option, progress, projection_option, resolve_index_path)
+                                json_option, progress, projection_option, resolve_index_path,
+                                root_option)
 from clapdex.cli.format import fit, format_bytes, output_width, plural, shown_path, wrap_parts
 from clapdex.printable import one_line
 from clapdex.cli.lambda_option import DefaultLambdaHelp
@@ -79,10 +80,7 @@ def _print_warnings(summary) -> None:
                    "or IVF4096,Flat (see docs/indexing.md).")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Decoding threads.")
-@click.option("--root", "roots", multiple=True, metavar="NAME=PATH",
-              help="Store files under PATH relative to the root NAME, so the index keeps working "
-                   "when the collection moves (repeatable; a bare PATH is named after its "
-                   "folder; given again with another PATH, the root moves). See `clapdex roots`.")
+@root_option
 @projection_option
 @encoder_options
 @json_option
@@ -169,17 +167,19 @@ def reindex_command(index_path, vocabulary, lam, max_concepts, recompute_mean, a
 @_decomposition_options()
 @click.option("--faiss", "faiss_factory", default=None, metavar="FACTORY",
               help="FAISS index type for a new index (see `clapdex index --help`).")
+@root_option
 @encoder_options
 @json_option
 def import_embeddings_command(embeddings_file, manifest_file, fingerprint, index_path, vocabulary,
-                              lam, max_concepts, faiss_factory, as_json, **kwargs):
+                              lam, max_concepts, faiss_factory, roots, as_json, **kwargs):
     """Index precomputed window embeddings (e.g. made on a GPU cluster)."""
     from clapdex import Index
 
     index = Index(resolve_index_path(index_path), **encoder_settings(kwargs))
     summary = index.import_embeddings(embeddings_file, manifest_file, fingerprint=fingerprint,
                                       vocabulary=vocabulary, lam=lam, max_concepts=max_concepts,
-                                      faiss_factory=faiss_factory, progress=progress())
+                                      faiss_factory=faiss_factory, roots=roots,
+                                      progress=progress())
     if as_json:
         emit_json(summary)
     else:

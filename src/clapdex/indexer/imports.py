@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from clapdex.errors import ClapdexError, IndexMismatchError
-from clapdex.indexer.opening import open_existing, open_index
+from clapdex.indexer.opening import check_roots, define_roots, open_existing, open_index
 from clapdex.indexer.storing import IndexSummary, Work, Writer, save_dense
 from clapdex.progress import Progress, ProgressCallback, reporter
 from clapdex.sparsity import Sparsity
@@ -84,6 +84,7 @@ def import_embeddings(index_path: str | os.PathLike, embeddings: np.ndarray,
                       encoder=None, vocabulary: str | None = None,
                       sparsity: Sparsity = Sparsity(), hop_seconds: float | None = None,
                       faiss_factory: str | None = None,
+                      roots: Sequence[str | os.PathLike] = (),
                       show_progress: bool | None = None,
                       progress: ProgressCallback | None = None) -> IndexSummary:
     """Index precomputed window embeddings (row i of `embeddings` is `manifest[i]`).
@@ -93,9 +94,12 @@ def import_embeddings(index_path: str | os.PathLike, embeddings: np.ndarray,
     (its concepts are embedded with the model's text side). Checks: 2-d, one row per manifest row,
     the index's dimension, finite, no all-zero rows. Each file replaces any indexed file with the
     same path; files are decomposed and stored in batches, each batch in one transaction.
+    `roots` ("NAME=PATH" or "PATH" each) defines named roots, or moves them, as `index_paths`
+    does, before any file is stored: manifest paths under a root are stored relative to it.
     """
 
     began = time.perf_counter()
+    checked_roots = check_roots(roots)  # before any work: a bad --root changes nothing
     summary = IndexSummary(index=str(index_path))
     matrix = np.asarray(embeddings)
     if matrix.ndim != 2:
@@ -125,6 +129,7 @@ def import_embeddings(index_path: str | os.PathLike, embeddings: np.ndarray,
                            hop_seconds=hop_seconds, faiss_factory=faiss_factory)
     dense = None
     try:
+        define_roots(store, checked_roots)
         dimension = store.settings.dimension
         if matrix.shape[1] != dimension:
             raise ClapdexError(f"embeddings have dimension {matrix.shape[1]}, the index {dimension}")
