@@ -365,12 +365,11 @@ def _solve_state(gram, screen, scale, b, lam, tol, first_size, min_growth, membe
         if work.shape[0] < members.shape[0]:
             work = np.empty(members.shape[0])
         p = _settle(chol, gpp, x, y, p, members, in_set, work)
-        worst_on_support = _support_gradient(gpp, q, members, x, p, work)
         _screen_gradient(gram, screen, scale, q, members, x, p, in_set, tol, grad)
         grow = first_size if p == 0 else max(min_growth, p)
         picked = _most_negative(grad, in_set, -tol, grow)
         if picked.size == 0:
-            if worst_on_support <= tol:
+            if _support_gradient(gpp, q, members, x, p, work) <= tol:  # only needed at the end
                 return round_, p, members, chol, gpp, x, y
             if repairs == 3:
                 return -1, p, members, chol, gpp, x, y
@@ -652,18 +651,34 @@ def _support_gradient(gpp, q, members, x, p, acc):
 
 
 @njit(cache=True)
+def _combine_rows(rows, members, x, p, out):
+    """out = Σ_s x[s]·rows[members[s]] in float64 (K·p: the full-K gradients). Four rows per pass over
+    out, in a fixed pattern: out's loads and stores, not the rows', were the limit (measured)."""
+    out[:] = 0.0
+    s = 0
+    while s + 4 <= p:
+        w0, w1, w2, w3 = x[s], x[s + 1], x[s + 2], x[s + 3]
+        r0, r1, r2, r3 = rows[members[s]], rows[members[s + 1]], rows[members[s + 2]], rows[members[s + 3]]
+        for j in range(out.shape[0]):
+            out[j] += (w0 * r0[j] + w1 * r1[j]) + (w2 * r2[j] + w3 * r3[j])
+        s += 4
+    for s in range(s, p):
+        ws = x[s]
+        row = rows[members[s]]
+        for j in range(out.shape[0]):
+            out[j] += ws * row[j]
+
+
+@njit(cache=True)
 def _screen_gradient(gram, screen, scale, q, members, x, p, in_set, tol, grad):
     """grad = G w − q over all K from the float32 copy of G (only the rows on P are read), with the
     entries outside P that lie within its error bound of −tol recomputed from the float64 G: so
     grad < −tol exactly where the true gradient is (the violators), up to float64 rounding."""
-    grad[:] = -q
+    _combine_rows(screen, members, x, p, grad)
+    grad -= q
     total = 0.0
     for s in range(p):
-        ws = x[s]
-        total += abs(ws)
-        row = screen[members[s]]
-        for j in range(grad.shape[0]):
-            grad[j] += ws * row[j]
+        total += abs(x[s])
     bound = total * (scale * _SCREEN_EPS + _SCREEN_TINY)
     low = -tol - bound
     high = -tol + bound
@@ -768,12 +783,7 @@ def _crossings_row(gram, b, counts, floor_ratio, out_w, out_lam):
             ones[s] = 1.0
         _solve_rt(chol, ones, p)
         _back(chol, ones, p, d)
-        gd[:] = 0.0
-        for s in range(p):
-            ds = d[s]
-            row = gram[members[s]]
-            for j in range(k):
-                gd[j] += ds * row[j]
+        _combine_rows(gram, members, d, p, gd)
         step = lam - floor
         kind = 0
         who = -1
