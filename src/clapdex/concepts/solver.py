@@ -653,7 +653,8 @@ def _support_gradient(gpp, q, members, x, p, acc):
 @njit(cache=True)
 def _combine_rows(rows, members, x, p, out):
     """out = Σ_s x[s]·rows[members[s]] in float64 (K·p: the full-K gradients). Four rows per pass over
-    out, in a fixed pattern: out's loads and stores, not the rows', were the limit (measured)."""
+    out, in a fixed pattern: one row per pass loaded and stored out (float64) for every row entry read,
+    more traffic than the rows themselves."""
     out[:] = 0.0
     s = 0
     while s + 4 <= p:
