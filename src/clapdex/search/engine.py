@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
+from functools import cached_property
 from typing import Sequence
 
 import numpy as np
@@ -30,7 +31,7 @@ import scipy.sparse as sp
 
 from clapdex.defaults import DEFAULT_ALPHA, MODES  # noqa: F401  (re-exported)
 from clapdex.errors import IndexMismatchError, Remedy
-from clapdex.search.query import ConceptTermSpec, path_matcher, unit
+from clapdex.search.query import ConceptNames, ConceptTermSpec, path_matcher, unit
 from clapdex.search.results import (LOW_FIDELITY, ConceptTerm, ConceptWeight, Explanation,
                                     SearchResult, SharedConcept)
 
@@ -83,6 +84,11 @@ class SearchEngine:
         if self.n_segments and self.audio_mean is None:
             raise IndexMismatchError(f"index {store.root} has segments but no audio mean",
                                      remedy=Remedy("rebuild", str(store.root)))
+
+    @cached_property
+    def concept_lookup(self) -> ConceptNames:
+        """The concept names' lookups for resolving query terms, built on first use."""
+        return ConceptNames(self.concept_names)
 
     @property
     def generation(self):

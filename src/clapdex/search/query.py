@@ -51,17 +51,33 @@ def parse_concept_term(spec: str) -> tuple[str, float]:
     return text, sign * weight
 
 
-def resolve_concepts(specs: Iterable[str | tuple[str, float]], names: Sequence[str]) -> list[ConceptTermSpec]:
+class ConceptNames:
+    """A vocabulary's names and their lookups (exact, then case-insensitive; the first of names that
+    differ only in case wins). Built once per index version: at K = 4,000 the two dicts cost ~3 ms,
+    which was most of a concept-only query when every query built them."""
+
+    def __init__(self, names: Sequence[str]):
+        self.names = names
+        self.position = {name: i for i, name in enumerate(names)}
+        self.lower = {name.lower(): i for i, name in reversed(list(enumerate(names)))}
+
+    def find(self, name: str) -> int | None:
+        return self.position.get(name, self.lower.get(name.lower()))
+
+
+def resolve_concepts(specs: Iterable[str | tuple[str, float]],
+                     vocabulary: ConceptNames | Sequence[str]) -> list[ConceptTermSpec]:
     """Match parsed terms to the vocabulary; unknown names raise QueryError with the closest names.
 
     Matching is exact first, then case-insensitive. A concept named twice has its weights summed.
     """
-    position = {name: i for i, name in enumerate(names)}
-    lower = {name.lower(): i for i, name in reversed(list(enumerate(names)))}
+    if not isinstance(vocabulary, ConceptNames):
+        vocabulary = ConceptNames(vocabulary)
+    names, lower = vocabulary.names, vocabulary.lower
     weights: dict[int, float] = {}
     for spec in specs:
         name, weight = parse_concept_term(spec) if isinstance(spec, str) else (spec[0], float(spec[1]))
-        concept_id = position.get(name, lower.get(name.lower()))
+        concept_id = vocabulary.find(name)
         if concept_id is None:
             close = difflib.get_close_matches(name.lower(), list(lower), n=3, cutoff=0.6)
             hint = f"; closest: {', '.join(names[lower[c]] for c in close)}" if close else ""

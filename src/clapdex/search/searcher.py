@@ -209,7 +209,7 @@ class Searcher:
         globs = path_globs(path)
 
         engine = self.engine
-        terms = resolve_concepts(concepts, engine.concept_names) if concepts else []
+        terms = resolve_concepts(concepts, engine.concept_lookup) if concepts else []
         info = QueryInfo(kind=given[0] if given else "concepts",
                          text=text.strip() if isinstance(text, str) else None,
                          audio=str(audio) if audio is not None else None,
