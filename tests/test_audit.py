@@ -314,3 +314,26 @@ def test_audit_sql_compiles_for_postgresql(index, expression):
         if statement is not None:
             sql = str(statement.compile(dialect=postgresql.dialect()))
             assert "WITH matched AS" in sql or "concept_stats" in sql
+
+
+def test_cooccurrence_kernel_counts_across_blocks():
+    """More concepts than one block of the kernel holds (the audit fixture has fewer): every
+    block, and a subset's positions, count what a dense XᵀX counts."""
+    import scipy.sparse as sp
+
+    from clapdex.audit.cooccurrence_kernel import BLOCK, cooccurrence_upper
+
+    rng = np.random.default_rng(3)
+    k = 2 * BLOCK + 37
+    dense = rng.random((400, k)) < 0.02
+    dense[:, -1] = True  # a concept in every segment, at the end of every row
+    matrix = sp.csr_matrix(dense.astype(np.float32))
+    matrix.sort_indices()
+    together = dense.T.astype(np.int64) @ dense.astype(np.int64)
+    for ids in (np.arange(k), np.array([1, BLOCK, BLOCK + 5, k - 1])):
+        position = np.full(k, -1, dtype=np.int64)
+        position[ids] = np.arange(len(ids))
+        upper = np.zeros((len(ids), len(ids)), dtype=np.int32)
+        cooccurrence_upper(matrix.indptr.astype(np.int64), matrix.indices.astype(np.int32), position,
+                           len(ids), upper)
+        assert np.array_equal(upper, np.triu(together[np.ix_(ids, ids)]))

@@ -6,10 +6,10 @@ two were independent. Pairs are listed when lift > 1 and n_ab >= min_count (rare
 unstable lifts), highest lift first.
 
 For one concept the counts come from SQL (the concept's segments from its range of the postings'
-(concept_id, segment_id) key, their other postings via the (segment_id, concept_id, weight) index). Over all pairs (and for the report's
-heatmap), XᵀX of the segment × concept incidence matrix X gives every n_ab, a row (one concept)
-at a time from the memory-mapped concept matrix of the derived search files (storage/derived.py),
-so memory stays bounded at any size.
+(concept_id, segment_id) key, their other postings via the (segment_id, concept_id, weight)
+index). Over all pairs (and for the report's heatmap), XᵀX of the segment × concept incidence
+matrix X gives every n_ab, counted from the memory-mapped concept matrix of the derived search
+files (storage/derived.py): memory is the K × K matrix, at any number of segments.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 from sqlalchemy import func, select
 
 from clapdex.audit.concepts import ConceptLookup
@@ -74,34 +73,27 @@ def partners(store, concept: str, min_count: int = 3, limit: int | None = 50) ->
 
 
 def _gram(store, concept_ids=None) -> np.ndarray:
-    """XᵀX (m × m, int64) over the given concepts (all when None).
-
-    Row a of XᵀX counts, per concept, the segments it shares with a: the rows of a's segments
-    (a's column of the mapped CSC) are gathered from the mapped CSR (scipy's row indexing, in C)
-    and one bincount over their concept ids, into a K-sized counter that stays in the CPU cache,
-    gives the whole row. Σ over concepts of (a's segments × concepts per segment) of work; 3.7×
-    faster at 335k segments than counting pair codes into a K² array. Stored postings have weights
-    > 0, so every entry of the matrix counts."""
-    import scipy.sparse as sp
-
+    """XᵀX (m × m, int64) over the given concepts (all when None), in the order given, counted
+    from the memory-mapped CSR of the derived search files (audit/cooccurrence_kernel.py): every
+    segment's pairs of concepts, in cache-sized blocks of the matrix (at 1M segments 3.6× faster
+    than gathering each concept's segments' rows and counting them with np.bincount, which
+    missed the cache on every row). Stored postings have weights > 0, so every entry counts."""
+    from clapdex.audit.cooccurrence_kernel import cooccurrence_upper
     from clapdex.storage.derived import open_state
 
     state = open_state(store)
     k = int(state.manifest["k"])
-    indptr, indices = state.array("csr_indptr"), state.array("csr_indices")
-    index_type = np.int32 if len(indices) < 2**31 else np.int64
-    incidence = sp.csr_matrix((np.ones(len(indices), dtype=np.int8),
-                               np.asarray(indices, dtype=index_type),
-                               np.asarray(indptr, dtype=index_type)),
-                              shape=(state.n_segments, k), copy=False)
-    columns, rows_of = state.array("csc_indptr"), state.array("csc_indices")
     ids = np.arange(k) if concept_ids is None else np.asarray(concept_ids, dtype=np.int64)
-    gram = np.zeros((len(ids), len(ids)), dtype=np.int64)
-    for i, a in enumerate(ids):
-        rows = np.asarray(rows_of[int(columns[a]):int(columns[a + 1])])
-        if len(rows):
-            gram[i] = np.bincount(incidence[rows].indices, minlength=k)[ids]
-    return gram
+    unique = np.unique(ids)  # sorted: positions grow with the concept id, as the kernel needs
+    position = np.full(k, -1, dtype=np.int64)
+    position[unique] = np.arange(len(unique))
+    upper = np.zeros((len(unique), len(unique)), dtype=np.int32)
+    if len(unique):
+        cooccurrence_upper(np.asarray(state.array("csr_indptr")), np.asarray(state.array("csr_indices")),
+                           position, len(unique), upper)
+    gram = upper.astype(np.int64)
+    gram += np.triu(gram, 1).T
+    return gram[np.ix_(position[ids], position[ids])] if concept_ids is not None else gram
 
 
 def cooccurrence_counts(store, concept_ids) -> np.ndarray:

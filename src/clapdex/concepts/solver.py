@@ -41,17 +41,8 @@ import warnings
 
 import numpy as np
 
+from clapdex.compiled import njit, prange
 from clapdex.errors import DecompositionError
-
-try:  # compiled kernel; the pure-Python fallback is only for environments without numba
-    from numba import njit, prange
-except ImportError:  # pragma: no cover
-    prange = range
-
-    def njit(*args, **kwargs):
-        if args and callable(args[0]):
-            return args[0]
-        return lambda func: func
 
 DEFAULT_TOL = 1e-10
 FIRST_WORKING_SET = 32   # concepts in the first working set (most rows need 10–40)
