@@ -96,16 +96,19 @@ def _gram(store, concept_ids=None) -> np.ndarray:
     return gram[np.ix_(position[ids], position[ids])] if concept_ids is not None else gram
 
 
-def cooccurrence_counts(store, concept_ids) -> np.ndarray:
-    """(m, m) matrix of segments where concepts i and j are both active (diagonal: n_i)."""
+def cooccurrence_counts(store, concept_ids=None) -> np.ndarray:
+    """(m, m) matrix of segments where concepts i and j are both active (diagonal: n_i), over the
+    given concepts in their order (all when None)."""
     return _gram(store, concept_ids)
 
 
-def all_pairs(store, min_count: int = 3, limit: int | None = 50) -> list[Pair]:
-    """Every concept pair that co-occurs more than chance, over the whole index."""
+def all_pairs(store, min_count: int = 3, limit: int | None = 50, counts: np.ndarray | None = None
+              ) -> list[Pair]:
+    """Every concept pair that co-occurs more than chance, over the whole index. counts: the
+    matrix of cooccurrence_counts(store) when the caller has it already (the report)."""
     lookup = ConceptLookup.load(store)
     n_total = corpus_totals(store).segments
-    gram = _gram(store)
+    gram = _gram(store) if counts is None else counts
     sizes = np.diag(gram).copy()
     a, b = np.nonzero(np.triu(gram >= min_count, k=1))
     n = gram[a, b]
@@ -113,7 +116,10 @@ def all_pairs(store, min_count: int = 3, limit: int | None = 50) -> list[Pair]:
     chosen = np.flatnonzero(lift > 1)
     if limit is not None and len(chosen) > limit:
         # only the pairs that can make the first `limit` (ties on lift and count included): a
-        # million Pair objects would cost more than the counting
+        # million Pair objects would cost more than the counting. A partition finds the limit-th
+        # highest lift; only the pairs at or above it are sorted.
+        floor = np.partition(lift[chosen], len(chosen) - limit)[len(chosen) - limit]
+        chosen = chosen[lift[chosen] >= floor]
         order = chosen[np.lexsort((-n[chosen], -lift[chosen]))]
         cut = order[limit - 1]
         chosen = chosen[(lift[chosen] > lift[cut]) |

@@ -288,9 +288,10 @@ def build_report(store, top: int = 20, n_files: int = 3, below: float = 0.5) -> 
 
     if len(top_rows) >= 2:
         ids = [r.concept_id for r in top_rows]
-        heatmap = cooccurrence_heatmap([r.concept for r in top_rows],
-                                       cooccurrence_counts(store, ids), totals.segments)
-        pairs = all_pairs(store, min_count=3, limit=25)
+        counts = cooccurrence_counts(store)  # counted once for the heatmap and the pairs
+        heatmap = cooccurrence_heatmap([r.concept for r in top_rows], counts[np.ix_(ids, ids)],
+                                       totals.segments)
+        pairs = all_pairs(store, min_count=3, limit=25, counts=counts)
         sections.append("<section><h2>Co-occurrence</h2><div class=\"pair\"><div>" + heatmap
                         + "</div><div><p>Pairs found together in the same segment more often than chance "
                           "(lift = observed / expected, at least 3 segments):</p>"
