@@ -65,6 +65,19 @@ def test_report_is_self_contained(report):
     assert closest and all(re.fullmatch(r"([^,]+ \d\.\d\d(, )?)*", cell) for cell in closest)
 
 
+def test_longest_files_are_those_whose_segments_reach_furthest(report):
+    from clapdex.audit.report import _longest_files
+    from clapdex.storage.database import IndexStore
+
+    path, _summary, truth = report
+    length = {p: truth.ends[truth.file_of == i].max() for i, p in enumerate(truth.paths)
+              if np.any(truth.file_of == i)}
+    expected = sorted(length, key=lambda p: (-length[p], p))
+    with IndexStore.open(path.parent / "index") as store:
+        assert _longest_files(store, 3) == expected[:3]
+        assert _longest_files(store, 100) == expected
+
+
 def find_browser() -> str | None:
     return next((shutil.which(name) for name in BROWSERS if shutil.which(name)), None)
 

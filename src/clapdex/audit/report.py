@@ -17,14 +17,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import desc, func, select
 
 from clapdex.audit.cooccurrence import all_pairs, cooccurrence_counts
 from clapdex.audit.queries import file_profile, flagged, poorly_explained
 from clapdex.audit.stats import corpus_totals, prevalence
 from clapdex.errors import ClapdexError
 from clapdex.printable import one_line
-from clapdex.storage.schema import FileRow, SegmentRow
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5rem;
@@ -217,13 +215,17 @@ def cooccurrence_heatmap(names: list[str], counts: np.ndarray, n_segments: int) 
 # ---- the page ------------------------------------------------------------------------------------
 
 def _longest_files(store, n: int) -> list[str]:
-    with store.session() as session:
-        length = func.max(SegmentRow.end)
-        rows = session.execute(select(FileRow.path, length.label("length"))
-                               .join(SegmentRow, SegmentRow.file_id == FileRow.id)
-                               .group_by(FileRow.id, FileRow.path)
-                               .order_by(desc("length"), FileRow.path).limit(n)).all()
-    return [r.path for r in rows]
+    """Stored paths of the n files whose segments reach furthest (ties by path), from the
+    memory-mapped search files: a join over the segments table reads every embedding (4 s at 1M
+    segments)."""
+    from clapdex.storage.derived import open_state
+
+    state = open_state(store)
+    paths = state.json("files")["paths"]
+    length = np.full(len(paths), -np.inf)
+    np.maximum.at(length, np.asarray(state.array("file_index")), np.asarray(state.array("ends")))
+    with_segments = np.flatnonzero(length > -np.inf)
+    return [paths[i] for i in sorted(with_segments, key=lambda i: (-length[i], paths[i]))[:n]]
 
 
 def _fidelities(store) -> tuple[np.ndarray, np.ndarray]:
