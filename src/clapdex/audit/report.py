@@ -215,7 +215,7 @@ def cooccurrence_heatmap(names: list[str], counts: np.ndarray, n_segments: int) 
 # ---- the page ------------------------------------------------------------------------------------
 
 def _longest_files(store, n: int) -> list[str]:
-    """Stored paths of the n files whose segments reach furthest (ties by path), from the
+    """Paths of the n files whose segments reach furthest (ties by stored path), from the
     memory-mapped search files: a join over the segments table reads every embedding (4 s at 1M
     segments)."""
     from clapdex.storage.derived import open_state
@@ -225,7 +225,8 @@ def _longest_files(store, n: int) -> list[str]:
     length = np.full(len(paths), -np.inf)
     np.maximum.at(length, np.asarray(state.array("file_index")), np.asarray(state.array("ends")))
     with_segments = np.flatnonzero(length > -np.inf)
-    return [paths[i] for i in sorted(with_segments, key=lambda i: (-length[i], paths[i]))[:n]]
+    longest = sorted(with_segments, key=lambda i: (-length[i], paths[i]))[:n]
+    return [store.roots.from_db(paths[i]) for i in longest]  # files.json holds the stored form
 
 
 def _fidelities(store) -> tuple[np.ndarray, np.ndarray]:
