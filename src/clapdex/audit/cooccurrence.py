@@ -72,8 +72,9 @@ def partners(store, concept: str, min_count: int = 3, limit: int | None = 50) ->
     return _rank(pairs, limit)
 
 
-def _gram(store, concept_ids=None) -> np.ndarray:
-    """XᵀX (m × m, int64) over the given concepts (all when None), in the order given, counted
+def cooccurrence_counts(store, concept_ids=None) -> np.ndarray:
+    """(m, m) matrix of segments where concepts i and j are both active (diagonal: n_i): XᵀX
+    (int64) over the given concepts (all when None), in the order given, counted
     from the memory-mapped CSR of the derived search files (audit/cooccurrence_kernel.py): every
     segment's pairs of concepts, in cache-sized blocks of the matrix (at 1M segments 3.6× faster
     than gathering each concept's segments' rows and counting them with np.bincount, which
@@ -96,19 +97,13 @@ def _gram(store, concept_ids=None) -> np.ndarray:
     return gram[np.ix_(position[ids], position[ids])] if concept_ids is not None else gram
 
 
-def cooccurrence_counts(store, concept_ids=None) -> np.ndarray:
-    """(m, m) matrix of segments where concepts i and j are both active (diagonal: n_i), over the
-    given concepts in their order (all when None)."""
-    return _gram(store, concept_ids)
-
-
 def all_pairs(store, min_count: int = 3, limit: int | None = 50, counts: np.ndarray | None = None
               ) -> list[Pair]:
     """Every concept pair that co-occurs more than chance, over the whole index. counts: the
     matrix of cooccurrence_counts(store) when the caller has it already (the report)."""
     lookup = ConceptLookup.load(store)
     n_total = corpus_totals(store).segments
-    gram = _gram(store) if counts is None else counts
+    gram = cooccurrence_counts(store) if counts is None else counts
     sizes = np.diag(gram).copy()
     a, b = np.nonzero(np.triu(gram >= min_count, k=1))
     n = gram[a, b]

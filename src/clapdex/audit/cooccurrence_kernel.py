@@ -10,7 +10,7 @@ BLOCK = 256  # rows of the matrix counted per pass: 256 × K int32 (4 MB at K = 
 
 @njit(parallel=True, cache=True)
 def cooccurrence_upper(row_ptr, row_cols, position, m, out):
-    """out[a, c] (a <= c) += segments holding both concepts at positions a and c, over the rows of
+    """out[a, c] (a <= c) = segments holding both concepts at positions a and c, over the rows of
     a CSR concept matrix (row_ptr, row_cols); position maps a concept id to its position (-1: not
     counted) and must grow with the concept id, as each row's concept ids do (derived.py writes
     them sorted). Only the upper triangle is written.
