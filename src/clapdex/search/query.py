@@ -65,14 +65,12 @@ class ConceptNames:
         return self.position.get(name, self.lower.get(name.lower()))
 
 
-def resolve_concepts(specs: Iterable[str | tuple[str, float]],
-                     vocabulary: ConceptNames | Sequence[str]) -> list[ConceptTermSpec]:
+def resolve_concepts(specs: Iterable[str | tuple[str, float]], vocabulary: ConceptNames
+                     ) -> list[ConceptTermSpec]:
     """Match parsed terms to the vocabulary; unknown names raise QueryError with the closest names.
 
     Matching is exact first, then case-insensitive. A concept named twice has its weights summed.
     """
-    if not isinstance(vocabulary, ConceptNames):
-        vocabulary = ConceptNames(vocabulary)
     names, lower = vocabulary.names, vocabulary.lower
     weights: dict[int, float] = {}
     for spec in specs:
