@@ -3,13 +3,16 @@ Python stand-ins where numba cannot be imported: the same results, orders of mag
 Import this only where a kernel is needed: importing numba costs ~0.3 s of start-up."""
 
 try:
-    from numba import njit, prange
+    from numba import get_num_threads, njit, prange
 except ImportError:  # pragma: no cover
     prange = range
+
+    def get_num_threads():
+        return 1
 
     def njit(*args, **kwargs):
         if args and callable(args[0]):
             return args[0]
         return lambda func: func
 
-__all__ = ["njit", "prange"]
+__all__ = ["get_num_threads", "njit", "prange"]

@@ -41,7 +41,7 @@ import warnings
 
 import numpy as np
 
-from clapdex.compiled import njit, prange
+from clapdex.compiled import get_num_threads, njit, prange
 from clapdex.errors import DecompositionError
 
 DEFAULT_TOL = 1e-10
@@ -136,7 +136,7 @@ def nonneg_lasso_path(gram: np.ndarray, correlations: np.ndarray, lams, *,
         rounds = np.zeros(n, dtype=np.int64)
         _path_batch(gram.matrix, gram.screen, gram.scale, b,
                     np.ascontiguousarray(np.broadcast_to(lams[order], (n, lams.size))), out,
-                    float(tol), FIRST_WORKING_SET, MIN_GROWTH, rounds)
+                    float(tol), FIRST_WORKING_SET, MIN_GROWTH, rounds, _chunk_bounds(n))
         _warn_unconverged(rounds, tol)
     result = np.empty_like(out)
     result[order] = out
@@ -187,7 +187,7 @@ def _solve_in_place(gram: Gram, b, lam, w, tol) -> None:
     if n and k:
         rounds = np.zeros(n, dtype=np.int64)
         _solve_batch(gram.matrix, gram.screen, gram.scale, b, lam, w, float(tol), FIRST_WORKING_SET,
-                     MIN_GROWTH, rounds)
+                     MIN_GROWTH, rounds, _chunk_bounds(n))
         _warn_unconverged(rounds, tol)
 
 
@@ -275,38 +275,54 @@ _SCREEN_TINY = 2.0 ** -126  # absolute error of float32 near zero (subnormals)
 _ABOVE_CROSSING = 1e-9  # max-concepts: the lam returned lies this much (relative) above the crossing
 
 
-@njit(parallel=True, cache=True)
-def _solve_batch(gram, screen, scale, b, lam, w, tol, first_size, min_growth, rounds):
-    for i in prange(b.shape[0]):
-        rounds[i] = _solve_row(gram, screen, scale, b[i], lam[i], w[i], tol, first_size, min_growth)
+def _chunk_bounds(n: int) -> np.ndarray:
+    """Row ranges for the parallel loops: a few per thread (load balance), each with one state that
+    its rows reuse (fresh (p, p) factors per row cost more than the arithmetic at large supports).
+    Results do not depend on them."""
+    chunks = max(1, min(n, 4 * get_num_threads()))
+    return np.array([n * c // chunks for c in range(chunks + 1)], dtype=np.int64)
 
 
 @njit(parallel=True, cache=True)
-def _path_batch(gram, screen, scale, b, lams, out, tol, first_size, min_growth, rounds):
+def _solve_batch(gram, screen, scale, b, lam, w, tol, first_size, min_growth, rounds, bounds):
+    k = b.shape[1]
+    for c in prange(bounds.size - 1):
+        state = _new_state(k, 64)
+        in_set = np.zeros(k, dtype=np.bool_)
+        for i in range(bounds[c], bounds[c + 1]):
+            rounds[i], state = _solve_row(gram, screen, scale, b[i], lam[i], w[i], tol, first_size, min_growth,
+                                          state, in_set)
+
+
+@njit(parallel=True, cache=True)
+def _path_batch(gram, screen, scale, b, lams, out, tol, first_size, min_growth, rounds, bounds):
     """Row i solved at lams[i, 0], lams[i, 1], … in that order, the state kept between them."""
     k = b.shape[1]
-    for i in prange(b.shape[0]):
+    for c in prange(bounds.size - 1):
         members, chol, gpp, x, y = _new_state(k, 64)
         in_set = np.zeros(k, dtype=np.bool_)
-        p = 0
-        for t in range(lams.shape[1]):
-            r, p, members, chol, gpp, x, y = _solve_state(gram, screen, scale, b[i], lams[i, t], tol,
-                                                          first_size, min_growth, members, chol, gpp, x, y,
-                                                          p, in_set)
-            if r < 0:
-                rounds[i] = -1
+        for i in range(bounds[c], bounds[c + 1]):
+            p = 0
+            for t in range(lams.shape[1]):
+                r, p, members, chol, gpp, x, y = _solve_state(gram, screen, scale, b[i], lams[i, t], tol,
+                                                              first_size, min_growth, members, chol, gpp, x, y,
+                                                              p, in_set)
+                if r < 0:
+                    rounds[i] = -1
+                for s in range(p):
+                    out[t, i, members[s]] = x[s]
             for s in range(p):
-                out[t, i, members[s]] = x[s]
+                in_set[members[s]] = False
 
 
 @njit(cache=True)
-def _solve_row(gram, screen, scale, b, lam, w, tol, first_size, min_growth):
-    """One row from the warm start w (updated in place to the solution). Returns the rounds used, -1
-    if MAX_ROUNDS did not reach the tolerance."""
+def _solve_row(gram, screen, scale, b, lam, w, tol, first_size, min_growth, state, in_set):
+    """One row from the warm start w (updated in place to the solution), in `state` (any capacity;
+    in_set all False, and left so). Returns (the rounds used, -1 if MAX_ROUNDS did not reach the
+    tolerance; the state, grown if needed)."""
     k = b.shape[0]
     start = np.flatnonzero(w > 0)
-    members, chol, gpp, x, y = _new_state(k, max(64, 2 * start.size))
-    in_set = np.zeros(k, dtype=np.bool_)
+    members, chol, gpp, x, y = _grow(state[0], state[1], state[2], state[3], state[4], 0, start.size, k)
     p = _append_block(gram, b, members, chol, gpp, y, 0, start, in_set)
     for s in range(p):
         x[s] = w[members[s]]
@@ -315,14 +331,16 @@ def _solve_row(gram, screen, scale, b, lam, w, tol, first_size, min_growth):
     w[:] = 0.0
     for s in range(p):
         w[members[s]] = x[s]
-    return r
+        in_set[members[s]] = False
+    return r, (members, chol, gpp, x, y)
 
 
 @njit(cache=True)
 def _new_state(k, cap):
+    """Empty arrays: only what the kernels have written (the first p of each) is ever read."""
     cap = max(1, min(k, cap))
-    return (np.empty(cap, dtype=np.int64), np.zeros((cap, cap)), np.zeros((cap, cap)), np.zeros(cap),
-            np.zeros(cap))
+    return (np.empty(cap, dtype=np.int64), np.empty((cap, cap)), np.empty((cap, cap)), np.empty(cap),
+            np.empty(cap))
 
 
 @njit(cache=True)
@@ -389,7 +407,8 @@ def _append_block(gram, q, members, chol, gpp, y, p, block, in_set):
 
     V = R⁻ᵀ G_P,B (all right-hand sides at once), S = G_BB − VᵀV, then a right-looking Cholesky of S
     that leaves out dependent pivots: per entry the same operations in the same order as appending
-    one concept at a time, so the result does not depend on how concepts were grouped."""
+    one concept at a time, so the result does not depend on how concepts were grouped. Inner loops
+    run over sliced rows from index 0 (no negative-index checks: they vectorise)."""
     m = block.size
     if m == 0:
         return 0
@@ -407,55 +426,62 @@ def _append_block(gram, q, members, chol, gpp, y, p, block, in_set):
             gbb[a, c] = row[block[c]]
     s = gbb.copy()  # upper triangle used
     _schur(v, s, p)
+    yb = np.empty(m)  # q_B − Vᵀ y, t ascending per entry
+    for a in range(m):
+        yb[a] = q[block[a]]
+    for t in range(p):
+        yt = y[t]
+        vt = v[t]
+        for a in range(m):
+            yb[a] -= vt[a] * yt
     keep = np.zeros(m, dtype=np.bool_)
-    for a in range(m):  # right-looking Cholesky of S without the dependent pivots
-        sa = s[a]
-        d = sa[a]
+    for a in range(m):  # right-looking Cholesky of S without the dependent pivots (and y on the block)
+        d = s[a, a]
         if not d > _DEPENDENT * gbb[a, a]:
             continue
         keep[a] = True
         d = np.sqrt(d)
-        sa[a] = d
-        for c in range(a + 1, m):
-            sa[c] = sa[c] / d
-        for c in range(a + 1, m):
+        n = m - a - 1
+        sa = s[a, a + 1:]
+        sa /= d
+        s[a, a] = d
+        ya = yb[a] / d
+        yb[a] = ya
+        for c in range(n):
             f = sa[c]
-            sc = s[c]
-            for e in range(c, m):
-                sc[e] -= f * sa[e]
-    pos = np.empty(m, dtype=np.int64)
-    n = p
-    for a in range(m):
-        if keep[a]:
-            pos[a] = n
-            n += 1
-    for a in range(m):
-        if not keep[a]:
-            continue
-        pa = pos[a]
-        ra = chol[pa]
+            yb[a + 1 + c] -= f * ya
+            sc = s[a + 1 + c, a + 1 + c:]
+            sac = sa[c:]
+            for e in range(n - c):
+                sc[e] -= f * sac[e]
+    kept = np.flatnonzero(keep)
+    nk = kept.size
+    for t in range(p):  # the new columns of R and G_PP, row by row
+        rt = chol[t, p:p + nk]
+        gt = gpp[t, p:p + nk]
+        vt = v[t]
+        bt = gpb[t]
+        for i in range(nk):
+            rt[i] = vt[kept[i]]
+            gt[i] = bt[kept[i]]
+    for i in range(nk):
+        a = kept[i]
+        pa = p + i
+        chol[pa, :pa] = 0.0
+        ra = chol[pa, pa:p + nk]
         ga = gpp[pa]
-        for c in range(pa):
-            ra[c] = 0.0
+        sa = s[a]
+        gba = gbb[a]
         for t in range(p):
-            chol[t, pa] = v[t, a]
-            gpp[t, pa] = gpb[t, a]
             ga[t] = gpb[t, a]
-        yp = q[block[a]]
-        for t in range(p):
-            yp -= v[t, a] * y[t]
-        for e in range(a):
-            if keep[e]:
-                chol[pos[e], pa] = s[e, a]
-                gpp[pos[e], pa] = gbb[e, a]
-                ga[pos[e]] = gbb[e, a]
-                yp -= s[e, a] * y[pos[e]]
-        ra[pa] = s[a, a]
-        ga[pa] = gbb[a, a]
-        y[pa] = yp / s[a, a]
+        for e in range(nk):
+            ga[p + e] = gba[kept[e]]
+        for e in range(nk - i):
+            ra[e] = sa[kept[i + e]]
+        y[pa] = yb[a]
         members[pa] = block[a]
         in_set[block[a]] = True
-    return n - p
+    return nk
 
 
 @njit(cache=True)
@@ -490,23 +516,26 @@ def _solve_rt_block(chol, v, p):
 
 @njit(cache=True)
 def _schur(v, s, p):
-    """s ← s − VᵀV on the upper triangle, rows of V taken in order (four at a time)."""
+    """s ← s − VᵀV on the upper triangle, rows of V taken in order (eight at a time)."""
     m = v.shape[1]
     t = 0
-    while t + 4 <= p:
-        v0, v1, v2, v3 = v[t], v[t + 1], v[t + 2], v[t + 3]
+    while t + 8 <= p:
         for a in range(m):
-            a0, a1, a2, a3 = v0[a], v1[a], v2[a], v3[a]
-            sa = s[a]
-            for c in range(a, m):
-                sa[c] = (((sa[c] - a0 * v0[c]) - a1 * v1[c]) - a2 * v2[c]) - a3 * v3[c]
-        t += 4
+            a0, a1, a2, a3 = v[t, a], v[t + 1, a], v[t + 2, a], v[t + 3, a]
+            a4, a5, a6, a7 = v[t + 4, a], v[t + 5, a], v[t + 6, a], v[t + 7, a]
+            sa = s[a, a:]
+            v0, v1, v2, v3 = v[t, a:], v[t + 1, a:], v[t + 2, a:], v[t + 3, a:]
+            v4, v5, v6, v7 = v[t + 4, a:], v[t + 5, a:], v[t + 6, a:], v[t + 7, a:]
+            for c in range(m - a):
+                sa[c] = (((((((sa[c] - a0 * v0[c]) - a1 * v1[c]) - a2 * v2[c]) - a3 * v3[c]) - a4 * v4[c])
+                          - a5 * v5[c]) - a6 * v6[c]) - a7 * v7[c]
+        t += 8
     for t in range(t, p):
-        vt = v[t]
         for a in range(m):
-            va = vt[a]
-            sa = s[a]
-            for c in range(a, m):
+            va = v[t, a]
+            sa = s[a, a:]
+            vt = v[t, a:]
+            for c in range(m - a):
                 sa[c] -= va * vt[c]
 
 
@@ -514,68 +543,76 @@ def _schur(v, s, p):
 def _remove(members, chol, gpp, x, y, p, r, in_set):
     """Delete position r from P: drop column r of R, then Givens rotations on rows (i, i+1) restore
     the triangle (and are applied to y, so Rᵀ y = q_P still holds); drop row and column r of G_PP.
-    Returns the new p."""
+    Returns the new p. (Inner loops run over sliced rows from index 0: they vectorise.)"""
     in_set[members[r]] = False
     for i in range(r, p - 1):
         members[i] = members[i + 1]
         x[i] = x[i + 1]
-    for t in range(p):
-        rt = chol[t]
-        for c in range(max(r, t - 1), p - 1):
-            rt[c] = rt[c + 1]
+    for t in range(p):  # shift the columns after r left (from the subdiagonal on in rows below r)
+        lo = max(r, t - 1)
+        dst = chol[t, lo:p - 1]
+        src = chol[t, lo + 1:p]
+        for c in range(p - 1 - lo):
+            dst[c] = src[c]
     for i in range(r, p - 1):
-        ri = chol[i]
-        rn = chol[i + 1]
-        a = ri[i]
-        e = rn[i]
+        ri = chol[i, i:p - 1]
+        rn = chol[i + 1, i:p - 1]
+        a = ri[0]
+        e = rn[0]
         h = np.hypot(a, e)
         cs = a / h
         sn = e / h
-        for c in range(i, p - 1):
+        for c in range(p - 1 - i):
             u = ri[c]
             v = rn[c]
             ri[c] = cs * u + sn * v
             rn[c] = cs * v - sn * u
-        rn[i] = 0.0
+        rn[0] = 0.0
         u = y[i]
         v = y[i + 1]
         y[i] = cs * u + sn * v
         y[i + 1] = cs * v - sn * u
     for t in range(r):  # G_PP: drop column r, then row r
-        gt = gpp[t]
-        for c in range(r, p - 1):
-            gt[c] = gt[c + 1]
+        dst = gpp[t, r:p - 1]
+        src = gpp[t, r + 1:p]
+        for c in range(p - 1 - r):
+            dst[c] = src[c]
     for t in range(r, p - 1):
         gt = gpp[t]
         gn = gpp[t + 1]
         for c in range(r):
             gt[c] = gn[c]
-        for c in range(r, p - 1):
-            gt[c] = gn[c + 1]
+        dst = gpp[t, r:p - 1]
+        src = gpp[t + 1, r + 1:p]
+        for c in range(p - 1 - r):
+            dst[c] = src[c]
     return p - 1
 
 
 @njit(cache=True)
 def _back(chol, y, p, s):
-    """s = R⁻¹ y (row r of R is contiguous). Four partial sums, in a fixed pattern, so that the dot
+    """s = R⁻¹ y (row r of R is contiguous). Eight partial sums, in a fixed pattern, so that the dot
     products do not wait on one chain of additions (and stay independent of memory alignment)."""
     for r in range(p - 1, -1, -1):
-        rr = chol[r]
-        a0 = 0.0
-        a1 = 0.0
-        a2 = 0.0
-        a3 = 0.0
-        c = r + 1
-        while c + 4 <= p:
-            a0 += rr[c] * s[c]
-            a1 += rr[c + 1] * s[c + 1]
-            a2 += rr[c + 2] * s[c + 2]
-            a3 += rr[c + 3] * s[c + 3]
-            c += 4
-        while c < p:
-            a0 += rr[c] * s[c]
+        n = p - r - 1
+        rr = chol[r, r + 1:p]
+        ss = s[r + 1:p]
+        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+        c = 0
+        while c + 8 <= n:
+            a0 += rr[c] * ss[c]
+            a1 += rr[c + 1] * ss[c + 1]
+            a2 += rr[c + 2] * ss[c + 2]
+            a3 += rr[c + 3] * ss[c + 3]
+            a4 += rr[c + 4] * ss[c + 4]
+            a5 += rr[c + 5] * ss[c + 5]
+            a6 += rr[c + 6] * ss[c + 6]
+            a7 += rr[c + 7] * ss[c + 7]
+            c += 8
+        while c < n:
+            a0 += rr[c] * ss[c]
             c += 1
-        s[r] = (y[r] - ((a0 + a1) + (a2 + a3))) / rr[r]
+        s[r] = (y[r] - (((a0 + a4) + (a1 + a5)) + ((a2 + a6) + (a3 + a7)))) / chol[r, r]
 
 
 @njit(cache=True)
