@@ -420,18 +420,23 @@ def _append_block(gram, q, members, chol, gpp, y, p, block, in_set):
     m = block.size
     if m == 0:
         return 0
+    gb = np.empty((m, p + m))  # the rows of G for the block, on P then on the block
+    for a in range(m):
+        row = gram[block[a]]
+        ga = gb[a]
+        for t in range(p):
+            ga[t] = row[members[t]]
+        gab = gb[a, p:]
+        for c in range(m):
+            gab[c] = row[block[c]]
     v = np.empty((p, m))
     for a in range(m):
-        row = gram[block[a]]
+        ga = gb[a]
         for t in range(p):
-            v[t, a] = row[members[t]]
+            v[t, a] = ga[t]
     gpb = v.copy()
     _solve_rt_block(chol, v, p)
-    gbb = np.empty((m, m))
-    for a in range(m):
-        row = gram[block[a]]
-        for c in range(m):
-            gbb[a, c] = row[block[c]]
+    gbb = gb[:, p:]
     s = gbb.copy()  # upper triangle used
     _schur(v, s, p)
     yb = np.empty(m)  # q_B − Vᵀ y, t ascending per entry
@@ -479,11 +484,11 @@ def _append_block(gram, q, members, chol, gpp, y, p, block, in_set):
         ra = chol[pa, pa:p + nk]
         ga = gpp[pa]
         sa = s[a]
-        gba = gbb[a]
+        gba = gb[a]
         for t in range(p):
-            ga[t] = gpb[t, a]
+            ga[t] = gba[t]
         for e in range(nk):
-            ga[p + e] = gba[kept[e]]
+            ga[p + e] = gba[p + kept[e]]
         for e in range(nk - i):
             ra[e] = sa[kept[i + e]]
         y[pa] = yb[a]
