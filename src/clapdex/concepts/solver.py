@@ -500,11 +500,11 @@ def _append_block(gram, q, members, chol, gpp, y, p, block, in_set):
 @njit(cache=True)
 def _solve_rt_block(chol, v, p):
     """V ← R⁻ᵀ V for a (p, m) block of right-hand sides. Column-oriented (rows of R and V are
-    contiguous), four rows of R at a time: each entry gets the same operations in the same order as
-    `_solve_rt` on its column, with a quarter of the passes over V."""
+    contiguous), eight rows of R at a time: each entry gets the same operations in the same order as
+    `_solve_rt` on its column, with an eighth of the passes over V."""
     m = v.shape[1]
-    for t0 in range(0, p, 4):
-        t1 = min(t0 + 4, p)
+    for t0 in range(0, p, 8):
+        t1 = min(t0 + 8, p)
         for t in range(t0, t1):  # finish rows t0..t1-1
             rt = chol[t]
             vt = v[t]
@@ -516,15 +516,19 @@ def _solve_rt_block(chol, v, p):
                 vu = v[u]
                 for a in range(m):
                     vu[a] -= c * vt[a]
-        if t1 - t0 < 4:
+        if t1 - t0 < 8:
             continue  # the last rows: nothing below them
         r0, r1, r2, r3 = chol[t0], chol[t0 + 1], chol[t0 + 2], chol[t0 + 3]
+        r4, r5, r6, r7 = chol[t0 + 4], chol[t0 + 5], chol[t0 + 6], chol[t0 + 7]
         v0, v1, v2, v3 = v[t0], v[t0 + 1], v[t0 + 2], v[t0 + 3]
+        v4, v5, v6, v7 = v[t0 + 4], v[t0 + 5], v[t0 + 6], v[t0 + 7]
         for u in range(t1, p):
             c0, c1, c2, c3 = r0[u], r1[u], r2[u], r3[u]
+            c4, c5, c6, c7 = r4[u], r5[u], r6[u], r7[u]
             vu = v[u]
             for a in range(m):
-                vu[a] = (((vu[a] - c0 * v0[a]) - c1 * v1[a]) - c2 * v2[a]) - c3 * v3[a]
+                vu[a] = (((((((vu[a] - c0 * v0[a]) - c1 * v1[a]) - c2 * v2[a]) - c3 * v3[a]) - c4 * v4[a])
+                          - c5 * v5[a]) - c6 * v6[a]) - c7 * v7[a]
 
 
 @njit(cache=True)
