@@ -697,11 +697,20 @@ def _support_gradient(gpp, q, members, x, p, acc):
 
 @njit(cache=True)
 def _combine_rows(rows, members, x, p, out):
-    """out = Σ_s x[s]·rows[members[s]] in float64 (K·p: the full-K gradients). Four rows per pass over
-    out, in a fixed pattern: one row per pass loaded and stored out (float64) for every row entry read,
-    more traffic than the rows themselves."""
+    """out = Σ_s x[s]·rows[members[s]] in float64 (K·p: the full-K gradients). Eight rows (then four,
+    then one) per pass over out, in a fixed pattern: one row per pass loaded and stored out (float64)
+    for every row entry read, more traffic than the rows themselves."""
     out[:] = 0.0
     s = 0
+    while s + 8 <= p:
+        w0, w1, w2, w3 = x[s], x[s + 1], x[s + 2], x[s + 3]
+        w4, w5, w6, w7 = x[s + 4], x[s + 5], x[s + 6], x[s + 7]
+        r0, r1, r2, r3 = rows[members[s]], rows[members[s + 1]], rows[members[s + 2]], rows[members[s + 3]]
+        r4, r5, r6, r7 = rows[members[s + 4]], rows[members[s + 5]], rows[members[s + 6]], rows[members[s + 7]]
+        for j in range(out.shape[0]):
+            out[j] += ((w0 * r0[j] + w1 * r1[j]) + (w2 * r2[j] + w3 * r3[j])) + ((w4 * r4[j] + w5 * r5[j])
+                                                                                + (w6 * r6[j] + w7 * r7[j]))
+        s += 8
     while s + 4 <= p:
         w0, w1, w2, w3 = x[s], x[s + 1], x[s + 2], x[s + 3]
         r0, r1, r2, r3 = rows[members[s]], rows[members[s + 1]], rows[members[s + 2]], rows[members[s + 3]]
