@@ -15,8 +15,7 @@ Method, per row (rows run in parallel; each row's result depends only on that ro
      from G's float32 copy, with the entries near the threshold recomputed from the float64 G) finds
      the KKT violators; the worst of them (32 at w = 0, later half as many as the support holds, at
      least 16: larger blocks bring in redundant atoms that leave again) enter the passive set P as
-     one block. When w has moved little since the last full screen, a bound on how far the gradient
-     can have moved limits the round to the few entries that could now violate.
+     one block.
   2. Lawson–Hanson on P: solve the linear system on P exactly, and when a weight would turn
      negative step back to the boundary and drop it. The Cholesky factor of G_PP is kept and
      updated: an entering block is appended in one go (a triangular solve with the block as
@@ -50,7 +49,6 @@ DEFAULT_TOL = 1e-10
 FIRST_WORKING_SET = 32   # concepts in the first working set (most rows need 10–40)
 MIN_GROWTH = 16          # violators added per round, at least; else half as many as the support holds
 MAX_ROUNDS = 200
-NEAR_SHARE = 4           # a round re-checks only the entries near violation if at most p/4 are
 DEFAULT_LAM_FLOOR = 1e-4  # target-sparsity mode: the path is followed down to this fraction of λ_max
 
 
@@ -370,8 +368,6 @@ def _solve_state(gram, screen, scale, b, lam, tol, first_size, min_growth, membe
     k = b.shape[0]
     q = b - lam
     grad = np.empty(k)
-    screened = np.empty(k)  # the gradient of the last full screen, and (fit, l1, error bound) there
-    reference = np.full(3, np.nan)
     work = np.empty(members.shape[0])
     _forward(chol, q, members, p, y)
     repairs = 0
@@ -379,10 +375,7 @@ def _solve_state(gram, screen, scale, b, lam, tol, first_size, min_growth, membe
         if work.shape[0] < members.shape[0]:
             work = np.empty(members.shape[0])
         p = _settle(chol, gpp, x, y, p, members, in_set, work)
-        if not _screen_near(gram, screen, scale, q, members, x, p, in_set, tol, gpp, screened, reference,
-                            grad, p // NEAR_SHARE):
-            _screen_gradient(gram, screen, scale, q, members, x, p, in_set, tol, grad)
-            _keep_reference(grad, q, members, x, p, scale, screened, reference)
+        _screen_gradient(gram, screen, scale, q, members, x, p, in_set, tol, grad)
         grow = first_size if p == 0 else max(min_growth, p // 2)
         picked = _most_negative(grad, in_set, -tol, grow)
         if picked.size == 0:
@@ -746,76 +739,6 @@ def _screen_gradient(gram, screen, scale, q, members, x, p, in_set, tol, grad):
         for s in range(p):
             e += x[s] * row[members[s]]
         grad[j] = e
-
-
-@njit(cache=True)
-def _keep_reference(grad, q, members, x, p, scale, screened, reference):
-    """Keep a full screen's gradient for `_screen_near`, with Σ w_j (G w)_j, ‖w‖₁ and the gradient's
-    error bound (the float32 rows), as `_screen_gradient` computed them."""
-    screened[:] = grad
-    fit = 0.0
-    total = 0.0
-    for s in range(p):
-        j = members[s]
-        fit += x[s] * (grad[j] + q[j])
-        total += abs(x[s])
-    reference[0] = fit
-    reference[1] = total
-    reference[2] = total * (scale * _SCREEN_EPS + _SCREEN_TINY)
-
-
-@njit(cache=True)
-def _screen_near(gram, screen, scale, q, members, x, p, in_set, tol, gpp, screened, reference, grad, limit):
-    """The violators without a full screen, when w has moved little since the last one (w₀).
-
-    (G w − G w₀)_j = c_jᵀ C (w − w₀), so the gradient moved by at most ‖c_j‖·‖C(w − w₀)‖ ≤
-    √scale·‖C(w − w₀)‖, and ‖C(w − w₀)‖² = wᵀGw − 2 wᵀG w₀ + w₀ᵀG w₀ comes from G_PP and the kept
-    gradient (p² work; its float32 error is bounded). Only the entries outside P that could now be
-    below −tol are recomputed (p each, from G's float32 copy, and from the float64 G within the error
-    bound of −tol); grad is +inf elsewhere. Each costs about what one row of a full screen costs (the
-    p entries span the row), hence the limit. Returns False, with grad untouched, if there is no
-    reference or more than `limit` such entries."""
-    if not reference[0] == reference[0]:
-        return False
-    quad = 0.0
-    cross = 0.0
-    total = 0.0
-    for s in range(p):
-        row = gpp[s, :p]
-        acc = 0.0
-        for t in range(p):
-            acc += row[t] * x[t]
-        quad += x[s] * acc
-        j = members[s]
-        cross += x[s] * (screened[j] + q[j])
-        total += abs(x[s])
-    fit, total0, bound = reference[0], reference[1], reference[2]
-    moved = quad - 2.0 * cross + fit
-    moved += (2.0 * total + total0) * bound + 1e-14 * (abs(quad) + 2.0 * abs(cross) + abs(fit))
-    reach = np.sqrt(max(moved, 0.0) * scale) + bound
-    edge = -tol + reach
-    count = 0
-    for j in range(screened.shape[0]):
-        if screened[j] < edge and not in_set[j]:
-            count += 1
-            if count > limit:
-                return False
-    error = total * (scale * _SCREEN_EPS + _SCREEN_TINY)  # as in _screen_gradient
-    for j in range(screened.shape[0]):
-        if screened[j] < edge and not in_set[j]:
-            e = -q[j]
-            row32 = screen[j]
-            for s in range(p):
-                e += x[s] * row32[members[s]]
-            if abs(e + tol) <= error:
-                row = gram[j]
-                e = -q[j]
-                for s in range(p):
-                    e += x[s] * row[members[s]]
-            grad[j] = e
-        else:
-            grad[j] = np.inf
-    return True
 
 
 @njit(cache=True)
