@@ -560,10 +560,7 @@ def _remove(members, chol, gpp, x, y, p, r, in_set):
         x[i] = x[i + 1]
     for t in range(p):  # shift the columns after r left (from the subdiagonal on in rows below r)
         lo = max(r, t - 1)
-        dst = chol[t, lo:p - 1]
-        src = chol[t, lo + 1:p]
-        for c in range(p - 1 - lo):
-            dst[c] = src[c]
+        _copy(chol[t, lo + 1:p], chol[t, lo:p - 1])
     for i in range(r, p - 1):
         ri = chol[i, i:p - 1]
         rn = chol[i + 1, i:p - 1]
@@ -583,20 +580,19 @@ def _remove(members, chol, gpp, x, y, p, r, in_set):
         y[i] = cs * u + sn * v
         y[i + 1] = cs * v - sn * u
     for t in range(r):  # G_PP: drop column r, then row r
-        dst = gpp[t, r:p - 1]
-        src = gpp[t, r + 1:p]
-        for c in range(p - 1 - r):
-            dst[c] = src[c]
+        _copy(gpp[t, r + 1:p], gpp[t, r:p - 1])
     for t in range(r, p - 1):
-        gt = gpp[t]
-        gn = gpp[t + 1]
-        for c in range(r):
-            gt[c] = gn[c]
-        dst = gpp[t, r:p - 1]
-        src = gpp[t + 1, r + 1:p]
-        for c in range(p - 1 - r):
-            dst[c] = src[c]
+        _copy(gpp[t + 1, :r], gpp[t, :r])
+        _copy(gpp[t + 1, r + 1:p], gpp[t, r:p - 1])
     return p - 1
+
+
+@njit(cache=True)
+def _copy(src, dst):
+    """dst[:] = src element by element from the front: safe for a shift to the left within one row
+    (src one ahead of dst), which a slice assignment would copy through a temporary."""
+    for c in range(dst.shape[0]):
+        dst[c] = src[c]
 
 
 @njit(cache=True)
