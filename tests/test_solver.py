@@ -429,10 +429,10 @@ def test_gram_object_is_checked_once_and_gives_the_same_answer():
         nonneg_lasso(prepared, b[:, :10], 0.03)
 
 
-def test_kkt_is_exact_although_violators_are_screened_in_float32():
+def test_kkt_is_exact_although_violators_are_screened_in_int16():
     # Near-duplicates (cosine 1 − O(1e-11)) of supported atoms have gradients within ~1e-9 of zero,
-    # below what G's float32 copy can resolve; deciding them from float32 alone left KKT
-    # violations of ~3e-9 here. They must be decided from the float64 G.
+    # far below what G's int16 screening copy (or a float32 one) can resolve; deciding them from
+    # that copy alone left KKT violations of ~3e-9 here. They must be decided from the float64 G.
     rng = np.random.default_rng(25)
     d, k, n = 64, 400, 40
     base = centred_atoms(rng, k, d)
@@ -444,6 +444,79 @@ def test_kkt_is_exact_although_violators_are_screened_in_float32():
         w = nonneg_lasso(gram, b, lam)
         assert np.count_nonzero(w, axis=1).min() >= 20
         assert kkt_violation(gram, b, w, lam).max() <= 1e-10
+
+
+def screening_case(seed, k=500, d=64, p=40):
+    """A prepared Gram, q = b − lam and weights on a random support P (as the solver holds them)."""
+    from clapdex.concepts.solver import Gram
+
+    rng = np.random.default_rng(seed)
+    atoms = centred_atoms(rng, k, d)
+    gram, b = problem(atoms, unit_rows(rng.standard_normal(d)))
+    members = rng.choice(k, p, replace=False).astype(np.int64)
+    x = rng.exponential(0.1, p)
+    return rng, Gram(gram), b - 0.02, members, x
+
+
+def test_screening_gradient_is_within_its_bound_and_finds_exactly_the_violators():
+    from clapdex.concepts.solver import _screen_gradient
+
+    rng, gram, q, members, x = screening_case(28)
+    k, p = q.size, members.size
+    in_set = np.zeros(k, dtype=np.bool_)
+    in_set[members] = True
+    exact = gram.matrix[:, members] @ x - q
+    tol = 1e-10
+    grad = np.empty(k)
+    bound = _screen_gradient(gram.matrix, gram.screen, gram.scale, q, members, x, p, in_set, tol, grad)
+    error = np.abs(grad - exact)
+    assert 0 < error.max() <= bound < 1e-3  # an approximation (the int16 copy), inside its bound
+    outside = ~in_set
+    np.testing.assert_array_equal((grad < -tol) & outside, (exact < -tol) & outside)
+    assert 0 < np.count_nonzero((exact < -tol) & outside) < k - p
+    # Weights too large for float32 sums: every entry comes from the float64 G instead.
+    huge = x * 1e31
+    bound = _screen_gradient(gram.matrix, gram.screen, gram.scale, q, members, huge, p, in_set, tol, grad)
+    assert bound == 0.0
+    np.testing.assert_allclose(grad, gram.matrix[:, members] @ huge - q, rtol=1e-12)
+
+
+def test_gradient_after_a_small_change_is_recomputed_only_where_a_violator_could_be():
+    from clapdex.concepts.solver import _screen_changed, _screen_gradient
+
+    rng, gram, q, members, x_ref = screening_case(29, p=43)
+    k, p_ref, p = q.size, 40, 43
+    g = gram.matrix
+    in_set = np.zeros(k, dtype=np.bool_)
+    in_set[members[:p_ref]] = True
+    tol = 1e-10
+    reference = np.empty(k)
+    ref_bound = _screen_gradient(g, gram.screen, gram.scale, q, members, x_ref[:p_ref], p_ref, in_set, tol,
+                                 reference)
+    in_set[members] = True  # three concepts entered, and the weights moved a little
+    gpp = g[np.ix_(members, members)].copy()
+    delta = np.empty(p)
+    rechecked = []
+    for scale in (1e-4, 1e-2):
+        x = x_ref[:p_ref] + scale * rng.standard_normal(p_ref) * x_ref[:p_ref]
+        x = np.concatenate([x, scale * rng.random(3)])
+        exact = g[:, members] @ x - q
+        grad = np.full(k, np.nan)
+        done = _screen_changed(g, gpp, gram.scale, q, members, x, p, x_ref, p_ref, reference, ref_bound,
+                               in_set, tol, grad, delta, k)
+        assert done
+        outside = ~in_set
+        np.testing.assert_array_equal((grad < -tol) & outside, (exact < -tol) & outside)
+        changed = grad != reference
+        recomputed = np.count_nonzero(changed)
+        assert 0 < recomputed < k
+        # Beyond the old violators (the weights here are not a solution: many), only concepts near
+        # the threshold are rechecked: none for the tiny change, some for the larger one.
+        rechecked.append(np.count_nonzero(changed & (reference >= -tol)))
+        # Over the limit: nothing is done (the caller computes the full gradient).
+        assert not _screen_changed(g, gpp, gram.scale, q, members, x, p, x_ref, p_ref, reference, ref_bound,
+                                   in_set, tol, grad, delta, recomputed - 1)
+    assert rechecked[0] < rechecked[1] < k // 10
 
 
 def test_a_block_appends_exactly_like_one_concept_at_a_time():

@@ -82,7 +82,7 @@ class ConceptDictionary:
         return self.solver_gram().matrix
 
     def solver_gram(self) -> "Gram":
-        """G checked and prepared for the solver (with its float32 screening copy), once per
+        """G checked and prepared for the solver (with its int16 screening copy), once per
         dictionary: what decompose passes to every solver call."""
         if self._gram is None:
             from clapdex.concepts.solver import Gram  # numba: imported when first needed

@@ -12,8 +12,9 @@ Optimality (KKT), with the gradient g = G w − b + lam:
 
 Method, per row (rows run in parallel; each row's result depends only on that row):
   1. Rounds: the gradient over all K concepts (K·|support| work: the rows of G on the support, read
-     from G's float32 copy, with the entries near the threshold recomputed from the float64 G) finds
-     the KKT violators; the worst of them (32 at w = 0, later half as many as the support holds, at
+     from G's int16 copy, with the entries near the threshold recomputed from the float64 G) finds
+     the KKT violators (when P only grew since the last full gradient and the weights moved little,
+     a bound on the change rules out all but a few concepts, and only those are recomputed); the worst of them (32 at w = 0, later half as many as the support holds, at
      least 16: larger blocks bring in redundant atoms that leave again) enter the passive set P as
      one block.
   2. Lawson–Hanson on P: solve the linear system on P exactly, and when a weight would turn
@@ -145,8 +146,8 @@ def nonneg_lasso_path(gram: np.ndarray, correlations: np.ndarray, lams, *,
 
 
 class Gram:
-    """The Gram matrix G = CᵀC (K, K) checked once (square, finite), with the float32 copy that the
-    solver's screening gradient reads. Build one per dictionary (ConceptDictionary.solver_gram() does)
+    """The Gram matrix G = CᵀC (K, K) checked once (square, finite), with the int16 copy that the
+    solver's screening gradient reads (G ≈ screen · scale/32767, to half a step). Build one per dictionary (ConceptDictionary.solver_gram() does)
     and pass it to every call: a plain array is checked and copied again on every call (at K = 10,000
     that is ~0.1 s per call, which dominates single-query decompositions). The arrays must not be
     changed afterwards."""
@@ -163,7 +164,8 @@ class Gram:
         if self.scale > np.finfo(np.float32).max / 2:
             raise DecompositionError(f"Gram matrix entries are too large ({self.scale:g})")
         self.matrix = g
-        self.screen = g.astype(np.float32)
+        step = 32767.0 / self.scale if self.scale > 0 else 0.0
+        self.screen = np.rint(g * step).astype(np.int16)
 
     @property
     def size(self) -> int:
@@ -263,16 +265,20 @@ def nonneg_lasso_max_concepts_path(gram, correlations, counts, *, tol: float = D
 # Schur complement: the same operations, in the same order, as appending them one at a time, but in
 # loops that vectorise); a leaving concept is deleted with Givens rotations on rows (O(p·(p − r))); the
 # weights come from one back solve. Every loop runs along rows (contiguous memory).
-# The full-K gradient that finds violators is read from the float32 copy of G (half the memory
-# traffic, which is what it costs) with a bound on its error; entries within the bound of the
+# The full-K gradient that finds violators is read from the int16 copy of G (a quarter of the memory
+# traffic of float64; summed eight rows at a time in float32, which is what keeps it cheap) with a
+# bound on its error; entries within the bound of the
 # threshold are recomputed from the float64 G, so the KKT check stays exact.
 # R is never refactorised except to repair rounding drift (not seen in practice, but checked).
 # No fastmath: reassociated sums would depend on memory alignment, and a row must get the same
 # weights alone or in any batch.
 
 _DEPENDENT = 1e-12  # squared pivot / G_jj below this: the atom is in the span
-_SCREEN_EPS = 2.0 ** -23  # relative error of a float32 copy of G (2^-24), with room for the float64 sums
-_SCREEN_TINY = 2.0 ** -126  # absolute error of float32 near zero (subnormals)
+# Error of the screening gradient per unit of Σ|w|·scale: half an int16 step (1/65534) plus the
+# float32 products and sums of eight (under 2^-21), with room.
+_SCREEN_EPS = 1.0 / 65000.0 + 2.0 ** -19
+_SCREEN_FLOAT32_LIMIT = 1e30  # Σ|w| above this could overflow the float32 sums: use the float64 G
+_PARTIAL_SHARE = 32  # a round recomputes at most K/32 concepts alone, else the full gradient
 _ABOVE_CROSSING = 1e-9  # max-concepts: the lam returned lies this much (relative) above the crossing
 
 
@@ -371,11 +377,23 @@ def _solve_state(gram, screen, scale, b, lam, tol, first_size, min_growth, membe
     work = np.empty(members.shape[0])
     _forward(chol, q, members, p, y)
     repairs = 0
+    reference = np.empty(k)  # the last full gradient, at x_ref = x_at[:p_ref], with error <= ref_bound
+    x_at = np.empty(k)
+    p_ref = -1  # -1: no reference (none yet, or P lost a concept since)
+    ref_bound = 0.0
     for round_ in range(MAX_ROUNDS):
         if work.shape[0] < members.shape[0]:
             work = np.empty(members.shape[0])
+        before = p
         p = _settle(chol, gpp, x, y, p, members, in_set, work)
-        _screen_gradient(gram, screen, scale, q, members, x, p, in_set, tol, grad)
+        if p < before:
+            p_ref = -1
+        if p_ref < 0 or not _screen_changed(gram, gpp, scale, q, members, x, p, x_at, p_ref, reference,
+                                            ref_bound, in_set, tol, grad, work, k // _PARTIAL_SHARE):
+            ref_bound = _screen_gradient(gram, screen, scale, q, members, x, p, in_set, tol, grad)
+            reference[:] = grad
+            x_at[:p] = x[:p]
+            p_ref = p
         grow = first_size if p == 0 else max(min_growth, p // 2)
         picked = _most_negative(grad, in_set, -tol, grow)
         if picked.size == 0:
@@ -385,6 +403,7 @@ def _solve_state(gram, screen, scale, b, lam, tol, first_size, min_growth, membe
                 return -1, p, members, chol, gpp, x, y
             repairs += 1  # rounding drift in R: refactorise P from G and solve again
             p = _refactor(gram, q, members, chol, gpp, x, y, p, in_set)
+            p_ref = -1
             continue
         members, chol, gpp, x, y = _grow(members, chol, gpp, x, y, p, p + picked.size, k)
         added = _append_block(gram, q, members, chol, gpp, y, p, picked, in_set)
@@ -396,6 +415,7 @@ def _solve_state(gram, screen, scale, b, lam, tol, first_size, min_growth, membe
             if work.shape[0] < members.shape[0]:
                 work = np.empty(members.shape[0])
             p, ok = _swap_in(gram, q, members, chol, gpp, x, y, p, picked[0], in_set, work)
+            p_ref = -1
             if not ok:
                 return -1, p, members, chol, gpp, x, y
     return -1, p, members, chol, gpp, x, y
@@ -714,27 +734,100 @@ def _combine_rows(rows, members, x, p, out):
 
 
 @njit(cache=True)
+def _combine_screen_rows(rows, members, x, p, out):
+    """out = Σ_s x[s]·rows[members[s]] for int16 rows: eight rows per pass summed in float32 (the
+    products of float32 weights and int16 entries, in a fixed pattern), each pass added to out in
+    float64. The rounding is in _SCREEN_EPS."""
+    out[:] = 0.0
+    xf = x[:p].astype(np.float32)
+    s = 0
+    while s + 8 <= p:
+        w0, w1, w2, w3 = xf[s], xf[s + 1], xf[s + 2], xf[s + 3]
+        w4, w5, w6, w7 = xf[s + 4], xf[s + 5], xf[s + 6], xf[s + 7]
+        r0, r1, r2, r3 = rows[members[s]], rows[members[s + 1]], rows[members[s + 2]], rows[members[s + 3]]
+        r4, r5, r6, r7 = rows[members[s + 4]], rows[members[s + 5]], rows[members[s + 6]], rows[members[s + 7]]
+        for j in range(out.shape[0]):
+            out[j] += ((w0 * r0[j] + w1 * r1[j]) + (w2 * r2[j] + w3 * r3[j])) + ((w4 * r4[j] + w5 * r5[j])
+                                                                                + (w6 * r6[j] + w7 * r7[j]))
+        s += 8
+    for s in range(s, p):
+        ws = xf[s]
+        row = rows[members[s]]
+        for j in range(out.shape[0]):
+            out[j] += ws * row[j]
+
+
+@njit(cache=True)
 def _screen_gradient(gram, screen, scale, q, members, x, p, in_set, tol, grad):
-    """grad = G w − q over all K from the float32 copy of G (only the rows on P are read), with the
+    """grad = G w − q over all K from the int16 copy of G (only the rows on P are read), with the
     entries outside P that lie within its error bound of −tol recomputed from the float64 G: so
-    grad < −tol exactly where the true gradient is (the violators), up to float64 rounding."""
-    _combine_rows(screen, members, x, p, grad)
-    grad -= q
+    grad < −tol exactly where the true gradient is (the violators), up to float64 rounding. Returns
+    the bound on the error of the other entries."""
     total = 0.0
     for s in range(p):
         total += abs(x[s])
-    bound = total * (scale * _SCREEN_EPS + _SCREEN_TINY)
+    if total > _SCREEN_FLOAT32_LIMIT:  # weights too large for float32 sums: every entry from G
+        _combine_rows(gram, members, x, p, grad)
+        grad -= q
+        return 0.0
+    _combine_screen_rows(screen, members, x, p, grad)
+    unit = scale / 32767.0
+    for j in range(grad.shape[0]):
+        grad[j] = grad[j] * unit - q[j]
+    bound = total * scale * _SCREEN_EPS
     low = -tol - bound
     high = -tol + bound
     for j in range(grad.shape[0]):
         g = grad[j]
         if g < low or g >= high or in_set[j]:
             continue
-        row = gram[j]
-        e = -q[j]
-        for s in range(p):
-            e += x[s] * row[members[s]]
-        grad[j] = e
+        grad[j] = _exact_gradient(gram[j], q[j], members, x, p)
+    return bound
+
+
+@njit(cache=True)
+def _exact_gradient(row, qj, members, x, p):
+    """(G w − q)_j from row j of the float64 G."""
+    e = -qj
+    for s in range(p):
+        e += x[s] * row[members[s]]
+    return e
+
+
+@njit(cache=True)
+def _screen_changed(gram, gpp, scale, q, members, x, p, x_at, p_ref, reference, ref_bound, in_set, tol,
+                    grad, delta, limit):
+    """grad from the last full gradient `reference` (at the weights x_at on the first p_ref of P, error
+    <= ref_bound) when P has only grown since: with Δ = x − x_ref, |g_j − reference_j| <= ref_bound +
+    ‖c_j‖·‖CΔ‖ (Cauchy–Schwarz; ‖CΔ‖² = Δᵀ G_PP Δ from the float64 G_PP, ‖c_j‖² <= scale), so only the
+    concepts within that of −tol can be violators, and only they are recomputed, exactly. Near the end
+    of a solve, when a round added a few concepts, that is a handful of K. Returns False (nothing
+    done) if more than `limit` would need recomputing."""
+    total = 0.0
+    for s in range(p):
+        delta[s] = x[s] - (x_at[s] if s < p_ref else 0.0)
+        total += abs(delta[s])
+    norm_sq = 0.0
+    for s in range(p):
+        row = gpp[s]
+        acc = 0.0
+        for t in range(p):
+            acc += row[t] * delta[t]
+        norm_sq += delta[s] * acc
+    norm_sq = max(norm_sq, 0.0) + p * 2.0 ** -50 * total * total * scale  # + its rounding
+    margin = -tol + ref_bound + np.sqrt(scale * norm_sq) * (1.0 + 1e-12)
+    count = 0
+    for j in range(reference.shape[0]):
+        if reference[j] < margin and not in_set[j]:
+            count += 1
+    if count > limit:
+        return False
+    for j in range(reference.shape[0]):
+        g = reference[j]
+        if g < margin and not in_set[j]:
+            g = _exact_gradient(gram[j], q[j], members, x, p)
+        grad[j] = g  # the others are >= margin > −tol: not violators (or on P)
+    return True
 
 
 @njit(cache=True)
