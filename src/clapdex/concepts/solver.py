@@ -13,10 +13,10 @@ Optimality (KKT), with the gradient g = G w − b + lam:
 Method, per row (rows run in parallel; each row's result depends only on that row):
   1. Rounds: the gradient over all K concepts (K·|support| work: the rows of G on the support, read
      from G's int16 copy, with the entries near the threshold recomputed from the float64 G) finds
-     the KKT violators (when P only grew since the last full gradient and the weights moved little,
-     a bound on the change rules out all but a few concepts, and only those are recomputed); the worst of them (32 at w = 0, later half as many as the support holds, at
-     least 16: larger blocks bring in redundant atoms that leave again) enter the passive set P as
-     one block.
+     the KKT violators. When P only grew since the last full gradient and the weights moved little,
+     a bound on the change rules out all but a few concepts, and only those are recomputed. The
+     worst violators (32 at w = 0, later half as many as the support holds, at least 16: larger
+     blocks bring in redundant atoms that leave again) enter the passive set P as one block.
   2. Lawson–Hanson on P: solve the linear system on P exactly, and when a weight would turn
      negative step back to the boundary and drop it. The Cholesky factor of G_PP is kept and
      updated: an entering block is appended in one go (a triangular solve with the block as
@@ -147,10 +147,10 @@ def nonneg_lasso_path(gram: np.ndarray, correlations: np.ndarray, lams, *,
 
 class Gram:
     """The Gram matrix G = CᵀC (K, K) checked once (square, finite), with the int16 copy that the
-    solver's screening gradient reads (G ≈ screen · scale/32767, to half a step). Build one per dictionary (ConceptDictionary.solver_gram() does)
-    and pass it to every call: a plain array is checked and copied again on every call (at K = 10,000
-    that is ~0.1 s per call, which dominates single-query decompositions). The arrays must not be
-    changed afterwards."""
+    solver's screening gradient reads (G ≈ screen · scale/32767, to half a step). Build one per
+    dictionary (ConceptDictionary.solver_gram() does) and pass it to every call: a plain array is
+    checked and copied again on every call (at K = 10,000 that is ~0.1 s per call, which dominates
+    single-query decompositions). The arrays must not be changed afterwards."""
 
     __slots__ = ("matrix", "screen", "scale")
 
