@@ -13,7 +13,10 @@ For each K, lam is calibrated (on a few vectors, with clapdex) to give mean supp
     run to clapdex's exactness (tol=1e-12: the same supports, objective within ~1e-15; the issue's
     "both exact" comparison) on --tight vectors; CPU ms/vector (CPU time of the process: on a shared
     machine wall time measures the other jobs). sklearn is imported and run once before any timing
-    (its import, ~1 s, used to land in the first lam's time);
+    (its import, ~1 s, used to land in the first lam's time), and imported before the thread limit:
+    every BLAS/OpenMP pool runs one thread (asserted), so CPU time equals wall time on an idle
+    machine. (Before, scipy's OpenBLAS kept two threads: scikit-learn's CPU time was ~2× its wall
+    time, and the idle threads' spinning landed in clapdex's time);
   - the speed ratios; the largest relative objective gap (sklearn − clapdex)/clapdex (positive:
     clapdex lower); support agreement and gap with the tight fit; clapdex's largest KKT violation
     over all K.
@@ -197,10 +200,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="numba threads (sklearn uses one)")
     args = parser.parse_args()
     import numba
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import sklearn.linear_model  # noqa: F401  loads scipy's OpenBLAS and OpenMP, so that the limit reaches them
 
     numba.set_num_threads(args.threads)
-    threadpool_limits(1)  # scikit-learn's BLAS calls single-threaded too (no spinning helper threads)
+    # Every BLAS/OpenMP pool single-threaded: scikit-learn then runs on one core like clapdex, and no
+    # idle helper threads spin (their spinning counted in whichever solver was timed next).
+    threadpool_limits(1)
+    pools = threadpool_info()
+    assert all(p["num_threads"] == 1 for p in pools), pools
     print(f"numba threads: {args.threads}; load average {', '.join(f'{x:.1f}' for x in __import__('os').getloadavg())}")
     for k in args.sizes:
         bench(k, args.dim, args.batch, args.subset, args.tight, args.mc_batch)
