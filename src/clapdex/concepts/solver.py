@@ -275,7 +275,7 @@ def nonneg_lasso_max_concepts_path(gram, correlations, counts, *, tol: float = D
 
 _DEPENDENT = 1e-12  # squared pivot / G_jj below this: the atom is in the span
 # Error of the screening gradient per unit of Σ|w|·scale: half an int16 step (1/65534) plus the
-# float32 products and sums of eight (under 2^-21), with room.
+# float32 products and sums of at most eight (under 2^-21), with room.
 _SCREEN_EPS = 1.0 / 65000.0 + 2.0 ** -19
 _SCREEN_FLOAT32_LIMIT = 1e30  # Σ|w| above this could overflow the float32 sums: use the float64 G
 _PARTIAL_SHARE = 32  # a round recomputes at most K/32 concepts alone, else the full gradient
@@ -706,9 +706,10 @@ def _support_gradient(gpp, q, members, x, p, acc):
 
 @njit(cache=True)
 def _combine_rows(rows, members, x, p, out):
-    """out = Σ_s x[s]·rows[members[s]] in float64 (K·p: the full-K gradients). Eight rows (then four,
-    then one) per pass over out, in a fixed pattern: one row per pass loaded and stored out (float64)
-    for every row entry read, more traffic than the rows themselves."""
+    """out = Σ_s x[s]·rows[members[s]] (K·p: the full-K gradients). Eight rows (then four, then one)
+    per pass over out, in a fixed pattern: one row per pass loaded and stored out (float64) for every
+    row entry read, more traffic than the rows themselves. The products and each pass's sum are in
+    x's precision (float32 weights with int16 rows: the screening gradient), out in float64."""
     out[:] = 0.0
     s = 0
     while s + 8 <= p:
@@ -734,30 +735,6 @@ def _combine_rows(rows, members, x, p, out):
 
 
 @njit(cache=True)
-def _combine_screen_rows(rows, members, x, p, out):
-    """out = Σ_s x[s]·rows[members[s]] for int16 rows: eight rows per pass summed in float32 (the
-    products of float32 weights and int16 entries, in a fixed pattern), each pass added to out in
-    float64. The rounding is in _SCREEN_EPS."""
-    out[:] = 0.0
-    xf = x[:p].astype(np.float32)
-    s = 0
-    while s + 8 <= p:
-        w0, w1, w2, w3 = xf[s], xf[s + 1], xf[s + 2], xf[s + 3]
-        w4, w5, w6, w7 = xf[s + 4], xf[s + 5], xf[s + 6], xf[s + 7]
-        r0, r1, r2, r3 = rows[members[s]], rows[members[s + 1]], rows[members[s + 2]], rows[members[s + 3]]
-        r4, r5, r6, r7 = rows[members[s + 4]], rows[members[s + 5]], rows[members[s + 6]], rows[members[s + 7]]
-        for j in range(out.shape[0]):
-            out[j] += ((w0 * r0[j] + w1 * r1[j]) + (w2 * r2[j] + w3 * r3[j])) + ((w4 * r4[j] + w5 * r5[j])
-                                                                                + (w6 * r6[j] + w7 * r7[j]))
-        s += 8
-    for s in range(s, p):
-        ws = xf[s]
-        row = rows[members[s]]
-        for j in range(out.shape[0]):
-            out[j] += ws * row[j]
-
-
-@njit(cache=True)
 def _screen_gradient(gram, screen, scale, q, members, x, p, in_set, tol, grad):
     """grad = G w − q over all K from the int16 copy of G (only the rows on P are read), with the
     entries outside P that lie within its error bound of −tol recomputed from the float64 G: so
@@ -770,7 +747,7 @@ def _screen_gradient(gram, screen, scale, q, members, x, p, in_set, tol, grad):
         _combine_rows(gram, members, x, p, grad)
         grad -= q
         return 0.0
-    _combine_screen_rows(screen, members, x, p, grad)
+    _combine_rows(screen, members, x[:p].astype(np.float32), p, grad)
     unit = scale / 32767.0
     for j in range(grad.shape[0]):
         grad[j] = grad[j] * unit - q[j]
