@@ -46,8 +46,9 @@ from clapdex.vectors import mean_of_unit_rows
 DEFAULT_LAMBDA = 0.05
 
 # Below this lam most windows get hundreds of concepts, up to the embedding dimension d, and solving
-# slows down with the support size (measured at K = 4,000, d = 1,024, one thread: 5 ms per window at
-# ~300 concepts, 80 ms at lam = 0.01, 0.26 s at 0.005, 0.7 s at 0.002): see docs/method.md.
+# slows down with the support size (measured at K = 4,000, d = 1,024, one thread, 2026-12-03: 3 ms
+# per window at ~300 concepts, 37 ms at lam = 0.01 (~620), 0.13 s at 0.005 (~810), 0.35 s at 0.0025
+# (~915), 0.74 s at 0.001 (~980)): see docs/method.md.
 SLOW_LAMBDA = 0.01
 
 _CHUNK = 4096  # rows per solver call: bounds the (rows, K) correlation matrix
@@ -61,7 +62,7 @@ def _warn_if_slow(lam: float) -> None:
     if lam < SLOW_LAMBDA:
         warnings.warn(f"lambda {lam:g} is below {SLOW_LAMBDA:g}: most windows will get hundreds of concepts "
                       f"(up to the embedding dimension), each solve costs about the cube of that number "
-                      f"(0.1–1 s per window with 4,000 concepts), and as the support nears the dimension its "
+                      f"(0.04–0.7 s per window with 4,000 concepts), and as the support nears the dimension its "
                       f"Gram block becomes ill-conditioned, so the weights are poorly determined; use a larger "
                       f"lambda or max_concepts", SlowDecompositionWarning, stacklevel=3)
 
