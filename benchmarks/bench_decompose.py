@@ -113,7 +113,7 @@ def bench(k: int, d: int, n: int, subset: int, tight: int, mc_batch: int) -> Non
                                          nonneg_lasso_max_concepts_path, nonneg_lasso_path, objective)
 
     dictionary, z, raw_cos = make_problem(k, d, n)
-    t_gram, gram = timed(dictionary.solver_gram)  # G, checked, and its float32 screening copy
+    t_gram, gram = timed(dictionary.solver_gram)  # G, checked, and its int16 screening copy
     b = z @ dictionary.atoms.T
     atoms_t = dictionary.atoms.T
     sample = dictionary.atoms[:500]

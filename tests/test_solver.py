@@ -257,6 +257,24 @@ def test_max_concepts_is_the_exact_first_crossing(kind):
             assert np.count_nonzero(above, axis=1).max() <= n_max
 
 
+def test_max_concepts_on_near_parallel_atoms_stops_at_a_crossing_or_the_floor():
+    # 30 directions with 20 atoms each, 1e-6 apart: the weights on P re-solved from the factor are
+    # ill-determined, so an entering step must come from the path's own weights (from the re-solved
+    # ones, concepts entered early: a "crossing" with no more than n_max concepts just below it).
+    # The many near-ties also defeat the int16 bounds, so the float64 refresh of the gradient runs.
+    rng = np.random.default_rng(31)
+    base = random_atoms(rng, 30, 48)
+    atoms = unit_rows(np.repeat(base, 20, axis=0) + 1e-6 * rng.standard_normal((600, 48)))
+    z = unit_rows(rng.standard_normal((6, 48)))
+    gram, b = problem(atoms, z)
+    w, lam_used = nonneg_lasso_max_concepts(gram, b, 20)
+    assert np.count_nonzero(w, axis=1).max() <= 20
+    assert kkt_violation(gram, b, w, lam_used).max() <= 1e-10
+    at_floor = np.isclose(lam_used, 1e-4 * lambda_max(b), rtol=1e-12, atol=0)
+    below = np.count_nonzero(nonneg_lasso(gram, b, lam_used * (1 - 1e-7)), axis=1)
+    assert np.all(at_floor | (below > 20)), (lam_used / lambda_max(b), below)
+
+
 def test_max_concepts_path_equals_separate_searches():
     from clapdex.concepts.solver import nonneg_lasso_max_concepts_path
 

@@ -243,7 +243,8 @@ def nonneg_lasso_max_concepts_path(gram, correlations, counts, *, tol: float = D
     lams = np.zeros((counts.size, n))
     if n and k:
         events = np.zeros(n, dtype=np.int64)
-        _crossings_batch(gram.matrix, b, counts[order], float(lam_floor), weights, lams, events)
+        _crossings_batch(gram.matrix, gram.screen, gram.scale, b, counts[order], float(lam_floor), weights, lams,
+                         events)
         if np.any(events < 0):
             warnings.warn(f"nonneg_lasso_max_concepts: the path of {int((events < 0).sum())} of {n} rows did not "
                           f"reach the limit; their last point is used", RuntimeWarning, stacklevel=3)
@@ -279,6 +280,7 @@ _DEPENDENT = 1e-12  # squared pivot / G_jj below this: the atom is in the span
 _SCREEN_EPS = 1.0 / 65000.0 + 2.0 ** -19
 _SCREEN_FLOAT32_LIMIT = 1e30  # Σ|w| above this could overflow the float32 sums: use the float64 G
 _PARTIAL_SHARE = 32  # a round recomputes at most K/32 concepts alone, else the full gradient
+_CROSSING_CANDIDATES = 16  # max-concepts: more exact step recomputations than this, and g is refreshed
 _ABOVE_CROSSING = 1e-9  # max-concepts: the lam returned lies this much (relative) above the crossing
 
 
@@ -740,18 +742,8 @@ def _screen_gradient(gram, screen, scale, q, members, x, p, in_set, tol, grad):
     entries outside P that lie within its error bound of −tol recomputed from the float64 G: so
     grad < −tol exactly where the true gradient is (the violators), up to float64 rounding. Returns
     the bound on the error of the other entries."""
-    total = 0.0
-    for s in range(p):
-        total += abs(x[s])
-    if total > _SCREEN_FLOAT32_LIMIT:  # weights too large for float32 sums: every entry from G
-        _combine_rows(gram, members, x, p, grad)
-        grad -= q
-        return 0.0
-    _combine_rows(screen, members, x[:p].astype(np.float32), p, grad)
-    unit = scale / 32767.0
-    for j in range(grad.shape[0]):
-        grad[j] = grad[j] * unit - q[j]
-    bound = total * scale * _SCREEN_EPS
+    bound = _approx_product(gram, screen, scale, members, x, p, grad)
+    grad -= q
     low = -tol - bound
     high = -tol + bound
     for j in range(grad.shape[0]):
@@ -760,6 +752,24 @@ def _screen_gradient(gram, screen, scale, q, members, x, p, in_set, tol, grad):
             continue
         grad[j] = _exact_gradient(gram[j], q[j], members, x, p)
     return bound
+
+
+@njit(cache=True)
+def _approx_product(gram, screen, scale, members, v, p, out):
+    """out ≈ Σ_s v[s]·G[members[s]] over all K, from the int16 copy of G (a quarter of the float64
+    rows' memory traffic). Returns the bound on every entry's error; 0 when v is too large for float32
+    sums and out came from the float64 G."""
+    total = 0.0
+    for s in range(p):
+        total += abs(v[s])
+    if total > _SCREEN_FLOAT32_LIMIT:
+        _combine_rows(gram, members, v, p, out)
+        return 0.0
+    _combine_rows(screen, members, v[:p].astype(np.float32), p, out)
+    unit = scale / 32767.0
+    for j in range(out.shape[0]):
+        out[j] *= unit
+    return total * scale * _SCREEN_EPS
 
 
 @njit(cache=True)
@@ -857,20 +867,28 @@ def _swap_in(gram, q, members, chol, gpp, x, y, p, new, in_set, work):
 
 
 @njit(parallel=True, cache=True)
-def _crossings_batch(gram, b, counts, floor_ratio, out_w, out_lam, events):
+def _crossings_batch(gram, screen, scale, b, counts, floor_ratio, out_w, out_lam, events):
     for i in prange(b.shape[0]):
-        events[i] = _crossings_row(gram, b[i], counts, floor_ratio, out_w[:, i], out_lam[:, i])
+        events[i] = _crossings_row(gram, screen, scale, b[i], counts, floor_ratio, out_w[:, i], out_lam[:, i])
 
 
 @njit(cache=True)
-def _crossings_row(gram, b, counts, floor_ratio, out_w, out_lam):
+def _crossings_row(gram, screen, scale, b, counts, floor_ratio, out_w, out_lam):
     """Follow the path w(lam) from λ_max down, one event (a concept entering or leaving) at a time,
     and record for each count N in `counts` (ascending) the weights and lam at its first crossing:
     the event where an entering concept would make the support exceed N. Counts never exceeded
     above floor_ratio·λ_max get the weights there. Between events w_P moves along d = G_PP⁻¹·1
-    (dw_P/d(−lam)), and the gradient outside P along G d − 1: one pass over the rows of G on P per
-    event. The weights are recomputed from the factor at every event, so rounding does not build up;
-    the caller re-solves each recorded point exactly. Returns the number of events, -1 if it gave up."""
+    (dw_P/d(−lam)), and the gradient g = G w − b + lam outside P along G d − 1, so concept j would
+    enter after a step of g_j / (1 − (G d)_j). The weights w that g belongs to are the path's own, the
+    sum of the steps along d (`path_w`); the weights x on P that give the leaving steps and the
+    recorded points are recomputed from the factor at every event, so rounding does not build up (on
+    near-parallel atoms the two differ, and g must come from the path's, or concepts enter early).
+    Per event G d comes from one pass over the int16 rows of G on P, with an error bound; g is
+    carried along with it, its error (`drift`) summed. The bounds give each concept's step an
+    interval, and only the concepts whose interval reaches below the smallest upper end are
+    recomputed from the float64 G: the event found is the exact one. When that would be many
+    concepts, g is recomputed from the float64 G first (drift 0). The caller re-solves each recorded
+    point exactly. Returns the number of events, -1 if it gave up."""
     k = b.shape[0]
     members, chol, gpp, x, y = _new_state(k, 64)
     in_set = np.zeros(k, dtype=np.bool_)
@@ -882,6 +900,11 @@ def _crossings_row(gram, b, counts, floor_ratio, out_w, out_lam):
     grad = np.empty(k)
     for j in range(k):
         grad[j] = lam - b[j]
+    drift = 0.0  # |grad − g| <= drift
+    path = np.empty(k, dtype=np.int64)  # the concepts that have been in P, and their path weights
+    path_w = np.zeros(k)
+    slot = np.full(k, -1)
+    n_path = 0
     gd = np.empty(k)
     d = np.empty(members.shape[0])
     ones = np.empty(members.shape[0])
@@ -897,20 +920,42 @@ def _crossings_row(gram, b, counts, floor_ratio, out_w, out_lam):
             ones[s] = 1.0
         _solve_rt(chol, ones, p)
         _back(chol, ones, p, d)
-        _combine_rows(gram, members, d, p, gd)
-        step = lam - floor
-        kind = 0
-        who = -1
-        for j in range(k):
-            if in_set[j] or blocked[j] or j == left:
-                continue
-            slope = 1.0 - gd[j]
-            if slope > 0.0:
-                dj = max(grad[j], 0.0) / slope
-                if dj < step:
-                    step = dj
-                    kind = 1
-                    who = j
+        error_d = _approx_product(gram, screen, scale, members, d, p, gd)
+        while True:
+            reach = lam - floor  # the smallest upper end of a step's interval (or a leaving step)
+            for s in range(p):
+                if d[s] < 0.0 and members[s] != entered:
+                    reach = min(reach, x[s] / -d[s])
+            for j in range(k):
+                slope_low = 1.0 - gd[j] - error_d
+                high = max(grad[j] + drift, 0.0)
+                if slope_low > 0.0 and high < reach * slope_low and not (in_set[j] or blocked[j] or j == left):
+                    reach = high / slope_low
+            reach *= 1.0 + 1e-9  # room for the rounding of the bounds themselves
+            step = lam - floor
+            kind = 0
+            who = -1
+            count = 0
+            for j in range(k):
+                slope_high = 1.0 - gd[j] + error_d
+                if slope_high <= 0.0 or max(grad[j] - drift, 0.0) > reach * slope_high:
+                    continue
+                if in_set[j] or blocked[j] or j == left:
+                    continue
+                count += 1
+                slope = 1.0 - _exact_gradient(gram[j], 0.0, members, d, p)
+                if slope > 0.0:
+                    dj = max(_exact_gradient(gram[j], b[j] - lam, path, path_w, n_path), 0.0) / slope
+                    if dj < step:
+                        step = dj
+                        kind = 1
+                        who = j
+            if count <= _CROSSING_CANDIDATES or drift == 0.0:
+                break
+            _combine_rows(gram, path, path_w, n_path, grad)  # drift too large: g afresh from the float64 G
+            for j in range(k):
+                grad[j] += lam - b[j]
+            drift = 0.0
         for s in range(p):
             if d[s] < 0.0 and members[s] != entered:
                 ds = x[s] / -d[s]
@@ -923,8 +968,11 @@ def _crossings_row(gram, b, counts, floor_ratio, out_w, out_lam):
         lam -= step
         for s in range(p):
             x[s] = max(x[s] + step * d[s], 0.0)
+        for s in range(p):
+            path_w[slot[members[s]]] += step * d[s]
         for j in range(k):
             grad[j] += step * (gd[j] - 1.0)
+        drift += step * error_d
         # The first crossing of counts[t] (or the floor). At the crossing itself the entering concept's
         # gradient is 0, so a solver may give it a weight of 1e-17: record a point just above it
         # (1e-9 relative, inside the segment), where the support is unambiguous.
@@ -946,6 +994,10 @@ def _crossings_row(gram, b, counts, floor_ratio, out_w, out_lam):
                 continue
             p += 1
             entered = who
+            if slot[who] < 0:
+                slot[who] = n_path
+                path[n_path] = who
+                n_path += 1
         else:
             left = members[who]
             p = _remove(members, chol, gpp, x, y, p, who, in_set)
